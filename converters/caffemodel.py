@@ -1,0 +1,157 @@
+"""Binary .caffemodel (a serialized NetParameter), any version, read and written.
+
+Reading memory-maps the file and scans the wire format for the blobs, so
+tensors are views of the file; protobuf parses only the small layer
+messages. Writing streams each blob's bytes straight from its array.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+from google.protobuf.message import DecodeError
+
+from blobcast.errors import FormatError
+from blobcast.model import Model
+
+from . import caffe_pb2 as pb
+from .blobproto import BlobFormatError, decode_blob, encode_blob
+from .caffe_net import layer_pb, model_from_net, net_settings_pb
+from .upgrade import UpgradeError, net_version, upgrade_net
+from .wire import WireError, iter_fields, length_delimited
+
+NAME = "caffemodel"
+SUFFIXES = (".caffemodel",)
+DESCRIPTION = "Caffe binary model (NetParameter protobuf)"
+PROTOBUF_LIMIT = 2**31 - 1  # Caffe's reader refuses messages above INT_MAX bytes
+
+_LAYER_V2, _LAYERS_V1 = 100, 2
+_BLOBS_V2, _BLOBS_V1, _V0_LAYER, _BLOBS_V0 = 7, 6, 1, 50
+
+
+def map_file(path: str):
+    """Memory-map a file read-only (an empty file gets empty bytes)."""
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size == 0:
+            raise FormatError("the file is empty", path)
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _strip_blobs(buf, start, end, blob_field, where, nested=None):
+    """Return (layer bytes without blob fields, blobs) for one layer message."""
+    kept = bytearray()
+    blobs = []
+    for number, wire_type, tag_start, vstart, vend in iter_fields(buf, start, end):
+        if number == blob_field and wire_type == 2:
+            blobs.append(decode_blob(buf, vstart, vend, f"{where}, blob {len(blobs)}"))
+        elif nested and number == nested[0] and wire_type == 2:
+            inner, inner_blobs = _strip_blobs(buf, vstart, vend, nested[1], where)
+            kept += length_delimited(number, len(inner)) + inner
+            blobs = inner_blobs or blobs
+        else:
+            kept += buf[tag_start:vend]
+    return bytes(kept), blobs
+
+
+def decode_net(buf, path: str, what: str = "model"):
+    """Parse a NetParameter held in `buf`; return (net pb, v1 blobs, v2 blobs)."""
+    stripped = bytearray()
+    v1_blobs, v2_blobs = [], []
+    end = len(buf)
+    for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, end):
+        if number == _LAYER_V2 and wire_type == 2:
+            where = f"layer {len(v2_blobs)}"
+            layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V2, where)
+            v2_blobs.append(blobs)
+        elif number == _LAYERS_V1 and wire_type == 2:
+            where = f"V1 layer {len(v1_blobs)}"
+            layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V1, where,
+                                              nested=(_V0_LAYER, _BLOBS_V0))
+            v1_blobs.append(blobs)
+        else:
+            stripped += buf[tag_start:vend]
+            continue
+        stripped += length_delimited(number, len(layer_bytes)) + layer_bytes
+    net = pb.NetParameter.FromString(bytes(stripped))
+    return net, v1_blobs, v2_blobs
+
+
+def _name_blob_sources(net, blobs_per_layer):
+    for layer, blobs in zip(net.layer, blobs_per_layer):
+        for i, blob in enumerate(blobs):
+            for tensor in (blob.data, blob.diff):
+                if tensor is not None:
+                    tensor.source = f"layer {layer.name!r} blob {i}"
+
+
+def read(path: str, **_options) -> Model:
+    buf = map_file(path)
+    try:
+        net, v1_blobs, v2_blobs = decode_net(buf, path)
+    except (WireError, DecodeError) as error:
+        raise FormatError(f"not a valid Caffe binary model ({error})", path) from error
+    except BlobFormatError as error:
+        raise FormatError(str(error), path) from error
+    if not len(net.layer) and not len(net.layers):
+        raise FormatError(
+            "the file parses but holds no layers; it is not a Caffe model "
+            "(a .solverstate or .binaryproto, perhaps?)", path)
+    version = net_version(net)
+    notes: list[str] = []
+    try:
+        blobs = upgrade_net(net, v1_blobs, v2_blobs, notes)
+    except UpgradeError as error:
+        raise FormatError(f"cannot upgrade this {version} net: {error}", path) from error
+    _name_blob_sources(net, blobs)
+    return model_from_net(net, blobs, source_format=NAME, source_version=version,
+                          notes=notes, path=path)
+
+
+def _layer_chunks(layer, write_diff: bool):
+    """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
+    known = layer_pb(layer, with_unknown=False).SerializeToString()
+    split = len(known)
+    for number, _w, tag_start, _s, _e in iter_fields(known, 0, len(known)):
+        if number > _BLOBS_V2:
+            split = tag_start
+            break
+    chunks = [known[:split]]
+    for blob in layer.blobs:
+        blob_chunks, blob_length = encode_blob(blob, write_diff)
+        chunks.append(length_delimited(_BLOBS_V2, blob_length))
+        chunks += blob_chunks
+    chunks += [known[split:], layer.spec.unknown_fields]
+    return chunks
+
+
+def net_chunks(model: Model, write_diff: bool = True) -> list:
+    """All chunks of the binary NetParameter for `model` (V2 form)."""
+    head = net_settings_pb(model, with_unknown=False).SerializeToString()
+    chunks = [head]
+    for layer in model.layers:
+        layer_chunks = _layer_chunks(layer, write_diff)
+        chunks.append(length_delimited(_LAYER_V2, sum(len(c) for c in layer_chunks)))
+        chunks += layer_chunks
+    chunks.append(model.net.unknown_fields)
+    return chunks
+
+
+def write(model: Model, path: str, *, progress=None, **_options) -> None:
+    if not model.has_architecture:
+        raise FormatError(
+            "the model has weights but no layer definitions; give the architecture "
+            "with --prototxt to write a .caffemodel", path)
+    chunks = net_chunks(model, write_diff=True)
+    total = sum(len(c) for c in chunks)
+    if total > PROTOBUF_LIMIT:
+        raise FormatError(
+            f"the model needs {total / 2**30:.2f} GiB as a .caffemodel, over the 2 GiB that "
+            "Caffe's protobuf reader accepts; write .caffemodel.h5 instead", path)
+    with open(path, "wb") as handle:
+        for chunk in chunks:
+            if len(chunk):
+                handle.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))

@@ -1,0 +1,344 @@
+"""The canonical in-memory Caffe model, shared by every reader and writer.
+
+A `Model` is a net: net-level settings, layers in order, and each layer's
+parameter blobs. Layer settings are typed `Message`s (see params.py) holding
+exactly what the file said, with Caffe's defaults for the rest. Blobs hold
+lazy tensors. A parameter shared between layers (`param { name: "w" }`) is one
+`Blob` object that every sharing layer holds; the first layer in net order
+owns it, as in Caffe's Net::AppendParam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .params import Message
+from .tensor import Tensor, as_tensor
+
+# Which LayerParameter field holds the settings of each layer type.
+TYPE_PARAM_FIELD = {
+    "Accuracy": "accuracy_param", "ArgMax": "argmax_param", "BatchNorm": "batch_norm_param",
+    "Bias": "bias_param", "Clip": "clip_param", "Concat": "concat_param",
+    "ContrastiveLoss": "contrastive_loss_param", "Convolution": "convolution_param",
+    "Deconvolution": "convolution_param", "Crop": "crop_param", "Data": "data_param",
+    "Dropout": "dropout_param", "DummyData": "dummy_data_param", "Eltwise": "eltwise_param",
+    "ELU": "elu_param", "Embed": "embed_param", "Exp": "exp_param", "Flatten": "flatten_param",
+    "HDF5Data": "hdf5_data_param", "HDF5Output": "hdf5_output_param",
+    "HingeLoss": "hinge_loss_param", "ImageData": "image_data_param",
+    "InfogainLoss": "infogain_loss_param", "InnerProduct": "inner_product_param",
+    "Input": "input_param", "Log": "log_param", "LRN": "lrn_param",
+    "MemoryData": "memory_data_param", "MVN": "mvn_param", "Parameter": "parameter_param",
+    "Pooling": "pooling_param", "Power": "power_param", "PReLU": "prelu_param",
+    "Python": "python_param", "Recurrent": "recurrent_param", "RNN": "recurrent_param",
+    "LSTM": "recurrent_param", "Reduction": "reduction_param", "ReLU": "relu_param",
+    "Reshape": "reshape_param", "Scale": "scale_param", "Sigmoid": "sigmoid_param",
+    "Softmax": "softmax_param", "SoftmaxWithLoss": "softmax_param", "SPP": "spp_param",
+    "Slice": "slice_param", "Swish": "swish_param", "TanH": "tanh_param",
+    "Threshold": "threshold_param", "Tile": "tile_param", "WindowData": "window_data_param",
+    "Upsample": "upsample_param", "Permute": "permute_param", "PriorBox": "prior_box_param",
+    "DetectionOutput": "detection_output_param", "Normalize": "norm_param",
+}
+
+# Settings worth a glance in listings, per layer type.
+KEY_SETTINGS = {
+    "Convolution": ("num_output", "kernel_size", "stride", "pad", "dilation", "group", "bias_term"),
+    "Deconvolution": ("num_output", "kernel_size", "stride", "pad", "group", "bias_term"),
+    "InnerProduct": ("num_output", "bias_term", "axis", "transpose"),
+    "Pooling": ("pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode"),
+    "LRN": ("local_size", "alpha", "beta", "k", "norm_region"),
+    "BatchNorm": ("use_global_stats", "eps"),
+    "Scale": ("axis", "num_axes", "bias_term"),
+    "Eltwise": ("operation", "coeff"),
+    "Concat": ("axis",), "Slice": ("axis", "slice_point"), "Softmax": ("axis",),
+    "Dropout": ("dropout_ratio",), "ReLU": ("negative_slope",), "Reshape": ("shape",),
+    "Flatten": ("axis", "end_axis"), "Crop": ("axis", "offset"), "Input": ("shape",),
+    "Power": ("power", "scale", "shift"), "ELU": ("alpha",), "Python": ("module", "layer"),
+}
+
+# Layers whose blobs hold running statistics rather than trained weights:
+# Caffe forces their lr_mult to 0 (BatchNormLayer::LayerSetUp).
+_STATISTICS_LAYERS = {"BatchNorm"}
+
+
+@dataclass(eq=False)
+class Blob:
+    """One parameter blob: its values, optionally its gradient.
+
+    `legacy_shape` is the 4-D num/channels/height/width a legacy file stored
+    for it, kept only so that file can be written back byte for byte.
+    """
+
+    data: Tensor
+    diff: Tensor | None = None
+    legacy_shape: tuple[int, int, int, int] | None = None
+
+    def __post_init__(self):
+        self.data = as_tensor(self.data)
+        if self.diff is not None:
+            self.diff = as_tensor(self.diff)
+            if self.diff.shape != self.data.shape:
+                raise ValueError(
+                    f"diff shape {list(self.diff.shape)} differs from data shape {list(self.data.shape)}"
+                )
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.nbytes + (self.diff.nbytes if self.diff is not None else 0)
+
+
+class Layer:
+    """One layer: its LayerParameter settings (`spec`) and its blobs."""
+
+    def __init__(self, name: str = "", type: str = "", bottoms=(), tops=(), blobs=(),
+                 spec: Message | None = None, **settings):
+        self.spec = spec if spec is not None else Message("LayerParameter")
+        if spec is None or name:
+            self.spec.name = name
+        if spec is None or type:
+            self.spec.type = type
+        if bottoms:
+            self.spec.bottom = list(bottoms)
+        if tops:
+            self.spec.top = list(tops)
+        for key, value in settings.items():
+            setattr(self.spec, key, value)
+        self.blobs: list[Blob] = [b if isinstance(b, Blob) else Blob(b) for b in blobs]
+
+    name = property(lambda self: self.spec.name, lambda self, v: setattr(self.spec, "name", v))
+    type = property(lambda self: self.spec.type, lambda self, v: setattr(self.spec, "type", v))
+
+    @property
+    def bottoms(self) -> list[str]:
+        return self.spec.bottom
+
+    @property
+    def tops(self) -> list[str]:
+        return self.spec.top
+
+    @property
+    def param_specs(self):
+        """The layer's ParamSpec list (name, lr_mult, decay_mult per blob)."""
+        return self.spec.param
+
+    @property
+    def type_params(self) -> Message | None:
+        """The settings message for this layer's type (e.g. convolution_param)."""
+        field_name = TYPE_PARAM_FIELD.get(self.type)
+        return self.spec.mutable(field_name) if field_name else None
+
+    def key_settings(self) -> dict:
+        """A few defining settings of the layer, for listings."""
+        field_name = TYPE_PARAM_FIELD.get(self.type)
+        if not field_name or not self.spec.has(field_name):
+            return {}
+        params = getattr(self.spec, field_name)
+        out = {}
+        for name in KEY_SETTINGS.get(self.type, ()):
+            if params.has(name):
+                value = getattr(params, name)
+                if isinstance(value, Message):
+                    value = value.to_dict()
+                elif isinstance(value, list):
+                    value = [v.to_dict() if isinstance(v, Message) else v for v in value]
+                out[name] = value
+        return out
+
+    def param_name(self, index: int) -> str:
+        specs = self.spec.param
+        return specs[index].name if index < len(specs) else ""
+
+    def lr_mult(self, index: int) -> float:
+        if self.type in _STATISTICS_LAYERS:
+            return 0.0
+        specs = self.spec.param
+        return specs[index].lr_mult if index < len(specs) else 1.0
+
+    def __repr__(self) -> str:
+        return (f"Layer({self.name!r}, {self.type!r}, bottoms={list(self.bottoms)}, "
+                f"tops={list(self.tops)}, blobs={[list(b.shape) for b in self.blobs]})")
+
+
+@dataclass(frozen=True)
+class ParamRef:
+    """A parameter blob located in the net: layer, blob index, and the blob."""
+
+    layer: Layer
+    index: int
+    blob: Blob
+
+    @property
+    def key(self) -> str:
+        return f"{self.layer.name}/{self.index}"
+
+
+@dataclass
+class SolverState:
+    """Optimizer state of a training snapshot (history tensors per parameter)."""
+
+    iter: int = 0
+    current_step: int = 0
+    learned_net: str = ""
+    history: list[Tensor] = field(default_factory=list)
+
+
+@dataclass
+class Model:
+    """A Caffe net with its weights."""
+
+    net: Message = field(default_factory=lambda: Message("NetParameter"))
+    layers: list[Layer] = field(default_factory=list)
+    # Whether the layer definitions are known (False for a bare weights file
+    # such as Caffe's own .caffemodel.h5, which stores only names and values).
+    has_architecture: bool = True
+    source_format: str = ""
+    source_version: str = ""
+    notes: list[str] = field(default_factory=list)
+    solver_state: SolverState | None = None
+
+    # -- net-level ----------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.net.name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        self.net.name = value
+
+    def inputs(self) -> dict[str, list[int] | None]:
+        """Net inputs and their shapes, from Input layers."""
+        out: dict[str, list[int] | None] = {}
+        for layer in self.layers:
+            if layer.type != "Input":
+                continue
+            shapes = layer.spec.input_param.shape if layer.spec.has("input_param") else []
+            for i, top in enumerate(layer.tops):
+                shape = shapes[i] if i < len(shapes) else (shapes[0] if len(shapes) == 1 else None)
+                out[top] = list(shape.dim) if shape is not None else None
+        return out
+
+    # -- layers -------------------------------------------------------------
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"no layer named {name!r}")
+
+    __getitem__ = layer
+
+    def __contains__(self, name: str) -> bool:
+        return any(layer.name == name for layer in self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def remove_layer(self, name: str) -> Layer:
+        layer = self.layer(name)
+        self.layers.remove(layer)
+        self.link_shared_params()
+        return layer
+
+    def rename_layer(self, old: str, new: str) -> None:
+        if new in self and new != old:
+            raise ValueError(f"a layer named {new!r} already exists")
+        self.layer(old).name = new
+
+    def duplicate_layer_names(self) -> list[str]:
+        seen, duplicates = set(), []
+        for layer in self.layers:
+            if layer.name in seen and layer.name not in duplicates:
+                duplicates.append(layer.name)
+            seen.add(layer.name)
+        return duplicates
+
+    # -- parameters ---------------------------------------------------------
+    def param_owners(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """Map (layer index, blob index) of each sharing layer to its owner's.
+
+        Sharing is by ParamSpec name; the first layer in net order that uses
+        a name owns the parameter. Owners are not in the map.
+        """
+        first_use: dict[str, tuple[int, int]] = {}
+        owners: dict[tuple[int, int], tuple[int, int]] = {}
+        for li, layer in enumerate(self.layers):
+            count = max(len(layer.blobs), len(layer.param_specs))
+            for bi in range(count):
+                name = layer.param_name(bi)
+                if not name:
+                    continue
+                if name in first_use:
+                    owners[(li, bi)] = first_use[name]
+                else:
+                    first_use[name] = (li, bi)
+        return owners
+
+    def link_shared_params(self) -> None:
+        """Make every sharing layer hold its owner's Blob object."""
+        for (li, bi), (oi, obi) in self.param_owners().items():
+            owner_layer, layer = self.layers[oi], self.layers[li]
+            if obi >= len(owner_layer.blobs):
+                continue
+            owner_blob = owner_layer.blobs[obi]
+            if bi < len(layer.blobs):
+                layer.blobs[bi] = owner_blob
+            elif bi == len(layer.blobs):
+                layer.blobs.append(owner_blob)
+
+    def owned_params(self) -> list[ParamRef]:
+        """Every parameter blob once, under its owner, in Caffe's net order.
+
+        This is Caffe's `learnable_params_` order, which solver history follows.
+        """
+        shared = self.param_owners()
+        refs = []
+        for li, layer in enumerate(self.layers):
+            for bi, blob in enumerate(layer.blobs):
+                if (li, bi) not in shared:
+                    refs.append(ParamRef(layer, bi, blob))
+        return refs
+
+    def shared_with(self, layer: Layer, index: int) -> Layer | None:
+        """The owner layer if this layer's blob `index` is shared, else None."""
+        owners = self.param_owners()
+        li = self.layers.index(layer)
+        if (li, index) in owners:
+            return self.layers[owners[(li, index)][0]]
+        return None
+
+    def params(self) -> list[ParamRef]:
+        """Learnable parameters: owned blobs that training updates (lr_mult != 0)."""
+        return [ref for ref in self.owned_params() if ref.layer.lr_mult(ref.index) != 0]
+
+    def states(self) -> list[ParamRef]:
+        """Non-learned state: owned blobs with lr_mult 0 (e.g. BatchNorm statistics)."""
+        return [ref for ref in self.owned_params() if ref.layer.lr_mult(ref.index) == 0]
+
+    def tensors(self) -> Iterator[tuple[str, Tensor]]:
+        """(key, tensor) for every owned data and diff tensor."""
+        for ref in self.owned_params():
+            yield ref.key, ref.blob.data
+            if ref.blob.diff is not None:
+                yield ref.key + "/diff", ref.blob.diff
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(ref.blob.data.size for ref in self.owned_params())
+
+    @property
+    def nbytes(self) -> int:
+        return sum(ref.blob.nbytes for ref in self.owned_params())
+
+    @property
+    def has_diff(self) -> bool:
+        return any(ref.blob.diff is not None for ref in self.owned_params())
