@@ -1,0 +1,104 @@
+"""Readers and writers, one module per file format, behind one small contract.
+
+Each format module has NAME, SUFFIXES, DESCRIPTION, read(path, **options) ->
+Model and write(model, path, **options). A file's format is found from the
+longest known suffix (so `x.caffemodel.h5` is a Caffe HDF5 snapshot, not
+just "some .h5"), then confirmed from its first bytes.
+"""
+
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+from blobcast.errors import FormatError
+
+from . import binaryproto, caffe_hdf5, caffemodel, prototxt
+
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def _as_format(module_or_class) -> SimpleNamespace:
+    return SimpleNamespace(
+        name=module_or_class.NAME, suffixes=module_or_class.SUFFIXES,
+        description=module_or_class.DESCRIPTION, read=module_or_class.read,
+        write=module_or_class.write, module=module_or_class)
+
+
+def _registry() -> dict:
+    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat]
+    try:
+        from . import solverstate
+        formats += [solverstate.BinaryFormat, solverstate.HDF5Format]
+    except ImportError:  # pragma: no cover - during partial installs only
+        pass
+    return {f.NAME: _as_format(f) for f in formats}
+
+
+FORMATS = _registry()
+
+
+def format_names() -> list[str]:
+    return list(FORMATS)
+
+
+def format_by_name(name: str):
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FormatError(f"unknown format {name!r}; known formats: "
+                          + ", ".join(FORMATS)) from None
+
+
+def format_for_suffix(path: str):
+    lowered = os.path.basename(os.fspath(path)).lower()
+    best, best_length = None, 0
+    for fmt in FORMATS.values():
+        for suffix in fmt.suffixes:
+            if lowered.endswith(suffix) and len(suffix) > best_length:
+                best, best_length = fmt, len(suffix)
+    return best
+
+
+def _read_head(path: str, size: int = 8) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(size)
+    except IsADirectoryError:
+        raise FormatError("is a directory, not a file", path) from None
+    except FileNotFoundError:
+        raise FormatError("no such file", path) from None
+    except PermissionError:
+        raise FormatError("permission denied", path) from None
+
+
+def detect_format(path: str, override: str | None = None):
+    """The format to read `path` with: --from if given, else suffix, checked by magic."""
+    head = _read_head(path)
+    if override:
+        return format_by_name(override)
+    fmt = format_for_suffix(path)
+    if fmt is None:
+        if head.startswith(HDF5_MAGIC):
+            return FORMATS["caffemodel-h5"]
+        known = sorted({s for f in FORMATS.values() for s in f.suffixes}, key=len, reverse=True)
+        raise FormatError("unknown file type; expected one of " + ", ".join(known)
+                          + " (or name the format with --from)", path)
+    if not head:
+        raise FormatError("the file is empty", path)
+    is_hdf5 = head.startswith(HDF5_MAGIC)
+    wants_hdf5 = fmt.name.endswith("-h5")
+    if is_hdf5 != wants_hdf5:
+        found = "an HDF5 file" if is_hdf5 else "not an HDF5 file"
+        raise FormatError(f"the name says {fmt.description} but the content is {found}; "
+                          "rename it or name the format with --from", path)
+    return fmt
+
+
+def output_format(path: str, override: str | None = None):
+    if override:
+        return format_by_name(override)
+    fmt = format_for_suffix(path)
+    if fmt is None:
+        raise FormatError("cannot tell the output format from the file name; use --to", path)
+    return fmt

@@ -111,7 +111,8 @@ class Layer:
             self.spec.top = list(tops)
         for key, value in settings.items():
             setattr(self.spec, key, value)
-        self.blobs: list[Blob] = [b if isinstance(b, Blob) else Blob(b) for b in blobs]
+        self.blobs: list[Blob | None] = [
+            b if isinstance(b, Blob) or b is None else Blob(b) for b in blobs]
 
     name = property(lambda self: self.spec.name, lambda self, v: setattr(self.spec, "name", v))
     type = property(lambda self: self.spec.type, lambda self, v: setattr(self.spec, "type", v))
@@ -140,17 +141,8 @@ class Layer:
         field_name = TYPE_PARAM_FIELD.get(self.type)
         if not field_name or not self.spec.has(field_name):
             return {}
-        params = getattr(self.spec, field_name)
-        out = {}
-        for name in KEY_SETTINGS.get(self.type, ()):
-            if params.has(name):
-                value = getattr(params, name)
-                if isinstance(value, Message):
-                    value = value.to_dict()
-                elif isinstance(value, list):
-                    value = [v.to_dict() if isinstance(v, Message) else v for v in value]
-                out[name] = value
-        return out
+        present = getattr(self.spec, field_name).to_dict()
+        return {name: present[name] for name in KEY_SETTINGS.get(self.type, ()) if name in present}
 
     def param_name(self, index: int) -> str:
         specs = self.spec.param
@@ -181,16 +173,6 @@ class ParamRef:
 
 
 @dataclass
-class SolverState:
-    """Optimizer state of a training snapshot (history tensors per parameter)."""
-
-    iter: int = 0
-    current_step: int = 0
-    learned_net: str = ""
-    history: list[Tensor] = field(default_factory=list)
-
-
-@dataclass
 class Model:
     """A Caffe net with its weights."""
 
@@ -202,7 +184,6 @@ class Model:
     source_format: str = ""
     source_version: str = ""
     notes: list[str] = field(default_factory=list)
-    solver_state: SolverState | None = None
 
     # -- net-level ----------------------------------------------------------
     @property
@@ -304,7 +285,8 @@ class Model:
         refs = []
         for li, layer in enumerate(self.layers):
             for bi, blob in enumerate(layer.blobs):
-                if (li, bi) not in shared:
+                # None marks a blob a bare weights file leaves to a sharing owner.
+                if blob is not None and (li, bi) not in shared:
                     refs.append(ParamRef(layer, bi, blob))
         return refs
 

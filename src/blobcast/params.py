@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from .schema import ENUMS, MESSAGES
 
 _INT_RANGES = {
@@ -62,6 +64,10 @@ def _check_scalar(kind: str, type_name: str | None, value: Any, where: str) -> A
             raise ValueError(f"{where}: {value} is not a value of {type_name}")
         raise TypeError(f"{where}: expected one of {', '.join(names)}, got {value!r}")
     raise TypeError(f"{where}: unsupported field kind {kind}")
+
+
+def _short_float32(value: float) -> float:
+    return float(repr(np.float32(value)))
 
 
 class RepeatedField(list):
@@ -201,16 +207,22 @@ class Message:
 
     # -- conversions and comparison --------------------------------------------
     def to_dict(self) -> dict:
-        """Present fields as plain Python values (messages become dicts)."""
+        """Present fields as plain Python values (messages become dicts).
+
+        float (32-bit) fields are given as the shortest decimal that reads
+        back to the same float32 (0.001, not 0.0010000000474974513).
+        """
         out = {}
         for name in self.present_fields():
             value = self._values[name]
+            is_float32 = self._fields[name][1] == "float"
             if isinstance(value, Message):
                 out[name] = value.to_dict()
             elif isinstance(value, list):
-                out[name] = [v.to_dict() if isinstance(v, Message) else v for v in value]
+                out[name] = [v.to_dict() if isinstance(v, Message)
+                             else (_short_float32(v) if is_float32 else v) for v in value]
             else:
-                out[name] = value
+                out[name] = _short_float32(value) if is_float32 else value
         return out
 
     def copy(self) -> Message:

@@ -1,0 +1,213 @@
+"""Caffe's HDF5 snapshot (.caffemodel.h5), read and written in Caffe's layout.
+
+Layout (Net::ToHDF5): /data/<layer name>/<blob index> for each parameter its
+layer owns, a group for every layer, and /diff/... likewise when gradients are
+stored. blobcast also stores the architecture as a prototxt string in
+/architecture (Caffe ignores it), so its files are self-contained.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import h5py
+import numpy as np
+
+from blobcast.errors import BlobcastWarning, FormatError
+from blobcast.model import Blob, Layer, Model
+from blobcast.tensor import LazyTensor
+from blobcast.weights import WeightSource, attach_weights
+
+from . import caffe_pb2 as pb
+from .caffe_net import architecture_pb
+from .prototxt import architecture_text, net_from_text
+
+NAME = "caffemodel-h5"
+SUFFIXES = (".caffemodel.h5", ".h5", ".hdf5")
+DESCRIPTION = "Caffe HDF5 snapshot (Net::ToHDF5 layout)"
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+ARCHITECTURE = "architecture"
+ARCHITECTURE_BINARY = "architecture_pb"  # present only when text cannot hold everything
+
+
+def open_hdf5(path: str) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        reason = str(error).split("(")[0].strip().rstrip(",") or "cannot be opened"
+        raise FormatError(f"not a readable HDF5 file ({reason})", path) from error
+
+
+def _dataset_tensor(dataset: h5py.Dataset, path: str, where: str) -> LazyTensor:
+    dtype = dataset.dtype
+    if dtype.kind != "f":
+        raise FormatError(f"{where} holds {dtype} values; Caffe stores floats", path)
+    shape = dataset.shape
+    target = np.dtype("<f8") if dtype.itemsize == 8 else np.dtype("<f4")
+    offset = dataset.id.get_offset()
+    contiguous = dataset.chunks is None and offset is not None and dataset.size > 0
+    if contiguous and dtype == target:
+        # Zero-copy: the values lie contiguously in the file; map them.
+        def load(path=path, offset=offset, shape=shape, dtype=target):
+            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    else:
+        def load(dataset=dataset, target=target):
+            return np.asarray(dataset[()], dtype=target).reshape(dataset.shape)
+    return LazyTensor(shape, target, load, where)
+
+
+def _layer_groups(data: h5py.Group) -> list[tuple[str, h5py.Group]]:
+    """Every group under /data with its path relative to /data (nested '/' names too)."""
+    found = []
+    data.visititems(lambda name, item: found.append((name, item))
+                    if isinstance(item, h5py.Group) else None)
+    return found
+
+
+def _blobs_in(group: h5py.Group, diff_group, path: str, layer_name: str) -> dict[int, Blob]:
+    blobs = {}
+    for key, item in group.items():
+        if not isinstance(item, h5py.Dataset):
+            continue
+        if not key.isdigit():
+            raise FormatError(f"/data/{layer_name}/{key}: blob datasets are named 0, 1, 2, ...", path)
+        where = f"/data/{layer_name}/{key}"
+        data = _dataset_tensor(item, path, where)
+        diff = None
+        if diff_group is not None and key in diff_group:
+            diff = _dataset_tensor(diff_group[key], path, f"/diff/{layer_name}/{key}")
+            if diff.shape != data.shape:
+                raise FormatError(f"/diff/{layer_name}/{key} has shape {list(diff.shape)} but "
+                                  f"its data has {list(data.shape)}", path)
+        blobs[int(key)] = Blob(data, diff)
+    return blobs
+
+
+def _not_a_snapshot(handle: h5py.File, path: str) -> FormatError:
+    names = sorted(handle.keys())
+    if {"iter", "history"} & set(names):
+        return FormatError("this is a Caffe solver state, not a model; name it "
+                           ".solverstate.h5 (or pass --from solverstate-h5)", path)
+    hint = ""
+    if "model_weights" in names or "keras_version" in handle.attrs:
+        hint = " (it looks like a Keras model)"
+    listed = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return FormatError(f"not a Caffe HDF5 snapshot: no /data group; top level has "
+                       f"[{listed}]{hint}", path)
+
+
+def _architecture(handle: h5py.File, path: str) -> Model | None:
+    if ARCHITECTURE_BINARY in handle:
+        raw = bytes(np.asarray(handle[ARCHITECTURE_BINARY][()]).tobytes())
+        from .caffe_net import model_from_net
+        net = pb.NetParameter.FromString(raw)
+        return model_from_net(net, [[] for _ in net.layer], source_format=NAME,
+                              source_version="V2", notes=[], path=path)
+    if ARCHITECTURE in handle:
+        text = handle[ARCHITECTURE][()]
+        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+        return net_from_text(text, f"{path}:/{ARCHITECTURE}")
+    return None
+
+
+def read_sources(handle: h5py.File, path: str) -> list[WeightSource]:
+    if "data" not in handle or not isinstance(handle["data"], h5py.Group):
+        raise _not_a_snapshot(handle, path)
+    data = handle["data"]
+    diff_root = handle.get("diff")
+    sources = []
+    for name, group in _layer_groups(data):
+        diff_group = diff_root.get(name) if isinstance(diff_root, h5py.Group) else None
+        sources.append(WeightSource(name, _blobs_in(group, diff_group, path, name)))
+    return sources
+
+
+def read(path: str, *, architecture: Model | None = None, **_options) -> Model:
+    handle = open_hdf5(path)
+    sources = read_sources(handle, path)
+    embedded = _architecture(handle, path)
+    model = architecture or embedded
+    if model is None:
+        # Caffe's own files hold only names and values.
+        model = Model(has_architecture=False, source_format=NAME)
+        for source in sources:
+            count = max(source.blobs, default=-1) + 1
+            model.layers.append(Layer(name=source.name, blobs=[source.blobs.get(j)
+                                                                for j in range(count)]))
+        if any(None in layer.blobs for layer in model.layers):
+            model.notes.append("some layers lack a blob index: shared parameters stored "
+                               "under their owner; give --prototxt to link them")
+        return model
+    attach_weights(model, sources, weights_path=path, absent_shared_ok=True)
+    model.source_format = NAME
+    return model
+
+
+def _check_names(model: Model, path: str) -> None:
+    duplicates = model.duplicate_layer_names()
+    if duplicates:
+        raise FormatError("duplicate layer names cannot share one HDF5 group: "
+                          + ", ".join(duplicates), path)
+    slashed = [layer.name for layer in model.layers if "/" in layer.name]
+    if slashed:
+        warnings.warn(
+            f"{path}: layer names with '/' are stored as nested HDF5 groups, which Caffe's "
+            f"HDF5 loader cannot read ({', '.join(slashed[:5])}"
+            f"{', ...' if len(slashed) > 5 else ''}); use .caffemodel for Caffe",
+            BlobcastWarning, stacklevel=3)
+
+
+def write(model: Model, path: str, *, compress: str | None = None, progress=None,
+          **_options) -> None:
+    _check_names(model, path)
+    options = {}
+    if compress:
+        if compress != "gzip":
+            raise FormatError(f"unknown compression {compress!r}; use gzip", path)
+        options = {"compression": "gzip", "compression_opts": 4}
+    owners = model.param_owners()
+    with h5py.File(path, "w") as handle:
+        data = handle.create_group("data")
+        diff = handle.create_group("diff") if model.has_diff else None
+        for li, layer in enumerate(model.layers):
+            group = data.require_group(layer.name)
+            diff_group = diff.require_group(layer.name) if diff is not None else None
+            for j, blob in enumerate(layer.blobs):
+                if blob is None or (li, j) in owners:
+                    continue  # Net::ToHDF5 writes shared parameters under their owner only
+                group.create_dataset(str(j), data=blob.data.numpy(), **options)
+                if diff_group is not None and blob.diff is not None:
+                    diff_group.create_dataset(str(j), data=blob.diff.numpy(), **options)
+                if progress is not None:
+                    progress(blob.nbytes)
+        if model.has_architecture:
+            _write_architecture(handle, model)
+
+
+def _write_architecture(handle: h5py.File, model: Model) -> None:
+    from .prototxt import _has_unknown_fields
+
+    text = architecture_text(model)
+    handle.create_dataset(ARCHITECTURE, data=text, dtype=h5py.string_dtype("utf-8"))
+    handle[ARCHITECTURE].attrs["format"] = "caffe.NetParameter text (prototxt), blobs omitted"
+    if _has_unknown_fields(model):
+        raw = architecture_pb(model).SerializeToString()
+        handle.create_dataset(ARCHITECTURE_BINARY, data=np.frombuffer(raw, np.uint8))
+
+
+def hdf5_listing(path: str) -> list[dict]:
+    """Every group and dataset in the file, like `h5ls -r`."""
+    handle = open_hdf5(path)
+    entries = []
+
+    def visit(name, item):
+        entry = {"path": "/" + name}
+        if isinstance(item, h5py.Dataset):
+            entry.update(kind="dataset", shape=list(item.shape), dtype=str(item.dtype),
+                         compression=item.compression)
+        else:
+            entry["kind"] = "group"
+        entries.append(entry)
+
+    handle.visititems(visit)
+    return entries

@@ -1,0 +1,146 @@
+"""Text NetParameter (.prototxt): the architecture, any version."""
+
+from __future__ import annotations
+
+import warnings
+
+from google.protobuf import text_format
+
+from blobcast.errors import BlobcastWarning, FormatError
+from blobcast.model import Model
+
+from . import caffe_pb2 as pb
+from .blobproto import BlobFormatError, decode_blob
+from .caffe_net import architecture_pb, model_from_net
+from .upgrade import UpgradeError, net_version, upgrade_net
+
+NAME = "prototxt"
+SUFFIXES = (".prototxt", ".pbtxt")
+DESCRIPTION = "Caffe net definition (text NetParameter)"
+
+
+def parse_text(text: str, path: str, message_class=pb.NetParameter):
+    message = message_class()
+    try:
+        text_format.Parse(text, message, allow_unknown_field=False)
+    except text_format.ParseError as error:
+        line, column = error.GetLine(), error.GetColumn()
+        detail = str(error)
+        if line is not None and detail.startswith(f"{line}:"):
+            detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
+        where = f"line {line}, column {column}: " if line is not None else ""
+        raise FormatError(f"syntax error at {where}{detail}", path) from error
+    return message
+
+
+def _blobs_of(messages, where: str):
+    out = []
+    for i, layer in enumerate(messages):
+        blobs = []
+        for j, blob in enumerate(layer.blobs):
+            raw = blob.SerializeToString()
+            blobs.append(decode_blob(raw, 0, len(raw), f"{where} {i}, blob {j}"))
+        layer.ClearField("blobs")
+        out.append(blobs)
+    return out
+
+
+def net_from_text(text: str, path: str) -> Model:
+    net = parse_text(text, path)
+    version = net_version(net)
+    notes: list[str] = []
+    try:
+        v1_blobs = _blobs_of(net.layers, "V1 layer")
+        v2_blobs = _blobs_of(net.layer, "layer")
+        blobs = upgrade_net(net, v1_blobs, v2_blobs, notes)
+    except (UpgradeError, BlobFormatError) as error:
+        raise FormatError(str(error), path) from error
+    model = model_from_net(net, blobs, source_format=NAME, source_version=version,
+                           notes=notes, path=path)
+    return model
+
+
+def read(path: str, **_options) -> Model:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as error:
+        raise FormatError("not a text file (a binary model with the wrong suffix?)", path) from error
+    if not text.strip():
+        raise FormatError("the file is empty", path)
+    return net_from_text(text, path)
+
+
+def _has_unknown_fields(model: Model) -> bool:
+    def walk(message) -> bool:
+        if message.unknown_fields:
+            return True
+        for name in message.present_fields():
+            value = getattr(message, name)
+            items = value if isinstance(value, list) else [value]
+            if any(hasattr(v, "unknown_fields") and walk(v) for v in items):
+                return True
+        return False
+
+    return walk(model.net) or any(walk(layer.spec) for layer in model.layers)
+
+
+def architecture_text(model: Model) -> str:
+    return text_format.MessageToString(architecture_pb(model))
+
+
+def write(model: Model, path: str, **_options) -> None:
+    if not model.has_architecture:
+        raise FormatError("the model has no layer definitions to write as a prototxt", path)
+    if _has_unknown_fields(model):
+        warnings.warn(f"{path}: fields unknown to Caffe's schema cannot be written as text "
+                      "and were left out", BlobcastWarning, stacklevel=2)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(architecture_text(model))
+
+
+_SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
+
+
+def read_solver(path: str):
+    """A solver .prototxt as a SolverParameter Message, legacy solver_type upgraded."""
+    from .messages import message_from_pb
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise FormatError(f"cannot be read ({error})", path) from error
+    solver = parse_text(text, path, pb.SolverParameter)
+    if solver.HasField("solver_type"):
+        if solver.HasField("type"):
+            raise FormatError("sets both solver_type and type; Caffe refuses that", path)
+        solver.type = _SOLVER_TYPES[solver.solver_type]
+        solver.ClearField("solver_type")
+    return message_from_pb(solver)
+
+
+def net_of_solver(solver, path: str) -> Model | None:
+    """The training net a solver names (inline, or a file relative to where Caffe
+    ran or to the solver file)."""
+    from .caffe_net import model_from_net
+    from .messages import pb_from_message
+
+    for inline in ("train_net_param", "net_param"):
+        if solver.has(inline):
+            net = pb_from_message(pb.NetParameter, getattr(solver, inline))
+            notes: list[str] = []
+            blobs = upgrade_net(net, [[] for _ in net.layers], [[] for _ in net.layer], notes)
+            return model_from_net(net, blobs, source_format=NAME, source_version="V2",
+                                  notes=notes, path=path)
+    import os
+
+    for field in ("train_net", "net"):
+        if solver.has(field):
+            name = getattr(solver, field)
+            for candidate in (name, os.path.join(os.path.dirname(os.path.abspath(path)), name)):
+                if os.path.isfile(candidate):
+                    return read(candidate)
+            raise FormatError(f"the solver's {field} {name!r} was not found (tried it as "
+                              "given and beside the solver file)", path)
+    return None

@@ -1,0 +1,156 @@
+"""Caffe solver state: .solverstate (binary SolverState) and .solverstate.h5.
+
+The HDF5 layout is SGDSolver::SnapshotSolverStateToHDF5's: /iter and
+/current_step as int32 datasets of shape (1,), /learned_net as a scalar
+null-terminated ASCII string, /history/<i> for each history tensor.
+"""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+from google.protobuf.message import DecodeError
+
+from blobcast.errors import FormatError
+from blobcast.solver import SolverState
+
+from . import caffe_pb2 as pb
+from .blobproto import BlobFormatError, decode_blob, encode_blob
+from .caffe_hdf5 import _dataset_tensor, open_hdf5
+from .caffemodel import map_file
+from .messages import fill_pb, message_from_pb
+from .wire import WireError, iter_fields, length_delimited
+
+_HISTORY = 3
+
+
+class BinaryFormat:
+    NAME = "solverstate"
+    SUFFIXES = (".solverstate",)
+    DESCRIPTION = "Caffe solver state (SolverState protobuf)"
+
+    @staticmethod
+    def read(path: str, **_options) -> SolverState:
+        buf = map_file(path)
+        stripped = bytearray()
+        history = []
+        try:
+            for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, len(buf)):
+                if number == _HISTORY and wire_type == 2:
+                    history.append(decode_blob(buf, vstart, vend, f"history {len(history)}"))
+                else:
+                    stripped += buf[tag_start:vend]
+            message = pb.SolverState.FromString(bytes(stripped))
+        except (WireError, DecodeError) as error:
+            raise FormatError(f"not a valid Caffe solver state ({error})", path) from error
+        except BlobFormatError as error:
+            raise FormatError(str(error), path) from error
+        if not message.HasField("iter") and not history and not message.HasField("learned_net"):
+            raise FormatError("holds no iteration, weights name or history; not a Caffe "
+                              "solver state", path)
+        extra = message_from_pb(message)
+        for name in ("iter", "current_step", "learned_net"):
+            extra.clear(name)
+        return SolverState(iter=message.iter, current_step=message.current_step,
+                           learned_net=message.learned_net,
+                           history=[blob.data for blob in history], extra=extra,
+                           source_path=path, source_format=BinaryFormat.NAME)
+
+    @staticmethod
+    def write(state: SolverState, path: str, *, progress=None, **_options) -> None:
+        from blobcast.model import Blob
+
+        message = pb.SolverState()
+        extra_unknown = state.extra.unknown_fields
+        object.__setattr__(state.extra, "unknown_fields", b"")
+        try:
+            fill_pb(message, state.extra)
+        finally:
+            object.__setattr__(state.extra, "unknown_fields", extra_unknown)
+        # Caffe sets all three explicitly (SnapshotSolverStateToBinaryProto).
+        message.iter = state.iter
+        message.learned_net = state.learned_net
+        message.current_step = state.current_step
+        known = message.SerializeToString()
+        split = len(known)
+        for number, _w, tag_start, _s, _e in iter_fields(known, 0, len(known)):
+            if number > _HISTORY:
+                split = tag_start
+                break
+        chunks = [known[:split]]
+        for tensor in state.history:
+            blob_chunks, length = encode_blob(Blob(tensor), write_diff=False)
+            chunks += [length_delimited(_HISTORY, length)] + blob_chunks
+        chunks += [known[split:], extra_unknown]
+        with open(path, "wb") as handle:
+            for chunk in chunks:
+                if len(chunk):
+                    handle.write(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
+
+
+def _int_scalar(handle, name: str, path: str) -> int:
+    if name not in handle:
+        raise FormatError(f"no /{name} dataset; not a Caffe solver state", path)
+    value = np.asarray(handle[name][()]).reshape(-1)
+    if value.size != 1 or value.dtype.kind not in "iu":
+        raise FormatError(f"/{name} must hold one integer", path)
+    return int(value[0])
+
+
+class HDF5Format:
+    NAME = "solverstate-h5"
+    SUFFIXES = (".solverstate.h5",)
+    DESCRIPTION = "Caffe HDF5 solver state"
+
+    @staticmethod
+    def read(path: str, **_options) -> SolverState:
+        handle = open_hdf5(path)
+        if "data" in handle and "history" not in handle:
+            raise FormatError("this is a Caffe model snapshot, not a solver state; name it "
+                              ".caffemodel.h5", path)
+        iteration = _int_scalar(handle, "iter", path)
+        current_step = _int_scalar(handle, "current_step", path)
+        learned = handle.get("learned_net")
+        learned_net = ""
+        if learned is not None:
+            raw = learned[()]
+            learned_net = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+        group = handle.get("history")
+        if not isinstance(group, h5py.Group):
+            raise FormatError("no /history group; not a Caffe solver state", path)
+        keys = list(group.keys())
+        if any(not key.isdigit() for key in keys) or sorted(map(int, keys)) != list(range(len(keys))):
+            raise FormatError("/history must hold datasets named 0 .. n-1; found "
+                              + ", ".join(sorted(keys)[:10]), path)
+        history = [_dataset_tensor(group[str(i)], path, f"/history/{i}") for i in range(len(keys))]
+        return SolverState(iter=iteration, current_step=current_step, learned_net=learned_net,
+                           history=history, source_path=path, source_format=HDF5Format.NAME)
+
+    @staticmethod
+    def write(state: SolverState, path: str, *, progress=None, **_options) -> None:
+        with h5py.File(path, "w") as handle:
+            handle.create_dataset("iter", data=np.array([state.iter], dtype="<i4"))
+            _write_c_string(handle, "learned_net", state.learned_net)
+            handle.create_dataset("current_step", data=np.array([state.current_step], dtype="<i4"))
+            group = handle.create_group("history")
+            for i, tensor in enumerate(state.history):
+                group.create_dataset(str(i), data=tensor.numpy())
+                if progress is not None:
+                    progress(tensor.nbytes)
+
+
+def _write_c_string(handle: h5py.File, name: str, text: str) -> None:
+    """A scalar, null-terminated ASCII string, as HDF5's H5LTmake_dataset_string makes."""
+    raw = text.encode("ascii")
+    string_type = h5py.h5t.C_S1.copy()
+    string_type.set_size(len(raw) + 1)
+    string_type.set_strpad(h5py.h5t.STR_NULLTERM)
+    space = h5py.h5s.create(h5py.h5s.SCALAR)
+    dataset = h5py.h5d.create(handle.id, name.encode(), string_type, space)
+    dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(raw + b"\0", dtype=f"S{len(raw) + 1}"))
+
+
+
+__all__ = ["BinaryFormat", "HDF5Format"]

@@ -1,0 +1,189 @@
+"""The public functions: load, save, convert."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+from .compare import model_differences, state_differences
+from .errors import BlobcastError, CheckFailed, FormatError
+from .fileio import atomic_destination, check_distinct
+from .model import Model
+from .solver import SolverState
+from .weights import WeightSource, attach_weights
+
+MODEL_FORMATS = ("caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy")
+STATE_FORMATS = ("solverstate", "solverstate-h5")
+
+
+def _converters():
+    from . import converters  # file-format code lives apart from the model
+
+    return converters
+
+
+def _reading(path: str, action):
+    """Run a reader; turn any failure into a one-line FormatError naming the file."""
+    try:
+        return action()
+    except BlobcastError:
+        raise
+    except MemoryError as error:
+        raise FormatError("not enough memory to read it", path) from error
+    except (OSError, ValueError, KeyError, TypeError, IndexError, OverflowError,
+            RuntimeError, UnicodeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise FormatError(f"cannot be read: {detail}", path) from error
+
+
+def load(path: str | os.PathLike, prototxt: str | os.PathLike | None = None,
+         format: str | None = None) -> Model | SolverState:
+    """Read a model (or solver state) from any supported file.
+
+    With `prototxt`, the layers come from that net definition and the weights
+    from `path`, matched by layer name as Caffe does.
+    """
+    path = os.fspath(path)
+    converters = _converters()
+    fmt = converters.detect_format(path, format)
+    if prototxt is None:
+        return _reading(path, lambda: fmt.read(path))
+    prototxt = os.fspath(prototxt)
+    arch_format = converters.detect_format(prototxt)
+    if arch_format.name != "prototxt":
+        raise FormatError("--prototxt takes a .prototxt net definition", prototxt)
+    architecture = _reading(prototxt, lambda: arch_format.read(prototxt))
+    if fmt.name == "caffemodel-h5":
+        return _reading(path, lambda: fmt.read(path, architecture=architecture))
+    if fmt.name not in ("caffemodel", "prototxt"):
+        raise FormatError(f"--prototxt goes with a weights file, not a {fmt.description}", path)
+    weights = _reading(path, lambda: fmt.read(path))
+    sources = [WeightSource(layer.name, dict(enumerate(layer.blobs))) for layer in weights.layers]
+    _reading(path, lambda: attach_weights(architecture, sources, weights_path=path,
+                                          absent_shared_ok=False))
+    architecture.source_format = fmt.name
+    architecture.source_version = weights.source_version
+    return architecture
+
+
+def _check_kind(obj, fmt, path: str) -> None:
+    is_state = isinstance(obj, SolverState)
+    if is_state and fmt.name not in STATE_FORMATS:
+        raise FormatError(f"a solver state cannot be written as {fmt.description}; use "
+                          ".solverstate or .solverstate.h5", path)
+    if not is_state and fmt.name in STATE_FORMATS:
+        raise FormatError(f"a model cannot be written as {fmt.description}", path)
+
+
+def save(obj: Model | SolverState, path: str | os.PathLike, format: str | None = None, *,
+         compress: str | None = None, progress=None) -> None:
+    """Write a model or solver state; the format comes from the suffix unless given."""
+    path = os.fspath(path)
+    fmt = _converters().output_format(path, format)
+    _check_kind(obj, fmt, path)
+    try:
+        fmt.write(obj, path, compress=compress, progress=progress)
+    except BlobcastError:
+        raise
+    except OSError as error:
+        raise FormatError(f"cannot be written: {error.strerror or error}", path) from error
+
+
+@dataclass
+class ConversionReport:
+    source: str
+    destination: str
+    source_format: str
+    destination_format: str
+    layers: int = 0
+    tensors: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    check: str = ""
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    weights: ConversionReport | None = None
+
+    def to_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "weights"}
+        out["weights"] = self.weights.to_dict() if self.weights else None
+        return out
+
+
+def _holds_architecture(fmt_name: str) -> bool:
+    return fmt_name in ("caffemodel", "caffemodel-h5", "prototxt")
+
+
+def _verify_written(obj, temporary: str, fmt, prototxt: str | None) -> str:
+    written = _reading(temporary, lambda: fmt.read(temporary))
+    if isinstance(obj, SolverState):
+        problems = state_differences(obj, written)
+    else:
+        problems = model_differences(
+            obj, written, architecture=_holds_architecture(fmt.name),
+            diffs=fmt.name != "npy")
+    if problems:
+        raise CheckFailed("the written file does not read back the same: "
+                          + "; ".join(problems))
+    return "bit-exact"
+
+
+def _learned_net_for(old_learned_net: str, new_weights: str, destination: str) -> str:
+    """The learned_net to record in a converted state so Caffe still finds it."""
+    same_folder = (os.path.dirname(os.path.abspath(new_weights))
+                   == os.path.dirname(os.path.abspath(destination)))
+    if same_folder and old_learned_net:
+        # Keep the prefix Caffe wrote (relative to where it ran), new file name.
+        return os.path.join(os.path.dirname(old_learned_net), os.path.basename(new_weights))
+    return new_weights
+
+
+def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
+            prototxt: str | None = None, source_format: str | None = None,
+            destination_format: str | None = None, compress: str | None = None,
+            overwrite: bool = False, weights: str | None = None,
+            progress_factory=None) -> ConversionReport:
+    """Convert a file; the output appears only once written and checked bit-exact."""
+    source, destination = os.fspath(source), os.fspath(destination)
+    started = time.perf_counter()
+    converters = _converters()
+    check_distinct(source, destination)
+    src_fmt = converters.detect_format(source, source_format)
+    dst_fmt = converters.output_format(destination, destination_format)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        obj = load(source, prototxt=prototxt, format=source_format)
+        _check_kind(obj, dst_fmt, destination)
+        weights_report = None
+        if weights is not None:
+            if not isinstance(obj, SolverState):
+                raise BlobcastError("--weights goes with a solver state conversion")
+            old_weights = obj.require_weights()
+            weights_report = convert(old_weights, weights, overwrite=overwrite,
+                                     progress_factory=progress_factory)
+            obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
+        total = obj.nbytes if hasattr(obj, "nbytes") else 0
+        progress = progress_factory(total, os.path.basename(destination)) if progress_factory else None
+        try:
+            with atomic_destination(destination, overwrite=overwrite) as temporary:
+                save(obj, temporary, format=dst_fmt.name, compress=compress,
+                     progress=progress.advance if progress else None)
+                check = _verify_written(obj, temporary, dst_fmt, prototxt)
+        finally:
+            if progress:
+                progress.close()
+    report = ConversionReport(source, destination, src_fmt.name, dst_fmt.name, check=check,
+                              weights=weights_report)
+    if isinstance(obj, SolverState):
+        report.tensors = len(obj.history)
+        report.bytes = obj.nbytes
+    else:
+        report.layers = len(obj.layers)
+        report.tensors = len(obj.owned_params())
+        report.bytes = obj.nbytes
+        report.notes = list(obj.notes)
+    report.warnings = [str(w.message) for w in caught]
+    report.seconds = time.perf_counter() - started
+    return report

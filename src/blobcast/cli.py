@@ -1,0 +1,188 @@
+"""The `blobcast` command line: convert, inspect."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import warnings
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.tree import Tree
+
+from .errors import BlobcastError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  help="Convert, inspect and verify Caffe models.")
+stdout = Console(highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+for _console in (stdout, stderr):
+    if not _console.is_terminal:
+        _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
+_state = {"debug": False}
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+
+
+def _debug_enabled() -> bool:
+    return _state["debug"] or os.environ.get("BLOBCAST_DEBUG", "") not in ("", "0")
+
+
+def _fail(message: str, code: int) -> typer.Exit:
+    stderr.print(f"blobcast: error: {escape(message)}")
+    return typer.Exit(code)
+
+
+def _run(action):
+    """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked."""
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = action()
+        for warning in caught:
+            stderr.print(f"blobcast: warning: {escape(str(warning.message))}")
+        return result
+    except typer.Exit:
+        raise
+    except BlobcastError as error:
+        if _debug_enabled():
+            stderr.print_exception()
+        raise _fail(str(error), error.exit_code) from None
+    except KeyboardInterrupt:
+        raise _fail("interrupted; nothing was written", 130) from None
+    except Exception as error:  # a bug or an input we failed to anticipate
+        if _debug_enabled():
+            stderr.print_exception()
+        raise _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the "
+                    "traceback)", 2) from None
+
+
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+class _Progress:
+    """A rich progress bar on a terminal; nothing otherwise."""
+
+    def __init__(self, total: int, label: str):
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
+        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
+                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                                  console=stderr, transient=True)
+        self._task = self._progress.add_task(label, total=max(total, 1))
+        self._progress.start()
+
+    def advance(self, amount: int) -> None:
+        self._progress.advance(self._task, amount)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def _progress_factory(json_output: bool):
+    if json_output or not stderr.is_terminal:
+        return None
+    return _Progress
+
+
+def _human_bytes(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count} B"
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False):
+    _state["debug"] = debug
+
+
+@app.command()
+def convert(
+    source: Annotated[str, typer.Argument(help="File to read.")],
+    destination: Annotated[str, typer.Argument(help="File to write; its suffix picks the format.")],
+    prototxt: Annotated[Optional[str], typer.Option(
+        help="Net definition to pair with a weights file (layers matched by name).")] = None,
+    compress: Annotated[Optional[str], typer.Option(
+        help="Compress HDF5 datasets: gzip.")] = None,
+    from_format: Annotated[Optional[str], typer.Option("--from", help="Format of SOURCE.")] = None,
+    to_format: Annotated[Optional[str], typer.Option("--to", help="Format of DESTINATION.")] = None,
+    weights: Annotated[Optional[str], typer.Option(
+        help="With a solver state: also convert its learned_net weights to this file "
+             "and point the new state at it.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
+    json_output: JsonOption = False,
+):
+    """Convert between Caffe formats; the output is checked bit-exact before it appears."""
+    from .api import convert as convert_file
+
+    def body():
+        report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
+                              destination_format=to_format, compress=compress, overwrite=force,
+                              weights=weights, progress_factory=_progress_factory(json_output))
+        if json_output:
+            _print_json(report.to_dict())
+            return
+        for note in report.notes:
+            stderr.print(f"blobcast: note: {escape(note)}")
+        for line in _summary_lines(report):
+            stdout.print(line)
+
+    _run(body)
+
+
+def _summary_lines(report) -> list[str]:
+    lines = []
+    if report.weights is not None:
+        lines += _summary_lines(report.weights)
+    what = f"{report.layers} layers, " if report.destination_format not in (
+        "solverstate", "solverstate-h5") else ""
+    lines.append(
+        f"{escape(report.source)} -> {escape(report.destination)}: {what}{report.tensors} tensors, "
+        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {report.check}")
+    return lines
+
+
+@app.command()
+def inspect(
+    file: Annotated[str, typer.Argument(help="Model, net definition or solver state.")],
+    prototxt: Annotated[Optional[str], typer.Option(
+        help="Net definition to pair with a weights file.")] = None,
+    solver: Annotated[Optional[str], typer.Option(
+        help="Solver .prototxt, to name the solver type and tie history to parameters.")] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf "
+                                        "counts per tensor (reads the weights).")] = False,
+    from_format: Annotated[Optional[str], typer.Option("--from", help="Format of FILE.")] = None,
+    json_output: JsonOption = False,
+):
+    """Show a model's layers and blobs (or a solver state's history) as a tree."""
+    from .inspection import inspect_file
+
+    def body():
+        facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
+                             file_format=from_format)
+        if json_output:
+            _print_json(facts)
+        else:
+            from .render import render
+
+            stdout.print(render(facts))
+
+    _run(body)
+
+
+def main() -> None:
+    # SIGTERM ends the process through the normal exit path, so a conversion
+    # under way removes its temporary file.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    app()
+
+
+__all__ = ["app", "main", "Tree"]

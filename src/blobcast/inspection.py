@@ -1,0 +1,147 @@
+"""The facts `blobcast inspect` shows, as plain data (JSON-ready)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from .api import _converters, _reading, load
+from .errors import BlobcastError
+from .model import Model
+from .solver import HISTORY_ROLES, SolverState, learnable_slots, tie_history
+from .tensor import Tensor
+
+
+def tensor_stats(tensor: Tensor) -> dict:
+    """min/max/mean/std over the finite values, and NaN/Inf counts."""
+    array = tensor.numpy()
+    finite = np.isfinite(array)
+    nan = int(np.isnan(array).sum())
+    inf = int(array.size - finite.sum() - nan)
+    values = array[finite] if (nan or inf) else array
+    if values.size == 0:
+        return {"min": None, "max": None, "mean": None, "std": None, "nan": nan, "inf": inf}
+    values64 = values.astype(np.float64, copy=False)
+    return {"min": float(values.min()), "max": float(values.max()),
+            "mean": float(values64.mean()), "std": float(values64.std()), "nan": nan, "inf": inf}
+
+
+def _tensor_facts(tensor: Tensor, stats: bool) -> dict:
+    facts = {"shape": list(tensor.shape), "dtype": tensor.dtype.name, "bytes": tensor.nbytes}
+    if stats:
+        facts["stats"] = tensor_stats(tensor)
+    return facts
+
+
+def model_facts(model: Model, stats: bool = False) -> dict:
+    owners = model.param_owners()
+    layers = []
+    for li, layer in enumerate(model.layers):
+        blobs = []
+        for j, blob in enumerate(layer.blobs):
+            if blob is None:
+                blobs.append({"index": j, "absent": True})
+                continue
+            entry = {"index": j, **_tensor_facts(blob.data, stats)}
+            if (li, j) in owners:
+                entry["shared_with"] = model.layers[owners[(li, j)][0]].name
+            elif layer.param_name(j):
+                entry["param_name"] = layer.param_name(j)
+            if blob.diff is not None:
+                entry["diff"] = _tensor_facts(blob.diff, stats)
+            entry["learnable"] = layer.lr_mult(j) != 0
+            blobs.append(entry)
+        layers.append({"name": layer.name, "type": layer.type, "bottoms": list(layer.bottoms),
+                       "tops": list(layer.tops), "settings": layer.key_settings(),
+                       "blobs": blobs})
+    return {
+        "kind": "model",
+        "name": model.name,
+        "format": model.source_format,
+        "caffe_version": model.source_version or None,
+        "has_architecture": model.has_architecture,
+        "inputs": model.inputs(),
+        "layers": layers,
+        "totals": {"layers": len(model.layers), "tensors": len(model.owned_params()),
+                   "parameters": model.parameter_count, "bytes": model.nbytes,
+                   "learnable_tensors": len(model.params()),
+                   "state_tensors": len(model.states())},
+        "notes": list(model.notes),
+    }
+
+
+def _state_net(state: SolverState, solver_facts: dict | None, solver_net: Model | None):
+    """The net whose parameter order the history follows, and where it came from."""
+    if solver_net is not None:
+        return solver_net, "solver"
+    weights = state.find_weights()
+    if weights is None:
+        return None, None
+    model = load(weights)
+    if isinstance(model, Model) and model.has_architecture:
+        return model, weights
+    return None, None
+
+
+def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | None = None) -> dict:
+    converters = _converters()
+    solver_facts, solver_net, solver_type = None, None, None
+    if solver_path:
+        solver = _reading(solver_path, lambda: converters.prototxt.read_solver(solver_path))
+        solver_type = solver.type
+        keys = ("type", "base_lr", "lr_policy", "gamma", "stepsize", "power", "momentum",
+                "momentum2", "weight_decay", "delta", "rms_decay", "max_iter", "iter_size",
+                "regularization_type", "clip_gradients")
+        present = solver.to_dict()
+        solver_facts = {k: present.get(k, solver.type) for k in keys
+                        if solver.has(k) or k == "type"}
+        solver_net = _reading(solver_path, lambda: converters.prototxt.net_of_solver(
+            solver, solver_path))
+    weights = state.find_weights()
+    facts = {
+        "kind": "solver_state", "format": state.source_format, "iter": state.iter,
+        "current_step": state.current_step, "learned_net": state.learned_net,
+        "learned_net_found": weights, "learned_net_tried": state.weights_candidates(),
+        "solver": solver_facts, "history_count": len(state.history), "history": [],
+        "bytes": state.nbytes,
+    }
+    net, net_source = _state_net(state, solver_facts, solver_net)
+    entries = None
+    if net is not None:
+        entries = tie_history(state, learnable_slots(net), solver_type)
+        facts["params_from"] = net_source
+    if entries is None:
+        facts["history"] = [{"index": i, **_tensor_facts(t, stats)}
+                            for i, t in enumerate(state.history)]
+        facts["note"] = "history not tied to parameters: no net found (give --solver)"
+        return facts
+    sets = max(e.set_index for e in entries) + 1 if entries else 1
+    kind = solver_type or ("AdaDelta or Adam" if sets == 2 else None)
+    roles = HISTORY_ROLES.get(solver_type or "", ())
+    grouped: dict[tuple[str, int], dict] = {}
+    for i, entry in enumerate(entries):
+        key = (entry.slot.layer, entry.slot.index)
+        group = grouped.setdefault(key, {"layer": key[0], "blob": key[1], "tensors": []})
+        role = roles[entry.set_index] if entry.set_index < len(roles) else f"set {entry.set_index}"
+        group["tensors"].append({"index": i, "role": role, **_tensor_facts(entry.tensor, stats)})
+    facts["history"] = list(grouped.values())
+    facts["history_sets"] = sets
+    facts["solver_type"] = kind
+    return facts
+
+
+def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
+                 solver: str | None = None, file_format: str | None = None) -> dict:
+    obj = load(path, prototxt=prototxt, format=file_format)
+    if isinstance(obj, SolverState):
+        facts = state_facts(obj, stats=stats, solver_path=solver)
+    else:
+        if solver:
+            raise BlobcastError("--solver goes with a solver state file", path)
+        facts = model_facts(obj, stats=stats)
+    facts["path"] = os.fspath(path)
+    facts["file_bytes"] = os.path.getsize(path)
+    if facts["format"] in ("caffemodel-h5", "solverstate-h5"):
+        facts["hdf5"] = _reading(path, lambda: _converters().caffe_hdf5.hdf5_listing(path))
+    return facts

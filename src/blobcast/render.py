@@ -1,0 +1,137 @@
+"""Rich trees for `blobcast inspect`, drawn from the facts in inspection.py."""
+
+from __future__ import annotations
+
+from rich.markup import escape
+from rich.tree import Tree
+
+
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{count} B"
+
+
+def _shape(facts: dict) -> str:
+    return "[" + ", ".join(str(d) for d in facts["shape"]) + "]"
+
+
+def _stats(facts: dict) -> str:
+    stats = facts.get("stats")
+    if not stats:
+        return ""
+    if stats["min"] is None:
+        text = " [dim]no finite values[/dim]"
+    else:
+        text = (f" [dim]min {stats['min']:.4g} max {stats['max']:.4g} mean {stats['mean']:.4g} "
+                f"std {stats['std']:.4g}[/dim]")
+    if stats["nan"] or stats["inf"]:
+        text += f" [bold red]NaN {stats['nan']} Inf {stats['inf']}[/bold red]"
+    return text
+
+
+def _tensor_line(label: str, facts: dict) -> str:
+    return (f"{label} {_shape(facts)} {facts['dtype']} {_size(facts['bytes'])}" + _stats(facts))
+
+
+def _settings(settings: dict) -> str:
+    if not settings:
+        return ""
+    parts = []
+    for key, value in settings.items():
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        parts.append(f"{key}={value}")
+    return " [dim]" + escape(", ".join(parts)) + "[/dim]"
+
+
+def render_model(facts: dict) -> Tree:
+    version = f", Caffe {facts['caffe_version']}" if facts.get("caffe_version") else ""
+    name = escape(facts["name"] or "(unnamed net)")
+    root = Tree(f"[bold]{name}[/bold] ({facts['format']}{version}) {escape(facts['path'])}")
+    if facts["inputs"]:
+        inputs = root.add("inputs")
+        for blob, shape in facts["inputs"].items():
+            inputs.add(f"{escape(blob)} {shape if shape is not None else '(shape unset)'}")
+    layers = root.add(f"layers ({facts['totals']['layers']})")
+    for layer in facts["layers"]:
+        flow = ""
+        if layer["bottoms"] or layer["tops"]:
+            flow = f" {escape(', '.join(layer['bottoms']))} -> {escape(', '.join(layer['tops']))}"
+        kind = layer["type"] or "?"
+        node = layers.add(f"[bold]{escape(layer['name'])}[/bold] [cyan]{escape(kind)}[/cyan]"
+                          f"{flow}{_settings(layer['settings'])}")
+        for blob in layer["blobs"]:
+            if blob.get("absent"):
+                node.add(f"{blob['index']} [dim](absent: stored under the owner of a shared "
+                         "parameter)[/dim]")
+                continue
+            line = _tensor_line(str(blob["index"]), blob)
+            if "shared_with" in blob:
+                line += f" [yellow]shared with {escape(blob['shared_with'])}[/yellow]"
+            if not blob["learnable"]:
+                line += " [dim](lr_mult 0)[/dim]"
+            child = node.add(line)
+            if "diff" in blob:
+                child.add(_tensor_line("diff", blob["diff"]))
+    totals = facts["totals"]
+    root.add(f"totals: {totals['layers']} layers, {totals['tensors']} tensors "
+             f"({totals['learnable_tensors']} learnable, {totals['state_tensors']} state), "
+             f"{totals['parameters']:,} parameters, {_size(totals['bytes'])}")
+    for note in facts.get("notes", []):
+        root.add(f"[dim]note: {escape(note)}[/dim]")
+    return root
+
+
+def render_state(facts: dict) -> Tree:
+    root = Tree(f"[bold]solver state[/bold] ({facts['format']}) {escape(facts['path'])}")
+    root.add(f"iteration {facts['iter']}, current step {facts['current_step']}")
+    found = facts["learned_net_found"]
+    where = (f"[green]found at {escape(found)}[/green]" if found else
+             "[red]missing[/red] (tried " + escape(", ".join(facts["learned_net_tried"])) + ")")
+    root.add(f"learned_net {escape(facts['learned_net'] or '(none)')}: {where}")
+    if facts.get("solver"):
+        solver = root.add(f"solver {escape(str(facts['solver'].get('type')))}")
+        for key, value in facts["solver"].items():
+            if key != "type":
+                solver.add(f"{key} = {value}")
+    label = f"history ({facts['history_count']} tensors"
+    if facts.get("solver_type"):
+        label += f", {facts['solver_type']}"
+    history = root.add(label + ")")
+    for group in facts["history"]:
+        if "tensors" in group:
+            node = history.add(f"[bold]{escape(group['layer'])}[/bold] blob {group['blob']}")
+            for tensor in group["tensors"]:
+                node.add(_tensor_line(f"#{tensor['index']} {tensor['role']}", tensor))
+        else:
+            history.add(_tensor_line(f"#{group['index']}", group))
+    if facts.get("note"):
+        root.add(f"[dim]note: {escape(facts['note'])}[/dim]")
+    return root
+
+
+def render_hdf5(entries: list[dict]) -> Tree:
+    root = Tree("HDF5 layout")
+    nodes = {"": root}
+    for entry in sorted(entries, key=lambda e: e["path"]):
+        parent_path, _, name = entry["path"].rpartition("/")
+        parent = nodes.get(parent_path.lstrip("/"), root)
+        if entry["kind"] == "group":
+            nodes[entry["path"].lstrip("/")] = parent.add(f"{escape(name)}/")
+        else:
+            extra = " gzip" if entry.get("compression") == "gzip" else ""
+            parent.add(f"{escape(name)} {entry['shape']} {entry['dtype']}{extra}")
+    return root
+
+
+def render(facts: dict):
+    from rich.console import Group
+
+    main = render_state(facts) if facts["kind"] == "solver_state" else render_model(facts)
+    if "hdf5" in facts:
+        return Group(main, render_hdf5(facts["hdf5"]))
+    return main

@@ -1,0 +1,144 @@
+"""Solver state of a training snapshot: optimizer history tied to parameters.
+
+Caffe keeps one history tensor per learnable parameter (SGD, Nesterov,
+AdaGrad, RMSProp) or two (AdaDelta, Adam: the second set after the first),
+in the net's learnable-parameter order: layers in order, blobs in order,
+shared parameters once under their owner (Net::AppendParam).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from .errors import FormatError
+from .model import Model
+from .params import Message
+from .tensor import Tensor
+from .weights import expected_blob_count
+
+HISTORY_SETS = {"SGD": 1, "Nesterov": 1, "AdaGrad": 1, "RMSProp": 1, "AdaDelta": 2, "Adam": 2}
+HISTORY_ROLES = {
+    "SGD": ("momentum",), "Nesterov": ("momentum",), "AdaGrad": ("sum of squared gradients",),
+    "RMSProp": ("mean squared gradient",),
+    "AdaDelta": ("mean squared gradient", "mean squared update"),
+    "Adam": ("first moment (m)", "second moment (v)"),
+}
+
+
+@dataclass
+class SolverState:
+    """What a .solverstate holds: iteration, step, weights file name, history."""
+
+    iter: int = 0
+    current_step: int = 0
+    learned_net: str = ""
+    history: list[Tensor] = field(default_factory=list)
+    # Fields a binary state carries beyond the four above (forks add some).
+    extra: Message = field(default_factory=lambda: Message("SolverState"))
+    source_path: str = ""
+    source_format: str = ""
+
+    def weights_candidates(self) -> list[str]:
+        """Where the learned_net file may be: as written (relative to where
+        Caffe ran), then beside the state file under its own name."""
+        if not self.learned_net:
+            return []
+        candidates = [self.learned_net]
+        if self.source_path:
+            beside = os.path.join(os.path.dirname(os.path.abspath(self.source_path)),
+                                  os.path.basename(self.learned_net))
+            if os.path.abspath(beside) != os.path.abspath(self.learned_net):
+                candidates.append(beside)
+        return candidates
+
+    def find_weights(self) -> str | None:
+        for candidate in self.weights_candidates():
+            if os.path.isfile(candidate):
+                return candidate
+        return None
+
+    def require_weights(self) -> str:
+        found = self.find_weights()
+        if found is None:
+            tried = ", ".join(self.weights_candidates()) or "(the state names no learned_net)"
+            raise FormatError(f"cannot find the weights file of this state; tried {tried}",
+                              self.source_path or None)
+        return found
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.history)
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    """One learnable parameter of a net: where it lives and its shape if known."""
+
+    layer: str
+    index: int
+    shape: tuple[int, ...] | None
+
+
+def _in_train_phase(layer) -> bool:
+    spec = layer.spec
+    includes, excludes = list(spec.include), list(spec.exclude)
+    if includes:
+        return any(not rule.has("phase") or rule.phase == "TRAIN" for rule in includes)
+    return not any(rule.has("phase") and rule.phase == "TRAIN" for rule in excludes)
+
+
+def learnable_slots(model: Model) -> list[ParamSlot]:
+    """The TRAIN net's parameters in Caffe's learnable_params_ order."""
+    train = Model(net=model.net, layers=[layer for layer in model.layers if _in_train_phase(layer)])
+    owners = train.param_owners()
+    slots = []
+    for li, layer in enumerate(train.layers):
+        count = len(layer.blobs) if layer.blobs else (expected_blob_count(layer) or 0)
+        for j in range(count):
+            if (li, j) in owners:
+                continue
+            blob = layer.blobs[j] if j < len(layer.blobs) else None
+            slots.append(ParamSlot(layer.name, j, blob.shape if blob is not None else None))
+    return slots
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    slot: ParamSlot
+    set_index: int
+    tensor: Tensor
+
+
+def tie_history(state: SolverState, slots: list[ParamSlot],
+                 solver_type: str | None = None) -> list[HistoryEntry]:
+    """Pair each history tensor with its parameter; raise on any mismatch."""
+    count, params = len(state.history), len(slots)
+    where = state.source_path or None
+    if solver_type is not None:
+        if solver_type not in HISTORY_SETS:
+            raise FormatError(f"unknown solver type {solver_type!r}; known: "
+                              + ", ".join(HISTORY_SETS))
+        sets = HISTORY_SETS[solver_type]
+        if count != sets * params:
+            raise FormatError(
+                f"a {solver_type} state holds {sets} history tensor(s) per learnable parameter: "
+                f"{sets * params} for this net's {params} parameters, but the state has {count}",
+                where)
+    elif params and count == params:
+        sets = 1
+    elif params and count == 2 * params:
+        sets = 2
+    else:
+        raise FormatError(
+            f"the state has {count} history tensors but the net has {params} learnable "
+            f"parameters (a state keeps 1 or 2 per parameter)", where)
+    entries = []
+    for i, tensor in enumerate(state.history):
+        slot = slots[i % params]
+        if slot.shape is not None and tuple(tensor.shape) != tuple(slot.shape):
+            raise FormatError(
+                f"history tensor {i} has shape {list(tensor.shape)} but its parameter "
+                f"{slot.layer!r} blob {slot.index} has shape {list(slot.shape)}", where)
+        entries.append(HistoryEntry(slot, i // params, tensor))
+    return entries

@@ -1,0 +1,177 @@
+"""Putting weights onto an architecture by layer name, as Caffe does.
+
+Caffe's Net::CopyTrainedLayersFrom (binary) walks the weight file's layers
+and copies each into the net's layer of the same name; the blob counts must
+match and every shape must agree. CopyTrainedLayersFromHDF5 does the same
+from /data/<layer>/<i>, where a shared parameter may be absent under the
+layers that do not own it. Both skip source layers the net does not have.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import FormatError
+from .model import Blob, Layer, Model
+
+# Layer types that never have parameter blobs.
+PARAMETERLESS_TYPES = frozenset("""
+    Input Data DummyData ImageData HDF5Data HDF5Output MemoryData WindowData Pooling ReLU
+    Sigmoid TanH AbsVal Power Exp Log BNLL Threshold Clip Swish ELU LRN Eltwise Concat Slice
+    Split Flatten Reshape Crop Softmax SoftmaxWithLoss Dropout ArgMax Reduction Tile MVN Silence
+    Accuracy EuclideanLoss SigmoidCrossEntropyLoss HingeLoss ContrastiveLoss
+    MultinomialLogisticLoss SPP Im2col Permute PriorBox DetectionOutput Upsample Interp Filter
+    BatchReindex
+""".split())
+
+
+def expected_blob_count(layer: Layer) -> int | None:
+    """How many blobs Caffe's layer of this type holds, or None when unknown."""
+    kind, spec = layer.type, layer.spec
+    if kind in ("Convolution", "Deconvolution"):
+        return 1 + int(spec.convolution_param.bias_term)
+    if kind == "InnerProduct":
+        return 1 + int(spec.inner_product_param.bias_term)
+    if kind == "Embed":
+        return 1 + int(spec.embed_param.bias_term)
+    if kind == "BatchNorm":
+        return 3
+    if kind == "Scale":
+        return int(len(layer.bottoms) == 1) + int(spec.scale_param.bias_term)
+    if kind == "Bias":
+        return int(len(layer.bottoms) == 1)
+    if kind in ("PReLU", "Parameter", "Normalize"):
+        return 1
+    if kind in PARAMETERLESS_TYPES:
+        return 0
+    return None
+
+
+def _kernel_shape(params) -> tuple[int, ...] | None:
+    if params.has("kernel_h") or params.has("kernel_w"):
+        return (params.kernel_h, params.kernel_w)
+    sizes = list(params.kernel_size)
+    if len(sizes) == 1:
+        return None  # rank depends on the input; only the values can be checked
+    return tuple(sizes) if sizes else None
+
+
+def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | None:
+    """What the layer's definition says is wrong with a blob shape, if anything."""
+    spec = layer.spec
+    if layer.type == "Convolution":
+        params = spec.convolution_param
+        if index == 0:
+            if shape and shape[0] != params.num_output:
+                return f"num_output is {params.num_output} but the weights have {shape[0]} filters"
+            kernel = _kernel_shape(params)
+            if kernel is not None and tuple(shape[2:]) != kernel:
+                return f"kernel is {list(kernel)} but the weights' kernel is {list(shape[2:])}"
+            if len(params.kernel_size) == 1 and any(d != params.kernel_size[0] for d in shape[2:]):
+                return (f"kernel_size is {params.kernel_size[0]} but the weights' kernel is "
+                        f"{list(shape[2:])}")
+        elif index == 1 and shape != (params.num_output,):
+            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
+    elif layer.type == "InnerProduct":
+        params = spec.inner_product_param
+        if index == 0 and len(shape) == 2:
+            outputs = shape[1] if params.transpose else shape[0]
+            if outputs != params.num_output:
+                return f"num_output is {params.num_output} but the weights have shape {list(shape)}"
+        elif index == 0:
+            return f"the weight must be 2-D, the file has shape {list(shape)}"
+        elif index == 1 and shape != (params.num_output,):
+            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
+    elif layer.type == "BatchNorm" and index == 2 and shape != (1,):
+        return f"the scale-factor blob must have shape [1], the file has {list(shape)}"
+    return None
+
+
+@dataclass
+class WeightSource:
+    """One source layer's blobs, by index (an index may be absent in HDF5)."""
+
+    name: str
+    blobs: dict[int, Blob] = field(default_factory=dict)
+
+
+@dataclass
+class MatchReport:
+    ignored_source_layers: list[str] = field(default_factory=list)
+    layers_without_weights: list[str] = field(default_factory=list)
+
+
+def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: str,
+                   absent_shared_ok: bool) -> MatchReport:
+    """Copy weights into `model`'s layers by name; raise FormatError on a mismatch.
+
+    `absent_shared_ok` is the HDF5 rule: a blob index may be missing from a
+    source layer when that layer does not own the (shared) parameter.
+    """
+    duplicates = model.duplicate_layer_names()
+    if duplicates:
+        raise FormatError(
+            f"the architecture has duplicate layer names ({', '.join(duplicates)}); "
+            "weights are matched by layer name, so each name must be unique")
+    index_by_name = {layer.name: i for i, layer in enumerate(model.layers)}
+    owners = model.param_owners()
+    report = MatchReport()
+    filled: set[int] = set()
+    for source in sources:
+        li = index_by_name.get(source.name)
+        if li is None:
+            if source.blobs:
+                report.ignored_source_layers.append(source.name)
+            continue
+        layer = model.layers[li]
+        expected = expected_blob_count(layer)
+        present = max(source.blobs, default=-1) + 1
+        count = expected if expected is not None else present
+        if present > count or (not absent_shared_ok and present != count):
+            raise FormatError(
+                f"layer {layer.name!r} ({layer.type}) takes {count} blobs but the weights "
+                f"have {present}", weights_path)
+        blobs: list[Blob | None] = []
+        for j in range(count):
+            blob = source.blobs.get(j)
+            if blob is None:
+                if (li, j) in owners and absent_shared_ok:
+                    blobs.append(None)
+                    continue
+                raise FormatError(
+                    f"layer {layer.name!r} ({layer.type}) takes {count} blobs but blob {j} "
+                    "is missing from the weights", weights_path)
+            problem = shape_problem(layer, j, blob.shape)
+            if problem:
+                raise FormatError(f"layer {layer.name!r} blob {j}: {problem}", weights_path)
+            blobs.append(blob)
+        for j, blob in enumerate(blobs):
+            if blob is not None and (li, j) in owners:
+                # A copy under a sharing layer overwrites the shared parameter.
+                oi, oj = owners[(li, j)]
+                owner_blobs = model.layers[oi].blobs
+                if oj < len(owner_blobs):
+                    owner_blobs[oj] = blob
+        layer.blobs = blobs
+        filled.add(li)
+    # Absent shared slots take the owner's blob.
+    for li, layer in enumerate(model.layers):
+        for j, blob in enumerate(layer.blobs):
+            if blob is None:
+                oi, oj = owners[(li, j)]
+                owner_blobs = model.layers[oi].blobs
+                if oj >= len(owner_blobs) or owner_blobs[oj] is None:
+                    raise FormatError(
+                        f"layer {layer.name!r} shares blob {j} with layer "
+                        f"{model.layers[oi].name!r}, which has no weights for it", weights_path)
+                layer.blobs[j] = owner_blobs[oj]
+    model.link_shared_params()
+    for li, layer in enumerate(model.layers):
+        if li not in filled and (expected_blob_count(layer) or 0) > 0:
+            report.layers_without_weights.append(layer.name)
+    if report.ignored_source_layers:
+        model.notes.append("weights of layers not in the architecture were ignored: "
+                           + ", ".join(report.ignored_source_layers))
+    if report.layers_without_weights:
+        model.notes.append("layers that got no weights: " + ", ".join(report.layers_without_weights))
+    return report
