@@ -67,7 +67,7 @@ def _check_scalar(kind: str, type_name: str | None, value: Any, where: str) -> A
 
 
 def _short_float32(value: float) -> float:
-    return float(repr(np.float32(value)))
+    return float(str(np.float32(value)))
 
 
 class RepeatedField(list):
