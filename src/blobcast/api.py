@@ -166,6 +166,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
         total = obj.nbytes if hasattr(obj, "nbytes") else 0
         progress = progress_factory(total, os.path.basename(destination)) if progress_factory else None
+        temporary = None
         try:
             with atomic_destination(destination, overwrite=overwrite) as temporary:
                 save(obj, temporary, format=dst_fmt.name, compress=compress,
@@ -184,6 +185,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
         report.tensors = len(obj.owned_params())
         report.bytes = obj.nbytes
         report.notes = list(obj.notes)
-    report.warnings = [str(w.message) for w in caught]
+    # Writers name the file they write: the temporary one; say the destination.
+    report.warnings = [str(w.message).replace(temporary or "\0", destination) for w in caught]
     report.seconds = time.perf_counter() - started
     return report

@@ -130,6 +130,8 @@ def convert(
         if json_output:
             _print_json(report.to_dict())
             return
+        for warning in report.warnings:
+            stderr.print(f"blobcast: warning: {escape(warning)}")
         for note in report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
         for line in _summary_lines(report):

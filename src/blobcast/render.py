@@ -42,6 +42,11 @@ def _settings(settings: dict) -> str:
         return ""
     parts = []
     for key, value in settings.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) and set(v) <= {"dim"}
+                                                     for v in value):
+            value = [v.get("dim", []) for v in value]  # BlobShape messages as dim lists
+        elif isinstance(value, dict) and set(value) <= {"dim"}:
+            value = value.get("dim", [])
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
         parts.append(f"{key}={value}")
