@@ -175,9 +175,11 @@ def write(model: Model, path: str, *, compress: str | None = None, progress=None
             for j, blob in enumerate(layer.blobs):
                 if blob is None or (li, j) in owners:
                     continue  # Net::ToHDF5 writes shared parameters under their owner only
-                group.create_dataset(str(j), data=blob.data.numpy(), **options)
+                # HDF5 filters need chunked storage, which a 0-d dataset cannot have.
+                filters = options if blob.shape and blob.data.size else {}
+                group.create_dataset(str(j), data=blob.data.numpy(), **filters)
                 if diff_group is not None and blob.diff is not None:
-                    diff_group.create_dataset(str(j), data=blob.diff.numpy(), **options)
+                    diff_group.create_dataset(str(j), data=blob.diff.numpy(), **filters)
                 if progress is not None:
                     progress(blob.nbytes)
         if model.has_architecture:

@@ -1,0 +1,68 @@
+"""The schema: generated code up to date, every real-Caffe file parses fully."""
+
+import subprocess
+import sys
+
+import pytest
+from google.protobuf import text_format
+from google.protobuf.unknown_fields import UnknownFieldSet
+
+from blobcast.converters import caffe_pb2 as pb
+from blobcast.schema import ENUMS, MESSAGES
+
+from .conftest import CAFFE, ROOT
+
+
+def test_generated_modules_match_the_proto_source():
+    pytest.importorskip("grpc_tools")
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "generate_proto.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def _unknown_anywhere(message) -> list:
+    found = [message.DESCRIPTOR.full_name] if len(UnknownFieldSet(message)) else []
+    for descriptor, value in message.ListFields():
+        if descriptor.message_type is None:
+            continue
+        for item in (value if descriptor.is_repeated else [value]):
+            found += _unknown_anywhere(item)
+    return found
+
+
+@pytest.mark.parametrize("path", sorted(CAFFE.rglob("*.caffemodel")), ids=lambda p: p.name)
+def test_every_caffe_model_parses_with_no_unknown_field(path):
+    net = pb.NetParameter.FromString(path.read_bytes())
+    assert len(net.layer) + len(net.layers) > 0
+    assert _unknown_anywhere(net) == []
+
+
+@pytest.mark.parametrize("path", sorted(CAFFE.rglob("*.solverstate")), ids=lambda p: p.name)
+def test_every_caffe_solver_state_parses_with_no_unknown_field(path):
+    assert _unknown_anywhere(pb.SolverState.FromString(path.read_bytes())) == []
+
+
+@pytest.mark.parametrize("path", sorted(CAFFE.rglob("*.prototxt")), ids=lambda p: p.name)
+def test_every_caffe_prototxt_parses(path):
+    message = pb.SolverParameter() if path.name.startswith("solver") else pb.NetParameter()
+    text_format.Parse(path.read_text(), message)
+
+
+def test_upstream_field_numbers_and_fork_fields():
+    layer = pb.LayerParameter.DESCRIPTOR.fields_by_name
+    expected = {"convolution_param": 106, "pooling_param": 121, "batch_norm_param": 139,
+                "input_param": 143, "swish_param": 147, "clip_param": 148,
+                "upsample_param": 149, "permute_param": 202, "prior_box_param": 203,
+                "detection_output_param": 204, "norm_param": 206}
+    assert {name: layer[name].number for name in expected} == expected
+    assert pb.PoolingParameter.DESCRIPTOR.fields_by_name["round_mode"].number == 13
+    assert pb.SolverParameter.DESCRIPTOR.fields_by_name["layer_wise_reduce"].number == 41
+
+
+def test_schema_table_mirrors_the_descriptors():
+    for name, fields in MESSAGES.items():
+        descriptor = pb.DESCRIPTOR.message_types_by_name[name]
+        assert [f.name for f in descriptor.fields] == list(fields)
+        for field_name, (number, *_rest) in fields.items():
+            assert descriptor.fields_by_name[field_name].number == number
+    assert ENUMS["PoolingParameter.PoolMethod"] == {"MAX": 0, "AVE": 1, "STOCHASTIC": 2}
