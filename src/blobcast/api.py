@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from .compare import model_differences, state_differences
-from .errors import BlobcastError, CheckFailed, FormatError
+from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError
 from .fileio import atomic_destination, check_distinct
 from .model import Model
 from .solver import SolverState
@@ -172,6 +172,12 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                 save(obj, temporary, format=dst_fmt.name, compress=compress,
                      progress=progress.advance if progress else None)
                 check = _verify_written(obj, temporary, dst_fmt, prototxt)
+        except BlobcastError as error:
+            if temporary and error.path and temporary in error.path:
+                # The user knows the destination, not our temporary name for it.
+                renamed = type(error)(error.problem.replace(temporary, destination), destination)
+                raise renamed from error.__cause__
+            raise
         finally:
             if progress:
                 progress.close()
@@ -187,5 +193,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
         report.notes = list(obj.notes)
     # Writers name the file they write: the temporary one; say the destination.
     report.warnings = [str(w.message).replace(temporary or "\0", destination) for w in caught]
+    for message in report.warnings:
+        warnings.warn(message, BlobcastWarning, stacklevel=2)
     report.seconds = time.perf_counter() - started
     return report

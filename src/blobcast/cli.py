@@ -69,8 +69,13 @@ class _Progress:
     """A rich progress bar on a terminal; nothing otherwise."""
 
     def __init__(self, total: int, label: str):
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TimeRemainingColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self._progress = Progress("[progress.description]{task.description}", BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
@@ -130,8 +135,6 @@ def convert(
         if json_output:
             _print_json(report.to_dict())
             return
-        for warning in report.warnings:
-            stderr.print(f"blobcast: warning: {escape(warning)}")
         for note in report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
         for line in _summary_lines(report):
