@@ -138,7 +138,8 @@ def read(path: str, *, architecture: Model | None = None, **_options) -> Model:
             model.notes.append("some layers lack a blob index: shared parameters stored "
                                "under their owner; give --prototxt to link them")
         return model
-    attach_weights(model, sources, weights_path=path, absent_shared_ok=True)
+    attach_weights(model, sources, weights_path=path, absent_shared_ok=True,
+                   check_definitions=architecture is not None)
     model.source_format = NAME
     return model
 

@@ -162,3 +162,17 @@ def test_hdf5_tensors_map_the_file_without_copying():
     model = blobcast.load(CAFFE / "zoo" / "zoo.caffemodel.h5")
     array = model["ip"].blobs[0].data.numpy()
     assert isinstance(array, np.memmap) or isinstance(array.base, np.memmap)
+
+
+def test_an_inconsistent_model_converts_both_ways(tmp_path):
+    # Definitions that do not fit the weights are the file's business: what
+    # reads as .caffemodel must read back from the .h5 written from it.
+    model = blobcast.load(GENERATED / "lenet.caffemodel")
+    model["ip1"].type_params.num_output = 99
+    source = tmp_path / "odd.caffemodel"
+    blobcast.save(model, source)
+    h5 = tmp_path / "odd.caffemodel.h5"
+    blobcast.convert(source, h5)
+    back = tmp_path / "back.caffemodel"
+    blobcast.convert(h5, back)
+    assert back.read_bytes() == source.read_bytes()

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .compare import model_differences, state_differences
 from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError
-from .fileio import atomic_destination, check_distinct
+from .fileio import atomic_destination, check_distinct, check_stop
 from .model import Model
 from .solver import SolverState
 from .weights import WeightSource, attach_weights
@@ -166,11 +166,16 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
         total = obj.nbytes if hasattr(obj, "nbytes") else 0
         progress = progress_factory(total, os.path.basename(destination)) if progress_factory else None
+
+        def advance(amount: int) -> None:
+            check_stop()
+            if progress:
+                progress.advance(amount)
+
         temporary = None
         try:
             with atomic_destination(destination, overwrite=overwrite) as temporary:
-                save(obj, temporary, format=dst_fmt.name, compress=compress,
-                     progress=progress.advance if progress else None)
+                save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance)
                 check = _verify_written(obj, temporary, dst_fmt, prototxt)
         except BlobcastError as error:
             if temporary and error.path and temporary in error.path:

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.tree import Tree
 
 from .errors import BlobcastError
+from .fileio import request_stop, stop_requested
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Convert, inspect and verify Caffe models.")
@@ -53,6 +54,8 @@ def _run(action):
             stderr.print_exception()
         raise _fail(str(error), error.exit_code) from None
     except KeyboardInterrupt:
+        if stop_requested() == signal.SIGTERM:
+            raise _fail("terminated; nothing was written", 143) from None
         raise _fail("interrupted; nothing was written", 130) from None
     except Exception as error:  # a bug or an input we failed to anticipate
         if _debug_enabled():
@@ -186,7 +189,7 @@ def inspect(
 def main() -> None:
     # SIGTERM ends the process through the normal exit path, so a conversion
     # under way removes its temporary file.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGTERM, lambda number, _frame: request_stop(number))
     app()
 
 

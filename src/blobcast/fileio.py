@@ -10,6 +10,31 @@ from contextlib import contextmanager
 
 from .errors import BlobcastError
 
+# Set by a signal handler (SIGTERM). The handler also raises, but Python
+# ignores exceptions raised where a signal happens to land inside a callback
+# (a weakref finalizer, say), so writers also check this between chunks and
+# the final rename never happens once it is set.
+_stop_signal: int | None = None
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop; the output was not written."""
+
+
+def request_stop(signal_number: int) -> None:
+    global _stop_signal
+    _stop_signal = signal_number
+    raise Interrupted(f"signal {signal_number}")
+
+
+def stop_requested() -> int | None:
+    return _stop_signal
+
+
+def check_stop() -> None:
+    if _stop_signal is not None:
+        raise Interrupted(f"signal {_stop_signal}")
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -43,6 +68,7 @@ def atomic_destination(destination: str, *, overwrite: bool) -> Iterator[str]:
     os.close(handle)
     try:
         yield temporary
+        check_stop()
         os.chmod(temporary, 0o666 & ~_current_umask())
         os.replace(temporary, destination)
     except BaseException:

@@ -102,11 +102,14 @@ class MatchReport:
 
 
 def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: str,
-                   absent_shared_ok: bool) -> MatchReport:
+                   absent_shared_ok: bool, check_definitions: bool = True) -> MatchReport:
     """Copy weights into `model`'s layers by name; raise FormatError on a mismatch.
 
     `absent_shared_ok` is the HDF5 rule: a blob index may be missing from a
     source layer when that layer does not own the (shared) parameter.
+    `check_definitions=False` takes blob counts and shapes as the file has
+    them: for an architecture stored with its weights, which records the
+    model as it was rather than a net they must fit.
     """
     duplicates = model.duplicate_layer_names()
     if duplicates:
@@ -124,7 +127,7 @@ def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: s
                 report.ignored_source_layers.append(source.name)
             continue
         layer = model.layers[li]
-        expected = expected_blob_count(layer)
+        expected = expected_blob_count(layer) if check_definitions else None
         present = max(source.blobs, default=-1) + 1
         count = expected if expected is not None else present
         if present > count or (not absent_shared_ok and present != count):
@@ -141,7 +144,7 @@ def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: s
                 raise FormatError(
                     f"layer {layer.name!r} ({layer.type}) takes {count} blobs but blob {j} "
                     "is missing from the weights", weights_path)
-            problem = shape_problem(layer, j, blob.shape)
+            problem = shape_problem(layer, j, blob.shape) if check_definitions else None
             if problem:
                 raise FormatError(f"layer {layer.name!r} blob {j}: {problem}", weights_path)
             blobs.append(blob)
