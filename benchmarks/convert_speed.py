@@ -34,7 +34,7 @@ VGG16 = [  # (name, weight shape) - biases follow each layer's first dim
 
 # One measured operation, run in a child process; prints seconds and peak RSS.
 CHILD = r"""
-import resource, sys, time
+import sys, time
 kind, src, dst = sys.argv[1:4]
 start = time.perf_counter()
 if kind == "blobcast":
@@ -72,7 +72,10 @@ elif kind == "inspect":
     from blobcast.inspection import inspect_file
     inspect_file(src)
 seconds = time.perf_counter() - start
-print(seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a
+# child would report its parent's peak.
+peak_kb = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+print(seconds, int(peak_kb) * 1024)
 """
 
 

@@ -19,7 +19,7 @@ from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_net import layer_pb, model_from_net, net_settings_pb
 from .upgrade import UpgradeError, net_version, upgrade_net
-from .wire import WireError, iter_fields, length_delimited
+from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 NAME = "caffemodel"
 SUFFIXES = (".caffemodel",)
@@ -112,18 +112,11 @@ def read(path: str, **_options) -> Model:
 def _layer_chunks(layer, write_diff: bool):
     """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
     known = layer_pb(layer, with_unknown=False).SerializeToString()
-    split = len(known)
-    for number, _w, tag_start, _s, _e in iter_fields(known, 0, len(known)):
-        if number > _BLOBS_V2:
-            split = tag_start
-            break
-    chunks = [known[:split]]
+    blob_chunks = []
     for blob in layer.blobs:
-        blob_chunks, blob_length = encode_blob(blob, write_diff)
-        chunks.append(length_delimited(_BLOBS_V2, blob_length))
-        chunks += blob_chunks
-    chunks += [known[split:], layer.spec.unknown_fields]
-    return chunks
+        chunks, length = encode_blob(blob, write_diff)
+        blob_chunks += [length_delimited(_BLOBS_V2, length), *chunks]
+    return [*splice_at_field(known, _BLOBS_V2, blob_chunks), layer.spec.unknown_fields]
 
 
 def net_chunks(model: Model, write_diff: bool = True) -> list:
@@ -149,9 +142,4 @@ def write(model: Model, path: str, *, progress=None, **_options) -> None:
         raise FormatError(
             f"the model needs {total / 2**30:.2f} GiB as a .caffemodel, over the 2 GiB that "
             "Caffe's protobuf reader accepts; write .caffemodel.h5 instead", path)
-    with open(path, "wb") as handle:
-        for chunk in chunks:
-            if len(chunk):
-                handle.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+    write_chunks(path, chunks, progress)

@@ -19,7 +19,7 @@ from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_hdf5 import _dataset_tensor, open_hdf5
 from .caffemodel import map_file
 from .messages import fill_pb, message_from_pb
-from .wire import WireError, iter_fields, length_delimited
+from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 _HISTORY = 3
 
@@ -71,23 +71,13 @@ class BinaryFormat:
         message.iter = state.iter
         message.learned_net = state.learned_net
         message.current_step = state.current_step
-        known = message.SerializeToString()
-        split = len(known)
-        for number, _w, tag_start, _s, _e in iter_fields(known, 0, len(known)):
-            if number > _HISTORY:
-                split = tag_start
-                break
-        chunks = [known[:split]]
+        history_chunks = []
         for tensor in state.history:
-            blob_chunks, length = encode_blob(Blob(tensor), write_diff=False)
-            chunks += [length_delimited(_HISTORY, length)] + blob_chunks
-        chunks += [known[split:], extra_unknown]
-        with open(path, "wb") as handle:
-            for chunk in chunks:
-                if len(chunk):
-                    handle.write(chunk)
-                    if progress is not None:
-                        progress(len(chunk))
+            chunks, length = encode_blob(Blob(tensor), write_diff=False)
+            history_chunks += [length_delimited(_HISTORY, length), *chunks]
+        known = message.SerializeToString()
+        chunks = [*splice_at_field(known, _HISTORY, history_chunks), extra_unknown]
+        write_chunks(path, chunks, progress)
 
 
 def _int_scalar(handle, name: str, path: str) -> int:

@@ -112,3 +112,26 @@ def as_signed64(value: int) -> int:
 def length_delimited(field_number: int, payload_length: int) -> bytes:
     """Tag and length prefix of a length-delimited field."""
     return encode_tag(field_number, LENGTH_DELIMITED) + encode_varint(payload_length)
+
+
+def splice_at_field(known: bytes, field_number: int, inserted: list) -> list:
+    """Chunks of a serialized message with `inserted` placed where protobuf puts
+    field `field_number`: fields are written in number order, so before the
+    first field with a higher number. `known` must hold known fields only
+    (unknown fields go last, after everything)."""
+    split = len(known)
+    for number, _wire, tag_start, _start, _end in iter_fields(known, 0, len(known)):
+        if number > field_number:
+            split = tag_start
+            break
+    return [known[:split], *inserted, known[split:]]
+
+
+def write_chunks(path: str, chunks: list, progress=None) -> None:
+    """Write byte chunks (bytes or buffer views) to `path`, reporting progress."""
+    with open(path, "wb") as handle:
+        for chunk in chunks:
+            if len(chunk):
+                handle.write(chunk)
+                if progress is not None:
+                    progress(len(chunk))

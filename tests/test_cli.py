@@ -172,3 +172,31 @@ def test_sigterm_during_a_conversion_leaves_nothing(tmp_path):
 def test_module_entry_point_help():
     result = blobcast_process("--help")
     assert result.returncode == 0 and "convert" in result.stdout and "inspect" in result.stdout
+
+
+def test_convert_state_with_its_weights(caffe_dir, monkeypatch):
+    import blobcast
+
+    monkeypatch.chdir(caffe_dir / "lenet")
+    # Caffe's own .h5 weights hold no layer definitions: a .caffemodel needs --prototxt.
+    result = run("convert", "snapshots/rmsprop_h5_iter_5.solverstate.h5", "snapshots/moved.solverstate",
+                 "--weights", "snapshots/moved.caffemodel")
+    assert result.exit_code == 2
+    assert "no layer definitions; give the architecture with --prototxt" in result.stderr
+    assert not (caffe_dir / "lenet" / "snapshots" / "moved.solverstate").exists()
+    result = run("convert", "snapshots/rmsprop_h5_iter_5.solverstate.h5", "snapshots/moved.solverstate",
+                 "--weights", "snapshots/moved.caffemodel", "--prototxt", "lenet_train.prototxt")
+    assert result.exit_code == 0, result.output
+    moved = blobcast.load("snapshots/moved.solverstate")
+    assert moved.learned_net == "snapshots/moved.caffemodel"
+    assert blobcast.load(moved.find_weights()).has_architecture
+    result = run("convert", "snapshots/rmsprop_bp_iter_5.solverstate", "snapshots/moved.solverstate.h5",
+                 "--weights", "snapshots/moved.caffemodel.h5", "--json", "--force")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["weights"]["destination_format"] == "caffemodel-h5"
+    assert report["check"] == report["weights"]["check"] == "bit-exact"
+    facts = json.loads(run("inspect", "snapshots/moved.solverstate.h5", "--json").stdout)
+    assert facts["learned_net"] == "snapshots/moved.caffemodel.h5"
+    assert facts["learned_net_found"] == "snapshots/moved.caffemodel.h5"
+    assert facts["history"][0]["layer"] == "conv1"  # tied through the converted weights

@@ -176,3 +176,18 @@ def test_an_inconsistent_model_converts_both_ways(tmp_path):
     back = tmp_path / "back.caffemodel"
     blobcast.convert(h5, back)
     assert back.read_bytes() == source.read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:.*nested HDF5 groups")
+@pytest.mark.parametrize("name", ["slash_bp_iter_2.caffemodel", "slash_nested_bp_iter_2.caffemodel"])
+def test_caffes_slash_named_models_convert_both_ways_exactly(name, tmp_path):
+    source = CAFFE / "slash" / "snapshots" / name
+    h5 = tmp_path / "slash.caffemodel.h5"
+    blobcast.convert(source, h5)
+    back = tmp_path / "back.caffemodel"
+    blobcast.convert(h5, back)
+    assert back.read_bytes() == source.read_bytes()
+    original, via_h5 = _tensors(blobcast.load(source)), _tensors(blobcast.load(h5))
+    assert original.keys() == via_h5.keys()
+    for key in original:
+        assert original[key].data.numpy().tobytes() == via_h5[key].data.numpy().tobytes()

@@ -154,14 +154,18 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
     dst_fmt = converters.output_format(destination, destination_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        obj = load(source, prototxt=prototxt, format=source_format)
+        source_is_state = src_fmt.name in STATE_FORMATS
+        if source_is_state and prototxt is not None and weights is None:
+            raise BlobcastError("with a solver state, --prototxt describes the weights "
+                                "converted by --weights", prototxt)
+        obj = load(source, prototxt=None if source_is_state else prototxt, format=source_format)
         _check_kind(obj, dst_fmt, destination)
         weights_report = None
         if weights is not None:
             if not isinstance(obj, SolverState):
                 raise BlobcastError("--weights goes with a solver state conversion")
             old_weights = obj.require_weights()
-            weights_report = convert(old_weights, weights, overwrite=overwrite,
+            weights_report = convert(old_weights, weights, prototxt=prototxt, overwrite=overwrite,
                                      progress_factory=progress_factory)
             obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
         total = obj.nbytes if hasattr(obj, "nbytes") else 0
