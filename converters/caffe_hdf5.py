@@ -8,6 +8,7 @@ stored. blobcast also stores the architecture as a prototxt string in
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import h5py
@@ -46,6 +47,11 @@ def _dataset_tensor(dataset: h5py.Dataset, path: str, where: str) -> LazyTensor:
     target = np.dtype("<f8") if dtype.itemsize == 8 else np.dtype("<f4")
     offset = dataset.id.get_offset()
     contiguous = dataset.chunks is None and offset is not None and dataset.size > 0
+    if contiguous:
+        needed = offset + dataset.size * dtype.itemsize
+        if needed > os.path.getsize(path):
+            raise FormatError(f"{where} claims {dataset.size * dtype.itemsize} bytes that run past "
+                              "the end of the file (truncated?)", path)
     if contiguous and dtype == target:
         # Zero-copy: the values lie contiguously in the file; map them.
         def load(path=path, offset=offset, shape=shape, dtype=target):
@@ -53,7 +59,7 @@ def _dataset_tensor(dataset: h5py.Dataset, path: str, where: str) -> LazyTensor:
     else:
         def load(dataset=dataset, target=target):
             return np.asarray(dataset[()], dtype=target).reshape(dataset.shape)
-    return LazyTensor(shape, target, load, where)
+    return LazyTensor(shape, target, load, f"{path}:{where}")
 
 
 def _layer_groups(data: h5py.Group) -> list[tuple[str, h5py.Group]]:

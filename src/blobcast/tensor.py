@@ -108,7 +108,12 @@ class LazyTensor(Tensor):
 
     def numpy(self) -> np.ndarray:
         if self._array is None:
-            array = self._loader()
+            try:
+                array = self._loader()
+            except (OSError, ValueError, RuntimeError) as error:
+                from .errors import FormatError
+
+                raise FormatError(f"cannot be read: {error}", self.source or None) from error
             if array.shape != self._shape or array.dtype != self._dtype:
                 raise ValueError(
                     f"{self.source or 'tensor'}: loader gave {array.dtype.name}{list(array.shape)}, "
