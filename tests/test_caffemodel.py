@@ -5,10 +5,10 @@ import warnings
 
 import numpy as np
 import pytest
-from blobcast.converters import caffe_pb2 as pb
-from blobcast.converters import caffemodel
 
 import blobcast
+from blobcast.converters import caffe_pb2 as pb
+from blobcast.converters import caffemodel
 
 from .conftest import CAFFE, GENERATED
 

@@ -3,9 +3,9 @@
 import h5py
 import numpy as np
 import pytest
-from blobcast.converters.caffe_hdf5 import hdf5_listing
 
 import blobcast
+from blobcast.converters.caffe_hdf5 import hdf5_listing
 
 from .conftest import CAFFE, GENERATED, SOLVER_TYPES
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
-from blobcast.converters import caffe_pb2 as pb
 
 import blobcast
+from blobcast.converters import caffe_pb2 as pb
 
 from .conftest import CAFFE, GENERATED
 

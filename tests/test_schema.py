@@ -4,10 +4,10 @@ import subprocess
 import sys
 
 import pytest
-from blobcast.converters import caffe_pb2 as pb
 from google.protobuf import text_format
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from blobcast.converters import caffe_pb2 as pb
 from blobcast.schema import ENUMS, MESSAGES
 
 from .conftest import CAFFE, ROOT

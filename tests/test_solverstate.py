@@ -5,9 +5,9 @@ import shutil
 import h5py
 import numpy as np
 import pytest
-from blobcast.converters import caffe_pb2 as pb
 
 import blobcast
+from blobcast.converters import caffe_pb2 as pb
 from blobcast.solver import learnable_slots, tie_history
 
 from .conftest import CAFFE, SOLVER_TYPES

@@ -186,6 +186,137 @@ def inspect(
     _run(body)
 
 
+InputOption = Annotated[Optional[list[str]], typer.Option(
+    "--input", help="NAME=SHAPE (seeded random values) or NAME=file.npy; repeatable.")]
+DeviceOption = Annotated[str, typer.Option(help="cpu, gpu (CuPy) or auto.")]
+PythonLayersOption = Annotated[bool, typer.Option(
+    "--allow-python-layers", help="Run Python layers (imports and runs their modules).")]
+PythonPathOption = Annotated[Optional[list[str]], typer.Option(
+    "--python-path", help="Folder to import Python layers from; repeatable.")]
+
+
+def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path):
+    from .verify import RunOptions
+
+    return RunOptions(prototxt=prototxt, inputs=tuple(inputs or ()), seed=seed,
+                      all_blobs=all_blobs, device=device,
+                      allow_python_layers=allow_python_layers,
+                      python_path=tuple(python_path or ()))
+
+
+def _format_error(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if value == float("inf") else f"{value:.3g}"
+
+
+@app.command()
+def verify(
+    a: Annotated[str, typer.Argument(help="A model (any format with layers).")],
+    b: Annotated[str, typer.Argument(help="Another model, or an .npz of recorded blobs.")],
+    prototxt: Annotated[Optional[str], typer.Option(
+        help="Net definition for weights files that carry none.")] = None,
+    inputs: InputOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(help="Relative tolerance (of max(|a|, |b|)).")] = 1e-3,
+    all_blobs: Annotated[bool, typer.Option(
+        "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
+    device: DeviceOption = "cpu",
+    allow_python_layers: PythonLayersOption = False,
+    python_path: PythonPathOption = None,
+    json_output: JsonOption = False,
+):
+    """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
+    from .verify import verify_files
+
+    def body():
+        options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
+                               python_path)
+        report = verify_files(a, b, options, atol=atol, rtol=rtol)
+        if json_output:
+            _print_json(report.to_dict())
+        else:
+            _print_verify(report)
+        if not report.passed:
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+def _print_verify(report) -> None:
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False)
+    for column in ("blob", "shape", "max abs", "mean abs", "max rel", "cosine", "min atol",
+                   "min rtol", ""):
+        table.add_column(column, justify="left" if column in ("blob", "shape", "") else "right")
+    for c in report.compared:
+        status = "[green]ok[/green]" if c.passed else f"[red]MISMATCH[/red] {escape(c.problem)}"
+        cosine = "-" if c.cosine_similarity is None else f"{c.cosine_similarity:.6f}"
+        table.add_row(escape(c.name), str(c.shape), _format_error(c.max_abs_error),
+                      _format_error(c.mean_abs_error), _format_error(c.max_rel_error), cosine,
+                      _format_error(c.min_atol), _format_error(c.min_rtol), status)
+    stdout.print(table)
+    for note in report.notes:
+        stderr.print(f"blobcast: note: {escape(note)}")
+    verdict = f"{len(report.compared)} blobs within atol {report.atol:g}, rtol {report.rtol:g}"
+    if report.passed:
+        stdout.print(f"PASS: {verdict} ({report.seconds:.2f} s, {report.device})")
+    else:
+        first = report.first_mismatch
+        failed = sum(not c.passed for c in report.compared)
+        stdout.print(f"FAIL: {failed} of {len(report.compared)} blobs differ; the first in net "
+                     f"order is {escape(first.name)!r}")
+
+
+@app.command("run")
+def run_command(
+    model: Annotated[str, typer.Argument(help="The model to run.")],
+    prototxt: Annotated[Optional[str], typer.Option(
+        help="Net definition for a weights file that carries none.")] = None,
+    inputs: InputOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    all_blobs: Annotated[bool, typer.Option("--all-blobs", help="Keep every blob.")] = False,
+    device: DeviceOption = "cpu",
+    save: Annotated[Optional[str], typer.Option(
+        help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
+    allow_python_layers: PythonLayersOption = False,
+    python_path: PythonPathOption = None,
+    json_output: JsonOption = False,
+):
+    """Run one model forward and show (or --save) its outputs."""
+    from .fileio import atomic_destination
+    from .verify import run_model, save_blobs
+
+    def body():
+        options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
+                               python_path)
+        given, blobs, notes = run_model(model, options)
+        if save:
+            with atomic_destination(save, overwrite=force) as temporary:
+                save_blobs(temporary, given, blobs)
+        summary = [{"blob": name, "shape": list(value.shape),
+                    "min": float(value.min()) if value.size else None,
+                    "max": float(value.max()) if value.size else None,
+                    "first": [float(v) for v in value.ravel()[:4]]} for name, value in blobs.items()]
+        if json_output:
+            _print_json({"model": model, "inputs": {k: list(v.shape) for k, v in given.items()},
+                         "blobs": summary, "saved": save, "notes": notes})
+            return
+        for note in notes:
+            stderr.print(f"blobcast: note: {escape(note)}")
+        for row in summary:
+            first = ", ".join(f"{v:.4g}" for v in row["first"])
+            stdout.print(f"{escape(row['blob'])} {row['shape']} min {_format_error(row['min'])} "
+                         f"max {_format_error(row['max'])} [{first}{', ...' if len(first) else ''}]")
+        if save:
+            stdout.print(f"saved {len(blobs)} blobs and {len(given)} inputs to {escape(save)}")
+
+    _run(body)
+
+
 def main() -> None:
     # SIGTERM ends the process through the normal exit path, so a conversion
     # under way removes its temporary file.

@@ -1,0 +1,3 @@
+"""Importing this package registers every layer implementation."""
+
+from . import activation, convolution, dense, normalization, pooling, structure  # noqa: F401

@@ -1,0 +1,132 @@
+"""Convolution and Deconvolution (N-D, groups, stride, pad, dilation)."""
+
+from __future__ import annotations
+
+from itertools import product
+from math import prod
+
+from ..registry import LayerOp, canonical_axis, register
+
+
+def spatial_settings(params, spatial_axes: int, layer_name: str):
+    """kernel, stride, pad, dilation per spatial axis, as Caffe's
+    BaseConvolutionLayer::LayerSetUp reads them."""
+
+    def per_axis(values, default, name, h=None, w=None):
+        if h is not None and (params.has(h) or params.has(w)):
+            if spatial_axes != 2:
+                raise ValueError(f"layer {layer_name!r}: {h}/{w} need 2 spatial axes")
+            return (getattr(params, h), getattr(params, w))
+        values = list(values)
+        if not values:
+            return (default,) * spatial_axes
+        if len(values) == 1:
+            return (values[0],) * spatial_axes
+        if len(values) != spatial_axes:
+            raise ValueError(f"layer {layer_name!r}: {name} has {len(values)} values for "
+                             f"{spatial_axes} spatial axes")
+        return tuple(values)
+
+    kernel = per_axis(params.kernel_size, None, "kernel_size", "kernel_h", "kernel_w")
+    if None in kernel:
+        raise ValueError(f"layer {layer_name!r}: no kernel size")
+    stride = per_axis(params.stride, 1, "stride", "stride_h", "stride_w")
+    pad = per_axis(params.pad, 0, "pad", "pad_h", "pad_w")
+    dilation = per_axis(params.dilation, 1, "dilation")
+    # A missing stride_h (or kernel_w, ...) next to its partner reads as 0 in
+    # Caffe, which then refuses the layer; so do we.
+    for name, values in (("kernel", kernel), ("stride", stride), ("dilation", dilation)):
+        if any(v <= 0 for v in values):
+            raise ValueError(f"layer {layer_name!r}: every {name} dimension must be positive, "
+                             f"got {list(values)}")
+    return kernel, stride, pad, dilation
+
+
+def _windows(shape_out, kernel, stride, dilation):
+    """For each kernel offset: its index and the strided slices it reads."""
+    for index, offsets in enumerate(product(*[range(k) for k in kernel])):
+        yield index, tuple(slice(o * d, o * d + s * (n - 1) + 1, s)
+                           for o, d, s, n in zip(offsets, dilation, stride, shape_out))
+
+
+class _ConvolutionBase(LayerOp):
+    def setup(self):
+        self.group = self.params.group
+        self.bias = self.params.bias_term
+        self.axis_setting = self.params.axis
+
+    def _batch_view(self, x):
+        axis = canonical_axis(self.axis_setting, x.ndim)
+        leading = x.shape[:axis]
+        return leading, x.reshape((prod(leading),) + x.shape[axis:])
+
+    def _settings(self, x):
+        try:
+            return spatial_settings(self.params, x.ndim - 2, self.name)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+
+
+@register("Convolution")
+class Convolution(_ConvolutionBase):
+    def forward(self, x):
+        xp = self.xp
+        leading, x = self._batch_view(x)
+        kernel, stride, pad, dilation = self._settings(x)
+        weight = self.weights[0]
+        n, channels = x.shape[:2]
+        outputs, group = weight.shape[0], self.group
+        if channels % group or outputs % group or weight.shape[1] * group != channels:
+            raise self.fail(f"weights {list(weight.shape)} do not fit {channels} input channels "
+                            f"in {group} groups")
+        shape_out = tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
+                          for size, k, s, p, d in zip(x.shape[2:], kernel, stride, pad, dilation))
+        if min(shape_out) <= 0:
+            raise self.fail(f"the input {list(x.shape)} is smaller than the kernel")
+        locations = prod(shape_out)
+        per_group = channels // group
+        if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
+            columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
+        else:
+            padded = xp.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad]) if any(pad) else x
+            columns = xp.empty((n, channels, prod(kernel)) + shape_out, dtype=x.dtype)
+            for index, window in _windows(shape_out, kernel, stride, dilation):
+                columns[:, :, index] = padded[(slice(None), slice(None)) + window]
+            columns = columns.reshape(n, group, per_group * prod(kernel), locations)
+        filters = weight.reshape(group, outputs // group, per_group * prod(kernel))
+        y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
+        if self.bias:
+            y += self.weights[1].reshape((1, outputs) + (1,) * len(shape_out))
+        return (y.reshape(leading + y.shape[1:]),)
+
+
+@register("Deconvolution")
+class Deconvolution(_ConvolutionBase):
+    def forward(self, x):
+        xp = self.xp
+        leading, x = self._batch_view(x)
+        kernel, stride, pad, dilation = self._settings(x)
+        weight = self.weights[0]  # (input channels, outputs / group, *kernel)
+        n, channels = x.shape[:2]
+        group = self.group
+        if weight.shape[0] != channels or channels % group:
+            raise self.fail(f"weights {list(weight.shape)} do not fit {channels} input channels")
+        outputs = weight.shape[1] * group
+        shape_in = x.shape[2:]
+        full = tuple(s * (size - 1) + d * (k - 1) + 1
+                     for size, k, s, d in zip(shape_in, kernel, stride, dilation))
+        per_group = channels // group
+        filters = weight.reshape(group, per_group, (outputs // group) * prod(kernel))
+        columns = xp.matmul(filters.transpose(0, 2, 1)[None],
+                            x.reshape(n, group, per_group, prod(shape_in)))
+        columns = columns.reshape((n, outputs, prod(kernel)) + shape_in)
+        y = xp.zeros((n, outputs) + full, dtype=x.dtype)
+        for index, window in _windows(shape_in, kernel, stride, dilation):
+            y[(slice(None), slice(None)) + window] += columns[:, :, index]
+        crop = tuple(slice(p, f - p) for p, f in zip(pad, full))
+        y = y[(slice(None), slice(None)) + crop]
+        if min(y.shape[2:]) <= 0:
+            raise self.fail("the padding removes the whole output")
+        if self.bias:
+            y = y + self.weights[1].reshape((1, outputs) + (1,) * len(shape_in))
+        return (xp.ascontiguousarray(y).reshape(leading + y.shape[1:]),)

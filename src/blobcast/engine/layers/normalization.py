@@ -1,0 +1,124 @@
+"""LRN, BatchNorm, Scale, Bias and MVN."""
+
+from __future__ import annotations
+
+from ..registry import LayerOp, canonical_axis, register
+from .activation import _const
+from .pooling import pool2d, pooled_size
+
+
+@register("LRN")
+class LRN(LayerOp):
+    def forward(self, x):
+        xp, p = self.xp, self.params
+        size = p.local_size
+        if size % 2 == 0:
+            raise self.fail("local_size must be odd")
+        alpha, beta = _const(x, p.alpha), _const(x, p.beta)
+        if p.norm_region == "ACROSS_CHANNELS":
+            # scale = k + alpha/size * sum of squares over a window of channels
+            half = (size - 1) // 2
+            squares = xp.pad(x * x, [(0, 0), (half, size - half - 1)] + [(0, 0)] * (x.ndim - 2))
+            channels = x.shape[1]
+            total = squares[:, 0:channels].copy()
+            for offset in range(1, size):
+                total += squares[:, offset:offset + channels]
+            scale = _const(x, p.k) + (alpha / _const(x, size)) * total
+        else:
+            # Caffe builds WITHIN_CHANNEL from layers: square, AVE-pool (the
+            # divisor counts padding), then power(shift 1, scale alpha).
+            half = (size - 1) // 2
+            height, width = x.shape[2:]
+            out = (pooled_size(height, size, 1, half, True), pooled_size(width, size, 1, half, True))
+            mean = pool2d(xp, x * x, "AVE", (size, size), (1, 1), (half, half), out)
+            scale = 1 + alpha * mean
+        return (x * scale ** (-beta),)
+
+
+def _channel_view(vector, ndim):
+    return vector.reshape((1, -1) + (1,) * (ndim - 2)) if ndim > 1 else vector
+
+
+@register("BatchNorm")
+class BatchNorm(LayerOp):
+    def forward(self, x):
+        xp, p = self.xp, self.params
+        eps = _const(x, p.eps)
+        use_global = p.use_global_stats if p.has("use_global_stats") else self.phase == "TEST"
+        if use_global:
+            mean, variance, factor = self.weights
+            factor = float(factor.reshape(-1)[0])
+            factor = 0.0 if factor == 0 else 1.0 / factor
+            mean = mean * _const(x, factor)
+            variance = variance * _const(x, factor)
+        else:
+            axes = (0,) + tuple(range(2, x.ndim))
+            mean = x.mean(axis=axes)
+            variance = ((x - _channel_view(mean, x.ndim)) ** 2).mean(axis=axes)
+        centered = x - _channel_view(mean, x.ndim)
+        return (centered / xp.sqrt(_channel_view(variance, x.ndim) + eps),)
+
+
+def _broadcast_over(values, x, axis: int):
+    """values covers axes [axis, axis + values.ndim) of x; a 0-d value is a scalar."""
+    if values.ndim == 0:
+        return values
+    if tuple(x.shape[axis:axis + values.ndim]) != tuple(values.shape):
+        raise ValueError(f"shape {list(values.shape)} does not match axes {axis}.. of "
+                         f"{list(x.shape)}")
+    return values.reshape((1,) * axis + values.shape + (1,) * (x.ndim - axis - values.ndim))
+
+
+class _Affine(LayerOp):
+    """Scale and Bias: a second bottom or a learned blob, broadcast from `axis`."""
+
+    def _operand(self, x, bottoms, index: int, num_axes: int):
+        axis = canonical_axis(self.params.axis, x.ndim) if x.ndim else 0
+        if bottoms:
+            values = bottoms[0]
+        else:
+            values = self.weights[index]
+            span = x.ndim - axis if num_axes == -1 else num_axes
+            if values.ndim != span and values.size == 1:
+                values = values.reshape(())
+            elif values.ndim != span:
+                values = values.reshape(x.shape[axis:axis + span])
+        try:
+            return _broadcast_over(values, x, axis)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+
+
+@register("Scale")
+class Scale(_Affine):
+    def forward(self, x, *bottoms):
+        scale = self._operand(x, bottoms, 0, self.params.num_axes)
+        y = x * scale
+        if self.params.bias_term:
+            bias_index = 0 if bottoms else 1
+            bias = self.weights[bias_index]
+            y = y + self._bias_shape(bias, scale, x)
+        return (y,)
+
+    def _bias_shape(self, bias, scale, x):
+        return bias.reshape(scale.shape) if scale.ndim else bias.reshape(())
+
+
+@register("Bias")
+class Bias(_Affine):
+    def forward(self, x, *bottoms):
+        return (x + self._operand(x, bottoms, 0, self.params.num_axes),)
+
+
+@register("MVN")
+class MVN(LayerOp):
+    def forward(self, x):
+        xp, p = self.xp, self.params
+        axes = tuple(range(1 if p.across_channels else 2, x.ndim))
+        mean = x.mean(axis=axes, keepdims=True)
+        y = x - mean
+        if p.normalize_variance:
+            # Caffe: var = E[x^2] - E[x]^2, then divide by sqrt(var) + eps.
+            variance = (x * x).mean(axis=axes, keepdims=True) - mean * mean
+            y = y / (xp.sqrt(variance) + _const(x, p.eps))
+        return (y,)

@@ -1,0 +1,213 @@
+"""Running a canonical Model forward with Caffe's semantics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import BlobcastError
+from ..model import Layer, Model
+from . import layers  # noqa: F401  (registers the layer types)
+from .python_layer import PythonLayer
+from .registry import LAYER_TYPES, implementation
+
+DATA_LAYER_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
+                              "DummyData", "AnnotatedData", "VideoData"})
+
+
+def is_not_run(layer: Layer) -> bool:
+    """Loss and evaluation layers: reported, not run."""
+    return (layer.type.endswith("Loss") or layer.type in ("Accuracy", "HDF5Output")
+            or layer.type in DATA_LAYER_TYPES)
+
+
+def array_module(device: str = "cpu"):
+    """numpy for "cpu", cupy for "gpu", whichever fits for "auto"."""
+    if device not in ("cpu", "gpu", "auto"):
+        raise BlobcastError(f"unknown device {device!r}; use cpu, gpu or auto")
+    if device == "cpu":
+        return np
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy
+        problem = "CuPy finds no GPU"
+    except Exception as error:  # ImportError, or CUDA failing to initialise
+        problem = f"CuPy is not usable ({type(error).__name__}: {error})"
+    if device == "gpu":
+        raise BlobcastError(f"--device gpu: {problem}; install blobcast[gpu] on a machine "
+                            "with an NVIDIA GPU, or use --device cpu")
+    return np
+
+
+def _rule_met(rule, phase: str, level: int, stages: set[str]) -> bool:
+    """Caffe's StateMeetsRule."""
+    if rule.has("phase") and rule.phase != phase:
+        return False
+    if rule.has("min_level") and level < rule.min_level:
+        return False
+    if rule.has("max_level") and level > rule.max_level:
+        return False
+    if any(stage not in stages for stage in rule.stage):
+        return False
+    return not any(stage in stages for stage in rule.not_stage)
+
+
+def layer_included(layer: Layer, phase: str = "TEST", level: int = 0, stages=()) -> bool:
+    """Caffe's Net::FilterNet for one layer."""
+    stages = set(stages)
+    includes, excludes = list(layer.spec.include), list(layer.spec.exclude)
+    if includes and excludes:
+        raise BlobcastError(f"layer {layer.name!r} has both include and exclude rules")
+    if includes:
+        return any(_rule_met(rule, phase, level, stages) for rule in includes)
+    return not any(_rule_met(rule, phase, level, stages) for rule in excludes)
+
+
+@dataclass
+class SkippedLayer:
+    name: str
+    type: str
+    reason: str
+
+
+class Net:
+    """A model ready to run: layers of one phase, weights on the device."""
+
+    def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
+                 stages=(), allow_python_layers: bool = False, python_path=()):
+        if not model.has_architecture:
+            raise BlobcastError("the model has weights but no layer definitions; give the "
+                                "architecture with --prototxt")
+        self.model = model
+        self.xp = array_module(device)
+        self.phase = phase
+        self.allow_python_layers = allow_python_layers
+        self.python_path = tuple(python_path)
+        chosen = [layer for layer in model.layers if layer_included(layer, phase, level, stages)]
+        self.inputs: dict[str, list[int] | None] = {}
+        self.skipped: list[SkippedLayer] = []
+        self.layers: list[Layer] = []
+        for layer in chosen:
+            if layer.type == "Input":
+                self.inputs.update(self._input_shapes(layer))
+            elif layer.type in DATA_LAYER_TYPES:
+                self.inputs.update(self._input_shapes(layer))
+                self.skipped.append(SkippedLayer(layer.name, layer.type,
+                                                 "data layer: its tops are inputs"))
+            elif is_not_run(layer):
+                self.skipped.append(SkippedLayer(layer.name, layer.type,
+                                                 "loss/evaluation layer: not run"))
+            else:
+                if layer.type != "Python":
+                    implementation(layer.type, layer.name)  # fail early on unknown types
+                self.layers.append(layer)
+        self.outputs = self._output_names()
+        self._ops = None
+
+    @staticmethod
+    def _input_shapes(layer: Layer) -> dict:
+        shapes: list = []
+        spec = layer.spec
+        if layer.type == "Input" and spec.has("input_param"):
+            shapes = [list(s.dim) for s in spec.input_param.shape]
+        elif layer.type == "DummyData" and spec.has("dummy_data_param"):
+            d = spec.dummy_data_param
+            shapes = [list(s.dim) for s in d.shape] or [
+                [n, c, h, w] for n, c, h, w in zip(d.num, d.channels, d.height, d.width)]
+        elif layer.type == "MemoryData" and spec.has("memory_data_param"):
+            m = spec.memory_data_param
+            shapes = [[m.batch_size, m.channels, m.height, m.width]]
+        out = {}
+        for i, top in enumerate(layer.tops):
+            out[top] = shapes[i] if i < len(shapes) else (shapes[0] if len(shapes) == 1 else None)
+        return out
+
+    def _output_names(self) -> list[str]:
+        """Blobs produced and never consumed afterwards (Caffe's net outputs)."""
+        available: dict[str, None] = dict.fromkeys(self.inputs)
+        for layer in self.layers:
+            for bottom in layer.bottoms:
+                available.pop(bottom, None)
+            for top in layer.tops:
+                available.pop(top, None)
+                available[top] = None
+        return list(available)
+
+    @property
+    def dtype(self):
+        for layer in self.layers:
+            for blob in layer.blobs:
+                if blob is not None:
+                    return blob.dtype
+        return np.dtype(np.float32)
+
+    def _build(self):
+        if self._ops is not None:
+            return self._ops
+        ops = []
+        for layer in self.layers:
+            if layer.type == "Python":
+                op_class = type("PythonLayerOp", (PythonLayer,),
+                                {"allowed": self.allow_python_layers,
+                                 "search_path": self.python_path})
+            else:
+                op_class = implementation(layer.type, layer.name)
+            weights = [self.xp.asarray(blob.data.numpy()) for blob in layer.blobs
+                       if blob is not None]
+            ops.append(op_class(layer, self.xp, weights, self.phase))
+        self._ops = ops
+        return ops
+
+    def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None) -> dict:
+        """Run the net; return its outputs (every blob with keep_all) as device arrays.
+
+        `on_blob(name, array)` is called for every top as it is produced.
+        """
+        xp = self.xp
+        values = {}
+        for name, shape in self.inputs.items():
+            if name not in inputs:
+                raise BlobcastError(f"the net input {name!r} needs a value")
+            array = xp.asarray(inputs[name], dtype=self.dtype)
+            if shape is not None and list(array.shape) != list(shape) and len(shape) != array.ndim:
+                raise BlobcastError(f"input {name!r} has shape {list(array.shape)}; the net "
+                                    f"declares {shape}")
+            values[name] = array
+        extra = set(inputs) - set(self.inputs)
+        if extra:
+            raise BlobcastError("the net has no input named " + ", ".join(sorted(extra)))
+        last_use = {}
+        for index, layer in enumerate(self.layers):
+            for bottom in layer.bottoms:
+                last_use[bottom] = index
+        keep = set(self.outputs)
+        kept = dict(values) if keep_all else {}
+        for index, (layer, op) in enumerate(zip(self.layers, self._build())):
+            try:
+                bottoms = [values[name] for name in layer.bottoms]
+            except KeyError as missing:
+                raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
+                                    "never produced") from None
+            tops = op.forward(*bottoms)
+            if len(tops) != len(layer.tops):
+                raise BlobcastError(f"layer {layer.name!r} gave {len(tops)} outputs for "
+                                    f"{len(layer.tops)} tops")
+            for name, value in zip(layer.tops, tops):
+                values[name] = value
+                if keep_all:
+                    kept[name] = value
+                if on_blob is not None:
+                    on_blob(name, value)
+            for name in layer.bottoms:  # free what no later layer needs
+                if last_use.get(name) == index and name not in keep and name not in layer.tops:
+                    values.pop(name, None)
+        if keep_all:
+            return kept
+        return {name: values[name] for name in self.outputs}
+
+
+def known_layer_types() -> list[str]:
+    return sorted(LAYER_TYPES)

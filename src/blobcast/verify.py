@@ -1,0 +1,278 @@
+"""Checking that two models compute the same thing.
+
+Each blob is compared element by element with a symmetric measure: an
+element passes when |a - b| <= atol + rtol * max(|a|, |b|). The report also
+gives max and mean absolute error, the max relative error |a - b| / max(|a|, |b|),
+cosine similarity, and the smallest atol (at the given rtol) and rtol (at the
+given atol) that would have passed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from .errors import BlobcastError
+
+# float32 defaults. rtol 1e-3 (about 8000 float32 ulps) leaves room for the
+# different summation orders of two engines in long dot products; atol 1e-5
+# covers values near zero left by cancellation.
+DEFAULT_ATOL = 1e-5
+DEFAULT_RTOL = 1e-3
+INPUTS_KEY = "__blobcast_inputs__"
+
+
+@dataclass
+class BlobComparison:
+    name: str
+    shape: list[int]
+    passed: bool
+    max_abs_error: float
+    mean_abs_error: float
+    max_rel_error: float
+    cosine_similarity: float | None
+    min_atol: float
+    min_rtol: float
+    mismatched: int
+    nan_mismatches: int = 0
+    problem: str = ""
+
+
+def _to_host(array) -> np.ndarray:
+    return np.asarray(array.get() if hasattr(array, "get") else array)
+
+
+def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
+                   rtol: float = DEFAULT_RTOL) -> BlobComparison:
+    a, b = _to_host(a), _to_host(b)
+    if a.shape != b.shape:
+        return BlobComparison(name, list(a.shape), False, float("inf"), float("inf"), float("inf"),
+                              None, float("inf"), float("inf"), int(max(a.size, b.size)),
+                              problem=f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    nan_x, nan_y = np.isnan(x), np.isnan(y)
+    nan_mismatches = int(np.count_nonzero(nan_x != nan_y))
+    both = ~(nan_x | nan_y)
+    x, y = x[both], y[both]
+    same_inf = np.isinf(x) & (x == y)
+    difference = np.where(same_inf, 0.0, np.abs(x - y))
+    scale = np.where(same_inf, 0.0, np.maximum(np.abs(x), np.abs(y)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        relative = np.where(scale > 0, difference / np.where(scale > 0, scale, 1), 0.0)
+        needed_rtol = np.where(difference <= atol, 0.0,
+                               np.where(scale > 0, (difference - atol) / np.where(scale > 0, scale, 1),
+                                        np.inf))
+    failing = difference > atol + rtol * scale
+    norms = float(np.linalg.norm(x) * np.linalg.norm(y)) if x.size else 0.0
+    cosine = float(np.dot(x, y) / norms) if norms > 0 else (1.0 if not difference.any() else None)
+    mismatched = int(np.count_nonzero(failing)) + nan_mismatches
+    return BlobComparison(
+        name=name, shape=list(a.shape), passed=mismatched == 0,
+        max_abs_error=float(difference.max()) if difference.size else 0.0,
+        mean_abs_error=float(difference.mean()) if difference.size else 0.0,
+        max_rel_error=float(relative.max()) if relative.size else 0.0,
+        cosine_similarity=cosine,
+        min_atol=float(np.max(difference - rtol * scale, initial=0.0)),
+        min_rtol=float(np.max(needed_rtol, initial=0.0)),
+        mismatched=mismatched, nan_mismatches=nan_mismatches,
+        problem=f"{nan_mismatches} NaN positions differ" if nan_mismatches else "")
+
+
+@dataclass
+class VerifyReport:
+    a: str
+    b: str
+    inputs: dict[str, list[int]]
+    compared: list[BlobComparison] = field(default_factory=list)
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    device: str = "cpu"
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.compared)
+
+    @property
+    def first_mismatch(self) -> BlobComparison | None:
+        return next((c for c in self.compared if not c.passed), None)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["passed"] = self.passed
+        first = self.first_mismatch
+        out["first_mismatch"] = first.name if first else None
+        return out
+
+
+def parse_input_spec(spec: str) -> tuple[str, np.ndarray | list[int]]:
+    """NAME=d1,d2,... (a shape, filled with seeded random values) or NAME=file.npy."""
+    if "=" not in spec:
+        raise BlobcastError(f"--input {spec!r}: write NAME=SHAPE (e.g. data=1,3,224,224) or "
+                            "NAME=file.npy")
+    name, value = spec.split("=", 1)
+    if value.endswith(".npy"):
+        if not os.path.isfile(value):
+            raise BlobcastError("no such file", value)
+        try:
+            return name, np.load(value, allow_pickle=False)
+        except (ValueError, OSError) as error:
+            raise BlobcastError(f"not a readable .npy file ({error})", value) from error
+    try:
+        shape = [int(d) for d in value.replace("x", ",").split(",") if d.strip()]
+    except ValueError:
+        raise BlobcastError(f"--input {spec!r}: the shape must be integers like 1,3,224,224") from None
+    if not shape or any(d <= 0 for d in shape):
+        raise BlobcastError(f"--input {spec!r}: every dimension must be positive")
+    return name, shape
+
+
+def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int) -> dict:
+    """Input arrays: given arrays as they are, shapes (given or declared) filled
+    with normal(0, 1) float32 values from a seeded generator, in input order."""
+    rng = np.random.RandomState(seed)
+    inputs = {}
+    for name in declared:
+        value = given.get(name, declared[name])
+        if value is None:
+            raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
+                                f"--input {name}=SHAPE or --input {name}=file.npy")
+        if isinstance(value, np.ndarray):
+            inputs[name] = value
+        else:
+            inputs[name] = rng.standard_normal(tuple(value)).astype(np.float32)
+    unknown = set(given) - set(declared)
+    if unknown:
+        raise BlobcastError("the net has no input named " + ", ".join(sorted(unknown)))
+    return inputs
+
+
+def load_reference(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Blobs recorded by `blobcast run --save` (or any .npz keyed by blob name),
+    and the names of the inputs among them."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            blobs = {key: archive[key] for key in archive.files}
+    except (ValueError, OSError) as error:
+        raise BlobcastError(f"not a readable .npz file ({error})", path) from error
+    inputs = [str(n) for n in blobs.pop(INPUTS_KEY, np.array([], dtype=str))]
+    return blobs, inputs
+
+
+def save_blobs(path: str, inputs: dict, blobs: dict) -> None:
+    arrays = {name: _to_host(value) for name, value in blobs.items()}
+    arrays.update({name: _to_host(value) for name, value in inputs.items()})
+    arrays[INPUTS_KEY] = np.array(list(inputs), dtype=str)
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+@dataclass
+class RunOptions:
+    prototxt: str | None = None
+    inputs: tuple[str, ...] = ()
+    seed: int = 0
+    all_blobs: bool = False
+    device: str = "cpu"
+    allow_python_layers: bool = False
+    python_path: tuple[str, ...] = ()
+
+
+def _load_model(path: str, prototxt: str | None):
+    from .api import load
+    from .model import Model
+
+    needs_weights_pairing = not path.lower().endswith((".prototxt", ".pbtxt"))
+    model = load(path, prototxt=prototxt if needs_weights_pairing else None)
+    if not isinstance(model, Model):
+        raise BlobcastError("a solver state holds no net to run; give its weights file", path)
+    if not model.has_architecture:
+        raise BlobcastError("holds weights but no layer definitions; give --prototxt", path)
+    return model
+
+
+def _net(model, options: RunOptions):
+    from .engine import Net
+
+    return Net(model, device=options.device, allow_python_layers=options.allow_python_layers,
+               python_path=options.python_path)
+
+
+def _given_inputs(options: RunOptions) -> dict:
+    return dict(parse_input_spec(spec) for spec in options.inputs)
+
+
+def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
+    """Run one model: (inputs, blobs, notes). Blobs are its outputs, or every
+    blob with all_blobs, as NumPy arrays."""
+    model = _load_model(path, options.prototxt)
+    net = _net(model, options)
+    inputs = make_inputs(net.inputs, _given_inputs(options), options.seed)
+    blobs = net.forward(inputs, keep_all=options.all_blobs)
+    notes = [f"{s.name} ({s.type}): {s.reason}" for s in net.skipped]
+    return inputs, {name: _to_host(value) for name, value in blobs.items()
+                    if name not in inputs}, notes
+
+
+def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], atol, rtol) -> list:
+    results = []
+    for name in order:
+        if name not in b_blobs:
+            results.append(BlobComparison(name, list(np.shape(a_blobs[name])), False, float("inf"),
+                                          float("inf"), float("inf"), None, float("inf"),
+                                          float("inf"), int(np.size(a_blobs[name])),
+                                          problem="missing from the other side"))
+            continue
+        results.append(compare_arrays(name, a_blobs[name], b_blobs[name], atol, rtol))
+    return results
+
+
+def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_ATOL,
+                 rtol: float = DEFAULT_RTOL) -> VerifyReport:
+    """Run A and B on the same inputs and compare their blobs; B may be an .npz
+    of blobs recorded earlier (its inputs are used unless options.inputs override)."""
+    import time
+
+    started = time.perf_counter()
+    model_a = _load_model(a, options.prototxt)
+    net_a = _net(model_a, options)
+    given = _given_inputs(options)
+    notes = [f"{s.name} ({s.type}): {s.reason}" for s in net_a.skipped]
+    if b.lower().endswith(".npz"):
+        reference, reference_inputs = load_reference(b)
+        for name in reference_inputs:
+            if name in net_a.inputs and name not in given:
+                given[name] = reference[name]
+        inputs = make_inputs(net_a.inputs, given, options.seed)
+        b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
+        a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
+        if options.all_blobs:
+            order = [name for name in a_blobs if name in b_blobs and name not in inputs]
+        else:
+            order = [name for name in net_a.outputs if name not in inputs]
+            missing = [name for name in order if name not in b_blobs]
+            if missing:
+                raise BlobcastError("the recorded blobs lack the outputs "
+                                    + ", ".join(missing), b)
+    else:
+        model_b = _load_model(b, options.prototxt)
+        net_b = _net(model_b, options)
+        notes += [f"B: {s.name} ({s.type}): {s.reason}" for s in net_b.skipped]
+        if list(net_a.inputs) != list(net_b.inputs):
+            raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
+                                f"{list(net_b.inputs)}")
+        inputs = make_inputs(net_a.inputs, given, options.seed)
+        a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
+        b_blobs = net_b.forward(inputs, keep_all=options.all_blobs)
+        if options.all_blobs:
+            order = [name for name in a_blobs if name in b_blobs and name not in inputs]
+        else:
+            order = [name for name in net_a.outputs if name not in inputs]
+    report = VerifyReport(a, b, {name: list(np.shape(v)) for name, v in inputs.items()},
+                          _compare_runs(a_blobs, b_blobs, order, atol, rtol), atol, rtol,
+                          "gpu" if net_a.xp is not np else "cpu", notes=notes)
+    report.seconds = time.perf_counter() - started
+    return report
