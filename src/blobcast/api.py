@@ -102,6 +102,9 @@ class ConversionReport:
     bytes: int = 0
     seconds: float = 0.0
     check: str = ""
+    # The forward check: {"outputs": n, "max_abs_error": e, "passed": True}, or None
+    # when it did not run (see notes for why).
+    forward: dict | None = None
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     weights: ConversionReport | None = None
@@ -130,6 +133,36 @@ def _verify_written(obj, temporary: str, fmt, prototxt: str | None) -> str:
     return "bit-exact"
 
 
+def _forward_check(source: Model, written_path: str, fmt) -> tuple[dict | None, str | None]:
+    """Run the source and the written model on the same seeded inputs.
+
+    Returns (check text, note). A net the engine cannot run (a layer type it
+    lacks, an input without a shape) is not a failed conversion: the tensors
+    were already checked bit for bit, so that gives a note instead.
+    """
+    from .engine import Net
+    from .verify import compare_arrays, make_inputs
+
+    written = fmt.read(written_path)
+    try:
+        net_a, net_b = Net(source), Net(written)
+        inputs = make_inputs(net_a.inputs, {}, seed=0)
+        outputs_a, outputs_b = net_a.forward(inputs), net_b.forward(inputs)
+    except BlobcastError as error:
+        return None, f"forward check skipped: {error}"
+    if set(outputs_a) != set(outputs_b):
+        raise CheckFailed(f"the written model has outputs {sorted(outputs_b)}, the source "
+                          f"{sorted(outputs_a)}")
+    results = [compare_arrays(name, outputs_a[name], outputs_b[name])
+               for name in outputs_a if name not in inputs]
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise CheckFailed(f"the written model computes differently: output {failed[0].name!r} "
+                          f"differs by up to {failed[0].max_abs_error:.3g}")
+    worst = max((r.max_abs_error for r in results), default=0.0)
+    return {"outputs": len(results), "max_abs_error": worst, "passed": True}, None
+
+
 def _learned_net_for(old_learned_net: str, new_weights: str, destination: str) -> str:
     """The learned_net to record in a converted state so Caffe still finds it."""
     same_folder = (os.path.dirname(os.path.abspath(new_weights))
@@ -144,7 +177,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             prototxt: str | None = None, source_format: str | None = None,
             destination_format: str | None = None, compress: str | None = None,
             overwrite: bool = False, weights: str | None = None,
-            progress_factory=None) -> ConversionReport:
+            forward_check: bool = True, progress_factory=None) -> ConversionReport:
     """Convert a file; the output appears only once written and checked bit-exact."""
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
@@ -166,6 +199,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                 raise BlobcastError("--weights goes with a solver state conversion")
             old_weights = obj.require_weights()
             weights_report = convert(old_weights, weights, prototxt=prototxt, overwrite=overwrite,
+                                     forward_check=forward_check,
                                      progress_factory=progress_factory)
             obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
         total = obj.nbytes if hasattr(obj, "nbytes") else 0
@@ -181,6 +215,10 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             with atomic_destination(destination, overwrite=overwrite) as temporary:
                 save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance)
                 check = _verify_written(obj, temporary, dst_fmt, prototxt)
+                forward, forward_note = None, None
+                if (forward_check and isinstance(obj, Model) and obj.has_architecture
+                        and dst_fmt.name in ("caffemodel", "caffemodel-h5")):
+                    forward, forward_note = _forward_check(obj, temporary, dst_fmt)
         except BlobcastError as error:
             if temporary and error.path and temporary in error.path:
                 # The user knows the destination, not our temporary name for it.
@@ -191,7 +229,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             if progress:
                 progress.close()
     report = ConversionReport(source, destination, src_fmt.name, dst_fmt.name, check=check,
-                              weights=weights_report)
+                              forward=forward, weights=weights_report)
     if isinstance(obj, SolverState):
         report.tensors = len(obj.history)
         report.bytes = obj.nbytes
@@ -199,7 +237,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
         report.layers = len(obj.layers)
         report.tensors = len(obj.owned_params())
         report.bytes = obj.nbytes
-        report.notes = list(obj.notes)
+        report.notes = list(obj.notes) + ([forward_note] if forward_note else [])
     # Writers name the file they write: the temporary one; say the destination.
     report.warnings = [str(w.message).replace(temporary or "\0", destination) for w in caught]
     for message in report.warnings:

@@ -126,15 +126,19 @@ def convert(
         help="With a solver state: also convert its learned_net weights to this file "
              "and point the new state at it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
+    verify_forward: Annotated[bool, typer.Option(
+        "--verify/--no-verify", help="Also run both models forward on the same inputs and "
+        "compare their outputs (where both have layers).")] = True,
     json_output: JsonOption = False,
 ):
-    """Convert between Caffe formats; the output is checked bit-exact before it appears."""
+    """Convert between Caffe formats; the output is checked before it appears."""
     from .api import convert as convert_file
 
     def body():
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
                               destination_format=to_format, compress=compress, overwrite=force,
-                              weights=weights, progress_factory=_progress_factory(json_output))
+                              weights=weights, forward_check=verify_forward,
+                              progress_factory=_progress_factory(json_output))
         if json_output:
             _print_json(report.to_dict())
             return
@@ -152,9 +156,13 @@ def _summary_lines(report) -> list[str]:
         lines += _summary_lines(report.weights)
     what = f"{report.layers} layers, " if report.destination_format not in (
         "solverstate", "solverstate-h5") else ""
+    forward = ""
+    if report.forward:
+        forward = (f"; forward: {report.forward['outputs']} outputs agree "
+                   f"(max abs error {report.forward['max_abs_error']:.3g})")
     lines.append(
         f"{escape(report.source)} -> {escape(report.destination)}: {what}{report.tensors} tensors, "
-        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {report.check}")
+        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {report.check}{forward}")
     return lines
 
 
