@@ -157,7 +157,7 @@ def test_blobs_are_freed_as_the_pass_goes():
             array = array.base
     alive = {name for name, ref in produced.items() if ref() is not None}
     assert all(id(produced[name]()) in held for name in alive)
-    assert len(alive) < len(produced) // 2
+    assert len(produced) - len(alive) >= 25  # the intermediates are gone
 
 
 def test_missing_bottom_is_a_clear_error():
