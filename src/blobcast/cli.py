@@ -114,16 +114,18 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks o
 
 @app.command()
 def convert(
-    source: Annotated[str, typer.Argument(help="File to read.")],
-    destination: Annotated[str, typer.Argument(help="File to write; its suffix picks the format.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="File to read.")],
+    destination: Annotated[str, typer.Argument(
+        metavar="DESTINATION", help="File to write; its suffix picks the format.")],
     prototxt: Annotated[Optional[str], typer.Option(
+        metavar="PROTOTXT",
         help="Net definition to pair with a weights file (layers matched by name).")] = None,
     compress: Annotated[Optional[str], typer.Option(
-        help="Compress HDF5 datasets: gzip.")] = None,
-    from_format: Annotated[Optional[str], typer.Option("--from", help="Format of SOURCE.")] = None,
-    to_format: Annotated[Optional[str], typer.Option("--to", help="Format of DESTINATION.")] = None,
+        metavar="gzip", help="Compress HDF5 datasets.")] = None,
+    from_format: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of SOURCE.")] = None,
+    to_format: Annotated[Optional[str], typer.Option("--to", metavar="FORMAT", help="Format of DESTINATION.")] = None,
     weights: Annotated[Optional[str], typer.Option(
-        help="With a solver state: also convert its learned_net weights to this file "
+        metavar="WEIGHTS", help="With a solver state: also convert its learned_net weights to this file "
              "and point the new state at it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
     verify_forward: Annotated[bool, typer.Option(
@@ -168,14 +170,14 @@ def _summary_lines(report) -> list[str]:
 
 @app.command()
 def inspect(
-    file: Annotated[str, typer.Argument(help="Model, net definition or solver state.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Model, net definition or solver state.")],
     prototxt: Annotated[Optional[str], typer.Option(
-        help="Net definition to pair with a weights file.")] = None,
+        metavar="PROTOTXT", help="Net definition to pair with a weights file.")] = None,
     solver: Annotated[Optional[str], typer.Option(
-        help="Solver .prototxt, to name the solver type and tie history to parameters.")] = None,
+        metavar="SOLVER", help="Solver .prototxt, to name the solver type and tie history to parameters.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf "
                                         "counts per tensor (reads the weights).")] = False,
-    from_format: Annotated[Optional[str], typer.Option("--from", help="Format of FILE.")] = None,
+    from_format: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of FILE.")] = None,
     json_output: JsonOption = False,
 ):
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
@@ -195,12 +197,17 @@ def inspect(
 
 
 InputOption = Annotated[Optional[list[str]], typer.Option(
-    "--input", help="NAME=SHAPE (seeded random values) or NAME=file.npy; repeatable.")]
-DeviceOption = Annotated[str, typer.Option(help="cpu, gpu (CuPy) or auto.")]
+    "--input", metavar="NAME=SHAPE|NAME=FILE.npy",
+    help="Input values: a shape (seeded random values) or a .npy file; repeatable.")]
+DeviceOption = Annotated[str, typer.Option(
+    metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
 PythonLayersOption = Annotated[bool, typer.Option(
     "--allow-python-layers", help="Run Python layers (imports and runs their modules).")]
 PythonPathOption = Annotated[Optional[list[str]], typer.Option(
-    "--python-path", help="Folder to import Python layers from; repeatable.")]
+    "--python-path", metavar="DIR", help="Folder to import Python layers from; repeatable.")]
+WeightsPrototxtOption = Annotated[Optional[str], typer.Option(
+    "--prototxt", metavar="PROTOTXT", help="Net definition for weights files that carry none.")]
+SeedOption = Annotated[int, typer.Option(metavar="N", help="Seed of the random inputs.")]
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path):
@@ -220,14 +227,15 @@ def _format_error(value: float | None) -> str:
 
 @app.command()
 def verify(
-    a: Annotated[str, typer.Argument(help="A model (any format with layers).")],
-    b: Annotated[str, typer.Argument(help="Another model, or an .npz of recorded blobs.")],
-    prototxt: Annotated[Optional[str], typer.Option(
-        help="Net definition for weights files that carry none.")] = None,
+    a: Annotated[str, typer.Argument(metavar="A", help="A model (any format with layers).")],
+    b: Annotated[str, typer.Argument(
+        metavar="B", help="Another model, or an .npz of recorded blobs.")],
+    prototxt: WeightsPrototxtOption = None,
     inputs: InputOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
-    atol: Annotated[float, typer.Option(help="Absolute tolerance.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(help="Relative tolerance (of max(|a|, |b|)).")] = 1e-3,
+    seed: SeedOption = 0,
+    atol: Annotated[float, typer.Option(metavar="X", help="Absolute tolerance.")] = 1e-5,
+    rtol: Annotated[float, typer.Option(
+        metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")] = 1e-3,
     all_blobs: Annotated[bool, typer.Option(
         "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
     device: DeviceOption = "cpu",
@@ -280,15 +288,14 @@ def _print_verify(report) -> None:
 
 @app.command("run")
 def run_command(
-    model: Annotated[str, typer.Argument(help="The model to run.")],
-    prototxt: Annotated[Optional[str], typer.Option(
-        help="Net definition for a weights file that carries none.")] = None,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to run.")],
+    prototxt: WeightsPrototxtOption = None,
     inputs: InputOption = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    seed: SeedOption = 0,
     all_blobs: Annotated[bool, typer.Option("--all-blobs", help="Keep every blob.")] = False,
     device: DeviceOption = "cpu",
     save: Annotated[Optional[str], typer.Option(
-        help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
+        metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
