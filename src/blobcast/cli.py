@@ -122,10 +122,13 @@ def convert(
         help="Net definition to pair with a weights file (layers matched by name).")] = None,
     compress: Annotated[Optional[str], typer.Option(
         metavar="gzip", help="Compress HDF5 datasets.")] = None,
-    from_format: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of SOURCE.")] = None,
-    to_format: Annotated[Optional[str], typer.Option("--to", metavar="FORMAT", help="Format of DESTINATION.")] = None,
+    from_format: Annotated[Optional[str], typer.Option(
+        "--from", metavar="FORMAT", help="Format of SOURCE.")] = None,
+    to_format: Annotated[Optional[str], typer.Option(
+        "--to", metavar="FORMAT", help="Format of DESTINATION.")] = None,
     weights: Annotated[Optional[str], typer.Option(
-        metavar="WEIGHTS", help="With a solver state: also convert its learned_net weights to this file "
+        metavar="WEIGHTS",
+        help="With a solver state: also convert its learned_net weights to this file "
              "and point the new state at it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
     verify_forward: Annotated[bool, typer.Option(
@@ -174,10 +177,12 @@ def inspect(
     prototxt: Annotated[Optional[str], typer.Option(
         metavar="PROTOTXT", help="Net definition to pair with a weights file.")] = None,
     solver: Annotated[Optional[str], typer.Option(
-        metavar="SOLVER", help="Solver .prototxt, to name the solver type and tie history to parameters.")] = None,
+        metavar="SOLVER",
+        help="Solver .prototxt, to name the solver type and tie history to parameters.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf "
                                         "counts per tensor (reads the weights).")] = False,
-    from_format: Annotated[Optional[str], typer.Option("--from", metavar="FORMAT", help="Format of FILE.")] = None,
+    from_format: Annotated[Optional[str], typer.Option(
+        "--from", metavar="FORMAT", help="Format of FILE.")] = None,
     json_output: JsonOption = False,
 ):
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
