@@ -26,7 +26,9 @@ def _as_format(module_or_class) -> SimpleNamespace:
 
 
 def _registry() -> dict:
-    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat]
+    from . import onnx_format
+
+    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat, onnx_format]
     try:
         from . import solverstate
         formats += [solverstate.BinaryFormat, solverstate.HDF5Format]

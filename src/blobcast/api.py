@@ -78,13 +78,17 @@ def _check_kind(obj, fmt, path: str) -> None:
 
 
 def save(obj: Model | SolverState, path: str | os.PathLike, format: str | None = None, *,
-         compress: str | None = None, progress=None) -> None:
-    """Write a model or solver state; the format comes from the suffix unless given."""
+         compress: str | None = None, progress=None, **options) -> None:
+    """Write a model or solver state; the format comes from the suffix unless given.
+
+    ONNX takes options: opset, input_shapes {name: shape}, dynamic_batch,
+    external_data (None: automatic above 2 GB) and strict.
+    """
     path = os.fspath(path)
     fmt = _converters().output_format(path, format)
     _check_kind(obj, fmt, path)
     try:
-        fmt.write(obj, path, compress=compress, progress=progress)
+        fmt.write(obj, path, compress=compress, progress=progress, **options)
     except BlobcastError:
         raise
     except OSError as error:
@@ -133,34 +137,66 @@ def _verify_written(obj, temporary: str, fmt, prototxt: str | None) -> str:
     return "bit-exact"
 
 
-def _forward_check(source: Model, written_path: str, fmt) -> tuple[dict | None, str | None]:
+def _runner(obj_or_path, fmt=None):
+    """Something with .inputs and .forward(inputs): the engine for a model, the
+    ONNX runner for an .onnx file."""
+    if isinstance(obj_or_path, Model):
+        from .engine import Net
+
+        return Net(obj_or_path)
+    if fmt is not None and fmt.name == "onnx":
+        return _converters().onnx_format.OnnxRunner(obj_or_path)
+    from .engine import Net
+
+    return Net(fmt.read(obj_or_path))
+
+
+def _forward_check(source, written_path: str, fmt,
+                   strict: bool = False) -> tuple[dict | None, str | None]:
     """Run the source and the written model on the same seeded inputs.
 
-    Returns (check text, note). A net the engine cannot run (a layer type it
-    lacks, an input without a shape) is not a failed conversion: the tensors
-    were already checked bit for bit, so that gives a note instead.
+    Returns (result, note). For Caffe formats a net the engine cannot run (a
+    layer type it lacks, an input without a shape) is not a failed conversion:
+    the tensors were already checked bit for bit, so that gives a note instead.
+    For ONNX (strict) the forward check is the check, so it must run.
     """
-    from .engine import Net
+    try:
+        return _forward_check_pair(_runner(source), _runner(written_path, fmt))
+    except CheckFailed:
+        raise
+    except BlobcastError as error:
+        if strict:
+            raise CheckFailed(f"the forward check could not run: {error}") from error
+        return None, f"forward check skipped: {error}"
+
+
+def _onnx_source_check(source: str, written: str, fmt) -> tuple[dict | None, str | None]:
+    """An ONNX import: run the ONNX file and the written Caffe model."""
+    converters = _converters()
+    return _forward_check_pair(converters.onnx_format.OnnxRunner(source), _runner(written, fmt))
+
+
+def _forward_check_pair(side_a, side_b) -> tuple[dict | None, str | None]:
     from .verify import compare_arrays, make_inputs
 
-    written = fmt.read(written_path)
-    try:
-        net_a, net_b = Net(source), Net(written)
-        inputs = make_inputs(net_a.inputs, {}, seed=0)
-        outputs_a, outputs_b = net_a.forward(inputs), net_b.forward(inputs)
-    except BlobcastError as error:
-        return None, f"forward check skipped: {error}"
-    if set(outputs_a) != set(outputs_b):
-        raise CheckFailed(f"the written model has outputs {sorted(outputs_b)}, the source "
-                          f"{sorted(outputs_a)}")
-    results = [compare_arrays(name, outputs_a[name], outputs_b[name])
-               for name in outputs_a if name not in inputs]
+    inputs = make_inputs(side_a.inputs, {}, seed=0)
+    outputs_a, outputs_b = side_a.forward(inputs), side_b.forward(inputs)
+    missing = [name for name in outputs_a if name not in outputs_b]
+    if missing:
+        raise CheckFailed("the written model lacks the outputs " + ", ".join(missing))
+    results = [compare_arrays(name, outputs_a[name], outputs_b[name]) for name in outputs_a]
     failed = [r for r in results if not r.passed]
     if failed:
         raise CheckFailed(f"the written model computes differently: output {failed[0].name!r} "
                           f"differs by up to {failed[0].max_abs_error:.3g}")
     worst = max((r.max_abs_error for r in results), default=0.0)
     return {"outputs": len(results), "max_abs_error": worst, "passed": True}, None
+
+
+def _write_beside(model: Model, destination: str, suffix: str, overwrite: bool) -> None:
+    stem = destination[: -len(".caffemodel")] if destination.endswith(".caffemodel") else destination
+    with atomic_destination(stem + suffix, overwrite=overwrite) as temporary:
+        save(model, temporary, format="prototxt")
 
 
 def _learned_net_for(old_learned_net: str, new_weights: str, destination: str) -> str:
@@ -177,7 +213,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             prototxt: str | None = None, source_format: str | None = None,
             destination_format: str | None = None, compress: str | None = None,
             overwrite: bool = False, weights: str | None = None,
-            forward_check: bool = True, progress_factory=None) -> ConversionReport:
+            forward_check: bool = True, progress_factory=None,
+            onnx_options: dict | None = None) -> ConversionReport:
     """Convert a file; the output appears only once written and checked bit-exact."""
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
@@ -211,14 +248,28 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                 progress.advance(amount)
 
         temporary = None
+        if onnx_options and dst_fmt.name != "onnx":
+            raise BlobcastError("the ONNX options (--opset, --input, --dynamic-batch, "
+                                "--external-data, --strict) go with an .onnx destination")
         try:
             with atomic_destination(destination, overwrite=overwrite) as temporary:
-                save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance)
-                check = _verify_written(obj, temporary, dst_fmt, prototxt)
+                save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
+                     **(onnx_options or {}))
                 forward, forward_note = None, None
-                if (forward_check and isinstance(obj, Model) and obj.has_architecture
+                if dst_fmt.name == "onnx":
+                    check = dst_fmt.module.check(temporary)
+                    if forward_check:
+                        forward, forward_note = _forward_check(obj, temporary, dst_fmt, strict=True)
+                else:
+                    check = _verify_written(obj, temporary, dst_fmt, prototxt)
+                if (forward_check and src_fmt.name == "onnx" and dst_fmt.name in
+                        ("caffemodel", "caffemodel-h5")):
+                    forward, forward_note = _onnx_source_check(source, temporary, dst_fmt)
+                elif (forward_check and isinstance(obj, Model) and obj.has_architecture
                         and dst_fmt.name in ("caffemodel", "caffemodel-h5")):
                     forward, forward_note = _forward_check(obj, temporary, dst_fmt)
+                if src_fmt.name == "onnx" and dst_fmt.name == "caffemodel":
+                    _write_beside(obj, destination, ".prototxt", overwrite)
         except BlobcastError as error:
             if temporary and error.path and temporary in error.path:
                 # The user knows the destination, not our temporary name for it.

@@ -134,16 +134,29 @@ def convert(
     verify_forward: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Also run both models forward on the same inputs and "
         "compare their outputs (where both have layers).")] = True,
+    opset: Annotated[Optional[int], typer.Option(
+        metavar="N", help="ONNX: the opset to write (default 26, at least 17).")] = None,
+    inputs: Annotated[Optional[list[str]], typer.Option(
+        "--input", metavar="NAME=SHAPE", help="ONNX: an input shape to export with; repeatable.")] = None,
+    dynamic_batch: Annotated[bool, typer.Option(
+        "--dynamic-batch", help="ONNX: make the batch dimension symbolic.")] = False,
+    external_data: Annotated[Optional[bool], typer.Option(
+        "--external-data/--no-external-data",
+        help="ONNX: tensors in a .data file beside the model (default: above 2 GB).")] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="ONNX: refuse layers with no ONNX equivalent.")] = False,
     json_output: JsonOption = False,
 ):
-    """Convert between Caffe formats; the output is checked before it appears."""
+    """Convert between Caffe formats and ONNX; the output is checked before it appears."""
     from .api import convert as convert_file
 
     def body():
+        onnx_options = _onnx_options(opset, inputs, dynamic_batch, external_data, strict)
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
                               destination_format=to_format, compress=compress, overwrite=force,
                               weights=weights, forward_check=verify_forward,
-                              progress_factory=_progress_factory(json_output))
+                              progress_factory=_progress_factory(json_output),
+                              onnx_options=onnx_options)
         if json_output:
             _print_json(report.to_dict())
             return
@@ -153,6 +166,29 @@ def convert(
             stdout.print(line)
 
     _run(body)
+
+
+def _onnx_options(opset, inputs, dynamic_batch, external_data, strict) -> dict | None:
+    from .verify import parse_input_spec
+
+    options = {}
+    if opset is not None:
+        options["opset"] = opset
+    if inputs:
+        shapes = {}
+        for spec in inputs:
+            name, shape = parse_input_spec(spec)
+            if not isinstance(shape, list):
+                raise BlobcastError(f"--input {spec!r}: give a shape when converting")
+            shapes[name] = shape
+        options["input_shapes"] = shapes
+    if dynamic_batch:
+        options["dynamic_batch"] = True
+    if external_data is not None:
+        options["external_data"] = external_data
+    if strict:
+        options["strict"] = True
+    return options or None
 
 
 def _summary_lines(report) -> list[str]:

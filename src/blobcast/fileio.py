@@ -4,6 +4,7 @@ into place only when complete and checked; nothing left behind on failure."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -51,9 +52,15 @@ def check_distinct(source: str, destination: str) -> None:
 
 @contextmanager
 def atomic_destination(destination: str, *, overwrite: bool) -> Iterator[str]:
-    """Yield a temporary path to write; on success it replaces `destination`."""
+    """Yield a temporary path to write; on success it replaces `destination`.
+
+    The path lies in a temporary folder beside the destination and has the
+    destination's own name, so files a writer puts beside it (ONNX external
+    data) can refer to each other by their final names. On success those move
+    out first and the main file last; on any failure the folder is removed.
+    """
     destination = os.path.abspath(destination)
-    folder = os.path.dirname(destination)
+    folder, name = os.path.split(destination)
     if os.path.isdir(destination):
         raise BlobcastError("is a directory", destination)
     if os.path.exists(destination) and not overwrite:
@@ -61,19 +68,23 @@ def atomic_destination(destination: str, *, overwrite: bool) -> Iterator[str]:
     if not os.path.isdir(folder):
         raise BlobcastError("the output folder does not exist", destination)
     try:
-        handle, temporary = tempfile.mkstemp(
-            prefix=f".{os.path.basename(destination)}.", suffix=".partial", dir=folder)
+        workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
     except OSError as error:
         raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
-    os.close(handle)
+    temporary = os.path.join(workspace, name)
     try:
         yield temporary
         check_stop()
-        os.chmod(temporary, 0o666 & ~_current_umask())
+        companions = sorted(f for f in os.listdir(workspace) if f != name)
+        for companion in companions:
+            target = os.path.join(folder, companion)
+            if os.path.exists(target) and not overwrite:
+                raise BlobcastError("already exists; use --force to replace it", target)
+        mode = 0o666 & ~_current_umask()
+        for companion in companions:
+            os.chmod(os.path.join(workspace, companion), mode)
+            os.replace(os.path.join(workspace, companion), os.path.join(folder, companion))
+        os.chmod(temporary, mode)
         os.replace(temporary, destination)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except FileNotFoundError:
-            pass
-        raise
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)

@@ -201,6 +201,19 @@ def _net(model, options: RunOptions):
                python_path=options.python_path)
 
 
+def _side(path: str, options: RunOptions):
+    """What runs a file: the ONNX runner for .onnx, else the engine."""
+    if path.lower().endswith(".onnx"):
+        from .api import _converters
+
+        return _converters().onnx_format.OnnxRunner(path)
+    return _net(_load_model(path, options.prototxt), options)
+
+
+def _notes(side, prefix: str = "") -> list[str]:
+    return [f"{prefix}{s.name} ({s.type}): {s.reason}" for s in getattr(side, "skipped", [])]
+
+
 def _given_inputs(options: RunOptions) -> dict:
     return dict(parse_input_spec(spec) for spec in options.inputs)
 
@@ -208,11 +221,10 @@ def _given_inputs(options: RunOptions) -> dict:
 def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
     """Run one model: (inputs, blobs, notes). Blobs are its outputs, or every
     blob with all_blobs, as NumPy arrays."""
-    model = _load_model(path, options.prototxt)
-    net = _net(model, options)
+    net = _side(path, options)
     inputs = make_inputs(net.inputs, _given_inputs(options), options.seed)
     blobs = net.forward(inputs, keep_all=options.all_blobs)
-    notes = [f"{s.name} ({s.type}): {s.reason}" for s in net.skipped]
+    notes = _notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
                     if name not in inputs}, notes
 
@@ -237,10 +249,9 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     import time
 
     started = time.perf_counter()
-    model_a = _load_model(a, options.prototxt)
-    net_a = _net(model_a, options)
+    net_a = _side(a, options)
     given = _given_inputs(options)
-    notes = [f"{s.name} ({s.type}): {s.reason}" for s in net_a.skipped]
+    notes = _notes(net_a)
     if b.lower().endswith(".npz"):
         reference, reference_inputs = load_reference(b)
         for name in reference_inputs:
@@ -258,9 +269,8 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                 raise BlobcastError("the recorded blobs lack the outputs "
                                     + ", ".join(missing), b)
     else:
-        model_b = _load_model(b, options.prototxt)
-        net_b = _net(model_b, options)
-        notes += [f"B: {s.name} ({s.type}): {s.reason}" for s in net_b.skipped]
+        net_b = _side(b, options)
+        notes += _notes(net_b, "B: ")
         if list(net_a.inputs) != list(net_b.inputs):
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
                                 f"{list(net_b.inputs)}")
@@ -273,6 +283,6 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
             order = [name for name in net_a.outputs if name not in inputs]
     report = VerifyReport(a, b, {name: list(np.shape(v)) for name, v in inputs.items()},
                           _compare_runs(a_blobs, b_blobs, order, atol, rtol), atol, rtol,
-                          "gpu" if net_a.xp is not np else "cpu", notes=notes)
+                          "gpu" if getattr(net_a, "xp", np) is not np else "cpu", notes=notes)
     report.seconds = time.perf_counter() - started
     return report

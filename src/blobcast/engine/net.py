@@ -211,3 +211,25 @@ class Net:
 
 def known_layer_types() -> list[str]:
     return sorted(LAYER_TYPES)
+
+
+def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
+                **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
+    """Every blob's shape, found by running the net on zeros (values are
+    dropped as they go). Blobs rewritten in place keep their final shape."""
+    net = Net(model, **net_options)
+    shapes: dict[str, tuple[int, ...]] = {}
+    inputs = {}
+    for name, declared in net.inputs.items():
+        shape = (input_shapes or {}).get(name, declared)
+        if shape is None:
+            raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
+                                f"--input {name}=SHAPE")
+        shapes[name] = tuple(shape)
+        inputs[name] = net.xp.zeros(tuple(shape), dtype=net.dtype)
+
+    def record(name, value):
+        shapes[name] = tuple(value.shape)
+
+    net.forward(inputs, on_blob=record)
+    return net, shapes

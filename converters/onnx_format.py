@@ -1,0 +1,233 @@
+"""ONNX models (.onnx): Caffe nets exported with Caffe's semantics, and ONNX
+graphs imported back into Caffe layers where Caffe can express them.
+
+Tensors over 2 GB in total go to external data in a companion file
+`<model>.onnx.data` (ONNX's own limit is protobuf's 2 GB); external data is
+read as memory-mapped views and may not point outside the model's folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from blobcast.errors import FormatError
+from blobcast.model import Model
+from blobcast.tensor import LazyTensor
+
+from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
+
+NAME = "onnx"
+SUFFIXES = (".onnx",)
+DESCRIPTION = "ONNX model"
+EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
+_NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
+             TensorProto.INT64: np.dtype("<i8"), TensorProto.INT32: np.dtype("<i4"),
+             TensorProto.FLOAT16: np.dtype("<f2"), TensorProto.UINT8: np.dtype("u1"),
+             TensorProto.INT8: np.dtype("i1"), TensorProto.BOOL: np.dtype("?")}
+
+
+def _tensor_proto(name: str, array, external) -> TensorProto:
+    array = np.asarray(array.numpy() if hasattr(array, "numpy") else array)
+    if external is None:
+        # not np.ascontiguousarray: it turns a 0-d array into a 1-d one
+        return numpy_helper.from_array(np.array(array, order="C", copy=True), name)
+    handle, location = external
+    tensor = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(array.dtype),
+                         dims=list(array.shape))
+    offset = handle.tell()
+    padding = (-offset) % 64  # aligned, so readers can map the values in place
+    handle.write(b"\0" * padding)
+    offset += padding
+    data = np.array(array, order="C", copy=False) if array.flags.c_contiguous else array.copy()
+    handle.write(memoryview(data.reshape(-1)).cast("B"))
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", str(offset)),
+                       ("length", str(data.nbytes))):
+        tensor.external_data.add(key=key, value=value)
+    return tensor
+
+
+def write(model: Model, path: str, *, opset: int | None = None,
+          input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
+          strict: bool = False, progress=None, **_options) -> None:
+    opset = opset or DEFAULT_OPSET
+    builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
+                                           dynamic_batch=dynamic_batch, strict=strict)
+    total = sum(int(np.asarray(a.numpy() if hasattr(a, "numpy") else a).nbytes)
+                for _, a in builder.initializers)
+    use_external = external_data if external_data is not None else total > EXTERNAL_DATA_THRESHOLD
+    handle = open(path + ".data", "wb") if use_external else None
+    try:
+        external = (handle, os.path.basename(path) + ".data") if use_external else None
+        initializers = []
+        for name, array in builder.initializers:
+            small = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes < 1024
+            initializers.append(_tensor_proto(name, array, None if small else external))
+            if progress is not None:
+                progress(initializers[-1].ByteSize() if not external else 0)
+    finally:
+        if handle is not None:
+            handle.close()
+    graph = helper.make_graph(builder.nodes, model.name or "caffe", inputs, outputs, initializers)
+    opsets = [helper.make_opsetid("", opset)]
+    if builder.custom_layers:
+        opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
+    onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
+                                   ir_version=helper.find_min_ir_version_for(opsets, True))
+    with open(path, "wb") as out:
+        out.write(onnx_model.SerializeToString())
+
+
+def check(path: str) -> str:
+    """onnx's full checker on a written model (CheckFailed when it objects)."""
+    from blobcast.errors import CheckFailed
+
+    try:
+        onnx.checker.check_model(path, full_check=True)
+    except Exception as error:
+        raise CheckFailed(f"the written ONNX model fails onnx's checker: {error}") from error
+    return "onnx checker (full)"
+
+
+def _resolve_location(model_path: str, location: str) -> str:
+    folder = os.path.realpath(os.path.dirname(os.path.abspath(model_path)))
+    if os.path.isabs(location):
+        raise FormatError(f"external data location {location!r} is an absolute path; it must "
+                          "lie inside the model's folder", model_path)
+    target = os.path.realpath(os.path.join(folder, location))
+    if os.path.commonpath([folder, target]) != folder:
+        raise FormatError(f"external data location {location!r} points outside the model's "
+                          "folder", model_path)
+    if not os.path.isfile(target):
+        raise FormatError(f"external data file {location!r} is missing", model_path)
+    return target
+
+
+def external_tensor(tensor: TensorProto, model_path: str) -> LazyTensor | np.ndarray:
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    dtype = _NUMPY_OF.get(tensor.data_type)
+    if dtype is None:
+        raise FormatError(f"initializer {tensor.name!r} has an unsupported type", model_path)
+    path = _resolve_location(model_path, info.get("location", ""))
+    shape = tuple(int(d) for d in tensor.dims)
+    count = int(np.prod(shape))
+    try:
+        offset = int(info.get("offset", 0))
+        length = int(info.get("length", count * dtype.itemsize))
+    except ValueError:
+        raise FormatError(f"initializer {tensor.name!r}: bad external data offset or length",
+                          model_path) from None
+    if length != count * dtype.itemsize:
+        raise FormatError(f"initializer {tensor.name!r}: external data length {length} does not fit "
+                          f"shape {list(shape)}", model_path)
+    if offset < 0 or offset + length > os.path.getsize(path):
+        raise FormatError(f"initializer {tensor.name!r}: external data runs past the end of "
+                          f"{os.path.basename(path)} (truncated?)", model_path)
+    if dtype.kind != "f":
+        return np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape(shape)
+    if count == 0:
+        return np.zeros(shape, dtype)
+    return LazyTensor(shape, dtype, lambda: np.memmap(path, dtype=dtype, mode="r", offset=offset,
+                                                      shape=shape), f"{model_path}:{tensor.name}")
+
+
+def load_onnx(path: str):
+    try:
+        return onnx.load(path, load_external_data=False)
+    except Exception as error:  # protobuf raises several types on garbage
+        raise FormatError(f"not a valid ONNX model ({type(error).__name__}: {error})", path) from error
+
+
+def initializer_values(onnx_model, path: str) -> dict:
+    values = {}
+    for tensor in onnx_model.graph.initializer:
+        if tensor.data_location == TensorProto.EXTERNAL:
+            values[tensor.name] = external_tensor(tensor, path)
+        else:
+            try:
+                values[tensor.name] = numpy_helper.to_array(tensor)
+            except Exception as error:
+                raise FormatError(f"initializer {tensor.name!r} cannot be read ({error})", path) from error
+    return values
+
+
+def read(path: str, **_options) -> Model:
+    from .onnx_import import import_model
+
+    onnx_model = load_onnx(path)
+    return import_model(onnx_model, initializer_values(onnx_model, path), path)
+
+
+class OnnxRunner:
+    """Runs an .onnx file for verify: with onnxruntime when it is installed,
+    else with onnx's own reference evaluator (NumPy, slower; its grouped
+    ConvTranspose is wrong in onnx 1.23, so verification of such models needs
+    onnxruntime)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.model = load_onnx(path)
+        graph = self.model.graph
+        values = initializer_values(self.model, path)
+        del graph.initializer[:]
+        for name, value in values.items():
+            array = value.numpy() if hasattr(value, "numpy") else value
+            graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
+        initializer_names = set(values)
+        self.inputs = {}
+        for item in graph.input:
+            if item.name in initializer_names:
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else None
+                    for d in item.type.tensor_type.shape.dim]
+            self.inputs[item.name] = None if None in dims else dims
+        self.outputs = [item.name for item in graph.output]
+        try:
+            import onnxruntime  # noqa: F401
+
+            self.engine = "onnxruntime"
+        except ImportError:
+            self.engine = "onnx reference evaluator"
+
+    def forward(self, inputs: dict, keep_all: bool = False) -> dict:
+        model = self.model
+        names = list(self.outputs)
+        if keep_all:
+            model = onnx.ModelProto()
+            model.CopyFrom(self.model)
+            inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
+            existing = set(names)
+            for node in model.graph.node:
+                for output in node.output:
+                    if output and output not in existing and output in inferred:
+                        model.graph.output.append(inferred[output])
+                        existing.add(output)
+                        names.append(output)
+        feeds = {k: np.asarray(v) for k, v in inputs.items()}
+        try:
+            results = self._run(model, names, feeds, keep_all)
+        except Exception as error:  # onnxruntime raises its own types
+            from blobcast.errors import BlobcastError
+
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise BlobcastError(f"{self.engine} could not run the model: {message}", self.path) from error
+        return dict(zip(names, results))
+
+    def _run(self, model, names, feeds, keep_all):
+        if self.engine == "onnxruntime":
+            import onnxruntime
+
+            options = onnxruntime.SessionOptions()
+            options.log_severity_level = 4  # failures are reported as blobcast errors
+            if keep_all:  # keep every value as the graph computes it
+                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+            session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                                   providers=["CPUExecutionProvider"])
+            return session.run(names, feeds)
+        from onnx.reference import ReferenceEvaluator
+
+        return ReferenceEvaluator(model).run(None, feeds)
