@@ -38,7 +38,11 @@ class GraphBuilder:
         if opset < MIN_OPSET:
             raise ExportError(f"opset {opset} is too old; blobcast writes opset {MIN_OPSET} or newer")
         self.model, self.opset, self.dynamic_batch, self.strict = model, opset, dynamic_batch, strict
-        self.net, self.shapes = blob_shapes(model, input_shapes)
+        self.net, self.shapes = blob_shapes(model, input_shapes, skip_unrunnable=True)
+        # Layers the engine cannot run still go into the graph (as custom nodes),
+        # in their place in net order.
+        order = {id(layer): i for i, layer in enumerate(model.layers)}
+        self.layers = sorted(self.net.layers + self.net.unrun, key=lambda layer: order[id(layer)])
         self.dtype = self.net.dtype
         self.nodes, self.initializers = [], []
         self.initializer_names: dict[int, str] = {}
@@ -49,10 +53,10 @@ class GraphBuilder:
 
     # -- names ----------------------------------------------------------------
     def _plan_names(self):
-        total = Counter(top for layer in self.net.layers for top in layer.tops)
+        total = Counter(top for layer in self.layers for top in layer.tops)
         seen = Counter()
         self.top_names = {}
-        for li, layer in enumerate(self.net.layers):
+        for li, layer in enumerate(self.layers):
             for ti, top in enumerate(layer.tops):
                 seen[top] += 1
                 final = seen[top] == total[top] and top not in self.net.inputs
@@ -87,7 +91,7 @@ class GraphBuilder:
 
     # -- the graph ------------------------------------------------------------
     def build(self):
-        for li, layer in enumerate(self.net.layers):
+        for li, layer in enumerate(self.layers):
             ins = [self.latest[b] for b in layer.bottoms]
             outs = [self.top_names[(li, ti)] for ti in range(len(layer.tops))]
             handler = getattr(self, f"_layer_{layer.type}", None)
@@ -115,7 +119,11 @@ class GraphBuilder:
         self.node(layer.type, ins + weights, outs, layer.name, domain=CUSTOM_DOMAIN, **attributes)
 
     def shape(self, blob: str) -> tuple[int, ...]:
-        return self.shapes[blob]
+        try:
+            return self.shapes[blob]
+        except KeyError:
+            raise ExportError(f"the shape of blob {blob!r} is unknown: it comes after a layer the "
+                              "engine cannot run") from None
 
     def _reshape_target(self, in_blob: str, out_shape) -> list[int]:
         target = list(out_shape)
@@ -614,6 +622,12 @@ def build_graph(model: Model, *, opset: int = DEFAULT_OPSET, input_shapes=None,
     builder = GraphBuilder(model, opset, input_shapes or {}, dynamic_batch, strict).build()
     element = _ELEMENT_TYPE[builder.dtype]
     inputs = [value_info(name, builder.shapes[name], element, dynamic_batch) for name in builder.net.inputs]
+    consumed = {b for layer in builder.layers for b in layer.bottoms}
+    produced = [top for layer in builder.layers for top in layer.tops]
+    output_names = [n for n in dict.fromkeys(produced) if n not in consumed or
+                    n in builder.net.outputs]
     outputs = [value_info(builder.latest[name], builder.shapes[name], element, dynamic_batch)
-               for name in builder.net.outputs if name not in builder.net.inputs]
+               if name in builder.shapes else
+               helper.make_tensor_value_info(builder.latest[name], element, None)
+               for name in output_names if name not in builder.net.inputs]
     return builder, inputs, outputs

@@ -172,12 +172,11 @@ class OnnxRunner:
         self.path = path
         self.model = load_onnx(path)
         graph = self.model.graph
-        values = initializer_values(self.model, path)
-        del graph.initializer[:]
-        for name, value in values.items():
-            array = value.numpy() if hasattr(value, "numpy") else value
-            graph.initializer.append(numpy_helper.from_array(np.asarray(array), name))
-        initializer_names = set(values)
+        self.external = any(t.data_location == TensorProto.EXTERNAL for t in graph.initializer)
+        for tensor in graph.initializer:  # refuse bad external data before anything reads it
+            if tensor.data_location == TensorProto.EXTERNAL:
+                external_tensor(tensor, path)
+        initializer_names = {t.name for t in graph.initializer}
         self.inputs = {}
         for item in graph.input:
             if item.name in initializer_names:
@@ -193,12 +192,11 @@ class OnnxRunner:
         except ImportError:
             self.engine = "onnx reference evaluator"
 
-    def forward(self, inputs: dict, keep_all: bool = False) -> dict:
-        model = self.model
+    def _full_model(self, keep_all: bool):
+        """The model with its data in memory (and every value an output with keep_all)."""
+        model = onnx.load(self.path, load_external_data=True)
         names = list(self.outputs)
         if keep_all:
-            model = onnx.ModelProto()
-            model.CopyFrom(self.model)
             inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
             existing = set(names)
             for node in model.graph.node:
@@ -207,27 +205,36 @@ class OnnxRunner:
                         model.graph.output.append(inferred[output])
                         existing.add(output)
                         names.append(output)
+        return model, names
+
+    def forward(self, inputs: dict, keep_all: bool = False) -> dict:
+        from blobcast.errors import BlobcastError
+
         feeds = {k: np.asarray(v) for k, v in inputs.items()}
         try:
-            results = self._run(model, names, feeds, keep_all)
-        except Exception as error:  # onnxruntime raises its own types
-            from blobcast.errors import BlobcastError
+            if self.engine == "onnxruntime":
+                import onnxruntime
 
+                options = onnxruntime.SessionOptions()
+                options.log_severity_level = 4  # failures are reported as blobcast errors
+                if keep_all:
+                    if self.external:
+                        raise BlobcastError("every blob of a model with external data cannot be "
+                                            "kept; compare outputs only", self.path)
+                    model, names = self._full_model(True)
+                    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+                    source = model.SerializeToString()
+                else:
+                    names, source = list(self.outputs), self.path  # onnxruntime reads external data
+                session = onnxruntime.InferenceSession(source, options,
+                                                       providers=["CPUExecutionProvider"])
+                return dict(zip(names, session.run(names, feeds)))
+            from onnx.reference import ReferenceEvaluator
+
+            model, names = self._full_model(keep_all)
+            return dict(zip(names, ReferenceEvaluator(model).run(None, feeds)))
+        except BlobcastError:
+            raise
+        except Exception as error:  # onnxruntime and the evaluator raise their own types
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise BlobcastError(f"{self.engine} could not run the model: {message}", self.path) from error
-        return dict(zip(names, results))
-
-    def _run(self, model, names, feeds, keep_all):
-        if self.engine == "onnxruntime":
-            import onnxruntime
-
-            options = onnxruntime.SessionOptions()
-            options.log_severity_level = 4  # failures are reported as blobcast errors
-            if keep_all:  # keep every value as the graph computes it
-                options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-            session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                                   providers=["CPUExecutionProvider"])
-            return session.run(names, feeds)
-        from onnx.reference import ReferenceEvaluator
-
-        return ReferenceEvaluator(model).run(None, feeds)

@@ -77,7 +77,8 @@ class Net:
     """A model ready to run: layers of one phase, weights on the device."""
 
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
-                 stages=(), allow_python_layers: bool = False, python_path=()):
+                 stages=(), allow_python_layers: bool = False, python_path=(),
+                 skip_unrunnable: bool = False):
         if not model.has_architecture:
             raise BlobcastError("the model has weights but no layer definitions; give the "
                                 "architecture with --prototxt")
@@ -90,6 +91,7 @@ class Net:
         self.inputs: dict[str, list[int] | None] = {}
         self.skipped: list[SkippedLayer] = []
         self.layers: list[Layer] = []
+        self.unrun: list[Layer] = []  # with skip_unrunnable: layers left out
         for layer in chosen:
             if layer.type == "Input":
                 self.inputs.update(self._input_shapes(layer))
@@ -101,6 +103,12 @@ class Net:
                 self.skipped.append(SkippedLayer(layer.name, layer.type,
                                                  "loss/evaluation layer: not run"))
             else:
+                runnable = layer.type in LAYER_TYPES or (layer.type == "Python" and allow_python_layers)
+                if not runnable and skip_unrunnable:
+                    self.skipped.append(SkippedLayer(layer.name, layer.type, "not run: the engine "
+                                                     "has no implementation or may not run it"))
+                    self.unrun.append(layer)
+                    continue
                 if layer.type != "Python":
                     implementation(layer.type, layer.name)  # fail early on unknown types
                 self.layers.append(layer)
@@ -161,7 +169,8 @@ class Net:
         self._ops = ops
         return ops
 
-    def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None) -> dict:
+    def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None,
+                tolerate_missing: bool = False) -> dict:
         """Run the net; return its outputs (every blob with keep_all) as device arrays.
 
         `on_blob(name, array)` is called for every top as it is produced.
@@ -186,6 +195,8 @@ class Net:
         keep = set(self.outputs)
         kept = dict(values) if keep_all else {}
         for index, (layer, op) in enumerate(zip(self.layers, self._build())):
+            if tolerate_missing and any(name not in values for name in layer.bottoms):
+                continue  # downstream of a layer that was not run
             try:
                 bottoms = [values[name] for name in layer.bottoms]
             except KeyError as missing:
@@ -206,7 +217,7 @@ class Net:
                     values.pop(name, None)
         if keep_all:
             return kept
-        return {name: values[name] for name in self.outputs}
+        return {name: values[name] for name in self.outputs if name in values}
 
 
 def known_layer_types() -> list[str]:
@@ -231,5 +242,5 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     def record(name, value):
         shapes[name] = tuple(value.shape)
 
-    net.forward(inputs, on_blob=record)
+    net.forward(inputs, on_blob=record, tolerate_missing=net_options.get("skip_unrunnable", False))
     return net, shapes
