@@ -47,9 +47,11 @@ class Importer:
         model.CopyFrom(self.model)
         del model.graph.initializer[:]
         for name, value in self.constants.items():
-            shape = value.shape
-            model.graph.input.append(helper.make_tensor_value_info(
-                name, helper.np_dtype_to_tensor_dtype(np.dtype(value.dtype)), list(shape)))
+            if isinstance(value, np.ndarray):  # shape inference may need the values
+                model.graph.initializer.append(numpy_helper.from_array(value, name))
+            else:  # large external data: its shape is enough
+                model.graph.input.append(helper.make_tensor_value_info(
+                    name, helper.np_dtype_to_tensor_dtype(np.dtype(value.dtype)), list(value.shape)))
         for item in model.graph.input:
             for dim in item.type.tensor_type.shape.dim:
                 if not dim.HasField("dim_value"):
@@ -82,6 +84,10 @@ class Importer:
             return None
         return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
+    def tensor(self, name: str):
+        """A constant as stored: for external data, a lazy view of the file."""
+        return self.constants.get(name) if name else None
+
     def shape(self, name: str) -> tuple:
         name = self.alias.get(name, name)
         if name not in self.shapes:
@@ -98,8 +104,7 @@ class Importer:
             name += "_"
         self.names.add(name)
         layer = Layer(name, kind, bottoms=[self.blob(b) for b in bottoms], tops=list(tops),
-                      blobs=[Blob(np.asarray(b)) if not hasattr(b, "numpy") or isinstance(b, np.ndarray)
-                             else Blob(b) for b in blobs], **settings)
+                      blobs=[b if isinstance(b, Blob) else Blob(b) for b in blobs], **settings)
         self.layers.append(layer)
         return layer
 
@@ -178,7 +183,7 @@ class Importer:
                                          tops=[output.name]))
 
     # -- ops ----------------------------------------------------------------------------
-    def _spatial(self, node, attrs, weight_shape=None):
+    def _spatial(self, node, attrs, weight_shape=None, symmetric: bool = True):
         ndim = len(self.shape(node.input[0])) - 2
         kernel = list(attrs.get("kernel_shape") or (weight_shape[2:] if weight_shape else []))
         strides = list(attrs.get("strides", [1] * ndim))
@@ -188,20 +193,20 @@ class Importer:
         auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
         if auto_pad not in ("NOTSET", "VALID"):
             raise Unsupported(f"auto_pad {auto_pad} is not supported; give explicit pads")
-        if pads[:ndim] != pads[ndim:]:
+        if symmetric and pads[:ndim] != pads[ndim:]:
             raise Unsupported(f"asymmetric pads {pads}: Caffe pads both sides equally")
-        return kernel, strides, pads[:ndim], dilations
+        return kernel, strides, pads if not symmetric else pads[:ndim], dilations
 
     @staticmethod
     def _repeated(values):
         return [values[0]] if len(set(values)) == 1 else list(values)
 
     def _op_Conv(self, node, attrs):
-        weight = self.const(node.input[1])
+        weight = self.tensor(node.input[1])
         if weight is None:
             raise Unsupported("the weights must be constant")
         kernel, strides, pads, dilations = self._spatial(node, attrs, weight.shape)
-        bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = self.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         blobs = [weight] + ([bias] if bias is not None else [])
         self.layer(node, "Convolution", [node.input[0]], [node.output[0]], blobs,
                    convolution_param={"num_output": weight.shape[0], "kernel_size": self._repeated(kernel),
@@ -210,13 +215,13 @@ class Importer:
                                       "group": attrs.get("group", 1), "bias_term": bias is not None})
 
     def _op_ConvTranspose(self, node, attrs):
-        weight = self.const(node.input[1])
+        weight = self.tensor(node.input[1])
         if weight is None:
             raise Unsupported("the weights must be constant")
         if any(attrs.get("output_padding", [])) or "output_shape" in attrs:
             raise Unsupported("output_padding/output_shape have no Caffe equivalent")
         kernel, strides, pads, dilations = self._spatial(node, attrs, weight.shape)
-        bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        bias = self.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         group = attrs.get("group", 1)
         self.layer(node, "Deconvolution", [node.input[0]], [node.output[0]],
                    [weight] + ([bias] if bias is not None else []),
@@ -232,12 +237,20 @@ class Importer:
         shape = self.shape(node.input[0])
         if len(shape) != 4:
             raise Unsupported("Caffe pools 4-D blobs only")
-        kernel, strides, pads, dilations = self._spatial(node, attrs)
+        kernel, strides, all_pads, dilations = self._spatial(node, attrs, symmetric=False)
+        pads, ends = all_pads[:2], all_pads[2:]
         if any(d != 1 for d in dilations):
             raise Unsupported("dilated pooling has no Caffe equivalent")
-        if method == "AVE" and not attrs.get("count_include_pad", 0) and any(pads):
+        if method == "AVE" and not attrs.get("count_include_pad", 0) and any(all_pads):
             raise Unsupported("count_include_pad=0 with padding differs from Caffe's divisor")
         wanted = self.shape(node.output[0])[2:]
+        if ends != pads:
+            # Extra end padding (how Caffe's ceil rounding is written in ONNX) never
+            # changes a max; an average is the same while no window reaches past
+            # Caffe's own padding, where the divisors would differ.
+            reach = [(o - 1) * s + k - p for o, s, k, p in zip(wanted, strides, kernel, pads)]
+            if method == "AVE" and any(r > n + p for r, n, p in zip(reach, shape[2:], pads)):
+                raise Unsupported(f"average pooling with end pads {ends} beyond Caffe's padding")
         for mode in ("CEIL", "FLOOR"):
             got = tuple(pooled_size(n, k, s, p, mode == "CEIL")
                         for n, k, s, p in zip(shape[2:], kernel, strides, pads))
@@ -268,7 +281,7 @@ class Importer:
                    pooling_param={"pool": "MAX", "global_pooling": True})
 
     def _op_Gemm(self, node, attrs):
-        weight = self.const(node.input[1])
+        weight = self.tensor(node.input[1])
         if weight is None or attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 \
                 or attrs.get("beta", 1.0) != 1.0:
             raise Unsupported("only x @ W (+ b) with a constant W and alpha = beta = 1")
@@ -277,14 +290,14 @@ class Importer:
         bias = self.const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         blobs = [weight]
         if bias is not None:
-            blobs.append(np.broadcast_to(bias, (outputs,)).astype(weight.dtype).reshape(outputs))
+            blobs.append(np.broadcast_to(bias, (outputs,)).astype(bias.dtype).reshape(outputs))
         self.layer(node, "InnerProduct", [node.input[0]], [node.output[0]], blobs,
                    inner_product_param={"num_output": outputs, "bias_term": bias is not None,
                                         "transpose": transposed})
 
     def _op_MatMul(self, node, attrs):
-        weight = self.const(node.input[1])
-        if weight is None or weight.ndim != 2:
+        weight = self.tensor(node.input[1])
+        if weight is None or len(weight.shape) != 2:
             raise Unsupported("only x @ W with a constant 2-D W")
         ndim = len(self.shape(node.input[0]))
         self.layer(node, "InnerProduct", [node.input[0]], [node.output[0]], [weight],
@@ -344,11 +357,11 @@ class Importer:
     def _op_BatchNormalization(self, node, attrs):
         if attrs.get("training_mode", 0):
             raise Unsupported("training-mode BatchNormalization")
-        scale, bias, mean, variance = (self.const(n) for n in node.input[1:5])
+        scale, bias, mean, variance = (self.tensor(n) for n in node.input[1:5])
         if any(v is None for v in (scale, bias, mean, variance)):
             raise Unsupported("scale, bias, mean and variance must be constant")
         out = node.output[0]
-        dtype = mean.dtype
+        dtype = np.dtype(mean.dtype)
         self.layer(node, "BatchNorm", [node.input[0]], [out],
                    [mean, variance, np.ones(1, dtype)],
                    batch_norm_param={"use_global_stats": True, "eps": attrs.get("epsilon", 1e-5)})
