@@ -45,6 +45,13 @@ def _dataset_tensor(dataset: h5py.Dataset, path: str, where: str) -> LazyTensor:
         raise FormatError(f"{where} holds {dtype} values; Caffe stores floats", path)
     shape = dataset.shape
     target = np.dtype("<f8") if dtype.itemsize == 8 else np.dtype("<f4")
+    declared = dataset.size * dtype.itemsize
+    if declared and dataset.compression is None:
+        # Checked before anything is allocated: a header may claim any size.
+        stored = dataset.id.get_storage_size()
+        if stored < declared:
+            raise FormatError(f"{where} declares {declared} bytes of values but the file stores "
+                              f"{stored}", path)
     offset = dataset.id.get_offset()
     contiguous = dataset.chunks is None and offset is not None and dataset.size > 0
     if contiguous:

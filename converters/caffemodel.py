@@ -86,15 +86,29 @@ def _name_blob_sources(net, blobs_per_layer):
                     tensor.source = f"layer {layer.name!r} blob {i}"
 
 
+def _looks_like_solver_state(buf) -> bool:
+    try:
+        state = pb.SolverState.FromString(bytes(buf))
+    except DecodeError:
+        return False
+    return state.HasField("iter") and state.HasField("learned_net")
+
+
 def read(path: str, **_options) -> Model:
     buf = map_file(path)
     try:
         net, v1_blobs, v2_blobs = decode_net(buf, path)
     except (WireError, DecodeError) as error:
+        if _looks_like_solver_state(buf):
+            raise FormatError("this is a Caffe solver state, not a model; name it .solverstate "
+                              "(or pass --from solverstate)", path) from error
         raise FormatError(f"not a valid Caffe binary model ({error})", path) from error
     except BlobFormatError as error:
         raise FormatError(str(error), path) from error
     if not len(net.layer) and not len(net.layers):
+        if _looks_like_solver_state(buf):
+            raise FormatError("this is a Caffe solver state, not a model; name it .solverstate "
+                              "(or pass --from solverstate)", path)
         raise FormatError(
             "the file parses but holds no layers; it is not a Caffe model "
             "(a .solverstate or .binaryproto, perhaps?)", path)

@@ -230,6 +230,13 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                                 "converted by --weights", prototxt)
         obj = load(source, prototxt=None if source_is_state else prototxt, format=source_format)
         _check_kind(obj, dst_fmt, destination)
+        if isinstance(obj, Model) and obj.has_architecture:
+            missing = obj.unproduced_bottoms()
+            if missing:
+                layer, bottom = missing[0]
+                raise FormatError(f"layer {layer!r} reads blob {bottom!r}, which no earlier layer "
+                                  f"produces ({len(missing)} such bottom(s) in all)",
+                                  prototxt or source)
         weights_report = None
         if weights is not None:
             if not isinstance(obj, SolverState):

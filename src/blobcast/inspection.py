@@ -67,7 +67,9 @@ def model_facts(model: Model, stats: bool = False) -> dict:
                    "parameters": model.parameter_count, "bytes": model.nbytes,
                    "learnable_tensors": len(model.params()),
                    "state_tensors": len(model.states())},
-        "notes": list(model.notes),
+        "notes": list(model.notes) + [
+            f"layer {layer!r} reads blob {bottom!r}, which no earlier layer produces"
+            for layer, bottom in (model.unproduced_bottoms() if model.has_architecture else [])],
     }
 
 

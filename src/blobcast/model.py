@@ -206,6 +206,18 @@ class Model:
                 out[top] = list(shape.dim) if shape is not None else None
         return out
 
+    def unproduced_bottoms(self) -> list[tuple[str, str]]:
+        """(layer, bottom) pairs whose bottom no earlier layer produces (any phase);
+        Caffe refuses such a net ("Unknown bottom blob")."""
+        produced: set[str] = set()
+        missing = []
+        for layer in self.layers:
+            for bottom in layer.bottoms:
+                if bottom not in produced:
+                    missing.append((layer.name, bottom))
+            produced.update(layer.tops)
+        return missing
+
     # -- layers -------------------------------------------------------------
     def layer(self, name: str) -> Layer:
         for layer in self.layers:
