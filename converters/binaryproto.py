@@ -53,8 +53,8 @@ class NumpyFormat:
     def read(path: str, **_options) -> Model:
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise FormatError(f"not a valid .npy file ({error})", path) from error
+        except Exception as error:  # NumPy's header parser raises tokenizer errors too
+            raise FormatError(f"not a valid .npy file ({type(error).__name__}: {error})", path) from error
         if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
             raise FormatError(f"holds {array.dtype} values; Caffe blobs are float32 or float64", path)
         return blob_model(Blob(np.asarray(array)), "npy")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from math import prod
 
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from blobcast.model import Blob
 from blobcast.tensor import MAX_AXES, LazyTensor
@@ -118,7 +119,10 @@ def _reshaped(tensor: LazyTensor, shape) -> LazyTensor:
 
 
 def _decode_with_protobuf(raw: bytes, where: str) -> Blob:
-    message = pb.BlobProto.FromString(raw)
+    try:
+        message = pb.BlobProto.FromString(raw)
+    except DecodeError as error:
+        raise BlobFormatError(f"{where}: not a valid BlobProto ({error})") from error
     legacy = [getattr(message, n) if message.HasField(n) else None
               for n in ("num", "channels", "height", "width")]
     shape_dims = list(message.shape.dim) if message.HasField("shape") else None

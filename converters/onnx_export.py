@@ -191,6 +191,9 @@ class GraphBuilder:
             overhang = any(e > p for e, p in zip(ends, pad))
             if not overhang:
                 return self.node("AveragePool", [source], [output], name, count_include_pad=1, **common)
+            if not any(pad):
+                # Without padding Caffe's divisor counts just the real elements.
+                return self.node("AveragePool", [source], [output], name, count_include_pad=0, **common)
             # Windows past the padding: Caffe divides by the window minus the overhang.
             pooled = self.node("AveragePool", [source], [f"{name}/sum_over_area"], f"{name}/pool",
                                count_include_pad=1, **common)

@@ -156,7 +156,15 @@ class Importer:
                                      "Input", tops=[item.name],
                                      input_param={"shape": [{"dim": shape}]}))
             self.names.add(self.layers[-1].name)
-        for position, node in enumerate(self.fold_constants()):
+        remaining = self.fold_constants()
+        self.consumers: dict[str, list] = {}
+        for node in remaining:
+            for name in node.input:
+                self.consumers.setdefault(name, []).append(node)
+        self.fused: set[int] = set()
+        for position, node in enumerate(remaining):
+            if id(node) in self.fused:
+                continue
             handler = getattr(self, f"_op_{node.op_type}", None)
             if node.domain not in ("", "ai.onnx") or handler is None:
                 self.problems.append(f"#{position} {node.op_type} {node.name!r}: no Caffe equivalent")
@@ -241,16 +249,24 @@ class Importer:
         pads, ends = all_pads[:2], all_pads[2:]
         if any(d != 1 for d in dilations):
             raise Unsupported("dilated pooling has no Caffe equivalent")
-        if method == "AVE" and not attrs.get("count_include_pad", 0) and any(all_pads):
+        include_pad = attrs.get("count_include_pad", 0)
+        if method == "AVE" and not include_pad and any(pads):
             raise Unsupported("count_include_pad=0 with padding differs from Caffe's divisor")
         wanted = self.shape(node.output[0])[2:]
+        output = node.output[0]
         if ends != pads:
             # Extra end padding (how Caffe's ceil rounding is written in ONNX) never
             # changes a max; an average is the same while no window reaches past
-            # Caffe's own padding, where the divisors would differ.
+            # Caffe's own padding, where the divisors would differ, unless a
+            # constant correction of the divisor follows (as blobcast writes it).
             reach = [(o - 1) * s + k - p for o, s, k, p in zip(wanted, strides, kernel, pads)]
-            if method == "AVE" and any(r > n + p for r, n, p in zip(reach, shape[2:], pads)):
-                raise Unsupported(f"average pooling with end pads {ends} beyond Caffe's padding")
+            overhang = any(r > n + p for r, n, p in zip(reach, shape[2:], pads))
+            if method == "AVE" and overhang and include_pad:
+                correction = self._divisor_correction(node, shape[2:], kernel, strides, pads, wanted)
+                if correction is None:
+                    raise Unsupported(f"average pooling with end pads {ends} beyond Caffe's padding")
+                self.fused.add(id(correction))
+                output = correction.output[0]
         for mode in ("CEIL", "FLOOR"):
             got = tuple(pooled_size(n, k, s, p, mode == "CEIL")
                         for n, k, s, p in zip(shape[2:], kernel, strides, pads))
@@ -262,7 +278,24 @@ class Importer:
                     "stride_h": strides[0], "stride_w": strides[1], "pad_h": pads[0], "pad_w": pads[1]}
         if mode == "FLOOR":
             settings["round_mode"] = "FLOOR"
-        self.layer(node, "Pooling", [node.input[0]], [node.output[0]], pooling_param=settings)
+        self.layer(node, "Pooling", [node.input[0]], [output], pooling_param=settings)
+
+    def _divisor_correction(self, node, size, kernel, strides, pads, out):
+        """The Mul by Caffe's divisor correction that follows an overhanging
+        AveragePool, if there is exactly that."""
+        users = self.consumers.get(node.output[0], [])
+        if len(users) != 1 or users[0].op_type != "Mul":
+            return None
+        mul = users[0]
+        other = mul.input[1] if mul.input[0] == node.output[0] else mul.input[0]
+        factor = self.const(other)
+        counts = [np.minimum(np.arange(o) * s - p + k, n + p) - (np.arange(o) * s - p)
+                  for n, k, s, p, o in zip(size, kernel, strides, pads, out)]
+        expected = (kernel[0] * kernel[1]) / (counts[0][:, None] * counts[1][None, :])
+        if factor is None or factor.size != expected.size or not np.allclose(
+                factor.reshape(expected.shape), expected, rtol=1e-6):
+            return None
+        return mul
 
     def _op_MaxPool(self, node, attrs):
         if len(node.output) > 1 and node.output[1]:

@@ -312,3 +312,20 @@ def test_onnx_options_only_go_with_onnx(tmp_path):
     with pytest.raises(blobcast.BlobcastError, match="go with an .onnx destination"):
         blobcast.convert(GENERATED / "lenet.caffemodel", tmp_path / "x.caffemodel.h5",
                          onnx_options={"opset": 17})
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_average_pooling_that_overhangs_the_padding_round_trips(tmp_path, pad):
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 6 dim: 6 } } }\n'
+            f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param {{ pool: AVE kernel_size: 3 stride: 2 pad: {pad} }} }}')
+    model = with_random_weights(text, {"data": (1, 2, 6, 6)})
+    source = tmp_path / "pool.caffemodel"
+    blobcast.save(model, source)
+    blobcast.convert(source, tmp_path / "pool.onnx")
+    x = np.random.RandomState(2).standard_normal((1, 2, 6, 6)).astype(np.float32)
+    ours = Net(model).forward({"data": x})["pool"]
+    assert_close("pool", ort_run(tmp_path / "pool.onnx", {"data": x})["pool"], ours)
+    blobcast.convert(tmp_path / "pool.onnx", tmp_path / "back.caffemodel")
+    back = blobcast.load(tmp_path / "back.caffemodel")
+    assert [layer.type for layer in back] == ["Input", "Pooling"]  # the correction fused back
+    assert_close("pool", Net(back).forward({"data": x})["pool"], ours)

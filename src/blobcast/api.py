@@ -130,11 +130,11 @@ def _verify_written(obj, temporary: str, fmt, prototxt: str | None) -> str:
     else:
         problems = model_differences(
             obj, written, architecture=_holds_architecture(fmt.name),
-            diffs=fmt.name != "npy")
+            tensors=fmt.name != "prototxt", diffs=fmt.name != "npy")
     if problems:
         raise CheckFailed("the written file does not read back the same: "
                           + "; ".join(problems))
-    return "bit-exact"
+    return "architecture identical" if fmt.name == "prototxt" else "bit-exact"
 
 
 def _runner(obj_or_path, fmt=None):
@@ -296,6 +296,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
         report.tensors = len(obj.owned_params())
         report.bytes = obj.nbytes
         report.notes = list(obj.notes) + ([forward_note] if forward_note else [])
+        if dst_fmt.name == "prototxt" and obj.owned_params():
+            report.notes.append("a .prototxt holds the architecture only; the weights were not written")
     # Writers name the file they write: the temporary one; say the destination.
     report.warnings = [str(w.message).replace(temporary or "\0", destination) for w in caught]
     for message in report.warnings:
