@@ -147,7 +147,11 @@ def test_inspect_reports_a_missing_learned_net(tmp_path):
     assert "missing" in result.stdout and "sgd_bp_iter_5.caffemodel" in result.stdout
 
 
-def test_sigterm_during_a_conversion_leaves_nothing(tmp_path):
+@pytest.mark.parametrize("signal_number,code,message", [
+    (signal.SIGTERM, 143, "terminated; nothing was written"),
+    (signal.SIGINT, 130, "interrupted; nothing was written"),
+])
+def test_an_interrupted_conversion_leaves_nothing(tmp_path, signal_number, code, message):
     import numpy as np
 
     import blobcast
@@ -162,10 +166,10 @@ def test_sigterm_during_a_conversion_leaves_nothing(tmp_path):
     deadline = time.time() + 20
     while time.time() < deadline and not any(p.name.endswith(".partial") for p in tmp_path.iterdir()):
         time.sleep(0.01)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal_number)
     _, errors = process.communicate(timeout=30)
-    assert process.returncode == 143
-    assert "terminated; nothing was written" in errors
+    assert process.returncode == code
+    assert message in errors
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.caffemodel"]
 
 

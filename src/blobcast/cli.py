@@ -374,9 +374,10 @@ def run_command(
 
 
 def main() -> None:
-    # SIGTERM ends the process through the normal exit path, so a conversion
-    # under way removes its temporary file.
+    # SIGTERM and Ctrl-C end the process through the normal exit path, so a
+    # conversion under way removes its temporary files.
     signal.signal(signal.SIGTERM, lambda number, _frame: request_stop(number))
+    signal.signal(signal.SIGINT, lambda number, _frame: request_stop(number))
     app()
 
 
