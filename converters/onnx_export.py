@@ -289,18 +289,21 @@ class GraphBuilder:
             return self.weight(layer, index, values.reshape(()))
         return self.weight(layer, index, values.reshape(values.shape + (1,) * (ndim - axis - values.ndim)))
 
+    def _second_bottom(self, layer, ins, in_shape, axis, role: str) -> str:
+        """Scale's or Bias's second bottom, reshaped to broadcast from `axis`."""
+        other = self.shape(layer.bottoms[1])
+        target = list(other) + [1] * (len(in_shape) - axis - len(other))
+        if self.dynamic_batch and axis == 0 and target:
+            target[0] = -1
+        return self.node("Reshape", [ins[1], self.constant(layer.name, target, np.int64, "shape")],
+                         [f"{layer.name}/{role}"], f"{layer.name}/reshape")
+
     def _layer_Scale(self, layer, ins, outs):
         p = layer.type_params
         in_shape = self.shape(layer.bottoms[0])
         axis = p.axis % len(in_shape) if in_shape else 0
         if len(ins) == 2:
-            other = self.shape(layer.bottoms[1])
-            target = list(other) + [1] * (len(in_shape) - axis - len(other))
-            if self.dynamic_batch and axis == 0 and target:
-                target[0] = -1
-            shaped = self.node("Reshape", [ins[1], self.constant(layer.name, target, np.int64, "shape")],
-                               [f"{layer.name}/scale"], f"{layer.name}/reshape")
-            scale, bias_index = shaped, 0
+            scale, bias_index = self._second_bottom(layer, ins, in_shape, axis, "scale"), 0
         else:
             scale, bias_index = self._broadcast(layer, 0, layer.bottoms[0], axis), 1
         if not p.bias_term:
@@ -321,10 +324,7 @@ class GraphBuilder:
         in_shape = self.shape(layer.bottoms[0])
         axis = p.axis % len(in_shape) if in_shape else 0
         if len(ins) == 2:
-            other = self.shape(layer.bottoms[1])
-            target = list(other) + [1] * (len(in_shape) - axis - len(other))
-            bias = self.node("Reshape", [ins[1], self.constant(layer.name, target, np.int64, "shape")],
-                             [f"{layer.name}/bias"], f"{layer.name}/reshape")
+            bias = self._second_bottom(layer, ins, in_shape, axis, "bias")
         else:
             bias = self._broadcast(layer, 0, layer.bottoms[0], axis)
         self.node("Add", [ins[0], bias], outs, layer.name)
