@@ -329,3 +329,25 @@ def test_average_pooling_that_overhangs_the_padding_round_trips(tmp_path, pad):
     back = blobcast.load(tmp_path / "back.caffemodel")
     assert [layer.type for layer in back] == ["Input", "Pooling"]  # the correction fused back
     assert_close("pool", Net(back).forward({"data": x})["pool"], ours)
+
+
+def test_cli_onnx_options(resnet, tmp_path):
+    from typer.testing import CliRunner
+
+    from blobcast.cli import app
+
+    out = tmp_path / "cli.onnx"
+    result = CliRunner().invoke(app, ["convert", str(resnet), str(out), "--opset", "18", "--input",
+                                      "data=3,3,32,32", "--dynamic-batch", "--external-data", "--strict",
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["destination_format"] == "onnx" and report["forward"]["passed"]
+    model = onnx.load(out, load_external_data=False)
+    assert model.opset_import[0].version == 18
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert (tmp_path / "cli.onnx.data").exists()
+    bad = CliRunner().invoke(app, ["convert", str(resnet), str(tmp_path / "x.onnx"), "--opset", "12"])
+    assert bad.exit_code == 2 and "blobcast writes opset 17 or newer" in bad.stderr
