@@ -80,19 +80,29 @@ print(seconds, int(peak_kb) * 1024)
 
 
 def make_model(scale: float) -> blobcast.Model:
+    """VGG16's weights as a runnable chain: a 3x7x7 input and same-size 3x3
+    convolutions, so fc6 sees 512 x 7 x 7 values as in VGG16 (the pooling
+    that shrinks 224 to 7 has no weights and is left out)."""
     model = blobcast.Model()
     model.name = "VGG16-size"
+    model.layers.append(blobcast.Layer("data", "Input", tops=["data"],
+                                       input_param={"shape": [{"dim": [1, 3, 7, 7]}]}))
     rng = np.random.default_rng(0)
+    previous, channels = "data", 3
     for name, shape in VGG16:
-        shape = (max(1, int(shape[0] * scale)),) + shape[1:]
+        outputs = max(1, int(shape[0] * scale))
         kind = "InnerProduct" if name.startswith("fc") else "Convolution"
-        weight = rng.standard_normal(shape, dtype=np.float32)
-        layer = blobcast.Layer(name, kind, bottoms=["x"], tops=[name],
-                               blobs=[weight, np.zeros(shape[0], np.float32)])
-        layer.type_params.num_output = shape[0]
+        inputs = channels if kind == "Convolution" else (shape[1] if name != "fc6" else channels * 49)
+        shape = (outputs, inputs) + shape[2:]
+        weight = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01)
+        layer = blobcast.Layer(name, kind, bottoms=[previous], tops=[name],
+                               blobs=[weight, np.zeros(outputs, np.float32)])
+        layer.type_params.num_output = outputs
         if kind == "Convolution":
             layer.type_params.kernel_size.append(3)
+            layer.type_params.pad.append(1)
         model.layers.append(layer)
+        previous, channels = name, outputs
     return model
 
 
@@ -123,6 +133,8 @@ def main() -> None:
     if not os.path.exists(binary):
         blobcast.save(make_model(options.scale), binary)
         blobcast.save(blobcast.load(binary), hdf5)
+    if not os.path.exists(os.path.join(folder, "vgg16.onnx")):
+        blobcast.save(blobcast.load(binary), os.path.join(folder, "vgg16.onnx"))
     size = os.path.getsize(binary)
     cases = [
         ("caffemodel -> h5", "blobcast", binary, os.path.join(folder, "out.caffemodel.h5")),
@@ -133,6 +145,9 @@ def main() -> None:
          os.path.join(folder, "pb.caffemodel.h5")),
         ("baseline: protobuf h5 -> caffemodel", "protobuf-write", hdf5,
          os.path.join(folder, "pb.caffemodel")),
+        ("caffemodel -> onnx", "blobcast", binary, os.path.join(folder, "out.onnx")),
+        ("onnx -> caffemodel", "blobcast", os.path.join(folder, "vgg16.onnx"),
+         os.path.join(folder, "from_onnx.caffemodel")),
         ("inspect caffemodel", "inspect", binary, ""),
         ("inspect h5", "inspect", hdf5, ""),
     ]

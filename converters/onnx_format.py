@@ -19,11 +19,13 @@ from blobcast.model import Model
 from blobcast.tensor import LazyTensor
 
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
+from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 NAME = "onnx"
 SUFFIXES = (".onnx",)
 DESCRIPTION = "ONNX model"
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
+_GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
              TensorProto.INT64: np.dtype("<i8"), TensorProto.INT32: np.dtype("<i4"),
              TensorProto.FLOAT16: np.dtype("<f2"), TensorProto.UINT8: np.dtype("u1"),
@@ -51,6 +53,19 @@ def _tensor_proto(name: str, array, external) -> TensorProto:
     return tensor
 
 
+def _inline_chunks(name: str, array) -> list:
+    """An initializer as wire chunks whose raw_data is the array's own buffer
+    (no copy: numpy_helper.from_array and SerializeToString would make two)."""
+    data = np.asarray(array.numpy() if hasattr(array, "numpy") else array)
+    if data.dtype.byteorder == ">":
+        data = data.astype(data.dtype.newbyteorder("<"))
+    header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(data.dtype),
+                         dims=list(data.shape)).SerializeToString()
+    body = memoryview(data.reshape(-1) if data.flags.c_contiguous else data.copy().reshape(-1)).cast("B")
+    payload = [header] + ([length_delimited(_RAW_DATA, len(body)), body] if len(body) else [])
+    return [length_delimited(_INITIALIZER, sum(len(c) for c in payload)), *payload]
+
+
 def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
           strict: bool = False, progress=None, **_options) -> None:
@@ -61,25 +76,33 @@ def write(model: Model, path: str, *, opset: int | None = None,
                 for _, a in builder.initializers)
     use_external = external_data if external_data is not None else total > EXTERNAL_DATA_THRESHOLD
     handle = open(path + ".data", "wb") if use_external else None
+    initializer_chunks: list = []
     try:
         external = (handle, os.path.basename(path) + ".data") if use_external else None
-        initializers = []
         for name, array in builder.initializers:
-            small = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes < 1024
-            initializers.append(_tensor_proto(name, array, None if small else external))
-            if progress is not None:
-                progress(initializers[-1].ByteSize() if not external else 0)
+            nbytes = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes
+            if external is not None and nbytes >= 1024:
+                tensor = _tensor_proto(name, array, external).SerializeToString()
+                initializer_chunks += [length_delimited(_INITIALIZER, len(tensor)), tensor]
+                if progress is not None:
+                    progress(nbytes)
+            else:
+                initializer_chunks += _inline_chunks(name, array)
     finally:
         if handle is not None:
             handle.close()
-    graph = helper.make_graph(builder.nodes, model.name or "caffe", inputs, outputs, initializers)
+    graph = helper.make_graph(builder.nodes, model.name or "caffe", inputs, outputs)
+    graph_chunks = splice_at_field(graph.SerializeToString(), _INITIALIZER, initializer_chunks)
     opsets = [helper.make_opsetid("", opset)]
     if builder.custom_layers:
         opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
                                    ir_version=helper.find_min_ir_version_for(opsets, True))
-    with open(path, "wb") as out:
-        out.write(onnx_model.SerializeToString())
+    onnx_model.ClearField("graph")
+    graph_length = sum(len(c) for c in graph_chunks)
+    chunks = splice_at_field(onnx_model.SerializeToString(), _GRAPH,
+                             [length_delimited(_GRAPH, graph_length), *graph_chunks])
+    write_chunks(path, chunks, None if use_external else progress)
 
 
 def check(path: str) -> str:
@@ -142,10 +165,80 @@ def load_onnx(path: str):
         raise FormatError(f"not a valid ONNX model ({type(error).__name__}: {error})", path) from error
 
 
-def initializer_values(onnx_model, path: str) -> dict:
+def _strip_raw_data(buf, start, end, raw: dict) -> bytes:
+    """A TensorProto's bytes without raw_data; its range goes into `raw` by name."""
+    kept = bytearray()
+    span = None
+    name = None
+    for number, wire_type, tag_start, vstart, vend in iter_fields(buf, start, end):
+        if number == _RAW_DATA and wire_type == 2:
+            span = (vstart, vend)
+            continue
+        if number == 8 and wire_type == 2:
+            name = bytes(buf[vstart:vend]).decode("utf-8", "replace")
+        kept += buf[tag_start:vend]
+    if span is not None:
+        raw[name] = span
+    return bytes(kept)
+
+
+def map_onnx(path: str):
+    """(ModelProto without raw tensor data, {initializer name: (start, end)}, buffer).
+
+    The file is memory-mapped and scanned, so protobuf parses only the graph
+    (this also reads files over protobuf's 2 GB limit); tensor values are
+    viewed in place."""
+    from .caffemodel import map_file
+
+    buf = map_file(path)
+    raw: dict = {}
+    try:
+        stripped = bytearray()
+        for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, len(buf)):
+            if number != _GRAPH or wire_type != 2:
+                stripped += buf[tag_start:vend]
+                continue
+            graph = bytearray()
+            for g_number, g_wire, g_tag, g_start, g_end in iter_fields(buf, vstart, vend):
+                if g_number == _INITIALIZER and g_wire == 2:
+                    tensor = _strip_raw_data(buf, g_start, g_end, raw)
+                    graph += length_delimited(_INITIALIZER, len(tensor)) + tensor
+                else:
+                    graph += buf[g_tag:g_end]
+            stripped += length_delimited(_GRAPH, len(graph)) + graph
+        model = onnx.ModelProto.FromString(bytes(stripped))
+    except (WireError, Exception) as error:
+        if isinstance(error, FormatError):
+            raise
+        raise FormatError(f"not a valid ONNX model ({type(error).__name__}: {error})", path) from error
+    if not model.HasField("graph"):
+        raise FormatError("not a valid ONNX model (no graph)", path)
+    return model, raw, buf
+
+
+def _raw_tensor(tensor: TensorProto, buf, span, path: str):
+    dtype = _NUMPY_OF.get(tensor.data_type)
+    if dtype is None:
+        raise FormatError(f"initializer {tensor.name!r} has an unsupported type", path)
+    shape = tuple(int(d) for d in tensor.dims)
+    count = int(np.prod(shape))
+    start, end = span
+    if end - start != count * dtype.itemsize:
+        raise FormatError(f"initializer {tensor.name!r} holds {end - start} bytes for shape "
+                          f"{list(shape)}", path)
+    if dtype.kind != "f" or count * dtype.itemsize < 4096:
+        return np.frombuffer(buf, dtype=dtype, count=count, offset=start).reshape(shape).copy()
+    return LazyTensor(shape, dtype, lambda: np.frombuffer(buf, dtype=dtype, count=count,
+                                                          offset=start).reshape(shape),
+                      f"{path}:{tensor.name}")
+
+
+def initializer_values(onnx_model, path: str, raw: dict | None = None, buf=None) -> dict:
     values = {}
     for tensor in onnx_model.graph.initializer:
-        if tensor.data_location == TensorProto.EXTERNAL:
+        if raw is not None and tensor.name in raw:
+            values[tensor.name] = _raw_tensor(tensor, buf, raw[tensor.name], path)
+        elif tensor.data_location == TensorProto.EXTERNAL:
             values[tensor.name] = external_tensor(tensor, path)
         else:
             try:
@@ -158,8 +251,8 @@ def initializer_values(onnx_model, path: str) -> dict:
 def read(path: str, **_options) -> Model:
     from .onnx_import import import_model
 
-    onnx_model = load_onnx(path)
-    return import_model(onnx_model, initializer_values(onnx_model, path), path)
+    onnx_model, raw, buf = map_onnx(path)
+    return import_model(onnx_model, initializer_values(onnx_model, path, raw, buf), path)
 
 
 class OnnxRunner:
