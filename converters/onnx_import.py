@@ -469,6 +469,26 @@ class Importer:
     def _op_Div(self, node, attrs):
         self._binary(node, "Div")
 
+    def _op_Pow(self, node, attrs):
+        exponent = self.const(node.input[1])
+        if exponent is None or exponent.size != 1 or self.const(node.input[0]) is not None:
+            raise Unsupported("only a tensor to a constant scalar power")
+        self.layer(node, "Power", [node.input[0]], [node.output[0]],
+                   power_param={"power": float(exponent.reshape(()))})
+
+    def _op_Tile(self, node, attrs):
+        repeats = self.const(node.input[1])
+        if repeats is None:
+            raise Unsupported("the repeats must be constant")
+        tiled = [axis for axis, count in enumerate(repeats) if count != 1]
+        if len(tiled) > 1:
+            raise Unsupported("tiling more than one axis")
+        if not tiled:
+            self._identity(node, attrs)
+            return
+        self.layer(node, "Tile", [node.input[0]], [node.output[0]],
+                   tile_param={"axis": tiled[0], "tiles": int(repeats[tiled[0]])})
+
     def _op_Sum(self, node, attrs):
         self.layer(node, "Eltwise", list(node.input), [node.output[0]])
 

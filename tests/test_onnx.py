@@ -351,3 +351,17 @@ def test_cli_onnx_options(resnet, tmp_path):
     assert (tmp_path / "cli.onnx.data").exists()
     bad = CliRunner().invoke(app, ["convert", str(resnet), str(tmp_path / "x.onnx"), "--opset", "12"])
     assert bad.exit_code == 2 and "blobcast writes opset 17 or newer" in bad.stderr
+
+
+def test_import_maps_pow_and_tile(tmp_path):
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Abs", ["x"], ["a"], name="abs"),
+             helper.make_node("Pow", ["a", "e"], ["p"], name="pow"),
+             helper.make_node("Tile", ["p", "reps"], ["t"], name="tile")]
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 2, 3, 3])], [V("t", TensorProto.FLOAT, None)],
+                      {"e": np.float32(1.5), "reps": np.array([1, 3, 1, 1], np.int64)})
+    blobcast.convert(path, tmp_path / "pt.caffemodel")
+    model = blobcast.load(tmp_path / "pt.caffemodel")
+    assert [layer.type for layer in model] == ["Input", "AbsVal", "Power", "Tile"]
+    x = np.random.RandomState(4).standard_normal((1, 2, 3, 3)).astype(np.float32)
+    assert_close("t", Net(model).forward({"x": x})["t"], ort_run(path, {"x": x})["t"])
