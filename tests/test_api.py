@@ -103,3 +103,23 @@ def test_errors_name_the_destination_not_a_temporary_file(tmp_path):
     assert caught.value.path == str(destination)
     assert "no layer definitions; give the architecture with --prototxt" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".caffemodel.h5", ".caffemodel", ".onnx"])
+def test_progress_advances_through_the_weights(tmp_path, suffix):
+    events = []
+
+    class Recorder:
+        def __init__(self, total, label):
+            events.append(("start", total, label))
+
+        def advance(self, amount):
+            events.append(("advance", amount))
+
+        def close(self):
+            events.append(("close",))
+
+    blobcast.convert(CAFFE / "zoo" / "zoo.caffemodel", tmp_path / ("zoo" + suffix), progress_factory=Recorder)
+    assert events[0][0] == "start" and events[0][1] == blobcast.load(CAFFE / "zoo" / "zoo.caffemodel").nbytes
+    assert events[-1] == ("close",)
+    assert sum(e[1] for e in events if e[0] == "advance") >= events[0][1]

@@ -81,3 +81,14 @@ def test_pooling_refuses_padding_as_large_as_the_kernel():
               'top: "p" pooling_param { pool: MAX kernel_size: 2 pad: 2 } }')
     with pytest.raises(blobcast.BlobcastError, match="padding must be smaller than the kernel"):
         bad.forward({"data": np.zeros((1, 1, 5, 5), np.float32)})
+
+
+def test_shape_inference_without_weights_matches_a_real_pass():
+    from blobcast.engine import blob_shapes
+
+    from .conftest import CAFFE
+
+    model = blobcast.load(CAFFE / "zoo" / "zoo.caffemodel", prototxt=CAFFE / "zoo" / "zoo_deploy.prototxt")
+    _, shapes = blob_shapes(model)
+    real = Net(model).forward({"data": np.zeros((2, 4, 17, 17), np.float32)}, keep_all=True)
+    assert shapes == {name: value.shape for name, value in real.items()}

@@ -114,6 +114,7 @@ class Net:
                 self.layers.append(layer)
         self.outputs = self._output_names()
         self._ops = None
+        self.shape_only = False
 
     @staticmethod
     def _input_shapes(layer: Layer) -> dict:
@@ -165,7 +166,9 @@ class Net:
                 op_class = implementation(layer.type, layer.name)
             weights = [self.xp.asarray(blob.data.numpy()) for blob in layer.blobs
                        if blob is not None]
-            ops.append(op_class(layer, self.xp, weights, self.phase))
+            op = op_class(layer, self.xp, weights, self.phase)
+            op.shape_only = self.shape_only
+            ops.append(op)
         self._ops = ops
         return ops
 
@@ -227,8 +230,10 @@ def known_layer_types() -> list[str]:
 def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
                 **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
     """Every blob's shape, found by running the net on zeros (values are
-    dropped as they go). Blobs rewritten in place keep their final shape."""
+    dropped as they go; convolutions and inner products do not even read
+    their weights). Blobs rewritten in place keep their final shape."""
     net = Net(model, **net_options)
+    net.shape_only = True  # the costly layers report shapes without reading weights
     shapes: dict[str, tuple[int, ...]] = {}
     inputs = {}
     for name, declared in net.inputs.items():

@@ -83,6 +83,8 @@ class Convolution(_ConvolutionBase):
                           for size, k, s, p, d in zip(x.shape[2:], kernel, stride, pad, dilation))
         if min(shape_out) <= 0:
             raise self.fail(f"the input {list(x.shape)} is smaller than the kernel")
+        if self.shape_only:
+            return (xp.zeros(leading + (outputs,) + shape_out, dtype=x.dtype),)
         locations = prod(shape_out)
         per_group = channels // group
         if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
@@ -115,6 +117,9 @@ class Deconvolution(_ConvolutionBase):
         shape_in = x.shape[2:]
         full = tuple(s * (size - 1) + d * (k - 1) + 1
                      for size, k, s, d in zip(shape_in, kernel, stride, dilation))
+        if self.shape_only:
+            shape = tuple(f - 2 * p for f, p in zip(full, pad))
+            return (xp.zeros(leading + (outputs,) + shape, dtype=x.dtype),)
         per_group = channels // group
         filters = weight.reshape(group, per_group, (outputs // group) * prod(kernel))
         columns = xp.matmul(filters.transpose(0, 2, 1)[None],
