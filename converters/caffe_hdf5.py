@@ -117,9 +117,21 @@ def _architecture(handle: h5py.File, path: str) -> Model | None:
         return model_from_net(net, [[] for _ in net.layer], source_format=NAME,
                               source_version="V2", notes=[], path=path)
     if ARCHITECTURE in handle:
-        text = handle[ARCHITECTURE][()]
-        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-        return net_from_text(text, f"{path}:/{ARCHITECTURE}")
+        dataset = handle[ARCHITECTURE]
+        if not isinstance(dataset, h5py.Dataset) or dataset.shape != ():
+            raise FormatError(f"/{ARCHITECTURE} is not a single string", path)
+        info = h5py.check_string_dtype(dataset.dtype)
+        if info is None:
+            raise FormatError(f"/{ARCHITECTURE} is not a string", path)
+        if info.length is not None and dataset.id.get_storage_size() < info.length:
+            raise FormatError(f"/{ARCHITECTURE} declares {info.length} bytes but the file stores "
+                              f"{dataset.id.get_storage_size()}", path)
+        text = dataset[()]
+        try:
+            text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+        except UnicodeDecodeError as error:
+            raise FormatError(f"/{ARCHITECTURE} is not valid UTF-8", path) from error
+        return net_from_text(text.rstrip("\0"), f"{path}:/{ARCHITECTURE}")
     return None
 
 
@@ -203,9 +215,13 @@ def write(model: Model, path: str, *, compress: str | None = None, progress=None
 def _write_architecture(handle: h5py.File, model: Model) -> None:
     from .prototxt import _has_unknown_fields
 
-    text = architecture_text(model)
-    handle.create_dataset(ARCHITECTURE, data=text, dtype=h5py.string_dtype("utf-8"))
-    handle[ARCHITECTURE].attrs["format"] = "caffe.NetParameter text (prototxt), blobs omitted"
+    raw = architecture_text(model).encode("utf-8")
+    # Fixed-length, so the text lies in the dataset itself: variable-length
+    # strings live in HDF5's global heap, where a damaged file can make the
+    # HDF5 library loop forever.
+    string_type = h5py.string_dtype("utf-8", max(len(raw), 1))
+    handle.create_dataset(ARCHITECTURE, data=np.array(raw, dtype=string_type), dtype=string_type)
+    handle[ARCHITECTURE].attrs["format"] = np.bytes_(b"caffe.NetParameter text (prototxt), blobs omitted")
     if _has_unknown_fields(model):
         raw = architecture_pb(model).SerializeToString()
         handle.create_dataset(ARCHITECTURE_BINARY, data=np.frombuffer(raw, np.uint8))

@@ -1,12 +1,15 @@
 """Bounded mutation fuzzing of every reader (benchmarks/fuzz_readers.py runs longer)."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import blobcast
 
-from .conftest import CAFFE, GENERATED
-from .fuzzing import fuzz_readers
+from .conftest import CAFFE, GENERATED, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +32,18 @@ def sources(tmp_path_factory):
 
 
 def test_mutated_files_read_or_raise_blobcast_errors(sources, tmp_path):
-    report = fuzz_readers(sources, str(tmp_path), iterations=40, seed=20261122)
-    assert report.failures == []
-    assert report.cases == 40 * len(sources)
-    assert report.refused > report.cases // 4  # the mutations do break things
+    # In a child process with a hard limit: a hang inside a C library would
+    # not answer the per-case alarm, and must fail this test, not stall it.
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from tests.fuzzing import fuzz_readers; "
+            "r = fuzz_readers(json.loads(sys.argv[2]), sys.argv[3], iterations=40, seed=20261122); "
+            "print(json.dumps(r.__dict__))")
+    try:
+        result = subprocess.run([sys.executable, "-c", code, str(ROOT), json.dumps(sources), str(tmp_path)],
+                                capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a reader did not answer: the fuzz run passed its 300 s limit")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["failures"] == []
+    assert report["cases"] == 40 * len(sources)
+    assert report["refused"] > report["cases"] // 4  # the mutations do break things
