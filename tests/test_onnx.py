@@ -365,3 +365,22 @@ def test_import_maps_pow_and_tile(tmp_path):
     assert [layer.type for layer in model] == ["Input", "AbsVal", "Power", "Tile"]
     x = np.random.RandomState(4).standard_normal((1, 2, 3, 3)).astype(np.float32)
     assert_close("t", Net(model).forward({"x": x})["t"], ort_run(path, {"x": x})["t"])
+
+
+def test_without_onnxruntime_the_reference_evaluators_gaps_give_a_note(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name == "onnxruntime":
+            raise ImportError("not installed")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    report = blobcast.convert(CAFFE / "zoo" / "zoo.caffemodel", tmp_path / "zoo.onnx")
+    assert report.forward is None and (tmp_path / "zoo.onnx").exists()
+    note = " ".join(report.notes)
+    assert "forward check skipped" in note and "blobcast[onnxruntime]" in note and ".partial" not in note
+    report = blobcast.convert(GENERATED / "lenet.caffemodel", tmp_path / "lenet.onnx")
+    assert report.forward["passed"]  # the evaluator runs what it can
