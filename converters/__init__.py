@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 from blobcast.errors import FormatError
 
-from . import binaryproto, caffe_hdf5, caffemodel, prototxt
+from . import binaryproto, caffe_hdf5, caffemodel, onnx_format, prototxt, solverstate
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -26,14 +26,8 @@ def _as_format(module_or_class) -> SimpleNamespace:
 
 
 def _registry() -> dict:
-    from . import onnx_format
-
-    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat, onnx_format]
-    try:
-        from . import solverstate
-        formats += [solverstate.BinaryFormat, solverstate.HDF5Format]
-    except ImportError:  # pragma: no cover - during partial installs only
-        pass
+    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat, onnx_format,
+               solverstate.BinaryFormat, solverstate.HDF5Format]
     return {f.NAME: _as_format(f) for f in formats}
 
 

@@ -20,8 +20,8 @@ from blobcast.tensor import LazyTensor
 from blobcast.weights import WeightSource, attach_weights
 
 from . import caffe_pb2 as pb
-from .caffe_net import architecture_pb
-from .prototxt import architecture_text, net_from_text
+from .caffe_net import architecture_pb, model_from_net
+from .prototxt import architecture_text, has_unknown_fields, net_from_text
 
 NAME = "caffemodel-h5"
 SUFFIXES = (".caffemodel.h5", ".h5", ".hdf5")
@@ -112,7 +112,6 @@ def _not_a_snapshot(handle: h5py.File, path: str) -> FormatError:
 def _architecture(handle: h5py.File, path: str) -> Model | None:
     if ARCHITECTURE_BINARY in handle:
         raw = bytes(np.asarray(handle[ARCHITECTURE_BINARY][()]).tobytes())
-        from .caffe_net import model_from_net
         net = pb.NetParameter.FromString(raw)
         return model_from_net(net, [[] for _ in net.layer], source_format=NAME,
                               source_version="V2", notes=[], path=path)
@@ -213,8 +212,6 @@ def write(model: Model, path: str, *, compress: str | None = None, progress=None
 
 
 def _write_architecture(handle: h5py.File, model: Model) -> None:
-    from .prototxt import _has_unknown_fields
-
     raw = architecture_text(model).encode("utf-8")
     # Fixed-length, so the text lies in the dataset itself: variable-length
     # strings live in HDF5's global heap, where a damaged file can make the
@@ -222,7 +219,7 @@ def _write_architecture(handle: h5py.File, model: Model) -> None:
     string_type = h5py.string_dtype("utf-8", max(len(raw), 1))
     handle.create_dataset(ARCHITECTURE, data=np.array(raw, dtype=string_type), dtype=string_type)
     handle[ARCHITECTURE].attrs["format"] = np.bytes_(b"caffe.NetParameter text (prototxt), blobs omitted")
-    if _has_unknown_fields(model):
+    if has_unknown_fields(model):
         raw = architecture_pb(model).SerializeToString()
         handle.create_dataset(ARCHITECTURE_BINARY, data=np.frombuffer(raw, np.uint8))
 

@@ -55,7 +55,7 @@ def _strip_blobs(buf, start, end, blob_field, where, nested=None):
     return bytes(kept), blobs
 
 
-def decode_net(buf, path: str, what: str = "model"):
+def decode_net(buf, path: str):
     """Parse a NetParameter held in `buf`; return (net pb, v1 blobs, v2 blobs)."""
     stripped = bytearray()
     v1_blobs, v2_blobs = [], []

@@ -9,7 +9,6 @@ decomposition). A parameter shared between layers is one initializer.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections import Counter
 
@@ -17,8 +16,9 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from blobcast.engine import blob_shapes
+from blobcast.engine.layers.activation import exp_factors, log_factor
 from blobcast.engine.layers.convolution import spatial_settings
-from blobcast.engine.layers.pooling import pooled_size
+from blobcast.engine.layers.pooling import average_divisor, pool_geometry, spp_levels
 from blobcast.errors import BlobcastError, BlobcastWarning
 from blobcast.model import Model
 
@@ -85,9 +85,6 @@ class GraphBuilder:
         self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=name,
                                            domain=domain or None, **attributes))
         return outputs[0] if len(outputs) == 1 else outputs
-
-    def temp(self, layer_name: str, step: str) -> str:
-        return f"{layer_name}/{step}"
 
     # -- the graph ------------------------------------------------------------
     def build(self):
@@ -158,21 +155,12 @@ class GraphBuilder:
                   strides=list(stride), pads=list(pad) * 2, dilations=list(dilation), group=p.group)
 
     def _pool_settings(self, layer):
-        p = layer.type_params
         height, width = self.shape(layer.bottoms[0])[2:]
-        if p.global_pooling:
-            return None
-        if p.has("kernel_h") or p.has("kernel_w"):
-            kernel = (p.kernel_h, p.kernel_w)
-        else:
-            kernel = (p.kernel_size, p.kernel_size)
-        pad = (p.pad_h, p.pad_w) if (p.has("pad_h") or p.has("pad_w")) else (p.pad, p.pad)
-        stride = ((p.stride_h, p.stride_w) if (p.has("stride_h") or p.has("stride_w"))
-                  else (p.stride, p.stride))
-        ceil_mode = p.round_mode == "CEIL"
-        out = (pooled_size(height, kernel[0], stride[0], pad[0], ceil_mode),
-               pooled_size(width, kernel[1], stride[1], pad[1], ceil_mode))
-        return kernel, stride, pad, out, (height, width)
+        try:
+            geometry = pool_geometry(layer.type_params, height, width)
+        except ValueError as error:
+            raise ExportError(f"layer {layer.name!r}: {error}") from None
+        return None if geometry is None else (*geometry, (height, width))
 
     def _emit_pool(self, layer, source, output, method, kernel, stride, pad, out, size, step=None):
         """Caffe pooling as ONNX floor-mode pooling with explicit end padding."""
@@ -197,13 +185,7 @@ class GraphBuilder:
             # Windows past the padding: Caffe divides by the window minus the overhang.
             pooled = self.node("AveragePool", [source], [f"{name}/sum_over_area"], f"{name}/pool",
                                count_include_pad=1, **common)
-            factor = np.ones(out, np.float64)
-            counts = []
-            for n, k, s, p, o in zip(size, kernel, stride, pad, out):
-                starts = np.arange(o) * s - p
-                counts.append(np.minimum(starts + k, n + p) - starts)
-            divisor = counts[0][:, None] * counts[1][None, :]
-            factor = (kernel[0] * kernel[1]) / divisor
+            factor = (kernel[0] * kernel[1]) / average_divisor(np, size, kernel, stride, pad, out)
             scale = self.constant(layer.name, factor.reshape(1, 1, *out), role="divisor")
             return self.node("Mul", [pooled, scale], [output], name)
         # STOCHASTIC at test time: sum(x^2) / sum(x), 0 where the sum is not positive.
@@ -234,11 +216,7 @@ class GraphBuilder:
         p = layer.type_params
         height, width = self.shape(layer.bottoms[0])[2:]
         pieces = []
-        for level in range(p.pyramid_height):
-            bins = 2 ** level
-            kernel = (math.ceil(height / bins), math.ceil(width / bins))
-            pad = ((kernel[0] * bins - height + 1) // 2, (kernel[1] * bins - width + 1) // 2)
-            out = tuple(pooled_size(n, k, k, q, True) for n, k, q in zip((height, width), kernel, pad))
+        for level, (kernel, pad, out) in enumerate(spp_levels(height, width, p.pyramid_height)):
             target = outs[0] if p.pyramid_height == 1 else f"{layer.name}/level{level}"
             pooled = self._emit_pool(layer, ins[0], target, p.pool, kernel, kernel, pad, out,
                                      (height, width), step=None if p.pyramid_height == 1 else f"level{level}")
@@ -386,10 +364,8 @@ class GraphBuilder:
                                 layer.name if last else f"{layer.name}/{op.lower()}")
 
     def _layer_Exp(self, layer, ins, outs):
-        p = layer.type_params
-        log_base = 1.0 if p.base == -1 else math.log(p.base)
-        inner = np.float32(log_base * p.scale)
-        outer = 1.0 if p.shift == 0 else (math.exp(p.shift) if p.base == -1 else p.base ** p.shift)
+        inner, outer = exp_factors(layer.type_params)
+        inner = np.float32(inner)
         x = ins[0]
         if inner != 1:
             x = self.node("Mul", [x, self.constant(layer.name, inner)], [f"{layer.name}/scaled"],
@@ -402,7 +378,7 @@ class GraphBuilder:
 
     def _layer_Log(self, layer, ins, outs):
         p = layer.type_params
-        base_scale = 1.0 if p.base == -1 else 1.0 / math.log(p.base)
+        base_scale = log_factor(p)
         x = ins[0]
         if not (p.scale == 1 and p.shift == 0):
             x = self.node("Mul", [x, self.constant(layer.name, np.float32(p.scale))],

@@ -130,14 +130,19 @@ def _resolve_location(model_path: str, location: str) -> str:
     return target
 
 
-def external_tensor(tensor: TensorProto, model_path: str) -> LazyTensor | np.ndarray:
-    info = {entry.key: entry.value for entry in tensor.external_data}
+def _layout(tensor: TensorProto, path: str) -> tuple[np.dtype, tuple[int, ...], int]:
+    """An initializer's dtype, shape and value count."""
     dtype = _NUMPY_OF.get(tensor.data_type)
     if dtype is None:
-        raise FormatError(f"initializer {tensor.name!r} has an unsupported type", model_path)
-    path = _resolve_location(model_path, info.get("location", ""))
+        raise FormatError(f"initializer {tensor.name!r} has an unsupported type", path)
     shape = tuple(int(d) for d in tensor.dims)
-    count = int(np.prod(shape))
+    return dtype, shape, int(np.prod(shape))
+
+
+def external_tensor(tensor: TensorProto, model_path: str) -> LazyTensor | np.ndarray:
+    info = {entry.key: entry.value for entry in tensor.external_data}
+    dtype, shape, count = _layout(tensor, model_path)
+    path = _resolve_location(model_path, info.get("location", ""))
     try:
         offset = int(info.get("offset", 0))
         length = int(info.get("length", count * dtype.itemsize))
@@ -217,11 +222,7 @@ def map_onnx(path: str):
 
 
 def _raw_tensor(tensor: TensorProto, buf, span, path: str):
-    dtype = _NUMPY_OF.get(tensor.data_type)
-    if dtype is None:
-        raise FormatError(f"initializer {tensor.name!r} has an unsupported type", path)
-    shape = tuple(int(d) for d in tensor.dims)
-    count = int(np.prod(shape))
+    dtype, shape, count = _layout(tensor, path)
     start, end = span
     if end - start != count * dtype.itemsize:
         raise FormatError(f"initializer {tensor.name!r} holds {end - start} bytes for shape "
@@ -263,8 +264,8 @@ class OnnxRunner:
 
     def __init__(self, path: str):
         self.path = path
-        self.model = load_onnx(path)
-        graph = self.model.graph
+        # The graph alone: tensor values are read by whichever engine runs it.
+        graph = map_onnx(path)[0].graph
         self.external = any(t.data_location == TensorProto.EXTERNAL for t in graph.initializer)
         for tensor in graph.initializer:  # refuse bad external data before anything reads it
             if tensor.data_location == TensorProto.EXTERNAL:

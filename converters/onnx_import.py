@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from blobcast.engine.layers.pooling import average_divisor, pooled_size
 from blobcast.errors import FormatError
 from blobcast.model import Blob, Layer, Model
 
@@ -240,8 +241,6 @@ class Importer:
                                       "group": group, "bias_term": bias is not None})
 
     def _pool(self, node, attrs, method):
-        from blobcast.engine.layers.pooling import pooled_size
-
         shape = self.shape(node.input[0])
         if len(shape) != 4:
             raise Unsupported("Caffe pools 4-D blobs only")
@@ -289,9 +288,7 @@ class Importer:
         mul = users[0]
         other = mul.input[1] if mul.input[0] == node.output[0] else mul.input[0]
         factor = self.const(other)
-        counts = [np.minimum(np.arange(o) * s - p + k, n + p) - (np.arange(o) * s - p)
-                  for n, k, s, p, o in zip(size, kernel, strides, pads, out)]
-        expected = (kernel[0] * kernel[1]) / (counts[0][:, None] * counts[1][None, :])
+        expected = (kernel[0] * kernel[1]) / average_divisor(np, size, kernel, strides, pads, out)
         if factor is None or factor.size != expected.size or not np.allclose(
                 factor.reshape(expected.shape), expected, rtol=1e-6):
             return None

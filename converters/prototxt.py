@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 from google.protobuf import text_format
@@ -12,6 +13,7 @@ from blobcast.model import Model
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob
 from .caffe_net import architecture_pb, model_from_net
+from .messages import message_from_pb, pb_from_message
 from .upgrade import UpgradeError, net_version, upgrade_net
 
 NAME = "prototxt"
@@ -71,7 +73,7 @@ def read(path: str, **_options) -> Model:
     return net_from_text(text, path)
 
 
-def _has_unknown_fields(model: Model) -> bool:
+def has_unknown_fields(model: Model) -> bool:
     def walk(message) -> bool:
         if message.unknown_fields:
             return True
@@ -92,7 +94,7 @@ def architecture_text(model: Model) -> str:
 def write(model: Model, path: str, **_options) -> None:
     if not model.has_architecture:
         raise FormatError("the model has no layer definitions to write as a prototxt", path)
-    if _has_unknown_fields(model):
+    if has_unknown_fields(model):
         warnings.warn(f"{path}: fields unknown to Caffe's schema cannot be written as text "
                       "and were left out", BlobcastWarning, stacklevel=2)
     with open(path, "w", encoding="utf-8") as handle:
@@ -104,8 +106,6 @@ _SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDel
 
 def read_solver(path: str):
     """A solver .prototxt as a SolverParameter Message, legacy solver_type upgraded."""
-    from .messages import message_from_pb
-
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
@@ -123,9 +123,6 @@ def read_solver(path: str):
 def net_of_solver(solver, path: str) -> Model | None:
     """The training net a solver names (inline, or a file relative to where Caffe
     ran or to the solver file)."""
-    from .caffe_net import model_from_net
-    from .messages import pb_from_message
-
     for inline in ("train_net_param", "net_param"):
         if solver.has(inline):
             net = pb_from_message(pb.NetParameter, getattr(solver, inline))
@@ -133,8 +130,6 @@ def net_of_solver(solver, path: str) -> Model | None:
             blobs = upgrade_net(net, [[] for _ in net.layers], [[] for _ in net.layer], notes)
             return model_from_net(net, blobs, source_format=NAME, source_version="V2",
                                   notes=notes, path=path)
-    import os
-
     for field in ("train_net", "net"):
         if solver.has(field):
             name = getattr(solver, field)

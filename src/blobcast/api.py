@@ -123,7 +123,8 @@ def _holds_architecture(fmt_name: str) -> bool:
     return fmt_name in ("caffemodel", "caffemodel-h5", "prototxt")
 
 
-def _verify_written(obj, temporary: str, fmt, prototxt: str | None) -> str:
+def _verify_written(obj, temporary: str, fmt, prototxt: str | None):
+    """(check text, the written model as read back)."""
     written = _reading(temporary, lambda: fmt.read(temporary))
     if isinstance(obj, SolverState):
         problems = state_differences(obj, written)
@@ -134,40 +135,37 @@ def _verify_written(obj, temporary: str, fmt, prototxt: str | None) -> str:
     if problems:
         raise CheckFailed("the written file does not read back the same: "
                           + "; ".join(problems))
-    return "architecture identical" if fmt.name == "prototxt" else "bit-exact"
+    return ("architecture identical" if fmt.name == "prototxt" else "bit-exact"), written
 
 
-def _runner(obj_or_path, fmt=None):
+def _runner(model_or_onnx_path):
     """Something with .inputs and .forward(inputs): the engine for a model, the
     ONNX runner for an .onnx file."""
-    if isinstance(obj_or_path, Model):
+    if isinstance(model_or_onnx_path, Model):
         from .engine import Net
 
-        return Net(obj_or_path)
-    if fmt is not None and fmt.name == "onnx":
-        return _converters().onnx_format.OnnxRunner(obj_or_path)
-    from .engine import Net
-
-    return Net(fmt.read(obj_or_path))
+        return Net(model_or_onnx_path)
+    return _converters().onnx_format.OnnxRunner(model_or_onnx_path)
 
 
-def _forward_check(source, written_path: str, fmt,
-                   strict: bool = False) -> tuple[dict | None, str | None]:
-    """Run the source and the written model on the same seeded inputs.
+def _forward_check(source, written, strict: bool = False) -> tuple[dict | None, str | None]:
+    """Run the source and the written model (each a Model or an .onnx path) on
+    the same seeded inputs.
 
     Returns (result, note). For Caffe formats a net the engine cannot run (a
     layer type it lacks, an input without a shape) is not a failed conversion:
     the tensors were already checked bit for bit, so that gives a note instead.
-    For ONNX (strict) the forward check is the check, so it must run.
+    Where ONNX is involved (strict) the forward check is the check, so it must run.
     """
-    written = None
+    written_side = None
     try:
-        written = _runner(written_path, fmt)
-        return _forward_check_pair(_runner(source), written)
+        source_side = _runner(source)
+        written_side = _runner(written)
+        return _forward_check_pair(source_side, written_side)
     except CheckFailed:
         raise
     except BlobcastError as error:
-        fallback = getattr(written, "engine", "") == "onnx reference evaluator"
+        fallback = getattr(written_side, "engine", "") == "onnx reference evaluator"
         if strict and not fallback:
             raise CheckFailed(f"the forward check could not run: {error.problem}") from error
         if fallback:
@@ -176,12 +174,6 @@ def _forward_check(source, written_path: str, fmt,
             return None, (f"forward check skipped: {error.problem}; install onnxruntime "
                           "(pip install 'blobcast[onnxruntime]') for the full check")
         return None, f"forward check skipped: {error.problem}"
-
-
-def _onnx_source_check(source: str, written: str, fmt) -> tuple[dict | None, str | None]:
-    """An ONNX import: run the ONNX file and the written Caffe model."""
-    converters = _converters()
-    return _forward_check_pair(converters.onnx_format.OnnxRunner(source), _runner(written, fmt))
 
 
 def _forward_check_pair(side_a, side_b) -> tuple[dict | None, str | None]:
@@ -274,15 +266,14 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                 if dst_fmt.name == "onnx":
                     check = dst_fmt.module.check(temporary)
                     if forward_check:
-                        forward, forward_note = _forward_check(obj, temporary, dst_fmt, strict=True)
+                        forward, forward_note = _forward_check(obj, temporary, strict=True)
                 else:
-                    check = _verify_written(obj, temporary, dst_fmt, prototxt)
-                if (forward_check and src_fmt.name == "onnx" and dst_fmt.name in
-                        ("caffemodel", "caffemodel-h5")):
-                    forward, forward_note = _onnx_source_check(source, temporary, dst_fmt)
-                elif (forward_check and isinstance(obj, Model) and obj.has_architecture
-                        and dst_fmt.name in ("caffemodel", "caffemodel-h5")):
-                    forward, forward_note = _forward_check(obj, temporary, dst_fmt)
+                    check, written = _verify_written(obj, temporary, dst_fmt, prototxt)
+                    if (forward_check and isinstance(obj, Model) and obj.has_architecture
+                            and dst_fmt.name in ("caffemodel", "caffemodel-h5")):
+                        from_onnx = src_fmt.name == "onnx"
+                        forward, forward_note = _forward_check(source if from_onnx else obj, written,
+                                                               strict=from_onnx)
                 if src_fmt.name == "onnx" and dst_fmt.name == "caffemodel":
                     _write_beside(obj, destination, ".prototxt", overwrite)
         except BlobcastError as error:

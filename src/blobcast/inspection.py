@@ -73,7 +73,7 @@ def model_facts(model: Model, stats: bool = False) -> dict:
     }
 
 
-def _state_net(state: SolverState, solver_facts: dict | None, solver_net: Model | None):
+def _state_net(state: SolverState, solver_net: Model | None):
     """The net whose parameter order the history follows, and where it came from."""
     if solver_net is not None:
         return solver_net, "solver"
@@ -108,7 +108,7 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
         "solver": solver_facts, "history_count": len(state.history), "history": [],
         "bytes": state.nbytes,
     }
-    net, net_source = _state_net(state, solver_facts, solver_net)
+    net, net_source = _state_net(state, solver_net)
     entries = None
     if net is not None:
         entries = tie_history(state, learnable_slots(net), solver_type)

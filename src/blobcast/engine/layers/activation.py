@@ -83,18 +83,36 @@ class Power(LayerOp):
         return (y if y is not x else x.copy(),)
 
 
+def _check_base(base: float) -> None:
+    if base != -1 and base <= 0:
+        raise ValueError("base must be positive (or -1 for e)")
+
+
+def exp_factors(params) -> tuple[float, float]:
+    """ExpLayer's inner and outer scale: y = outer * exp(inner * x)."""
+    _check_base(params.base)
+    log_base = 1.0 if params.base == -1 else math.log(params.base)
+    if params.shift == 0:
+        outer = 1.0
+    else:
+        outer = math.exp(params.shift) if params.base == -1 else params.base ** params.shift
+    return log_base * params.scale, outer
+
+
+def log_factor(params) -> float:
+    """LogLayer's base scale: y = factor * ln(scale * x + shift)."""
+    _check_base(params.base)
+    return 1.0 if params.base == -1 else 1.0 / math.log(params.base)
+
+
 @register("Exp")
 class Exp(LayerOp):
     def forward(self, x):
-        p = self.params
-        if p.base != -1 and p.base <= 0:
-            raise self.fail("base must be positive (or -1 for e)")
-        log_base = 1.0 if p.base == -1 else math.log(p.base)
-        inner = _const(x, log_base * p.scale)
-        if p.shift == 0:
-            outer = 1.0
-        else:
-            outer = math.exp(p.shift) if p.base == -1 else p.base ** p.shift
+        try:
+            inner, outer = exp_factors(self.params)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        inner = _const(x, inner)
         y = self.xp.exp(x if inner == 1 else inner * x)
         if outer != 1:
             y = y * _const(x, outer)
@@ -105,9 +123,10 @@ class Exp(LayerOp):
 class Log(LayerOp):
     def forward(self, x):
         p = self.params
-        if p.base != -1 and p.base <= 0:
-            raise self.fail("base must be positive (or -1 for e)")
-        base_scale = 1.0 if p.base == -1 else 1.0 / math.log(p.base)
+        try:
+            base_scale = log_factor(p)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
         y = x if (p.scale == 1 and p.shift == 0) else x * _const(x, p.scale) + _const(x, p.shift)
         y = self.xp.log(y)
         if base_scale != 1:

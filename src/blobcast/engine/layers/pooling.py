@@ -17,6 +17,53 @@ def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) 
     return out
 
 
+def pool_geometry(params, height: int, width: int):
+    """(kernel, stride, pad, output size), each (h, w), as PoolingLayer::Reshape
+    reads them; None for global pooling. Raises ValueError on bad settings."""
+    if params.global_pooling:
+        if params.has("kernel_size") or params.has("kernel_h"):
+            raise ValueError("global pooling takes no kernel size")
+        return None
+    if params.has("kernel_h") or params.has("kernel_w"):
+        kernel = (params.kernel_h, params.kernel_w)
+    elif params.has("kernel_size"):
+        kernel = (params.kernel_size, params.kernel_size)
+    else:
+        raise ValueError("no kernel size")
+    pad = ((params.pad_h, params.pad_w) if (params.has("pad_h") or params.has("pad_w"))
+           else (params.pad, params.pad))
+    stride = ((params.stride_h, params.stride_w) if (params.has("stride_h") or params.has("stride_w"))
+              else (params.stride, params.stride))
+    if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
+        raise ValueError("the padding must be smaller than the kernel")
+    ceil_mode = params.round_mode == "CEIL"
+    out = (pooled_size(height, kernel[0], stride[0], pad[0], ceil_mode),
+           pooled_size(width, kernel[1], stride[1], pad[1], ceil_mode))
+    return kernel, stride, pad, out
+
+
+def spp_levels(height: int, width: int, levels: int):
+    """(kernel, pad, output size) of each SPP level, as SPPLayer::GetPoolingParam
+    sets them (the stride equals the kernel)."""
+    for level in range(levels):
+        bins = 2 ** level
+        kernel = (math.ceil(height / bins), math.ceil(width / bins))
+        pad = ((kernel[0] * bins - height + 1) // 2, (kernel[1] * bins - width + 1) // 2)
+        out = (pooled_size(height, kernel[0], kernel[0], pad[0], True),
+               pooled_size(width, kernel[1], kernel[1], pad[1], True))
+        yield kernel, pad, out
+
+
+def average_divisor(xp, size, kernel, stride, pad, out):
+    """AVE pooling's divisor per output position: the window counts the
+    padding but not the overhang past it."""
+    counts = []
+    for n, k, s, p, o in zip(size, kernel, stride, pad, out):
+        starts = xp.arange(o) * s - p
+        counts.append(xp.minimum(starts + k, n + p) - starts)
+    return counts[0][:, None] * counts[1][None, :]
+
+
 def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
     """Pool the last two axes of x (N, C, H, W)."""
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out_shape
@@ -37,12 +84,8 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
         total = windows[0].copy()
         for window in windows[1:]:
             total += window
-        # The divisor counts the padding but not the overhang past it.
-        starts_h = xp.arange(oh) * sh - ph
-        starts_w = xp.arange(ow) * sw - pw
-        count_h = xp.minimum(starts_h + kh, height + ph) - starts_h
-        count_w = xp.minimum(starts_w + kw, width + pw) - starts_w
-        return total / (count_h[:, None] * count_w[None, :]).astype(x.dtype)
+        divisor = average_divisor(xp, (height, width), kernel, stride, pad, out_shape)
+        return total / divisor.astype(x.dtype)
     # STOCHASTIC at test time: the probability-weighted average sum(x^2)/sum(x).
     total = sum(windows[1:], windows[0].copy())
     squares = sum((w * w for w in windows[1:]), windows[0] * windows[0])
@@ -55,47 +98,25 @@ class Pooling(LayerOp):
     def forward(self, x):
         if x.ndim != 4:
             raise self.fail(f"pooling needs a 4-D input, got {list(x.shape)}")
-        p = self.params
         height, width = x.shape[2:]
-        if p.global_pooling:
-            if p.has("kernel_size") or p.has("kernel_h"):
-                raise self.fail("global pooling takes no kernel size")
-            kernel, pad, stride = (height, width), (0, 0), (1, 1)
-        else:
-            if p.has("kernel_h") or p.has("kernel_w"):
-                kernel = (p.kernel_h, p.kernel_w)
-            elif p.has("kernel_size"):
-                kernel = (p.kernel_size, p.kernel_size)
-            else:
-                raise self.fail("no kernel size")
-            pad = (p.pad_h, p.pad_w) if (p.has("pad_h") or p.has("pad_w")) else (p.pad, p.pad)
-            stride = ((p.stride_h, p.stride_w) if (p.has("stride_h") or p.has("stride_w"))
-                      else (p.stride, p.stride))
-        if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
-            raise self.fail("the padding must be smaller than the kernel")
-        ceil_mode = p.round_mode == "CEIL"
-        out = (pooled_size(height, kernel[0], stride[0], pad[0], ceil_mode),
-               pooled_size(width, kernel[1], stride[1], pad[1], ceil_mode))
-        return (pool2d(self.xp, x, p.pool, kernel, stride, pad, out),)
+        try:
+            geometry = pool_geometry(self.params, height, width)
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        if geometry is None:
+            geometry = (height, width), (1, 1), (0, 0), (1, 1)
+        return (pool2d(self.xp, x, self.params.pool, *geometry),)
 
 
 @register("SPP")
 class SpatialPyramidPooling(LayerOp):
     def forward(self, x):
-        xp = self.xp
         height, width = x.shape[2:]
         levels = self.params.pyramid_height
         outputs = []
-        for level in range(levels):
-            bins = 2 ** level
-            kernel_h, kernel_w = math.ceil(height / bins), math.ceil(width / bins)
-            pad_h = (kernel_h * bins - height + 1) // 2
-            pad_w = (kernel_w * bins - width + 1) // 2
-            out = (pooled_size(height, kernel_h, kernel_h, pad_h, True),
-                   pooled_size(width, kernel_w, kernel_w, pad_w, True))
-            pooled = pool2d(xp, x, self.params.pool, (kernel_h, kernel_w), (kernel_h, kernel_w),
-                            (pad_h, pad_w), out)
+        for kernel, pad, out in spp_levels(height, width, levels):
+            pooled = pool2d(self.xp, x, self.params.pool, kernel, kernel, pad, out)
             if levels == 1:
                 return (pooled,)
             outputs.append(pooled.reshape(x.shape[0], -1))
-        return (xp.concatenate(outputs, axis=1),)
+        return (self.xp.concatenate(outputs, axis=1),)
