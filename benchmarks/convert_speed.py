@@ -92,7 +92,7 @@ def make_model(scale: float) -> blobcast.Model:
     for name, shape in VGG16:
         outputs = max(1, int(shape[0] * scale))
         kind = "InnerProduct" if name.startswith("fc") else "Convolution"
-        inputs = channels if kind == "Convolution" else (shape[1] if name != "fc6" else channels * 49)
+        inputs = channels * 49 if name == "fc6" else channels
         shape = (outputs, inputs) + shape[2:]
         weight = rng.standard_normal(shape, dtype=np.float32) * np.float32(0.01)
         layer = blobcast.Layer(name, kind, bottoms=[previous], tops=[name],
