@@ -12,6 +12,7 @@ import os
 from types import SimpleNamespace
 
 from blobcast.errors import FormatError
+from blobcast.fileio import open_regular
 
 from . import binaryproto, caffe_hdf5, caffemodel, onnx_format, prototxt, solverstate
 
@@ -57,15 +58,8 @@ def format_for_suffix(path: str):
 
 
 def _read_head(path: str, size: int = 8) -> bytes:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(size)
-    except IsADirectoryError:
-        raise FormatError("is a directory, not a file", path) from None
-    except FileNotFoundError:
-        raise FormatError("no such file", path) from None
-    except PermissionError:
-        raise FormatError("permission denied", path) from None
+    with open_regular(path) as handle:
+        return handle.read(size)
 
 
 def detect_format(path: str, override: str | None = None):

@@ -13,14 +13,17 @@ import warnings
 
 import h5py
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from blobcast.errors import BlobcastWarning, FormatError
+from blobcast.limits import check_allocation
 from blobcast.model import Blob, Layer, Model
 from blobcast.tensor import LazyTensor
 from blobcast.weights import WeightSource, attach_weights
 
 from . import caffe_pb2 as pb
 from .caffe_net import architecture_pb, model_from_net
+from .hdf5_guard import check_storage, child, members, open_hdf5, walk_groups
 from .prototxt import architecture_text, has_unknown_fields, net_from_text
 
 NAME = "caffemodel-h5"
@@ -31,27 +34,18 @@ ARCHITECTURE = "architecture"
 ARCHITECTURE_BINARY = "architecture_pb"  # present only when text cannot hold everything
 
 
-def open_hdf5(path: str) -> h5py.File:
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        reason = str(error).split("(")[0].strip().rstrip(",") or "cannot be opened"
-        raise FormatError(f"not a readable HDF5 file ({reason})", path) from error
-
-
-def _dataset_tensor(dataset: h5py.Dataset, path: str, where: str) -> LazyTensor:
+def _dataset_tensor(dataset, path: str, where: str, file_map=None, copied=None) -> LazyTensor:
+    """A dataset's values as a lazy tensor: a view of `file_map` (the whole
+    file, mapped once) where they lie contiguously, else read when asked
+    (then its size is added to the list `copied`, for the memory budget)."""
+    if not isinstance(dataset, h5py.Dataset):
+        raise FormatError(f"{where} is not a dataset", path)
     dtype = dataset.dtype
     if dtype.kind != "f":
         raise FormatError(f"{where} holds {dtype} values; Caffe stores floats", path)
+    check_storage(dataset, path, where)
     shape = dataset.shape
     target = np.dtype("<f8") if dtype.itemsize == 8 else np.dtype("<f4")
-    declared = dataset.size * dtype.itemsize
-    if declared and dataset.compression is None:
-        # Checked before anything is allocated: a header may claim any size.
-        stored = dataset.id.get_storage_size()
-        if stored < declared:
-            raise FormatError(f"{where} declares {declared} bytes of values but the file stores "
-                              f"{stored}", path)
     offset = dataset.id.get_offset()
     contiguous = dataset.chunks is None and offset is not None and dataset.size > 0
     if contiguous:
@@ -59,36 +53,52 @@ def _dataset_tensor(dataset: h5py.Dataset, path: str, where: str) -> LazyTensor:
         if needed > os.path.getsize(path):
             raise FormatError(f"{where} claims {dataset.size * dtype.itemsize} bytes that run past "
                               "the end of the file (truncated?)", path)
-    if contiguous and dtype == target:
-        # Zero-copy: the values lie contiguously in the file; map them.
-        def load(path=path, offset=offset, shape=shape, dtype=target):
-            return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    if contiguous and dtype == target and file_map is not None:
+        # Zero-copy: the values lie contiguously in the file; view them. One
+        # mapping serves every dataset (one per dataset would hold one file
+        # descriptor each).
+        def load(buf=file_map, offset=offset, shape=shape, dtype=target, count=dataset.size):
+            return np.frombuffer(buf(), dtype=dtype, count=count, offset=offset).reshape(shape)
     else:
+        if copied is not None:
+            copied.append(dataset.size * target.itemsize)
+
         def load(dataset=dataset, target=target):
             return np.asarray(dataset[()], dtype=target).reshape(dataset.shape)
     return LazyTensor(shape, target, load, f"{path}:{where}")
 
 
-def _layer_groups(data: h5py.Group) -> list[tuple[str, h5py.Group]]:
-    """Every group under /data with its path relative to /data (nested '/' names too)."""
-    found = []
-    data.visititems(lambda name, item: found.append((name, item))
-                    if isinstance(item, h5py.Group) else None)
-    return found
+class FileMap:
+    """The whole file memory-mapped once, on first use."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._buf = None
+
+    def __call__(self):
+        if self._buf is None:
+            from .caffemodel import map_file
+
+            self._buf = map_file(self.path)
+        return self._buf
 
 
-def _blobs_in(group: h5py.Group, diff_group, path: str, layer_name: str) -> dict[int, Blob]:
+def _blobs_in(group: h5py.Group, diff_group, path: str, layer_name: str, file_map,
+              copied: list) -> dict[int, Blob]:
     blobs = {}
-    for key, item in group.items():
+    for key, item in members(group, path):
         if not isinstance(item, h5py.Dataset):
-            continue
+            if isinstance(item, h5py.Group):
+                continue  # a nested layer ('/' in its name), walked on its own
+            raise FormatError(f"/data/{layer_name}/{key} is neither a group nor a dataset", path)
         if not key.isdigit():
             raise FormatError(f"/data/{layer_name}/{key}: blob datasets are named 0, 1, 2, ...", path)
         where = f"/data/{layer_name}/{key}"
-        data = _dataset_tensor(item, path, where)
+        data = _dataset_tensor(item, path, where, file_map, copied)
         diff = None
-        if diff_group is not None and key in diff_group:
-            diff = _dataset_tensor(diff_group[key], path, f"/diff/{layer_name}/{key}")
+        diff_item = child(diff_group, key, path) if diff_group is not None else None
+        if diff_item is not None:
+            diff = _dataset_tensor(diff_item, path, f"/diff/{layer_name}/{key}", file_map, copied)
             if diff.shape != data.shape:
                 raise FormatError(f"/diff/{layer_name}/{key} has shape {list(diff.shape)} but "
                                   f"its data has {list(data.shape)}", path)
@@ -110,39 +120,60 @@ def _not_a_snapshot(handle: h5py.File, path: str) -> FormatError:
 
 
 def _architecture(handle: h5py.File, path: str) -> Model | None:
-    if ARCHITECTURE_BINARY in handle:
-        raw = bytes(np.asarray(handle[ARCHITECTURE_BINARY][()]).tobytes())
-        net = pb.NetParameter.FromString(raw)
+    binary = child(handle, ARCHITECTURE_BINARY, path)
+    if binary is not None:
+        if not isinstance(binary, h5py.Dataset) or binary.dtype != np.uint8 or binary.ndim != 1:
+            raise FormatError(f"/{ARCHITECTURE_BINARY} is not a byte array", path)
+        check_storage(binary, path, f"/{ARCHITECTURE_BINARY}")
+        raw = bytes(np.asarray(binary[()]).tobytes())
+        try:
+            net = pb.NetParameter.FromString(raw)
+        except DecodeError as error:
+            raise FormatError(f"/{ARCHITECTURE_BINARY} is not a NetParameter ({error})", path) from error
         return model_from_net(net, [[] for _ in net.layer], source_format=NAME,
                               source_version="V2", notes=[], path=path)
-    if ARCHITECTURE in handle:
-        dataset = handle[ARCHITECTURE]
-        if not isinstance(dataset, h5py.Dataset) or dataset.shape != ():
-            raise FormatError(f"/{ARCHITECTURE} is not a single string", path)
-        info = h5py.check_string_dtype(dataset.dtype)
-        if info is None:
-            raise FormatError(f"/{ARCHITECTURE} is not a string", path)
-        if info.length is not None and dataset.id.get_storage_size() < info.length:
-            raise FormatError(f"/{ARCHITECTURE} declares {info.length} bytes but the file stores "
-                              f"{dataset.id.get_storage_size()}", path)
-        text = dataset[()]
-        try:
-            text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
-        except UnicodeDecodeError as error:
-            raise FormatError(f"/{ARCHITECTURE} is not valid UTF-8", path) from error
-        return net_from_text(text.rstrip("\0"), f"{path}:/{ARCHITECTURE}")
-    return None
+    dataset = child(handle, ARCHITECTURE, path)
+    if dataset is None:
+        return None
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape != ():
+        raise FormatError(f"/{ARCHITECTURE} is not a single string", path)
+    info = h5py.check_string_dtype(dataset.dtype)
+    if info is None:
+        raise FormatError(f"/{ARCHITECTURE} is not a string", path)
+    if info.length is None:
+        # Variable-length strings live in HDF5's global heap, where a damaged
+        # file can make the library loop forever; blobcast writes fixed-length.
+        raise FormatError(f"/{ARCHITECTURE} is a variable-length string; blobcast writes (and "
+                          "reads) a fixed-length one", path)
+    check_storage(dataset, path, f"/{ARCHITECTURE}")
+    text = dataset[()]
+    try:
+        text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    except UnicodeDecodeError as error:
+        raise FormatError(f"/{ARCHITECTURE} is not valid UTF-8", path) from error
+    return net_from_text(text.rstrip("\0"), f"{path}:/{ARCHITECTURE}")
 
 
 def read_sources(handle: h5py.File, path: str) -> list[WeightSource]:
-    if "data" not in handle or not isinstance(handle["data"], h5py.Group):
+    data = child(handle, "data", path)
+    if not isinstance(data, h5py.Group):
         raise _not_a_snapshot(handle, path)
-    data = handle["data"]
-    diff_root = handle.get("diff")
+    diff_root = child(handle, "diff", path)
+    file_map = FileMap(path)
     sources = []
-    for name, group in _layer_groups(data):
-        diff_group = diff_root.get(name) if isinstance(diff_root, h5py.Group) else None
-        sources.append(WeightSource(name, _blobs_in(group, diff_group, path, name)))
+    copied: list[int] = []
+    for name, group in walk_groups(data, path):
+        diff_group = None
+        if isinstance(diff_root, h5py.Group):
+            diff_group = diff_root
+            for part in name.split("/"):
+                diff_group = child(diff_group, part, path)
+                if not isinstance(diff_group, h5py.Group):
+                    diff_group = None
+                    break
+        sources.append(WeightSource(name, _blobs_in(group, diff_group, path, name, file_map,
+                                                    copied)))
+    check_allocation(sum(copied), "reading the datasets that are not stored plainly", path)
     return sources
 
 
@@ -225,18 +256,27 @@ def _write_architecture(handle: h5py.File, model: Model) -> None:
 
 
 def hdf5_listing(path: str) -> list[dict]:
-    """Every group and dataset in the file, like `h5ls -r`."""
+    """Every group and dataset in the file, like `h5ls -r` (links are listed,
+    never followed)."""
     handle = open_hdf5(path)
     entries = []
-
-    def visit(name, item):
-        entry = {"path": "/" + name}
-        if isinstance(item, h5py.Dataset):
-            entry.update(kind="dataset", shape=list(item.shape), dtype=str(item.dtype),
-                         compression=item.compression)
-        else:
-            entry["kind"] = "group"
-        entries.append(entry)
-
-    handle.visititems(visit)
+    groups = [("", handle)] + [("/" + name, group) for name, group in walk_groups(handle, path)]
+    for prefix, group in groups:
+        for name in group.keys():
+            link = group.get(name, getlink=True)
+            entry = {"path": f"{prefix}/{name}"}
+            if not isinstance(link, h5py.HardLink):
+                target = getattr(link, "path", "")
+                where = getattr(link, "filename", "")
+                entry.update(kind="link", target=f"{where}:{target}" if where else target)
+            else:
+                item = group[name]
+                if isinstance(item, h5py.Dataset):
+                    entry.update(kind="dataset", shape=list(item.shape), dtype=str(item.dtype),
+                                 compression=item.compression)
+                elif isinstance(item, h5py.Group):
+                    entry["kind"] = "group"
+                else:
+                    entry["kind"] = "other"
+            entries.append(entry)
     return entries

@@ -13,6 +13,7 @@ import os
 from google.protobuf.message import DecodeError
 
 from blobcast.errors import FormatError
+from blobcast.fileio import open_regular
 from blobcast.model import Model
 
 from . import caffe_pb2 as pb
@@ -32,7 +33,7 @@ _BLOBS_V2, _BLOBS_V1, _V0_LAYER, _BLOBS_V0 = 7, 6, 1, 50
 
 def map_file(path: str):
     """Memory-map a file read-only (an empty file gets empty bytes)."""
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         size = os.fstat(handle.fileno()).st_size
         if size == 0:
             raise FormatError("the file is empty", path)

@@ -9,12 +9,14 @@ read as memory-mapped views and may not point outside the model's folder.
 from __future__ import annotations
 
 import os
+import secrets
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from blobcast.errors import FormatError
+from blobcast.fileio import check_regular_file, final_path
 from blobcast.model import Model
 from blobcast.tensor import LazyTensor
 
@@ -66,6 +68,17 @@ def _inline_chunks(name: str, array) -> list:
     return [length_delimited(_INITIALIZER, sum(len(c) for c in payload)), *payload]
 
 
+def _data_file_name(path: str) -> str:
+    """`<model>.data`, or a fresh name when that file exists where the model
+    goes: the model being replaced still uses it, and a new model must never
+    sit beside old data (or an old model beside new data)."""
+    final = final_path(path)
+    name = os.path.basename(final) + ".data"
+    if os.path.lexists(os.path.join(os.path.dirname(final), name)):
+        name = f"{os.path.basename(final)}.{secrets.token_hex(4)}.data"
+    return name
+
+
 def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
           strict: bool = False, progress=None, **_options) -> None:
@@ -75,10 +88,11 @@ def write(model: Model, path: str, *, opset: int | None = None,
     total = sum(int(np.asarray(a.numpy() if hasattr(a, "numpy") else a).nbytes)
                 for _, a in builder.initializers)
     use_external = external_data if external_data is not None else total > EXTERNAL_DATA_THRESHOLD
-    handle = open(path + ".data", "wb") if use_external else None
+    data_name = _data_file_name(path) if use_external else None
+    handle = open(os.path.join(os.path.dirname(path), data_name), "wb") if use_external else None
     initializer_chunks: list = []
     try:
-        external = (handle, os.path.basename(path) + ".data") if use_external else None
+        external = (handle, data_name) if use_external else None
         for name, array in builder.initializers:
             nbytes = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes
             if external is not None and nbytes >= 1024:
@@ -125,42 +139,140 @@ def _resolve_location(model_path: str, location: str) -> str:
     if os.path.commonpath([folder, target]) != folder:
         raise FormatError(f"external data location {location!r} points outside the model's "
                           "folder", model_path)
-    if not os.path.isfile(target):
+    if not os.path.lexists(target):
         raise FormatError(f"external data file {location!r} is missing", model_path)
+    check_regular_file(target)
     return target
 
 
-def _layout(tensor: TensorProto, path: str) -> tuple[np.dtype, tuple[int, ...], int]:
-    """An initializer's dtype, shape and value count."""
+def _layout(tensor: TensorProto, path: str, where: str | None = None
+            ) -> tuple[np.dtype, tuple[int, ...], int]:
+    """A tensor's dtype, shape and value count."""
     dtype = _NUMPY_OF.get(tensor.data_type)
     if dtype is None:
-        raise FormatError(f"initializer {tensor.name!r} has an unsupported type", path)
+        raise FormatError(f"{where or f'initializer {tensor.name!r}'} has an unsupported type", path)
+    if any(d < 0 for d in tensor.dims):
+        raise FormatError(f"{where or f'initializer {tensor.name!r}'} has a negative dimension", path)
     shape = tuple(int(d) for d in tensor.dims)
     return dtype, shape, int(np.prod(shape))
 
 
-def external_tensor(tensor: TensorProto, model_path: str) -> LazyTensor | np.ndarray:
+def _external_span(tensor: TensorProto, model_path: str, where: str):
+    """(file, offset, dtype, shape, count) of a tensor's external data, checked:
+    inside the model's folder, a regular file, long enough."""
     info = {entry.key: entry.value for entry in tensor.external_data}
-    dtype, shape, count = _layout(tensor, model_path)
+    dtype, shape, count = _layout(tensor, model_path, where)
     path = _resolve_location(model_path, info.get("location", ""))
     try:
         offset = int(info.get("offset", 0))
         length = int(info.get("length", count * dtype.itemsize))
     except ValueError:
-        raise FormatError(f"initializer {tensor.name!r}: bad external data offset or length",
-                          model_path) from None
+        raise FormatError(f"{where}: bad external data offset or length", model_path) from None
     if length != count * dtype.itemsize:
-        raise FormatError(f"initializer {tensor.name!r}: external data length {length} does not fit "
+        raise FormatError(f"{where}: external data length {length} does not fit "
                           f"shape {list(shape)}", model_path)
     if offset < 0 or offset + length > os.path.getsize(path):
-        raise FormatError(f"initializer {tensor.name!r}: external data runs past the end of "
+        raise FormatError(f"{where}: external data runs past the end of "
                           f"{os.path.basename(path)} (truncated?)", model_path)
-    if dtype.kind != "f":
-        return np.fromfile(path, dtype=dtype, count=count, offset=offset).reshape(shape)
+    return path, offset, dtype, shape, count
+
+
+class ExternalFiles:
+    """External data files, each mapped once however many tensors it holds
+    (a mapping per tensor would hold a file descriptor each)."""
+
+    def __init__(self):
+        self._maps: dict[str, object] = {}
+
+    def buffer(self, path: str):
+        if path not in self._maps:
+            from .caffemodel import map_file
+
+            self._maps[path] = map_file(path)
+        return self._maps[path]
+
+
+def external_tensor(tensor: TensorProto, model_path: str, files: ExternalFiles | None = None,
+                    where: str | None = None) -> LazyTensor | np.ndarray:
+    where = where or f"initializer {tensor.name!r}"
+    path, offset, dtype, shape, count = _external_span(tensor, model_path, where)
+    files = files or ExternalFiles()
     if count == 0:
         return np.zeros(shape, dtype)
-    return LazyTensor(shape, dtype, lambda: np.memmap(path, dtype=dtype, mode="r", offset=offset,
-                                                      shape=shape), f"{model_path}:{tensor.name}")
+    if dtype.kind != "f":
+        return np.frombuffer(files.buffer(path), dtype=dtype, count=count,
+                             offset=offset).reshape(shape).copy()
+    return LazyTensor(shape, dtype, lambda: np.frombuffer(files.buffer(path), dtype=dtype, count=count,
+                                                          offset=offset).reshape(shape),
+                      f"{model_path}:{tensor.name}")
+
+
+def _graph_tensors(graph, where: str):
+    for tensor in graph.initializer:
+        yield f"{where}initializer {tensor.name!r}", tensor
+    for sparse in graph.sparse_initializer:
+        yield f"{where}sparse initializer {sparse.values.name!r}", sparse.values
+        yield f"{where}sparse initializer {sparse.values.name!r} indices", sparse.indices
+    for node in graph.node:
+        yield from _node_tensors(node, f"{where}node {node.name or node.op_type!r} ")
+
+
+def _node_tensors(node, where: str):
+    for attribute in node.attribute:
+        place = f"{where}attribute {attribute.name!r}"
+        if attribute.HasField("t"):
+            yield place, attribute.t
+        for tensor in attribute.tensors:
+            yield place, tensor
+        sparse = list(attribute.sparse_tensors)
+        if attribute.HasField("sparse_tensor"):
+            sparse.append(attribute.sparse_tensor)
+        for item in sparse:
+            yield place, item.values
+            yield place, item.indices
+        if attribute.HasField("g"):
+            yield from _graph_tensors(attribute.g, place + " subgraph ")
+        for graph in attribute.graphs:
+            yield from _graph_tensors(graph, place + " subgraph ")
+
+
+def all_tensors(model):
+    """(where, TensorProto) for every tensor a model holds, wherever it sits:
+    initializers, node attributes, subgraphs, functions, training graphs."""
+    if model.HasField("graph"):
+        yield from _graph_tensors(model.graph, "")
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_tensors(node, f"function {function.name!r} node {node.name or node.op_type!r} ")
+    for index, info in enumerate(model.training_info):
+        yield from _graph_tensors(info.initialization, f"training_info {index} initialization ")
+        yield from _graph_tensors(info.algorithm, f"training_info {index} algorithm ")
+
+
+def check_external_data(model, path: str) -> set[str]:
+    """Check every external data reference of a model before anything reads
+    one; return the files they name."""
+    files = set()
+    for where, tensor in all_tensors(model):
+        if tensor.data_location == TensorProto.EXTERNAL:
+            files.add(_external_span(tensor, path, where)[0])
+    return files
+
+
+def external_data_files(path: str) -> set[str]:
+    """The external data files a model file uses (checked as on reading)."""
+    return check_external_data(map_onnx(path)[0], path)
+
+
+def tensor_value(tensor: TensorProto, model_path: str, where: str) -> np.ndarray:
+    """A TensorProto's values (a Constant's, say); external data confined as
+    for initializers, never resolved against the working directory."""
+    if tensor.data_location == TensorProto.EXTERNAL:
+        return np.asarray(external_tensor(tensor, model_path, where=where))
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as error:
+        raise FormatError(f"{where} cannot be read ({error})", model_path) from error
 
 
 def load_onnx(path: str):
@@ -218,6 +330,7 @@ def map_onnx(path: str):
         raise FormatError(f"not a valid ONNX model ({type(error).__name__}: {error})", path) from error
     if not model.HasField("graph"):
         raise FormatError("not a valid ONNX model (no graph)", path)
+    check_external_data(model, path)
     return model, raw, buf
 
 
@@ -236,11 +349,12 @@ def _raw_tensor(tensor: TensorProto, buf, span, path: str):
 
 def initializer_values(onnx_model, path: str, raw: dict | None = None, buf=None) -> dict:
     values = {}
+    files = ExternalFiles()
     for tensor in onnx_model.graph.initializer:
         if raw is not None and tensor.name in raw:
             values[tensor.name] = _raw_tensor(tensor, buf, raw[tensor.name], path)
         elif tensor.data_location == TensorProto.EXTERNAL:
-            values[tensor.name] = external_tensor(tensor, path)
+            values[tensor.name] = external_tensor(tensor, path, files)
         else:
             try:
                 values[tensor.name] = numpy_helper.to_array(tensor)
@@ -265,11 +379,9 @@ class OnnxRunner:
     def __init__(self, path: str):
         self.path = path
         # The graph alone: tensor values are read by whichever engine runs it.
-        graph = map_onnx(path)[0].graph
-        self.external = any(t.data_location == TensorProto.EXTERNAL for t in graph.initializer)
-        for tensor in graph.initializer:  # refuse bad external data before anything reads it
-            if tensor.data_location == TensorProto.EXTERNAL:
-                external_tensor(tensor, path)
+        onnx_model = map_onnx(path)[0]  # every external reference checked before any is read
+        graph = onnx_model.graph
+        self.external = any(t.data_location == TensorProto.EXTERNAL for _, t in all_tensors(onnx_model))
         initializer_names = {t.name for t in graph.initializer}
         self.inputs = {}
         for item in graph.input:

@@ -8,6 +8,8 @@ import warnings
 from google.protobuf import text_format
 
 from blobcast.errors import BlobcastWarning, FormatError
+from blobcast.fileio import open_regular
+from blobcast.limits import check_allocation
 from blobcast.model import Model
 
 from . import caffe_pb2 as pb
@@ -62,10 +64,16 @@ def net_from_text(text: str, path: str) -> Model:
     return model
 
 
+def read_text(path: str) -> str:
+    """A text file's contents: a regular file only, its size within the budget."""
+    with open_regular(path) as handle:
+        check_allocation(os.fstat(handle.fileno()).st_size, "the text", path)
+        return handle.read().decode("utf-8")
+
+
 def read(path: str, **_options) -> Model:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_text(path)
     except UnicodeDecodeError as error:
         raise FormatError("not a text file (a binary model with the wrong suffix?)", path) from error
     if not text.strip():
@@ -107,8 +115,7 @@ _SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDel
 def read_solver(path: str):
     """A solver .prototxt as a SolverParameter Message, legacy solver_type upgraded."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_text(path)
     except (OSError, UnicodeDecodeError) as error:
         raise FormatError(f"cannot be read ({error})", path) from error
     solver = parse_text(text, path, pb.SolverParameter)

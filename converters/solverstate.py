@@ -12,12 +12,14 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from blobcast.errors import FormatError
+from blobcast.limits import check_allocation
 from blobcast.solver import SolverState
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
-from .caffe_hdf5 import _dataset_tensor, open_hdf5
+from .caffe_hdf5 import FileMap, _dataset_tensor
 from .caffemodel import map_file
+from .hdf5_guard import check_storage, child, members, open_hdf5
 from .messages import fill_pb, message_from_pb
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
@@ -80,13 +82,41 @@ class BinaryFormat:
         write_chunks(path, chunks, progress)
 
 
+def _scalar_dataset(handle, name: str, path: str):
+    item = child(handle, name, path)
+    if item is None:
+        return None
+    if not isinstance(item, h5py.Dataset):
+        raise FormatError(f"/{name} is not a dataset", path)
+    check_storage(item, path, f"/{name}")
+    return item
+
+
 def _int_scalar(handle, name: str, path: str) -> int:
-    if name not in handle:
+    dataset = _scalar_dataset(handle, name, path)
+    if dataset is None:
         raise FormatError(f"no /{name} dataset; not a Caffe solver state", path)
-    value = np.asarray(handle[name][()]).reshape(-1)
-    if value.size != 1 or value.dtype.kind not in "iu":
+    # Checked before reading: a header may claim any number of values.
+    if dataset.size != 1 or dataset.dtype.kind not in "iu":
         raise FormatError(f"/{name} must hold one integer", path)
-    return int(value[0])
+    return int(np.asarray(dataset[()]).reshape(-1)[0])
+
+
+MAX_LEARNED_NET = 4096  # a path name; Caffe's is a few dozen bytes
+
+
+def _learned_net(handle, path: str) -> str:
+    dataset = _scalar_dataset(handle, "learned_net", path)
+    if dataset is None:
+        return ""
+    info = h5py.check_string_dtype(dataset.dtype)
+    if info is None or info.length is None or dataset.size != 1:
+        raise FormatError("/learned_net must be one fixed-length string", path)
+    if info.length > MAX_LEARNED_NET:
+        raise FormatError(f"/learned_net declares a {info.length}-byte name; at most "
+                          f"{MAX_LEARNED_NET} are read", path)
+    raw = np.asarray(dataset[()]).reshape(-1)[0]
+    return raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
 
 
 class HDF5Format:
@@ -97,24 +127,24 @@ class HDF5Format:
     @staticmethod
     def read(path: str, **_options) -> SolverState:
         handle = open_hdf5(path)
-        if "data" in handle and "history" not in handle:
+        if child(handle, "data", path) is not None and child(handle, "history", path) is None:
             raise FormatError("this is a Caffe model snapshot, not a solver state; name it "
                               ".caffemodel.h5", path)
         iteration = _int_scalar(handle, "iter", path)
         current_step = _int_scalar(handle, "current_step", path)
-        learned = handle.get("learned_net")
-        learned_net = ""
-        if learned is not None:
-            raw = learned[()]
-            learned_net = raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
-        group = handle.get("history")
+        learned_net = _learned_net(handle, path)
+        group = child(handle, "history", path)
         if not isinstance(group, h5py.Group):
             raise FormatError("no /history group; not a Caffe solver state", path)
-        keys = list(group.keys())
+        entries = dict(members(group, path))
+        keys = list(entries)
         if any(not key.isdigit() for key in keys) or sorted(map(int, keys)) != list(range(len(keys))):
             raise FormatError("/history must hold datasets named 0 .. n-1; found "
                               + ", ".join(sorted(keys)[:10]), path)
-        history = [_dataset_tensor(group[str(i)], path, f"/history/{i}") for i in range(len(keys))]
+        file_map, copied = FileMap(path), []
+        history = [_dataset_tensor(entries[str(i)], path, f"/history/{i}", file_map, copied)
+                   for i in range(len(keys))]
+        check_allocation(sum(copied), "reading the datasets that are not stored plainly", path)
         return SolverState(iter=iteration, current_step=current_step, learned_net=learned_net,
                            history=history, source_path=path, source_format=HDF5Format.NAME)
 

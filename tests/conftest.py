@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import mmap
 import shutil
 from pathlib import Path
 
@@ -23,3 +24,13 @@ def caffe_dir(tmp_path) -> Path:
 
 def read_bytes(path) -> bytes:
     return Path(path).read_bytes()
+
+
+def views_a_file_mapping(array) -> bool:
+    """Whether an array is a view of a memory-mapped file (no copy)."""
+    base = array
+    while getattr(base, "base", None) is not None:
+        base = base.base
+    if isinstance(base, memoryview):
+        base = base.obj
+    return isinstance(base, mmap.mmap)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from .compare import model_differences, state_differences
 from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError
-from .fileio import atomic_destination, check_distinct, check_stop
+from .fileio import OutputGroup, atomic_destination, check_distinct, check_stop
 from .model import Model
 from .solver import SolverState
 from .weights import WeightSource, attach_weights
@@ -193,19 +193,53 @@ def _forward_check_pair(side_a, side_b) -> tuple[dict | None, str | None]:
     return {"outputs": len(results), "max_abs_error": worst, "passed": True}, None
 
 
-def _write_beside(model: Model, destination: str, suffix: str, overwrite: bool) -> None:
+def _stale_companions_remover(fmt, destination: str):
+    """What removes, once a replaced ONNX model is gone, the external data
+    files it used that the new model does not (the new data is written under
+    a fresh name, so model and data are never mixed)."""
+    try:
+        old = set(fmt.module.external_data_files(destination))
+    except BlobcastError:
+        old = set()
+
+    def remove() -> None:
+        try:
+            current = set(fmt.module.external_data_files(destination))
+        except BlobcastError:
+            return
+        for path in old - current:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    return remove
+
+
+def _write_beside(model: Model, destination: str, suffix: str, overwrite: bool,
+                  group: OutputGroup) -> None:
     stem = destination[: -len(".caffemodel")] if destination.endswith(".caffemodel") else destination
-    with atomic_destination(stem + suffix, overwrite=overwrite) as temporary:
+    with atomic_destination(stem + suffix, overwrite=overwrite, group=group) as temporary:
         save(model, temporary, format="prototxt")
 
 
+def _plain_relative(folder: str) -> bool:
+    """A relative folder without '..' parts: all of a recorded path that may travel."""
+    return not os.path.isabs(folder) and ".." not in folder.replace("\\", "/").split("/")
+
+
 def _learned_net_for(old_learned_net: str, new_weights: str, destination: str) -> str:
-    """The learned_net to record in a converted state so Caffe still finds it."""
+    """The learned_net to record in a converted state so Caffe still finds it.
+
+    The old value comes from the (untrusted) state file: only a plain relative
+    folder of it is kept, never an absolute path or a '..' escape, so the new
+    state points only where the user said."""
     same_folder = (os.path.dirname(os.path.abspath(new_weights))
                    == os.path.dirname(os.path.abspath(destination)))
-    if same_folder and old_learned_net:
+    prefix = os.path.dirname(old_learned_net) if old_learned_net else ""
+    if same_folder and prefix and _plain_relative(prefix):
         # Keep the prefix Caffe wrote (relative to where it ran), new file name.
-        return os.path.join(os.path.dirname(old_learned_net), os.path.basename(new_weights))
+        return os.path.join(prefix, os.path.basename(new_weights))
     return new_weights
 
 
@@ -215,7 +249,25 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             overwrite: bool = False, weights: str | None = None,
             forward_check: bool = True, progress_factory=None,
             onnx_options: dict | None = None) -> ConversionReport:
-    """Convert a file; the output appears only once written and checked bit-exact."""
+    """Convert a file; the output appears only once written and checked bit-exact.
+
+    Every file one conversion writes (a state and its --weights, an imported
+    net's .caffemodel and .prototxt) appears together, or none does."""
+    after_commit: list = []
+    with OutputGroup() as group:
+        report = _convert(source, destination, prototxt=prototxt, source_format=source_format,
+                          destination_format=destination_format, compress=compress,
+                          overwrite=overwrite, weights=weights, forward_check=forward_check,
+                          progress_factory=progress_factory, onnx_options=onnx_options,
+                          group=group, after_commit=after_commit)
+    for action in after_commit:
+        action()
+    return report
+
+
+def _convert(source, destination, *, prototxt, source_format, destination_format, compress,
+             overwrite, weights, forward_check, progress_factory, onnx_options,
+             group: OutputGroup, after_commit: list) -> ConversionReport:
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
     converters = _converters()
@@ -242,9 +294,12 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             if not isinstance(obj, SolverState):
                 raise BlobcastError("--weights goes with a solver state conversion")
             old_weights = obj.require_weights()
-            weights_report = convert(old_weights, weights, prototxt=prototxt, overwrite=overwrite,
-                                     forward_check=forward_check,
-                                     progress_factory=progress_factory)
+            check_distinct(source, weights)
+            weights_report = _convert(old_weights, weights, prototxt=prototxt, source_format=None,
+                                      destination_format=None, compress=None, overwrite=overwrite,
+                                      weights=None, forward_check=forward_check,
+                                      progress_factory=progress_factory, onnx_options=None,
+                                      group=group, after_commit=after_commit)
             obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
         total = obj.nbytes if hasattr(obj, "nbytes") else 0
         progress = progress_factory(total, os.path.basename(destination)) if progress_factory else None
@@ -259,7 +314,9 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             raise BlobcastError("the ONNX options (--opset, --input, --dynamic-batch, "
                                 "--external-data, --strict) go with an .onnx destination")
         try:
-            with atomic_destination(destination, overwrite=overwrite) as temporary:
+            if dst_fmt.name == "onnx" and overwrite and os.path.isfile(destination):
+                after_commit.append(_stale_companions_remover(dst_fmt, destination))
+            with atomic_destination(destination, overwrite=overwrite, group=group) as temporary:
                 save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
                      **(onnx_options or {}))
                 forward, forward_note = None, None
@@ -275,7 +332,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                         forward, forward_note = _forward_check(source if from_onnx else obj, written,
                                                                strict=from_onnx)
                 if src_fmt.name == "onnx" and dst_fmt.name == "caffemodel":
-                    _write_beside(obj, destination, ".prototxt", overwrite)
+                    _write_beside(obj, destination, ".prototxt", overwrite, group)
         except BlobcastError as error:
             if temporary and error.path and temporary in error.path:
                 # The user knows the destination, not our temporary name for it.

@@ -11,9 +11,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.tree import Tree
 
+from .display import safe as escape
 from .errors import BlobcastError
 from .fileio import request_stop, stop_requested
 

@@ -1,21 +1,38 @@
-"""Writing outputs safely: a temporary file beside the destination, renamed
-into place only when complete and checked; nothing left behind on failure."""
+"""Reading inputs and writing outputs safely.
+
+Inputs: only regular files are opened (a FIFO, a device or a socket could
+block forever or never end). Outputs: a temporary file beside the
+destination, renamed into place only when complete and checked, created
+exclusively unless replacing is allowed, never half-written; several outputs
+of one operation appear together or not at all.
+"""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import signal
+import stat
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
-from .errors import BlobcastError
+from .errors import BlobcastError, FormatError
 
 # Set by a signal handler (SIGTERM). The handler also raises, but Python
 # ignores exceptions raised where a signal happens to land inside a callback
 # (a weakref finalizer, say), so writers also check this between chunks and
 # the final rename never happens once it is set.
 _stop_signal: int | None = None
+# Destinations replaced by this process, so an interruption after the final
+# rename is not reported as "nothing was written".
+_committed: list[str] = []
+# Temporary path -> the destination it will become (writers that name
+# companion files need the final folder).
+_final_paths: dict[str, str] = {}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -37,10 +54,59 @@ def check_stop() -> None:
         raise Interrupted(f"signal {_stop_signal}")
 
 
+def committed_outputs() -> list[str]:
+    return list(_committed)
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# -- inputs ---------------------------------------------------------------------------------
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def check_regular_file(path: str, error=FormatError) -> None:
+    """Refuse, without opening it, anything but an existing regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error("no such file", path) from None
+    except PermissionError:
+        raise error("permission denied", path) from None
+    except OSError as problem:
+        raise error(f"cannot be read ({problem.strerror or problem})", path) from None
+    if stat.S_ISDIR(mode):
+        raise error("is a directory, not a file", path)
+    if not stat.S_ISREG(mode):
+        raise error(f"is {_kind(mode)}, not a regular file; refused", path)
+
+
+def open_regular(path: str):
+    """Open a regular file for reading (binary). Non-blocking open, then checked
+    again on the open descriptor, so a file swapped for a FIFO cannot hang us."""
+    check_regular_file(path)
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+                             | getattr(os, "O_CLOEXEC", 0))
+    except PermissionError:
+        raise FormatError("permission denied", path) from None
+    except OSError as problem:
+        raise FormatError(f"cannot be read ({problem.strerror or problem})", path) from None
+    mode = os.fstat(descriptor).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise FormatError(f"is {_kind(mode)}, not a regular file; refused", path)
+    return os.fdopen(descriptor, "rb")
 
 
 def check_distinct(source: str, destination: str) -> None:
@@ -50,20 +116,129 @@ def check_distinct(source: str, destination: str) -> None:
             raise BlobcastError("the output is the input file; write somewhere else", destination)
 
 
+# -- outputs --------------------------------------------------------------------------------
+def final_path(temporary: str) -> str:
+    """The destination a temporary path from atomic_destination will become."""
+    return _final_paths.get(os.path.abspath(temporary), temporary)
+
+
+@dataclass
+class _Pending:
+    destination: str
+    workspace: str
+    temporary: str
+    overwrite: bool
+
+    def files(self) -> list[tuple[str, str]]:
+        """(temporary file, final path) pairs: companions first, the main file last."""
+        folder, name = os.path.split(self.destination)
+        companions = sorted(f for f in os.listdir(self.workspace) if f != os.path.basename(self.temporary))
+        return ([(os.path.join(self.workspace, f), os.path.join(folder, f)) for f in companions]
+                + [(self.temporary, self.destination)])
+
+    def discard(self) -> None:
+        _final_paths.pop(self.temporary, None)
+        shutil.rmtree(self.workspace, ignore_errors=True)
+
+
+def _place(source: str, target: str, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(source, target)
+        return
+    # Created exclusively: of two conversions racing to one destination,
+    # exactly one succeeds (a check followed by a rename would let both).
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise BlobcastError("already exists; use --force to replace it", target) from None
+    except OSError as problem:
+        if problem.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV,
+                                 errno.EMLINK, errno.ENOSYS):
+            raise
+        # A file system without hard links: claim the name, then fill it.
+        try:
+            os.close(os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        except FileExistsError:
+            raise BlobcastError("already exists; use --force to replace it", target) from None
+        os.replace(source, target)
+        return
+    os.unlink(source)
+
+
 @contextmanager
-def atomic_destination(destination: str, *, overwrite: bool) -> Iterator[str]:
-    """Yield a temporary path to write; on success it replaces `destination`.
+def _signals_held():
+    """Hold SIGINT/SIGTERM while outputs are renamed into place; a signal that
+    arrives meanwhile is delivered right after, with the record complete."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _commit(pending: list[_Pending]) -> None:
+    check_stop()
+    plan = [(p, source, target) for p in pending for source, target in p.files()]
+    for p, _, target in plan:
+        if not p.overwrite and os.path.exists(target):
+            raise BlobcastError("already exists; use --force to replace it", target)
+    mode = 0o666 & ~_current_umask()
+    for _, source, _ in plan:
+        os.chmod(source, mode)
+    with _signals_held():
+        placed: list[str] = []
+        try:
+            for p, source, target in plan:
+                _place(source, target, p.overwrite)
+                placed.append(target)
+        except BaseException:
+            # Only files this commit created exclusively can be taken back.
+            for (p, _, target) in plan:
+                if target in placed and not p.overwrite:
+                    os.unlink(target)
+            raise
+        _committed.extend(p.destination for p in pending)
+
+
+class OutputGroup:
+    """Outputs that appear together or not at all (a solver state and the
+    weights it names; an imported net's .caffemodel and .prototxt)."""
+
+    def __init__(self):
+        self.pending: list[_Pending] = []
+
+    def __enter__(self) -> OutputGroup:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        try:
+            if kind is None:
+                _commit(self.pending)
+        finally:
+            for p in self.pending:
+                p.discard()
+
+
+@contextmanager
+def atomic_destination(destination: str, *, overwrite: bool,
+                       group: OutputGroup | None = None) -> Iterator[str]:
+    """Yield a temporary path to write; on success it becomes `destination`.
 
     The path lies in a temporary folder beside the destination and has the
     destination's own name, so files a writer puts beside it (ONNX external
     data) can refer to each other by their final names. On success those move
     out first and the main file last; on any failure the folder is removed.
+    With `group`, the renames wait for the group's end.
     """
     destination = os.path.abspath(destination)
     folder, name = os.path.split(destination)
     if os.path.isdir(destination):
         raise BlobcastError("is a directory", destination)
-    if os.path.exists(destination) and not overwrite:
+    if os.path.lexists(destination) and not overwrite:
         raise BlobcastError("already exists; use --force to replace it", destination)
     if not os.path.isdir(folder):
         raise BlobcastError("the output folder does not exist", destination)
@@ -71,20 +246,16 @@ def atomic_destination(destination: str, *, overwrite: bool) -> Iterator[str]:
         workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
     except OSError as error:
         raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
-    temporary = os.path.join(workspace, name)
+    pending = _Pending(destination, workspace, os.path.join(workspace, name), overwrite)
+    _final_paths[pending.temporary] = destination
+    deferred = False
     try:
-        yield temporary
-        check_stop()
-        companions = sorted(f for f in os.listdir(workspace) if f != name)
-        for companion in companions:
-            target = os.path.join(folder, companion)
-            if os.path.exists(target) and not overwrite:
-                raise BlobcastError("already exists; use --force to replace it", target)
-        mode = 0o666 & ~_current_umask()
-        for companion in companions:
-            os.chmod(os.path.join(workspace, companion), mode)
-            os.replace(os.path.join(workspace, companion), os.path.join(folder, companion))
-        os.chmod(temporary, mode)
-        os.replace(temporary, destination)
+        yield pending.temporary
+        if group is not None:
+            group.pending.append(pending)
+            deferred = True
+        else:
+            _commit([pending])
     finally:
-        shutil.rmtree(workspace, ignore_errors=True)
+        if not deferred:
+            pending.discard()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from rich.markup import escape
 from rich.tree import Tree
+
+from .display import safe as escape
 
 
 def _size(count: int) -> str:
@@ -102,10 +103,10 @@ def render_state(facts: dict) -> Tree:
         solver = root.add(f"solver {escape(str(facts['solver'].get('type')))}")
         for key, value in facts["solver"].items():
             if key != "type":
-                solver.add(f"{key} = {value}")
+                solver.add(f"{escape(key)} = {escape(value)}")
     label = f"history ({facts['history_count']} tensors"
     if facts.get("solver_type"):
-        label += f", {facts['solver_type']}"
+        label += f", {escape(facts['solver_type'])}"
     history = root.add(label + ")")
     for group in facts["history"]:
         if "tensors" in group:
