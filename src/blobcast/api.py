@@ -185,7 +185,14 @@ def _forward_check_pair(side_a, side_b) -> tuple[dict | None, str | None]:
     if missing:
         raise CheckFailed("the written model lacks the outputs " + ", ".join(missing))
     results = [compare_arrays(name, outputs_a[name], outputs_b[name]) for name in outputs_a]
+    if not results:
+        raise CheckFailed("the forward check compared nothing: the model has no outputs")
     failed = [r for r in results if not r.passed]
+    if failed and all(compare_arrays(r.name, outputs_a[r.name], outputs_b[r.name],
+                                     allow_nonfinite=True).passed for r in failed):
+        # Both sides give the same NaN/Inf: nothing is proved either way.
+        return None, ("forward check inconclusive: the outputs hold NaN/Inf values (the same "
+                      f"on both sides), e.g. {failed[0].name!r}")
     if failed:
         raise CheckFailed(f"the written model computes differently: output {failed[0].name!r} "
                           f"differs by up to {failed[0].max_abs_error:.3g}")

@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from .display import safe as escape
 from .errors import BlobcastError
-from .fileio import request_stop, stop_requested
+from .fileio import committed_outputs, request_stop, stop_requested
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Convert, inspect and verify Caffe models.")
@@ -41,6 +41,9 @@ def _fail(message: str, code: int) -> typer.Exit:
 def _run(action):
     """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked."""
     try:
+        from .limits import set_memory_budget
+
+        set_memory_budget(_state.get("memory_budget"))  # None: the variable or the default
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = action()
@@ -54,9 +57,11 @@ def _run(action):
             stderr.print_exception()
         raise _fail(str(error), error.exit_code) from None
     except KeyboardInterrupt:
-        if stop_requested() == signal.SIGTERM:
-            raise _fail("terminated; nothing was written", 143) from None
-        raise _fail("interrupted; nothing was written", 130) from None
+        code, what = (143, "terminated") if stop_requested() == signal.SIGTERM else (130, "interrupted")
+        written = committed_outputs()
+        if written:  # the signal came after the outputs were renamed into place
+            raise _fail(f"{what} after writing {', '.join(written)}", code) from None
+        raise _fail(f"{what}; nothing was written", code) from None
     except Exception as error:  # a bug or an input we failed to anticipate
         if _debug_enabled():
             stderr.print_exception()
@@ -107,9 +112,23 @@ def _human_bytes(count: int) -> str:
     return f"{count} B"
 
 
+BudgetOption = Annotated[Optional[str], typer.Option(
+    "--memory-budget", metavar="SIZE",
+    help="Most memory a file may make blobcast allocate (default 4G; e.g. 512M, 16G).")]
+
+
+def _set_budget(size: str | None) -> None:
+    if size is not None:
+        from .limits import set_memory_budget
+
+        set_memory_budget(size)
+
+
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False):
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+          memory_budget: BudgetOption = None):
     _state["debug"] = debug
+    _state["memory_budget"] = memory_budget
 
 
 @app.command()
@@ -145,12 +164,14 @@ def convert(
         help="ONNX: tensors in a .data file beside the model (default: above 2 GB).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="ONNX: refuse layers with no ONNX equivalent.")] = False,
+    memory_budget: BudgetOption = None,
     json_output: JsonOption = False,
 ):
     """Convert between Caffe formats and ONNX; the output is checked before it appears."""
     from .api import convert as convert_file
 
     def body():
+        _set_budget(memory_budget)
         onnx_options = _onnx_options(opset, inputs, dynamic_batch, external_data, strict)
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
                               destination_format=to_format, compress=compress, overwrite=force,
@@ -219,12 +240,14 @@ def inspect(
                                         "counts per tensor (reads the weights).")] = False,
     from_format: Annotated[Optional[str], typer.Option(
         "--from", metavar="FORMAT", help="Format of FILE.")] = None,
+    memory_budget: BudgetOption = None,
     json_output: JsonOption = False,
 ):
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
     from .inspection import inspect_file
 
     def body():
+        _set_budget(memory_budget)
         facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
                              file_format=from_format)
         if json_output:
@@ -280,17 +303,21 @@ def verify(
     all_blobs: Annotated[bool, typer.Option(
         "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
     device: DeviceOption = "cpu",
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Accept NaN/Inf outputs where both sides hold the same.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
+    memory_budget: BudgetOption = None,
     json_output: JsonOption = False,
 ):
     """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
     from .verify import verify_files
 
     def body():
+        _set_budget(memory_budget)
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path)
-        report = verify_files(a, b, options, atol=atol, rtol=rtol)
+        report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite)
         if json_output:
             _print_json(report.to_dict())
         else:
@@ -318,7 +345,9 @@ def _print_verify(report) -> None:
     for note in report.notes:
         stderr.print(f"blobcast: note: {escape(note)}")
     verdict = f"{len(report.compared)} blobs within atol {report.atol:g}, rtol {report.rtol:g}"
-    if report.passed:
+    if report.problem:
+        stdout.print(f"FAIL: {escape(report.problem)}")
+    elif report.passed:
         stdout.print(f"PASS: {verdict} ({report.seconds:.2f} s, {report.device})")
     else:
         first = report.first_mismatch
@@ -340,15 +369,22 @@ def run_command(
     force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
+    memory_budget: BudgetOption = None,
     json_output: JsonOption = False,
 ):
     """Run one model forward and show (or --save) its outputs."""
-    from .fileio import atomic_destination
+    from .fileio import atomic_destination, check_distinct
     from .verify import run_model, save_blobs
 
     def body():
+        _set_budget(memory_budget)
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path)
+        if save:
+            for used in [model, prototxt] + [spec.split("=", 1)[1] for spec in inputs or ()
+                                             if "=" in spec]:
+                if used:
+                    check_distinct(used, save)
         given, blobs, notes = run_model(model, options)
         if save:
             with atomic_destination(save, overwrite=force) as temporary:

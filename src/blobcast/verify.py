@@ -14,7 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .engine.net import check_input_size
 from .errors import BlobcastError
+from .fileio import check_regular_file
+from .limits import check_allocation
 
 # float32 defaults. rtol 1e-3 (about 8000 float32 ulps) leaves room for the
 # different summation orders of two engines in long dot products; atol 1e-5
@@ -37,6 +40,7 @@ class BlobComparison:
     min_rtol: float
     mismatched: int
     nan_mismatches: int = 0
+    nonfinite: int = 0
     problem: str = ""
 
 
@@ -44,30 +48,52 @@ def _to_host(array) -> np.ndarray:
     return np.asarray(array.get() if hasattr(array, "get") else array)
 
 
+def _mismatch(name: str, shape, count: int, problem: str) -> BlobComparison:
+    inf = float("inf")
+    return BlobComparison(name, list(shape), False, inf, inf, inf, None, inf, inf, count,
+                          problem=problem)
+
+
 def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
-                   rtol: float = DEFAULT_RTOL) -> BlobComparison:
+                   rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False) -> BlobComparison:
+    """Compare two blobs element by element.
+
+    NaN and Inf are never close to anything: a blob holding them fails,
+    unless `allow_nonfinite` is given and both sides hold the very same
+    non-finite values in the same places (then only the finite ones are
+    measured). Cosine similarity is given only when every value is finite."""
     a, b = _to_host(a), _to_host(b)
     if a.shape != b.shape:
-        return BlobComparison(name, list(a.shape), False, float("inf"), float("inf"), float("inf"),
-                              None, float("inf"), float("inf"), int(max(a.size, b.size)),
-                              problem=f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
+        return _mismatch(name, a.shape, int(max(a.size, b.size)),
+                         f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
     x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    nan_x, nan_y = np.isnan(x), np.isnan(y)
-    nan_mismatches = int(np.count_nonzero(nan_x != nan_y))
-    both = ~(nan_x | nan_y)
+    finite_x, finite_y = np.isfinite(x), np.isfinite(y)
+    both = finite_x & finite_y
+    nonfinite = int(x.size - np.count_nonzero(both))
+    # Non-finite positions that differ: NaN against a number, +Inf against -Inf, ...
+    agree = ~both & (np.isnan(x) & np.isnan(y) | (x == y))
+    nan_mismatches = int(np.count_nonzero(~both & ~agree))
     x, y = x[both], y[both]
-    same_inf = np.isinf(x) & (x == y)
-    difference = np.where(same_inf, 0.0, np.abs(x - y))
-    scale = np.where(same_inf, 0.0, np.maximum(np.abs(x), np.abs(y)))
+    difference = np.abs(x - y)
+    scale = np.maximum(np.abs(x), np.abs(y))
     with np.errstate(invalid="ignore", divide="ignore"):
         relative = np.where(scale > 0, difference / np.where(scale > 0, scale, 1), 0.0)
         needed_rtol = np.where(difference <= atol, 0.0,
                                np.where(scale > 0, (difference - atol) / np.where(scale > 0, scale, 1),
                                         np.inf))
     failing = difference > atol + rtol * scale
-    norms = float(np.linalg.norm(x) * np.linalg.norm(y)) if x.size else 0.0
-    cosine = float(np.dot(x, y) / norms) if norms > 0 else (1.0 if not difference.any() else None)
+    cosine = None
+    if not nonfinite:
+        norms = float(np.linalg.norm(x) * np.linalg.norm(y)) if x.size else 0.0
+        cosine = float(np.dot(x, y) / norms) if norms > 0 else (1.0 if not difference.any() else None)
     mismatched = int(np.count_nonzero(failing)) + nan_mismatches
+    problem = ""
+    if nan_mismatches:
+        problem = f"{nan_mismatches} NaN/Inf positions differ"
+    elif nonfinite and not allow_nonfinite:
+        mismatched += nonfinite
+        problem = (f"{nonfinite} NaN/Inf values (the same on both sides; --allow-nonfinite "
+                   "accepts that)")
     return BlobComparison(
         name=name, shape=list(a.shape), passed=mismatched == 0,
         max_abs_error=float(difference.max()) if difference.size else 0.0,
@@ -76,8 +102,8 @@ def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
         cosine_similarity=cosine,
         min_atol=float(np.max(difference - rtol * scale, initial=0.0)),
         min_rtol=float(np.max(needed_rtol, initial=0.0)),
-        mismatched=mismatched, nan_mismatches=nan_mismatches,
-        problem=f"{nan_mismatches} NaN positions differ" if nan_mismatches else "")
+        mismatched=mismatched, nan_mismatches=nan_mismatches, nonfinite=nonfinite,
+        problem=problem)
 
 
 @dataclass
@@ -91,10 +117,19 @@ class VerifyReport:
     device: str = "cpu"
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    all_blobs: bool = False
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.compared)
+        return bool(self.compared) and all(c.passed for c in self.compared)
+
+    @property
+    def problem(self) -> str:
+        """Why the report fails as a whole, beyond its blobs."""
+        if not self.compared:
+            return ("no blob was compared: the two sides share no output"
+                    + ("" if self.all_blobs else " (try --all-blobs)"))
+        return ""
 
     @property
     def first_mismatch(self) -> BlobComparison | None:
@@ -103,6 +138,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["passed"] = self.passed
+        out["problem"] = self.problem or None
         first = self.first_mismatch
         out["first_mismatch"] = first.name if first else None
         return out
@@ -115,12 +151,7 @@ def parse_input_spec(spec: str) -> tuple[str, np.ndarray | list[int]]:
                             "NAME=file.npy")
     name, value = spec.split("=", 1)
     if value.endswith(".npy"):
-        if not os.path.isfile(value):
-            raise BlobcastError("no such file", value)
-        try:
-            return name, np.load(value, allow_pickle=False)
-        except (ValueError, OSError) as error:
-            raise BlobcastError(f"not a readable .npy file ({error})", value) from error
+        return name, read_npy(value)
     try:
         shape = [int(d) for d in value.replace("x", ",").split(",") if d.strip()]
     except ValueError:
@@ -143,6 +174,7 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int) -
         if isinstance(value, np.ndarray):
             inputs[name] = value
         else:
+            check_input_size(name, value)
             inputs[name] = rng.standard_normal(tuple(value)).astype(np.float32)
     unknown = set(given) - set(declared)
     if unknown:
@@ -150,13 +182,76 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int) -
     return inputs
 
 
+MAX_NPZ_ENTRIES = 100_000
+
+
+def _npy_header(handle, where: str, path: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """(shape, dtype, bytes of values) from a .npy header, nothing else read."""
+    try:
+        version = np.lib.format.read_magic(handle)
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(handle)
+    except (ValueError, OSError, SyntaxError) as error:
+        raise BlobcastError(f"{where}: not a readable .npy array ({error})", path) from error
+    if dtype.hasobject:
+        raise BlobcastError(f"{where}: holds Python objects; refused", path)
+    count = 1
+    for d in shape:
+        count *= int(d)
+    return tuple(shape), dtype, count * dtype.itemsize
+
+
+def read_npy(path: str) -> np.ndarray:
+    """A .npy file, its header checked against the file's size and the memory
+    budget before the values are read."""
+    check_regular_file(path, BlobcastError)
+    with open(path, "rb") as handle:
+        shape, _, nbytes = _npy_header(handle, "the array", path)
+        available = os.fstat(handle.fileno()).st_size - handle.tell()
+    if nbytes > available:
+        raise BlobcastError(f"the header declares {nbytes} bytes of values but the file holds "
+                            f"{available}", path)
+    check_allocation(nbytes, "the array", path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as error:
+        raise BlobcastError(f"not a readable .npy file ({error})", path) from error
+
+
+def _check_npz(path: str) -> None:
+    """Every member's declared size, from the zip directory and each .npy
+    header, within the file's bounds and the memory budget: no zip bomb."""
+    import zipfile
+
+    check_regular_file(path, BlobcastError)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            if len(members) > MAX_NPZ_ENTRIES:
+                raise BlobcastError(f"holds {len(members)} entries; at most {MAX_NPZ_ENTRIES} "
+                                    "are read", path)
+            total = 0
+            for member in members:
+                with archive.open(member) as handle:
+                    _, _, nbytes = _npy_header(handle, member.filename, path)
+                if nbytes > member.file_size:
+                    raise BlobcastError(f"{member.filename}: the header declares {nbytes} bytes "
+                                        f"but the entry holds {member.file_size}", path)
+                total += member.file_size
+            check_allocation(total, "the recorded blobs", path)
+    except zipfile.BadZipFile as error:
+        raise BlobcastError(f"not a readable .npz file ({error})", path) from error
+
+
 def load_reference(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
     """Blobs recorded by `blobcast run --save` (or any .npz keyed by blob name),
     and the names of the inputs among them."""
+    _check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             blobs = {key: archive[key] for key in archive.files}
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, EOFError) as error:
         raise BlobcastError(f"not a readable .npz file ({error})", path) from error
     inputs = [str(n) for n in blobs.pop(INPUTS_KEY, np.array([], dtype=str))]
     return blobs, inputs
@@ -229,21 +324,21 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
                     if name not in inputs}, notes
 
 
-def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], atol, rtol) -> list:
+def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], atol, rtol,
+                  allow_nonfinite: bool) -> list:
     results = []
     for name in order:
         if name not in b_blobs:
-            results.append(BlobComparison(name, list(np.shape(a_blobs[name])), False, float("inf"),
-                                          float("inf"), float("inf"), None, float("inf"),
-                                          float("inf"), int(np.size(a_blobs[name])),
-                                          problem="missing from the other side"))
+            results.append(_mismatch(name, np.shape(a_blobs[name]), int(np.size(a_blobs[name])),
+                                     "missing from the other side"))
             continue
-        results.append(compare_arrays(name, a_blobs[name], b_blobs[name], atol, rtol))
+        results.append(compare_arrays(name, a_blobs[name], b_blobs[name], atol, rtol,
+                                      allow_nonfinite))
     return results
 
 
 def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_ATOL,
-                 rtol: float = DEFAULT_RTOL) -> VerifyReport:
+                 rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False) -> VerifyReport:
     """Run A and B on the same inputs and compare their blobs; B may be an .npz
     of blobs recorded earlier (its inputs are used unless options.inputs override)."""
     import time
@@ -282,7 +377,8 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         else:
             order = [name for name in net_a.outputs if name not in inputs]
     report = VerifyReport(a, b, {name: list(np.shape(v)) for name, v in inputs.items()},
-                          _compare_runs(a_blobs, b_blobs, order, atol, rtol), atol, rtol,
-                          "gpu" if getattr(net_a, "xp", np) is not np else "cpu", notes=notes)
+                          _compare_runs(a_blobs, b_blobs, order, atol, rtol, allow_nonfinite),
+                          atol, rtol, "gpu" if getattr(net_a, "xp", np) is not np else "cpu",
+                          notes=notes, all_blobs=options.all_blobs)
     report.seconds = time.perf_counter() - started
     return report

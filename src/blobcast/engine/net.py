@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import BlobcastError
+from ..limits import check_allocation
 from ..model import Layer, Model
 from . import layers  # noqa: F401  (registers the layer types)
 from .python_layer import PythonLayer
@@ -190,6 +191,15 @@ class Net:
         self._ops = ops
         return ops
 
+    def _check_budget(self, layer: Layer, op, bottoms: list, values: dict, kept: dict) -> None:
+        """Refuse, before it runs, a layer that would take the blobs held so far
+        past the memory budget (a tiny net can declare enormous blobs)."""
+        held = {id(v): v.nbytes for v in list(values.values()) + list(kept.values())}
+        itemsize = np.dtype(self.dtype).itemsize
+        needed = op.values_needed([tuple(b.shape) for b in bottoms]) * itemsize
+        check_allocation(sum(held.values()) + needed,
+                         f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+
     def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None,
                 tolerate_missing: bool = False) -> dict:
         """Run the net; return its outputs (every blob with keep_all) as device arrays.
@@ -223,6 +233,7 @@ class Net:
             except KeyError as missing:
                 raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
                                     "never produced") from None
+            self._check_budget(layer, op, bottoms, values, kept)
             tops = op.forward(*bottoms)
             if len(tops) != len(layer.tops):
                 raise BlobcastError(f"layer {layer.name!r} gave {len(tops)} outputs for "
@@ -239,6 +250,16 @@ class Net:
         if keep_all:
             return kept
         return {name: values[name] for name in self.outputs if name in values}
+
+
+def check_input_size(name: str, shape, dtype=np.float32) -> None:
+    """An input's declared shape within the memory budget, before it is made."""
+    if any(int(d) < 0 for d in shape):
+        raise BlobcastError(f"the net input {name!r} has a negative dimension in {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    check_allocation(count * np.dtype(dtype).itemsize, f"the net input {name!r} of shape {list(shape)}")
 
 
 def known_layer_types() -> list[str]:
@@ -259,7 +280,8 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
         if shape is None:
             raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
                                 f"--input {name}=SHAPE")
-        shapes[name] = tuple(shape)
+        shapes[name] = tuple(int(d) for d in shape)
+        check_input_size(name, shapes[name], net.dtype)
         inputs[name] = net.xp.zeros(tuple(shape), dtype=net.dtype)
 
     def record(name, value):

@@ -3,6 +3,8 @@ REGISTER_LAYER_CLASS): one class per type, duplicates refused."""
 
 from __future__ import annotations
 
+from math import prod
+
 from ..errors import BlobcastError
 
 LAYER_TYPES: dict[str, type] = {}
@@ -53,6 +55,13 @@ class LayerOp:
 
     def forward(self, *bottoms):
         raise NotImplementedError
+
+    def values_needed(self, shapes: list[tuple[int, ...]]) -> int:
+        """How many values the forward pass allocates (tops and temporaries),
+        from the bottoms' shapes alone: checked against the memory budget
+        before the layer runs. The default suits layers whose tops are no
+        larger than their bottoms; layers that can grow override it."""
+        return (2 + len(self.layer.tops)) * sum(prod(shape) for shape in shapes) + 1
 
     def fail(self, problem: str) -> BlobcastError:
         return BlobcastError(f"layer {self.name!r} ({self.layer.type}): {problem}")

@@ -61,14 +61,36 @@ class _ConvolutionBase(LayerOp):
         return leading, x.reshape((prod(leading),) + x.shape[axis:])
 
     def _settings(self, x):
+        return self._settings_for(x.ndim)
+
+    def _settings_for(self, ndim: int):
         try:
-            return spatial_settings(self.params, x.ndim - 2, self.name)
+            return spatial_settings(self.params, ndim - 2, self.name)
         except ValueError as error:
             raise self.fail(str(error)) from None
+
+    def _geometry(self, shape):
+        """(batch, channels, spatial input, kernel, stride, pad, dilation) of an input shape."""
+        axis = canonical_axis(self.axis_setting, len(shape))
+        batch = prod(shape[:axis])
+        channels, spatial = shape[axis], tuple(shape[axis + 1:])
+        return (batch, channels, spatial) + self._settings_for(len(shape) - axis + 1)
+
+    def _outputs(self) -> int:
+        return self.weights[0].shape[0] if self.layer.type == "Convolution" else \
+            self.weights[0].shape[1] * self.group
 
 
 @register("Convolution")
 class Convolution(_ConvolutionBase):
+    def values_needed(self, shapes):
+        batch, channels, spatial, kernel, stride, pad, dilation = self._geometry(shapes[0])
+        out = prod(max((n + 2 * p - (d * (k - 1) + 1)) // s + 1, 0)
+                   for n, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))
+        padded = prod(n + 2 * p for n, p in zip(spatial, pad))
+        # output, the padded input and the unfolded columns
+        return batch * (self._outputs() * out + channels * (padded + prod(kernel) * out))
+
     def forward(self, x):
         xp = self.xp
         leading, x = self._batch_view(x)
@@ -104,6 +126,12 @@ class Convolution(_ConvolutionBase):
 
 @register("Deconvolution")
 class Deconvolution(_ConvolutionBase):
+    def values_needed(self, shapes):
+        batch, channels, spatial, kernel, stride, pad, dilation = self._geometry(shapes[0])
+        full = prod(s * (n - 1) + d * (k - 1) + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation))
+        # the columns, the full-size output and its cropped copy
+        return batch * self._outputs() * (prod(kernel) * prod(spatial) + 2 * full)
+
     def forward(self, x):
         xp = self.xp
         leading, x = self._batch_view(x)

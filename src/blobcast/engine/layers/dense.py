@@ -9,6 +9,11 @@ from ..registry import LayerOp, canonical_axis, register
 
 @register("InnerProduct")
 class InnerProduct(LayerOp):
+    def values_needed(self, shapes):
+        p, shape = self.params, shapes[0]
+        rows = prod(shape[:canonical_axis(p.axis, len(shape))])
+        return 2 * rows * p.num_output + prod(shape)
+
     def forward(self, x):
         p = self.params
         axis = canonical_axis(p.axis, x.ndim)
@@ -31,6 +36,9 @@ class InnerProduct(LayerOp):
 
 @register("Embed")
 class Embed(LayerOp):
+    def values_needed(self, shapes):
+        return 3 * prod(shapes[0]) * (1 + self.params.num_output)
+
     def forward(self, x):
         xp, p = self.xp, self.params
         if self.shape_only:

@@ -93,8 +93,27 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
     return xp.where(total > 0, squares / safe, 0).astype(x.dtype)
 
 
+def _pool_values(batch_channels: int, height: int, width: int, geometry) -> int:
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = geometry
+    padded = (height + ph + max(ph, (oh - 1) * sh + kh - height - ph)) * \
+        (width + pw + max(pw, (ow - 1) * sw + kw - width - pw))
+    return batch_channels * (padded + 3 * oh * ow)
+
+
 @register("Pooling")
 class Pooling(LayerOp):
+    def values_needed(self, shapes):
+        shape = shapes[0]
+        if len(shape) != 4:
+            return super().values_needed(shapes)
+        try:
+            geometry = pool_geometry(self.params, *shape[2:])
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        if geometry is None:
+            return 4 * math.prod(shape)
+        return _pool_values(shape[0] * shape[1], shape[2], shape[3], geometry)
+
     def forward(self, x):
         if x.ndim != 4:
             raise self.fail(f"pooling needs a 4-D input, got {list(x.shape)}")
@@ -110,6 +129,11 @@ class Pooling(LayerOp):
 
 @register("SPP")
 class SpatialPyramidPooling(LayerOp):
+    def values_needed(self, shapes):
+        n, c, height, width = shapes[0]
+        return sum(_pool_values(n * c, height, width, (kernel, kernel, pad, out)) * 2
+                   for kernel, pad, out in spp_levels(height, width, self.params.pyramid_height))
+
     def forward(self, x):
         height, width = x.shape[2:]
         levels = self.params.pyramid_height

@@ -110,6 +110,9 @@ class Crop(LayerOp):
 
 @register("Tile")
 class Tile(LayerOp):
+    def values_needed(self, shapes):
+        return prod(shapes[0]) * (1 + max(self.params.tiles, 1))
+
     def forward(self, x):
         axis = canonical_axis(self.params.axis, x.ndim)
         reps = [1] * x.ndim
