@@ -142,6 +142,8 @@ def _array_bytes(array: np.ndarray) -> memoryview:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
         array = array.astype(array.dtype.newbyteorder("<"))
+    if array.size == 0:
+        return memoryview(b"")  # a dim of 0: Caffe allows it; no values to write
     return memoryview(array).cast("B")
 
 

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from blobcast.errors import FormatError
 from blobcast.fileio import check_regular_file, final_path
+from blobcast.limits import check_allocation
 from blobcast.model import Model
 from blobcast.tensor import LazyTensor
 
@@ -141,7 +142,10 @@ def _resolve_location(model_path: str, location: str) -> str:
                           "folder", model_path)
     if not os.path.lexists(target):
         raise FormatError(f"external data file {location!r} is missing", model_path)
-    check_regular_file(target)
+    try:
+        check_regular_file(target)
+    except FormatError as error:
+        raise FormatError(f"external data file {location!r} {error.problem}", model_path) from None
     return target
 
 
@@ -370,6 +374,41 @@ def read(path: str, **_options) -> Model:
     return import_model(onnx_model, initializer_values(onnx_model, path, raw, buf), path)
 
 
+_SHAPE_VALUES = 64  # integer initializers this small are shape arithmetic: given to inference
+
+
+def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
+    """Refuse, before a runtime allocates it, any value whose inferred size is
+    over the memory budget (a 200-byte model can ConstantOfShape 75 GB)."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(onnx_model)
+    for tensor in probe.graph.initializer:
+        dtype = _NUMPY_OF.get(tensor.data_type)
+        if tensor.name in raw and dtype is not None and dtype.kind in "iub":
+            start, end = raw[tensor.name]
+            if end - start <= _SHAPE_VALUES * dtype.itemsize:
+                tensor.raw_data = bytes(buf[start:end])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
+    except Exception:
+        return  # the runtime reports what it cannot run
+    producers = {out: node for node in inferred.graph.node for out in node.output}
+    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tensor_type = value.type.tensor_type
+        dims = tensor_type.shape.dim
+        if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+            continue
+        count = 1
+        for d in dims:
+            count *= d.dim_value
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize \
+            if tensor_type.elem_type else 4
+        node = producers.get(value.name)
+        what = (f"running the {node.op_type} node {node.name or value.name!r}" if node is not None
+                else f"the value {value.name!r}")
+        check_allocation(count * itemsize, what, path)
+
+
 class OnnxRunner:
     """Runs an .onnx file for verify: with onnxruntime when it is installed,
     else with onnx's own reference evaluator (NumPy, slower; its grouped
@@ -379,8 +418,9 @@ class OnnxRunner:
     def __init__(self, path: str):
         self.path = path
         # The graph alone: tensor values are read by whichever engine runs it.
-        onnx_model = map_onnx(path)[0]  # every external reference checked before any is read
+        onnx_model, raw, buf = map_onnx(path)  # every external reference checked before any is read
         graph = onnx_model.graph
+        _check_value_sizes(onnx_model, raw, buf, path)
         self.external = any(t.data_location == TensorProto.EXTERNAL for _, t in all_tensors(onnx_model))
         initializer_names = {t.name for t in graph.initializer}
         self.inputs = {}

@@ -202,7 +202,8 @@ class Importer:
             count = 1
             for d in dims:
                 count *= d.dim_value
-            total += count * 8
+            elem = tensor_type.elem_type
+            total += count * (helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 8)
         check_allocation(total, f"folding the constant {node.op_type} node {node.name!r}", self.path)
         return True
 

@@ -8,8 +8,9 @@ import warnings
 from dataclasses import dataclass, field
 
 from .compare import model_differences, state_differences
-from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError
+from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError, about
 from .fileio import OutputGroup, atomic_destination, check_distinct, check_stop
+from .limits import BudgetExceeded
 from .model import Model
 from .solver import SolverState
 from .weights import WeightSource, attach_weights
@@ -164,6 +165,10 @@ def _forward_check(source, written, strict: bool = False) -> tuple[dict | None, 
         return _forward_check_pair(source_side, written_side)
     except CheckFailed:
         raise
+    except BudgetExceeded:
+        if strict:
+            raise
+        return None, "forward check skipped: it would exceed the memory budget (--memory-budget)"
     except BlobcastError as error:
         fallback = getattr(written_side, "engine", "") == "onnx reference evaluator"
         if strict and not fallback:
@@ -324,20 +329,23 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
             if dst_fmt.name == "onnx" and overwrite and os.path.isfile(destination):
                 after_commit.append(_stale_companions_remover(dst_fmt, destination))
             with atomic_destination(destination, overwrite=overwrite, group=group) as temporary:
-                save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
-                     **(onnx_options or {}))
+                with about(source):  # what export finds wrong is the source's content
+                    save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
+                         **(onnx_options or {}))
                 forward, forward_note = None, None
                 if dst_fmt.name == "onnx":
                     check = dst_fmt.module.check(temporary)
                     if forward_check:
-                        forward, forward_note = _forward_check(obj, temporary, strict=True)
+                        with about(source):
+                            forward, forward_note = _forward_check(obj, temporary, strict=True)
                 else:
                     check, written = _verify_written(obj, temporary, dst_fmt, prototxt)
                     if (forward_check and isinstance(obj, Model) and obj.has_architecture
                             and dst_fmt.name in ("caffemodel", "caffemodel-h5")):
                         from_onnx = src_fmt.name == "onnx"
-                        forward, forward_note = _forward_check(source if from_onnx else obj, written,
-                                                               strict=from_onnx)
+                        with about(source):
+                            forward, forward_note = _forward_check(source if from_onnx else obj,
+                                                                   written, strict=from_onnx)
                 if src_fmt.name == "onnx" and dst_fmt.name == "caffemodel":
                     _write_beside(obj, destination, ".prototxt", overwrite, group)
         except BlobcastError as error:

@@ -409,9 +409,19 @@ def run_command(
     _run(body)
 
 
+def _quiet_unraisable(unraisable, default=sys.unraisablehook) -> None:
+    """A stop request raised where Python cannot propagate it (inside a weakref
+    callback during an HDF5 write, say) is not printed as a traceback: the
+    request is sticky, and the writer honours it at its next check."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt) and stop_requested() is not None:
+        return
+    default(unraisable)
+
+
 def main() -> None:
     # SIGTERM and Ctrl-C end the process through the normal exit path, so a
     # conversion under way removes its temporary files.
+    sys.unraisablehook = _quiet_unraisable
     signal.signal(signal.SIGTERM, lambda number, _frame: request_stop(number))
     signal.signal(signal.SIGINT, lambda number, _frame: request_stop(number))
     app()

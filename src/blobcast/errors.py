@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class BlobcastError(Exception):
@@ -18,6 +20,17 @@ class BlobcastError(Exception):
         self.path = os.fspath(path) if path is not None else None
         self.problem = message
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+@contextmanager
+def about(path: str | os.PathLike | None) -> Iterator[None]:
+    """Errors raised inside without a file name are about `path`."""
+    try:
+        yield
+    except BlobcastError as error:
+        if error.path is not None or path is None:
+            raise
+        raise type(error)(error.problem, path) from error.__cause__
 
 
 class FormatError(BlobcastError):

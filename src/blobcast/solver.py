@@ -41,14 +41,21 @@ class SolverState:
 
     def weights_candidates(self) -> list[str]:
         """Where the learned_net file may be: as written (relative to where
-        Caffe ran), then beside the state file under its own name."""
+        Caffe ran), then beside the state file under its own name.
+
+        The name comes from the file: an absolute path or one with '..' parts
+        is not followed as written (the state may not lead blobcast to any
+        file of the machine); only its base name is looked up beside the state."""
         if not self.learned_net:
             return []
-        candidates = [self.learned_net]
+        candidates = []
+        parts = self.learned_net.replace("\\", "/").split("/")
+        if not os.path.isabs(self.learned_net) and ".." not in parts:
+            candidates.append(self.learned_net)
         if self.source_path:
             beside = os.path.join(os.path.dirname(os.path.abspath(self.source_path)),
                                   os.path.basename(self.learned_net))
-            if os.path.abspath(beside) != os.path.abspath(self.learned_net):
+            if not candidates or os.path.abspath(beside) != os.path.abspath(candidates[0]):
                 candidates.append(beside)
         return candidates
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .engine.net import check_input_size
-from .errors import BlobcastError
+from .errors import BlobcastError, about
 from .fileio import check_regular_file
 from .limits import check_allocation
 
@@ -316,9 +316,11 @@ def _given_inputs(options: RunOptions) -> dict:
 def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
     """Run one model: (inputs, blobs, notes). Blobs are its outputs, or every
     blob with all_blobs, as NumPy arrays."""
-    net = _side(path, options)
-    inputs = make_inputs(net.inputs, _given_inputs(options), options.seed)
-    blobs = net.forward(inputs, keep_all=options.all_blobs)
+    given = _given_inputs(options)
+    with about(path):
+        net = _side(path, options)
+        inputs = make_inputs(net.inputs, given, options.seed)
+        blobs = net.forward(inputs, keep_all=options.all_blobs)
     notes = _notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
                     if name not in inputs}, notes
@@ -344,17 +346,19 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     import time
 
     started = time.perf_counter()
-    net_a = _side(a, options)
     given = _given_inputs(options)
+    with about(a):
+        net_a = _side(a, options)
     notes = _notes(net_a)
     if b.lower().endswith(".npz"):
         reference, reference_inputs = load_reference(b)
         for name in reference_inputs:
             if name in net_a.inputs and name not in given:
                 given[name] = reference[name]
-        inputs = make_inputs(net_a.inputs, given, options.seed)
         b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
-        a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
+        with about(a):
+            inputs = make_inputs(net_a.inputs, given, options.seed)
+            a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
         if options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
@@ -364,14 +368,17 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                 raise BlobcastError("the recorded blobs lack the outputs "
                                     + ", ".join(missing), b)
     else:
-        net_b = _side(b, options)
+        with about(b):
+            net_b = _side(b, options)
         notes += _notes(net_b, "B: ")
         if list(net_a.inputs) != list(net_b.inputs):
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
                                 f"{list(net_b.inputs)}")
-        inputs = make_inputs(net_a.inputs, given, options.seed)
-        a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
-        b_blobs = net_b.forward(inputs, keep_all=options.all_blobs)
+        with about(a):
+            inputs = make_inputs(net_a.inputs, given, options.seed)
+            a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
+        with about(b):
+            b_blobs = net_b.forward(inputs, keep_all=options.all_blobs)
         if options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:

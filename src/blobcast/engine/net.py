@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import BlobcastError
 from ..limits import check_allocation
 from ..model import Layer, Model
+from ..weights import expected_blob_count
 from . import layers  # noqa: F401  (registers the layer types)
 from .python_layer import PythonLayer
 from .registry import LAYER_TYPES, implementation
@@ -83,6 +84,16 @@ def layer_included(layer: Layer, phase: str = "TEST", level: int = 0, stages=())
     if includes:
         return any(_rule_met(rule, phase, level, stages) for rule in includes)
     return not any(_rule_met(rule, phase, level, stages) for rule in excludes)
+
+
+def _check_has_weights(layer: Layer) -> None:
+    expected = expected_blob_count(layer)
+    present = sum(blob is not None for blob in layer.blobs)
+    if expected and present < expected:
+        held = "no weights" if not present else f"{present} of its {expected} blobs"
+        raise BlobcastError(f"layer {layer.name!r} ({layer.type}) has {held}; a net definition "
+                            "alone holds none: give the weights file (a .caffemodel, or "
+                            "weights with --prototxt)")
 
 
 @dataclass
@@ -183,6 +194,7 @@ class Net:
                                  "search_path": self.python_path})
             else:
                 op_class = implementation(layer.type, layer.name)
+                _check_has_weights(layer)
             weights = [self.xp.asarray(_aligned(blob.data.numpy())) for blob in layer.blobs
                        if blob is not None]
             op = op_class(layer, self.xp, weights, self.phase)
@@ -234,7 +246,13 @@ class Net:
                 raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
                                     "never produced") from None
             self._check_budget(layer, op, bottoms, values, kept)
-            tops = op.forward(*bottoms)
+            try:
+                tops = op.forward(*bottoms)
+            except (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError) as error:
+                # Settings or weights that do not fit the data: the file's problem.
+                shapes = [list(b.shape) for b in bottoms]
+                raise BlobcastError(f"layer {layer.name!r} ({layer.type}) cannot run on inputs of "
+                                    f"shape {shapes}: {str(error).strip()}") from error
             if len(tops) != len(layer.tops):
                 raise BlobcastError(f"layer {layer.name!r} gave {len(tops)} outputs for "
                                     f"{len(layer.tops)} tops")
