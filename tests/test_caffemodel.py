@@ -153,3 +153,17 @@ def test_fixture_generator_is_deterministic(tmp_path):
     for path in sorted(GENERATED.iterdir()):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes(), path.name
     assert sys.modules  # the script ran in-process
+
+
+def test_a_blob_with_a_dimension_of_zero_is_written(tmp_path):
+    model = blobcast.load(GENERATED / "lenet.caffemodel")
+    model["ip1"].blobs[1] = blobcast.Blob(np.zeros((0,), np.float32))  # Caffe allows a dim of 0
+    path = tmp_path / "zero.caffemodel"
+    blobcast.save(model, path)
+    back = blobcast.load(path)
+    assert back["ip1"].blobs[1].shape == (0,)
+    blobcast.save(back, tmp_path / "again.caffemodel")
+    assert (tmp_path / "again.caffemodel").read_bytes() == path.read_bytes()
+    np.save(tmp_path / "empty.npy", np.zeros((3, 0, 2), np.float32))
+    blobcast.convert(tmp_path / "empty.npy", tmp_path / "empty.binaryproto")
+    assert blobcast.load(tmp_path / "empty.binaryproto").layers[0].blobs[0].shape == (3, 0, 2)

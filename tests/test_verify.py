@@ -165,3 +165,49 @@ def test_missing_bottom_is_a_clear_error():
     model["ip2"].bottoms[0] = "nowhere"
     with pytest.raises(blobcast.BlobcastError, match="bottom 'nowhere' is never produced"):
         Net(model).forward({"data": np.zeros((1, 1, 12, 12), np.float32)})
+
+
+def test_nan_and_inf_never_pass_by_accident():
+    both_nan = compare_arrays("x", np.array([np.nan, np.nan]), np.array([np.nan, np.nan]))
+    assert not both_nan.passed and both_nan.cosine_similarity is None
+    assert "NaN/Inf" in both_nan.problem
+    allowed = compare_arrays("x", np.array([np.nan, np.inf, 2.0]), np.array([np.nan, np.inf, 2.0]),
+                             allow_nonfinite=True)
+    assert allowed.passed and allowed.cosine_similarity is None
+    signs = compare_arrays("x", np.array([np.inf]), np.array([-np.inf]), allow_nonfinite=True)
+    assert not signs.passed and signs.nan_mismatches == 1
+
+
+def test_verify_with_nothing_in_common_fails(tmp_path):
+    np.savez(tmp_path / "other.npz", unrelated=np.zeros(3, np.float32))
+    result = run("verify", GENERATED / "lenet.caffemodel", tmp_path / "other.npz", "--all-blobs",
+                 "--json")
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)
+    assert report["passed"] is False and report["compared"] == []
+    assert report["problem"].startswith("no blob was compared")
+    text = run("verify", GENERATED / "lenet.caffemodel", tmp_path / "other.npz", "--all-blobs")
+    assert text.exit_code == 1 and "FAIL: no blob was compared" in text.stdout
+
+
+def test_verify_of_nan_outputs_needs_the_option(tmp_path):
+    model = blobcast.load(GENERATED / "lenet.caffemodel")
+    model["ip2"].blobs[1] = blobcast.Blob(np.full(10, np.nan, np.float32))
+    path = tmp_path / "nan.caffemodel"
+    blobcast.save(model, path)
+    assert run("verify", path, path).exit_code == 1
+    assert run("verify", path, path, "--allow-nonfinite").exit_code == 0
+    converted = run("convert", path, tmp_path / "nan.caffemodel.h5", "--json")
+    assert converted.exit_code == 0  # the tensors are bit-exact; the forward check proves nothing
+    report = json.loads(converted.stdout)
+    assert report["forward"] is None and any("inconclusive" in n for n in report["notes"])
+
+
+def test_a_net_definition_alone_names_the_layer_without_weights(tmp_path):
+    for command in (["run", DEPLOY], ["verify", DEPLOY, DEPLOY], ["convert", DEPLOY, tmp_path / "x.onnx"]):
+        result = run(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.strip() == (f"blobcast: error: {DEPLOY}: layer 'conv1' (Convolution) has no "
+                                         "weights; a net definition alone holds none: give the weights "
+                                         "file (a .caffemodel, or weights with --prototxt)")
+    assert list(tmp_path.iterdir()) == []

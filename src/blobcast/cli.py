@@ -15,7 +15,7 @@ from rich.tree import Tree
 
 from .display import safe as escape
 from .errors import BlobcastError
-from .fileio import committed_outputs, request_stop, stop_requested
+from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Convert, inspect and verify Caffe models.")
@@ -44,6 +44,7 @@ def _run(action):
         from .limits import set_memory_budget
 
         set_memory_budget(_state.get("memory_budget"))  # None: the variable or the default
+        forget_committed_outputs()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = action()

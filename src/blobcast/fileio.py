@@ -58,6 +58,11 @@ def committed_outputs() -> list[str]:
     return list(_committed)
 
 
+def forget_committed_outputs() -> None:
+    """Start a new command's record (the CLI calls this before each command)."""
+    _committed.clear()
+
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
