@@ -1,6 +1,6 @@
 """Readers and writers, one module per file format, behind one small contract.
 
-Each format module has NAME, SUFFIXES, DESCRIPTION, read(path, **options) ->
+Each format module has NAME, SUFFIXES, DESCRIPTION (with its article), read(path, **options) ->
 Model and write(model, path, **options). A file's format is found from the
 longest known suffix (so `x.caffemodel.h5` is a Caffe HDF5 snapshot, not
 just "some .h5"), then confirmed from its first bytes.
@@ -62,9 +62,24 @@ def _read_head(path: str, size: int = 8) -> bytes:
         return handle.read(size)
 
 
+def _download_mistake(head: bytes) -> str | None:
+    """The two most common broken downloads, told apart from models."""
+    if head.startswith(b"version https://git-lfs.github.com/spec/"):
+        return "this is a Git LFS pointer, not the file itself (run git lfs pull in its repository)"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    starts = (b"<!doctype html", b"<html", b"<head", b"<!--", b"<?xml")
+    if text.startswith(starts) and b"<html" in head.lower():
+        return "this is an HTML page, not a model (a web page saved instead of the file?)"
+    return None
+
+
 def detect_format(path: str, override: str | None = None):
     """The format to read `path` with: --from if given, else suffix, checked by magic."""
-    head = _read_head(path)
+    head = _read_head(path, 1024)
+    mistake = _download_mistake(head)
+    if mistake:
+        raise FormatError(mistake, path)
+    head = head[:8]
     if override:
         return format_by_name(override)
     fmt = format_for_suffix(path)

@@ -13,7 +13,7 @@ from .wire import WireError
 
 NAME = "binaryproto"
 SUFFIXES = (".binaryproto",)
-DESCRIPTION = "one Caffe BlobProto (mean files)"
+DESCRIPTION = "a Caffe BlobProto (a mean file)"
 BLOB_LAYER = "blob"  # the single pseudo-layer that carries a lone blob
 
 
@@ -47,7 +47,7 @@ def write(model: Model, path: str, **_options) -> None:
 class NumpyFormat:
     NAME = "npy"
     SUFFIXES = (".npy",)
-    DESCRIPTION = "one NumPy array (to and from .binaryproto)"
+    DESCRIPTION = "a NumPy array (to and from .binaryproto)"
 
     @staticmethod
     def read(path: str, **_options) -> Model:

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from blobcast.errors import FormatError
+from blobcast.errors import BlobcastError, FormatError
 from blobcast.fileio import check_regular_file, final_path
 from blobcast.limits import check_allocation
 from blobcast.model import Model
@@ -26,7 +26,7 @@ from .wire import WireError, iter_fields, length_delimited, splice_at_field, wri
 
 NAME = "onnx"
 SUFFIXES = (".onnx",)
-DESCRIPTION = "ONNX model"
+DESCRIPTION = "an ONNX model"
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
 _GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
@@ -67,6 +67,18 @@ def _inline_chunks(name: str, array) -> list:
     body = memoryview(data.reshape(-1) if data.flags.c_contiguous else data.copy().reshape(-1)).cast("B")
     payload = [header] + ([length_delimited(_RAW_DATA, len(body)), body] if len(body) else [])
     return [length_delimited(_INITIALIZER, sum(len(c) for c in payload)), *payload]
+
+
+MIN_OPSET = 17
+
+
+def check_opset(opset: int) -> int:
+    """An opset blobcast can write with the installed onnx (an error names the range)."""
+    newest = onnx.defs.onnx_opset_version()
+    if not MIN_OPSET <= opset <= newest:
+        raise BlobcastError(f"--opset {opset}: blobcast writes opsets {MIN_OPSET} to {newest} "
+                            f"(the newest the installed onnx {onnx.__version__} knows)")
+    return opset
 
 
 def _data_file_name(path: str) -> str:

@@ -20,7 +20,7 @@ from .upgrade import UpgradeError, net_version, upgrade_net
 
 NAME = "prototxt"
 SUFFIXES = (".prototxt", ".pbtxt")
-DESCRIPTION = "Caffe net definition (text NetParameter)"
+DESCRIPTION = "a Caffe net definition (text NetParameter)"
 
 
 def parse_text(text: str, path: str, message_class=pb.NetParameter):

@@ -29,7 +29,7 @@ _HISTORY = 3
 class BinaryFormat:
     NAME = "solverstate"
     SUFFIXES = (".solverstate",)
-    DESCRIPTION = "Caffe solver state (SolverState protobuf)"
+    DESCRIPTION = "a Caffe solver state (SolverState protobuf)"
 
     @staticmethod
     def read(path: str, **_options) -> SolverState:
@@ -122,7 +122,7 @@ def _learned_net(handle, path: str) -> str:
 class HDF5Format:
     NAME = "solverstate-h5"
     SUFFIXES = (".solverstate.h5",)
-    DESCRIPTION = "Caffe HDF5 solver state"
+    DESCRIPTION = "a Caffe HDF5 solver state"
 
     @staticmethod
     def read(path: str, **_options) -> SolverState:

@@ -1,6 +1,6 @@
 """blobcast: convert, inspect and verify Caffe models."""
 
-from .api import ConversionReport, convert, load, save
+from .api import ConversionReport, ForwardCheck, convert, load, save
 from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError
 from .model import Blob, Layer, Model, ParamRef
 from .params import Message
@@ -10,7 +10,7 @@ from .tensor import ArrayTensor, LazyTensor, Tensor
 __version__ = "0.1.0"
 
 __all__ = [
-    "load", "save", "convert", "ConversionReport", "Model", "Layer", "Blob", "ParamRef",
+    "load", "save", "convert", "ConversionReport", "ForwardCheck", "Model", "Layer", "Blob", "ParamRef",
     "Message", "SolverState", "Tensor", "ArrayTensor", "LazyTensor", "BlobcastError",
     "BlobcastWarning", "CheckFailed", "FormatError", "__version__",
 ]

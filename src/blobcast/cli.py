@@ -1,4 +1,8 @@
-"""The `blobcast` command line: convert, inspect."""
+"""The `blobcast` command line: convert, inspect, verify, run.
+
+Every option is declared with its explicit name: without one, some typer and
+click versions derive the name from the metavar (`--PROTOTXT`).
+"""
 
 from __future__ import annotations
 
@@ -11,11 +15,33 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.tree import Tree
+from typer.core import TyperCommand
 
+from . import __version__
 from .display import safe as escape
 from .errors import BlobcastError
 from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
+
+
+class _PlainCommand(TyperCommand):
+    """Usage and argument lines with the arguments' plain names (`SOURCE`);
+    some typer versions write `{SOURCE}` or `SOURCE <str>`."""
+
+    def _argument_names(self, ctx) -> list[str]:
+        return [param.metavar or param.name.upper() for param in self.get_params(ctx)
+                if param.param_type_name == "argument"]
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        return ([self.options_metavar] if self.options_metavar else []) + self._argument_names(ctx)
+
+    def format_help(self, ctx, formatter) -> None:
+        inner = ctx.make_formatter()
+        super().format_help(ctx, inner)
+        text = inner.getvalue()
+        for name in self._argument_names(ctx):
+            text = text.replace(f"{name} <str>", f"{name}      ")
+        formatter.write(text)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Convert, inspect and verify Caffe models.")
@@ -24,26 +50,60 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
-_state = {"debug": False}
+_state: dict = {"debug": False, "memory_budget": None}
+# The format names --from/--to take (a test checks them against the converters).
+FORMAT_NAMES = ("caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy", "onnx",
+                "solverstate", "solverstate-h5")
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object instead of text.")]
+JsonOption = Annotated[bool, typer.Option(
+    "--json", help="Print one JSON object on stdout, also on failure.")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")]
+BudgetOption = Annotated[Optional[str], typer.Option(
+    "--memory-budget", metavar="SIZE",
+    help="Most memory a file may make blobcast allocate (default 4G; e.g. 512M, 16G).")]
+PrototxtOption = Annotated[Optional[str], typer.Option(
+    "--prototxt", metavar="PROTOTXT",
+    help="Net definition to pair with a weights file (layers matched by name).")]
+FromOption = Annotated[Optional[str], typer.Option(
+    "--from", metavar="FORMAT", help="Format of the input: " + ", ".join(FORMAT_NAMES) + ".")]
+InputOption = Annotated[Optional[list[str]], typer.Option(
+    "--input", metavar="NAME=SHAPE|NAME=FILE.npy",
+    help="Input values: a shape (seeded random values) or a .npy file; repeatable.")]
+DeviceOption = Annotated[str, typer.Option(
+    "--device", metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
+AtolOption = Annotated[float, typer.Option("--atol", metavar="X", help="Absolute tolerance.")]
+RtolOption = Annotated[float, typer.Option(
+    "--rtol", metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")]
+PythonLayersOption = Annotated[bool, typer.Option(
+    "--allow-python-layers", help="Run Python layers (imports and runs their modules).")]
+PythonPathOption = Annotated[Optional[list[str]], typer.Option(
+    "--python-path", metavar="DIR", help="Folder to import Python layers from; repeatable.")]
+SeedOption = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random inputs.")]
 
 
 def _debug_enabled() -> bool:
     return _state["debug"] or os.environ.get("BLOBCAST_DEBUG", "") not in ("", "0")
 
 
-def _fail(message: str, code: int) -> typer.Exit:
+def _print_json(data) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _fail(message: str, code: int, json_output: bool) -> typer.Exit:
+    if json_output:  # a pipeline never parses an empty stdout
+        _print_json({"ok": False, "error": message, "exit_code": code})
     stderr.print(f"blobcast: error: {escape(message)}")
     return typer.Exit(code)
 
 
-def _run(action):
+def _run(action, *, json_output: bool = False, debug: bool = False,
+         memory_budget: str | None = None):
     """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked."""
+    _state["debug"] = _state["debug"] or debug
     try:
         from .limits import set_memory_budget
 
-        set_memory_budget(_state.get("memory_budget"))  # None: the variable or the default
+        set_memory_budget(memory_budget or _state["memory_budget"])  # None: variable or default
         forget_committed_outputs()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -56,22 +116,18 @@ def _run(action):
     except BlobcastError as error:
         if _debug_enabled():
             stderr.print_exception()
-        raise _fail(str(error), error.exit_code) from None
+        raise _fail(str(error), error.exit_code, json_output) from None
     except KeyboardInterrupt:
         code, what = (143, "terminated") if stop_requested() == signal.SIGTERM else (130, "interrupted")
         written = committed_outputs()
         if written:  # the signal came after the outputs were renamed into place
-            raise _fail(f"{what} after writing {', '.join(written)}", code) from None
-        raise _fail(f"{what}; nothing was written", code) from None
+            raise _fail(f"{what} after writing {', '.join(written)}", code, json_output) from None
+        raise _fail(f"{what}; nothing was written", code, json_output) from None
     except Exception as error:  # a bug or an input we failed to anticipate
         if _debug_enabled():
             stderr.print_exception()
         raise _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the "
-                    "traceback)", 2) from None
-
-
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+                    "traceback)", 2, json_output) from None
 
 
 class _Progress:
@@ -113,51 +169,76 @@ def _human_bytes(count: int) -> str:
     return f"{count} B"
 
 
-BudgetOption = Annotated[Optional[str], typer.Option(
-    "--memory-budget", metavar="SIZE",
-    help="Most memory a file may make blobcast allocate (default 4G; e.g. 512M, 16G).")]
-
-
-def _set_budget(size: str | None) -> None:
-    if size is not None:
-        from .limits import set_memory_budget
-
-        set_memory_budget(size)
+def _show_version(value: bool) -> None:
+    if value:
+        stdout.print(f"blobcast {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
-def _main(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
-          memory_budget: BudgetOption = None):
+def _main(debug: DebugOption = False, memory_budget: BudgetOption = None,
+          version: Annotated[bool, typer.Option(
+              "--version", callback=_show_version, is_eager=True,
+              help="Print the version and exit.")] = False):
     _state["debug"] = debug
     _state["memory_budget"] = memory_budget
 
 
-@app.command()
+def _input_shapes(specs) -> dict:
+    from .verify import parse_input_spec
+
+    shapes = {}
+    for spec in specs or ():
+        name, shape = parse_input_spec(spec)
+        if not isinstance(shape, list):
+            raise BlobcastError(f"--input {spec!r}: give a shape when converting")
+        shapes[name] = shape
+    return shapes
+
+
+def _onnx_options(opset, dynamic_batch, external_data, strict) -> dict:
+    options = {}
+    if opset is not None:
+        from .converters.onnx_format import check_opset
+
+        options["opset"] = check_opset(opset)
+    if dynamic_batch:
+        options["dynamic_batch"] = True
+    if external_data is not None:
+        options["external_data"] = external_data
+    if strict:
+        options["strict"] = True
+    return options
+
+
+@app.command(cls=_PlainCommand,
+             short_help="Convert between Caffe formats and ONNX, checked before the output appears.")
 def convert(
-    source: Annotated[str, typer.Argument(metavar="SOURCE", help="File to read.")],
+    source: Annotated[str, typer.Argument(metavar="SOURCE", help="File to read.", show_default=False)],
     destination: Annotated[str, typer.Argument(
-        metavar="DESTINATION", help="File to write; its suffix picks the format.")],
-    prototxt: Annotated[Optional[str], typer.Option(
-        metavar="PROTOTXT",
-        help="Net definition to pair with a weights file (layers matched by name).")] = None,
+        metavar="DESTINATION", help="File to write; its suffix picks the format.", show_default=False)],
+    prototxt: PrototxtOption = None,
     compress: Annotated[Optional[str], typer.Option(
-        metavar="gzip", help="Compress HDF5 datasets.")] = None,
-    from_format: Annotated[Optional[str], typer.Option(
-        "--from", metavar="FORMAT", help="Format of SOURCE.")] = None,
+        "--compress", metavar="gzip", help="Compress HDF5 datasets.")] = None,
+    from_format: FromOption = None,
     to_format: Annotated[Optional[str], typer.Option(
-        "--to", metavar="FORMAT", help="Format of DESTINATION.")] = None,
+        "--to", metavar="FORMAT", help="Format of DESTINATION: " + ", ".join(FORMAT_NAMES) + ".")] = None,
     weights: Annotated[Optional[str], typer.Option(
-        metavar="WEIGHTS",
+        "--weights", metavar="WEIGHTS",
         help="With a solver state: also convert its learned_net weights to this file "
              "and point the new state at it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
     verify_forward: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Also run both models forward on the same inputs and "
         "compare their outputs (where both have layers).")] = True,
-    opset: Annotated[Optional[int], typer.Option(
-        metavar="N", help="ONNX: the opset to write (default 26, at least 17).")] = None,
     inputs: Annotated[Optional[list[str]], typer.Option(
-        "--input", metavar="NAME=SHAPE", help="ONNX: an input shape to export with; repeatable.")] = None,
+        "--input", metavar="NAME=SHAPE",
+        help="An input shape for the forward check and the ONNX export; repeatable.")] = None,
+    atol: AtolOption = 1e-5,
+    rtol: RtolOption = 1e-3,
+    device: DeviceOption = "cpu",
+    opset: Annotated[Optional[int], typer.Option(
+        "--opset", metavar="N", help="ONNX: the opset to write (default 26, at least 17).")] = None,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch", help="ONNX: make the batch dimension symbolic.")] = False,
     external_data: Annotated[Optional[bool], typer.Option(
@@ -166,51 +247,34 @@ def convert(
     strict: Annotated[bool, typer.Option(
         "--strict", help="ONNX: refuse layers with no ONNX equivalent.")] = False,
     memory_budget: BudgetOption = None,
+    debug: DebugOption = False,
     json_output: JsonOption = False,
 ):
     """Convert between Caffe formats and ONNX; the output is checked before it appears."""
+    from .api import ForwardCheck
     from .api import convert as convert_file
 
     def body():
-        _set_budget(memory_budget)
-        onnx_options = _onnx_options(opset, inputs, dynamic_batch, external_data, strict)
+        shapes = _input_shapes(inputs)
+        onnx_options = _onnx_options(opset, dynamic_batch, external_data, strict)
+        if shapes and (to_format == "onnx" or destination.lower().endswith(".onnx")):
+            onnx_options["input_shapes"] = shapes
+        check = ForwardCheck(inputs=shapes, device=device, atol=atol, rtol=rtol) if verify_forward \
+            else False
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
                               destination_format=to_format, compress=compress, overwrite=force,
-                              weights=weights, forward_check=verify_forward,
+                              weights=weights, forward_check=check,
                               progress_factory=_progress_factory(json_output),
-                              onnx_options=onnx_options)
+                              onnx_options=onnx_options or None)
         if json_output:
-            _print_json(report.to_dict())
+            _print_json({"ok": True, **report.to_dict()})
             return
         for note in report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
         for line in _summary_lines(report):
             stdout.print(line)
 
-    _run(body)
-
-
-def _onnx_options(opset, inputs, dynamic_batch, external_data, strict) -> dict | None:
-    from .verify import parse_input_spec
-
-    options = {}
-    if opset is not None:
-        options["opset"] = opset
-    if inputs:
-        shapes = {}
-        for spec in inputs:
-            name, shape = parse_input_spec(spec)
-            if not isinstance(shape, list):
-                raise BlobcastError(f"--input {spec!r}: give a shape when converting")
-            shapes[name] = shape
-        options["input_shapes"] = shapes
-    if dynamic_batch:
-        options["dynamic_batch"] = True
-    if external_data is not None:
-        options["external_data"] = external_data
-    if strict:
-        options["strict"] = True
-    return options or None
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
 def _summary_lines(report) -> list[str]:
@@ -221,7 +285,8 @@ def _summary_lines(report) -> list[str]:
         "solverstate", "solverstate-h5") else ""
     forward = ""
     if report.forward:
-        forward = (f"; forward: {report.forward['outputs']} outputs agree "
+        forward = (f"; forward ({report.forward.get('device', 'cpu')}): "
+                   f"{report.forward['outputs']} outputs agree "
                    f"(max abs error {report.forward['max_abs_error']:.3g})")
     lines.append(
         f"{escape(report.source)} -> {escape(report.destination)}: {what}{report.tensors} tensors, "
@@ -229,50 +294,35 @@ def _summary_lines(report) -> list[str]:
     return lines
 
 
-@app.command()
+@app.command(cls=_PlainCommand, short_help="Show a model's layers and blobs, or a solver state's history.")
 def inspect(
-    file: Annotated[str, typer.Argument(metavar="FILE", help="Model, net definition or solver state.")],
-    prototxt: Annotated[Optional[str], typer.Option(
-        metavar="PROTOTXT", help="Net definition to pair with a weights file.")] = None,
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Model, net definition or solver state.",
+                                        show_default=False)],
+    prototxt: PrototxtOption = None,
     solver: Annotated[Optional[str], typer.Option(
-        metavar="SOLVER",
+        "--solver", metavar="SOLVER",
         help="Solver .prototxt, to name the solver type and tie history to parameters.")] = None,
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf "
                                         "counts per tensor (reads the weights).")] = False,
-    from_format: Annotated[Optional[str], typer.Option(
-        "--from", metavar="FORMAT", help="Format of FILE.")] = None,
+    from_format: FromOption = None,
     memory_budget: BudgetOption = None,
+    debug: DebugOption = False,
     json_output: JsonOption = False,
 ):
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
     from .inspection import inspect_file
 
     def body():
-        _set_budget(memory_budget)
         facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
                              file_format=from_format)
         if json_output:
-            _print_json(facts)
+            _print_json({"ok": True, **facts})
         else:
             from .render import render
 
             stdout.print(render(facts))
 
-    _run(body)
-
-
-InputOption = Annotated[Optional[list[str]], typer.Option(
-    "--input", metavar="NAME=SHAPE|NAME=FILE.npy",
-    help="Input values: a shape (seeded random values) or a .npy file; repeatable.")]
-DeviceOption = Annotated[str, typer.Option(
-    metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
-PythonLayersOption = Annotated[bool, typer.Option(
-    "--allow-python-layers", help="Run Python layers (imports and runs their modules).")]
-PythonPathOption = Annotated[Optional[list[str]], typer.Option(
-    "--python-path", metavar="DIR", help="Folder to import Python layers from; repeatable.")]
-WeightsPrototxtOption = Annotated[Optional[str], typer.Option(
-    "--prototxt", metavar="PROTOTXT", help="Net definition for weights files that carry none.")]
-SeedOption = Annotated[int, typer.Option(metavar="N", help="Seed of the random inputs.")]
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path):
@@ -290,17 +340,17 @@ def _format_error(value: float | None) -> str:
     return "inf" if value == float("inf") else f"{value:.3g}"
 
 
-@app.command()
+@app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
 def verify(
-    a: Annotated[str, typer.Argument(metavar="A", help="A model (any format with layers).")],
-    b: Annotated[str, typer.Argument(
-        metavar="B", help="Another model, or an .npz of recorded blobs.")],
-    prototxt: WeightsPrototxtOption = None,
+    a: Annotated[str, typer.Argument(metavar="A", help="A model (any format with layers).",
+                                     show_default=False)],
+    b: Annotated[str, typer.Argument(metavar="B", help="Another model, or an .npz of recorded blobs.",
+                                     show_default=False)],
+    prototxt: PrototxtOption = None,
     inputs: InputOption = None,
     seed: SeedOption = 0,
-    atol: Annotated[float, typer.Option(metavar="X", help="Absolute tolerance.")] = 1e-5,
-    rtol: Annotated[float, typer.Option(
-        metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")] = 1e-3,
+    atol: AtolOption = 1e-5,
+    rtol: RtolOption = 1e-3,
     all_blobs: Annotated[bool, typer.Option(
         "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
     device: DeviceOption = "cpu",
@@ -309,24 +359,25 @@ def verify(
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
     memory_budget: BudgetOption = None,
+    debug: DebugOption = False,
     json_output: JsonOption = False,
 ):
     """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
     from .verify import verify_files
 
     def body():
-        _set_budget(memory_budget)
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path)
         report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite)
         if json_output:
-            _print_json(report.to_dict())
+            _print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
+                         **report.to_dict()})
         else:
             _print_verify(report)
         if not report.passed:
             raise typer.Exit(1)
 
-    _run(body)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
 def _print_verify(report) -> None:
@@ -357,20 +408,21 @@ def _print_verify(report) -> None:
                      f"order is {escape(first.name)!r}")
 
 
-@app.command("run")
+@app.command("run", cls=_PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
 def run_command(
-    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to run.")],
-    prototxt: WeightsPrototxtOption = None,
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to run.", show_default=False)],
+    prototxt: PrototxtOption = None,
     inputs: InputOption = None,
     seed: SeedOption = 0,
     all_blobs: Annotated[bool, typer.Option("--all-blobs", help="Keep every blob.")] = False,
     device: DeviceOption = "cpu",
     save: Annotated[Optional[str], typer.Option(
-        metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
+        "--save", metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
     memory_budget: BudgetOption = None,
+    debug: DebugOption = False,
     json_output: JsonOption = False,
 ):
     """Run one model forward and show (or --save) its outputs."""
@@ -378,7 +430,6 @@ def run_command(
     from .verify import run_model, save_blobs
 
     def body():
-        _set_budget(memory_budget)
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path)
         if save:
@@ -395,7 +446,8 @@ def run_command(
                     "max": float(value.max()) if value.size else None,
                     "first": [float(v) for v in value.ravel()[:4]]} for name, value in blobs.items()]
         if json_output:
-            _print_json({"model": model, "inputs": {k: list(v.shape) for k, v in given.items()},
+            _print_json({"ok": True, "model": model,
+                         "inputs": {k: list(v.shape) for k, v in given.items()},
                          "blobs": summary, "saved": save, "notes": notes})
             return
         for note in notes:
@@ -407,7 +459,7 @@ def run_command(
         if save:
             stdout.print(f"saved {len(blobs)} blobs and {len(given)} inputs to {escape(save)}")
 
-    _run(body)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
 def _quiet_unraisable(unraisable, default=sys.unraisablehook) -> None:
@@ -428,4 +480,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "main", "Tree"]
+__all__ = ["app", "main"]

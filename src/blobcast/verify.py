@@ -152,11 +152,12 @@ def parse_input_spec(spec: str) -> tuple[str, np.ndarray | list[int]]:
     name, value = spec.split("=", 1)
     if value.endswith(".npy"):
         return name, read_npy(value)
-    try:
-        shape = [int(d) for d in value.replace("x", ",").split(",") if d.strip()]
-    except ValueError:
-        raise BlobcastError(f"--input {spec!r}: the shape must be integers like 1,3,224,224") from None
-    if not shape or any(d <= 0 for d in shape):
+    parts = [d.strip() for d in value.replace("x", ",").split(",")]
+    if not all(d.isdigit() for d in parts):
+        raise BlobcastError(f"--input {spec!r}: the shape must be whole numbers like 1,3,224,224 "
+                            "(or 1x3x224x224)")
+    shape = [int(d) for d in parts]
+    if any(d <= 0 for d in shape):
         raise BlobcastError(f"--input {spec!r}: every dimension must be positive")
     return name, shape
 

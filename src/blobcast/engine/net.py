@@ -108,12 +108,15 @@ class Net:
 
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),
-                 skip_unrunnable: bool = False):
+                 skip_unrunnable: bool = False, precision=None):
         if not model.has_architecture:
             raise BlobcastError("the model has weights but no layer definitions; give the "
                                 "architecture with --prototxt")
         self.model = model
         self.xp = array_module(device)
+        self.device = "gpu" if self.xp is not np else "cpu"
+        # float64 to measure a net's float32 rounding noise; None: as stored
+        self.precision = None if precision is None else np.dtype(precision)
         self.phase = phase
         self.allow_python_layers = allow_python_layers
         self.python_path = tuple(python_path)
@@ -177,6 +180,8 @@ class Net:
 
     @property
     def dtype(self):
+        if self.precision is not None:
+            return self.precision
         for layer in self.layers:
             for blob in layer.blobs:
                 if blob is not None:
@@ -195,7 +200,7 @@ class Net:
             else:
                 op_class = implementation(layer.type, layer.name)
                 _check_has_weights(layer)
-            weights = [self.xp.asarray(_aligned(blob.data.numpy())) for blob in layer.blobs
+            weights = [self.xp.asarray(self._host_weight(blob.data.numpy())) for blob in layer.blobs
                        if blob is not None]
             op = op_class(layer, self.xp, weights, self.phase)
             op.shape_only = self.shape_only
@@ -211,6 +216,11 @@ class Net:
         needed = op.values_needed([tuple(b.shape) for b in bottoms]) * itemsize
         check_allocation(sum(held.values()) + needed,
                          f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+
+    def _host_weight(self, array: np.ndarray) -> np.ndarray:
+        if self.precision is not None and array.dtype != self.precision:
+            return array.astype(self.precision)
+        return _aligned(array)
 
     def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None,
                 tolerate_missing: bool = False) -> dict:
