@@ -25,6 +25,11 @@ def test_wheel_contains_the_converters(tmp_path):
     sources = {str(p.relative_to(ROOT / "src")) for p in (ROOT / "src" / "blobcast").rglob("*.py")}
     sources |= {"blobcast/converters/" + p.name for p in (ROOT / "converters").glob("*.py")}
     assert sources <= names, sorted(sources - names)  # every module ships
+    assert "blobcast/py.typed" in names  # type checkers read the annotations
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()
+    assert "License-Expression: MIT" in metadata
+    assert any(n.endswith("licenses/LICENSE") for n in names)
+    assert "Provides-Extra: gpu-cuda12" in metadata and "Provides-Extra: gpu-cuda13" in metadata
     # and the installed wheel works on its own, outside the source tree
     target = tmp_path / "site"
     result = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",

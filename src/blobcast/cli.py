@@ -477,7 +477,7 @@ def main() -> None:
     sys.unraisablehook = _quiet_unraisable
     signal.signal(signal.SIGTERM, lambda number, _frame: request_stop(number))
     signal.signal(signal.SIGINT, lambda number, _frame: request_stop(number))
-    app()
+    app(prog_name="blobcast")
 
 
 __all__ = ["app", "main"]
