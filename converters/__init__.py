@@ -107,3 +107,11 @@ def output_format(path: str, override: str | None = None):
     if fmt is None:
         raise FormatError("cannot tell the output format from the file name; use --to", path)
     return fmt
+
+
+def weights_format(path: str) -> str | None:
+    """The format of a solver state's weights file: None where its suffix says;
+    by content where it has none (Caffe before 2015 wrote `_iter_N` alone)."""
+    if format_for_suffix(path) is not None:
+        return None
+    return "caffemodel-h5" if _read_head(path).startswith(HDF5_MAGIC) else "caffemodel"

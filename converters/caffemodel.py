@@ -120,8 +120,12 @@ def read(path: str, **_options) -> Model:
     except UpgradeError as error:
         raise FormatError(f"cannot upgrade this {version} net: {error}", path) from error
     _name_blob_sources(net, blobs)
-    return model_from_net(net, blobs, source_format=NAME, source_version=version,
-                          notes=notes, path=path)
+    model = model_from_net(net, blobs, source_format=NAME, source_version=version,
+                           notes=notes, path=path)
+    if all(not layer.type and not layer.bottoms and not layer.tops for layer in model.layers):
+        # Names and blobs only, as Caffe's CopyTrainedLayersFrom reads them.
+        model.has_architecture = False
+    return model
 
 
 def _layer_chunks(layer, write_diff: bool):
@@ -148,9 +152,13 @@ def net_chunks(model: Model, write_diff: bool = True) -> list:
 
 def write(model: Model, path: str, *, progress=None, **_options) -> None:
     if not model.has_architecture:
-        raise FormatError(
-            "the model has weights but no layer definitions; give the architecture "
-            "with --prototxt to write a .caffemodel", path)
+        # Weights only: layer names and blobs, which is all Caffe's
+        # CopyTrainedLayersFrom (and OpenCV's importer) read from weights.
+        absent = [layer.name for layer in model.layers if None in layer.blobs]
+        if absent:
+            raise FormatError(
+                f"layer {absent[0]!r} lacks a blob that the file keeps under the owner of a shared "
+                "parameter; give --prototxt so the sharing can be resolved", path)
     chunks = net_chunks(model, write_diff=True)
     total = sum(len(c) for c in chunks)
     if total > PROTOBUF_LIMIT:

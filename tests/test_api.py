@@ -98,10 +98,10 @@ def test_solver_state_cannot_become_a_model(tmp_path):
 
 def test_errors_name_the_destination_not_a_temporary_file(tmp_path):
     destination = tmp_path / "weights.caffemodel"
-    with pytest.raises(blobcast.FormatError) as caught:
-        blobcast.convert(CAFFE / "zoo" / "zoo.caffemodel.h5", destination)
+    with pytest.raises(blobcast.FormatError) as caught:  # the writer refuses, naming its file
+        blobcast.convert(CAFFE / "shared" / "snapshots" / "shared_h5_iter_4.caffemodel.h5", destination)
     assert caught.value.path == str(destination)
-    assert "no layer definitions; give the architecture with --prototxt" in str(caught.value)
+    assert "under the owner of a shared parameter; give --prototxt" in str(caught.value)
     assert list(tmp_path.iterdir()) == []
 
 

@@ -209,5 +209,6 @@ def test_a_net_definition_alone_names_the_layer_without_weights(tmp_path):
         assert result.exit_code == 2, (command, result.output)
         assert result.stderr.strip() == (f"blobcast: error: {DEPLOY}: layer 'conv1' (Convolution) has no "
                                          "weights; a net definition alone holds none: give the weights "
-                                         "file (a .caffemodel, or weights with --prototxt)")
+                                         "file (a .caffemodel, or weights with --prototxt), or run "
+                                         "--random-weights for a shape and speed check")
     assert list(tmp_path.iterdir()) == []

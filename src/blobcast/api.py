@@ -358,7 +358,8 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                 raise BlobcastError("--weights goes with a solver state conversion")
             old_weights = obj.require_weights()
             check_distinct(source, weights)
-            weights_report = _convert(old_weights, weights, prototxt=prototxt, source_format=None,
+            weights_report = _convert(old_weights, weights, prototxt=prototxt,
+                                      source_format=converters.weights_format(old_weights),
                                       destination_format=None, compress=None, overwrite=overwrite,
                                       weights=None, forward_check=forward_check,
                                       progress_factory=progress_factory, onnx_options=None,
@@ -420,6 +421,9 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         report.tensors = len(obj.owned_params())
         report.bytes = obj.nbytes
         report.notes = list(obj.notes) + ([forward_note] if forward_note else [])
+        if not obj.has_architecture and dst_fmt.name in ("caffemodel", "caffemodel-h5"):
+            report.notes.append("the file carries no layer definitions (weights only): Caffe and "
+                                "OpenCV load it together with the net's deploy prototxt")
         if dst_fmt.name == "prototxt" and obj.owned_params():
             report.notes.append("a .prototxt holds the architecture only; the weights were not written")
     # Writers name the file they write: the temporary one; say the destination.

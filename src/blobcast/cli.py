@@ -269,7 +269,7 @@ def convert(
         if json_output:
             _print_json({"ok": True, **report.to_dict()})
             return
-        for note in report.notes:
+        for note in (report.weights.notes if report.weights else []) + report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
         for line in _summary_lines(report):
             stdout.print(line)
@@ -325,13 +325,14 @@ def inspect(
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
-def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path):
+def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
+                 random_weights: bool = False):
     from .verify import RunOptions
 
     return RunOptions(prototxt=prototxt, inputs=tuple(inputs or ()), seed=seed,
                       all_blobs=all_blobs, device=device,
                       allow_python_layers=allow_python_layers,
-                      python_path=tuple(python_path or ()))
+                      python_path=tuple(python_path or ()), random_weights=random_weights)
 
 
 def _format_error(value: float | None) -> str:
@@ -419,6 +420,9 @@ def run_command(
     save: Annotated[Optional[str], typer.Option(
         "--save", metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
+    random_weights: Annotated[bool, typer.Option(
+        "--random-weights", help="Give layers without weights seeded random ones from their "
+        "fillers (--seed): a shape and speed check of a net definition alone.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
     memory_budget: BudgetOption = None,
@@ -431,7 +435,7 @@ def run_command(
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
-                               python_path)
+                               python_path, random_weights)
         if save:
             for used in [model, prototxt] + [spec.split("=", 1)[1] for spec in inputs or ()
                                              if "=" in spec]:

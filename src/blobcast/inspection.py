@@ -52,9 +52,12 @@ def model_facts(model: Model, stats: bool = False) -> dict:
                 entry["diff"] = _tensor_facts(blob.diff, stats)
             entry["learnable"] = layer.lr_mult(j) != 0
             blobs.append(entry)
-        layers.append({"name": layer.name, "type": layer.type, "bottoms": list(layer.bottoms),
-                       "tops": list(layer.tops), "settings": layer.key_settings(),
-                       "blobs": blobs})
+        entry = {"name": layer.name, "type": layer.type, "bottoms": list(layer.bottoms),
+                 "tops": list(layer.tops), "settings": layer.key_settings(), "blobs": blobs}
+        rules = _phase_rules(layer)
+        if rules:
+            entry["rules"] = rules
+        layers.append(entry)
     return {
         "kind": "model",
         "name": model.name,
@@ -67,10 +70,39 @@ def model_facts(model: Model, stats: bool = False) -> dict:
                    "parameters": model.parameter_count, "bytes": model.nbytes,
                    "learnable_tensors": len(model.params()),
                    "state_tensors": len(model.states())},
+        "runs": _deploy_net(model) if model.has_architecture else None,
         "notes": list(model.notes) + [
             f"layer {layer!r} reads blob {bottom!r}, which no earlier layer produces"
-            for layer, bottom in (model.unproduced_bottoms() if model.has_architecture else [])],
+            for layer, bottom in (model.unproduced_bottoms() if model.has_architecture else [])]
+        + ([] if model.has_architecture else [
+            "no architecture: the file holds layer names and weights only; pair it with "
+            "--prototxt"]),
     }
+
+
+def _phase_rules(layer) -> str:
+    """A layer's include/exclude rules as one line ('include phase TEST')."""
+    parts = []
+    for kind in ("include", "exclude"):
+        for rule in getattr(layer.spec, kind):
+            said = [f"{k} {v}" for k, v in rule.to_dict().items()]
+            parts.append(f"{kind} " + ", ".join(said) if said else kind)
+    return "; ".join(parts)
+
+
+def _deploy_net(model: Model) -> dict:
+    """The net `run`, `verify` and the forward checks run: Caffe's TEST phase,
+    data layers' tops as inputs, losses and evaluation layers left out."""
+    from .engine import Net
+
+    try:
+        net = Net(model)
+    except BlobcastError as error:
+        return {"phase": "TEST", "error": error.problem}
+    return {"phase": "TEST", "layers": len(net.layers), "inputs": dict(net.inputs),
+            "outputs": list(net.outputs),
+            "not_run": [f"{s.name} ({s.type})" for s in net.skipped if s.type != "input"],
+            "dropped_inputs": [s.name for s in net.skipped if s.type == "input"]}
 
 
 def _state_net(state: SolverState, solver_net: Model | None):
@@ -80,7 +112,7 @@ def _state_net(state: SolverState, solver_net: Model | None):
     weights = state.find_weights()
     if weights is None:
         return None, None
-    model = load(weights)
+    model = load(weights, format=_converters().weights_format(weights))
     if isinstance(model, Model) and model.has_architecture:
         return model, weights
     return None, None

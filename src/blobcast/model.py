@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .errors import BlobcastError
 from .params import Message
 from .tensor import Tensor, as_tensor
 
@@ -172,6 +173,31 @@ class ParamRef:
         return f"{self.layer.name}/{self.index}"
 
 
+def _rule_met(rule, phase: str, level: int, stages: set[str]) -> bool:
+    """Caffe's StateMeetsRule."""
+    if rule.has("phase") and rule.phase != phase:
+        return False
+    if rule.has("min_level") and level < rule.min_level:
+        return False
+    if rule.has("max_level") and level > rule.max_level:
+        return False
+    if any(stage not in stages for stage in rule.stage):
+        return False
+    return not any(stage in stages for stage in rule.not_stage)
+
+
+def layer_included(layer: Layer, phase: str = "TEST", level: int = 0, stages=()) -> bool:
+    """Caffe's Net::FilterNet for one layer."""
+    stages = set(stages)
+    includes, excludes = list(layer.spec.include), list(layer.spec.exclude)
+    if includes and excludes:
+        raise BlobcastError(f"layer {layer.name!r} has both include and exclude rules")
+    if includes:
+        return any(_rule_met(rule, phase, level, stages) for rule in includes)
+    return not any(_rule_met(rule, phase, level, stages) for rule in excludes)
+
+
+
 @dataclass
 class Model:
     """A Caffe net with its weights."""
@@ -248,11 +274,18 @@ class Model:
         self.layer(old).name = new
 
     def duplicate_layer_names(self) -> list[str]:
-        seen, duplicates = set(), []
-        for layer in self.layers:
-            if layer.name in seen and layer.name not in duplicates:
-                duplicates.append(layer.name)
-            seen.add(layer.name)
+        """Names two layers share within one phase. As in Caffe, the check
+        follows FilterNet: a train_test net's two data layers of one name,
+        one per phase, are not duplicates."""
+        duplicates: list[str] = []
+        for phase in ("TRAIN", "TEST"):
+            seen = set()
+            for layer in self.layers:
+                if not layer_included(layer, phase):
+                    continue
+                if layer.name in seen and layer.name not in duplicates:
+                    duplicates.append(layer.name)
+                seen.add(layer.name)
         return duplicates
 
     # -- parameters ---------------------------------------------------------

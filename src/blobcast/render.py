@@ -68,8 +68,9 @@ def render_model(facts: dict) -> Tree:
         if layer["bottoms"] or layer["tops"]:
             flow = f" {escape(', '.join(layer['bottoms']))} -> {escape(', '.join(layer['tops']))}"
         kind = layer["type"] or "?"
+        rules = f" [magenta]({escape(layer['rules'])})[/magenta]" if layer.get("rules") else ""
         node = layers.add(f"[bold]{escape(layer['name'])}[/bold] [cyan]{escape(kind)}[/cyan]"
-                          f"{flow}{_settings(layer['settings'])}")
+                          f"{flow}{_settings(layer['settings'])}{rules}")
         for blob in layer["blobs"]:
             if blob.get("absent"):
                 node.add(f"{blob['index']} [dim](absent: stored under the owner of a shared "
@@ -83,6 +84,7 @@ def render_model(facts: dict) -> Tree:
             child = node.add(line)
             if "diff" in blob:
                 child.add(_tensor_line("diff", blob["diff"]))
+    _render_deploy(root, facts.get("runs"))
     totals = facts["totals"]
     root.add(f"totals: {totals['layers']} layers, {totals['tensors']} tensors "
              f"({totals['learnable_tensors']} learnable, {totals['state_tensors']} state), "
@@ -90,6 +92,23 @@ def render_model(facts: dict) -> Tree:
     for note in facts.get("notes", []):
         root.add(f"[dim]note: {escape(note)}[/dim]")
     return root
+
+
+def _render_deploy(root: Tree, runs: dict | None) -> None:
+    if not runs:
+        return
+    if "error" in runs:
+        root.add(f"[dim]runs: the {runs['phase']} phase cannot run: {escape(runs['error'])}[/dim]")
+        return
+    inputs = ", ".join(f"{escape(name)} {shape if shape is not None else '(shape unset: give --input)'}"
+                       for name, shape in runs["inputs"].items())
+    node = root.add(f"runs: the {runs['phase']} phase, {runs['layers']} layers: {inputs or 'no inputs'}"
+                    f" -> {escape(', '.join(runs['outputs']))}")
+    if runs["not_run"]:
+        node.add(f"[dim]not run: {escape(', '.join(runs['not_run']))}[/dim]")
+    if runs["dropped_inputs"]:
+        node.add(f"[dim]not inputs (read only by layers not run): "
+                 f"{escape(', '.join(runs['dropped_inputs']))}[/dim]")
 
 
 def render_state(facts: dict) -> Tree:

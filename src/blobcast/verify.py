@@ -118,6 +118,7 @@ class VerifyReport:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
     all_blobs: bool = False
+    input_sources: dict[str, str] = field(default_factory=dict)  # name -> where its values came from
 
     @property
     def passed(self) -> bool:
@@ -275,6 +276,7 @@ class RunOptions:
     device: str = "cpu"
     allow_python_layers: bool = False
     python_path: tuple[str, ...] = ()
+    random_weights: bool = False  # layers without weights get seeded ones (Caffe's fillers)
 
 
 def _load_model(path: str, prototxt: str | None):
@@ -294,7 +296,8 @@ def _net(model, options: RunOptions):
     from .engine import Net
 
     return Net(model, device=options.device, allow_python_layers=options.allow_python_layers,
-               python_path=options.python_path)
+               python_path=options.python_path,
+               random_weights=options.seed if options.random_weights else None)
 
 
 def _side(path: str, options: RunOptions):
@@ -351,11 +354,16 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     with about(a):
         net_a = _side(a, options)
     notes = _notes(net_a)
+    sources = {name: "--input" for name in given}
     if b.lower().endswith(".npz"):
         reference, reference_inputs = load_reference(b)
+        if not reference_inputs:
+            # Written by another tool: the net's inputs are the entries named like them.
+            reference_inputs = [name for name in net_a.inputs if name in reference]
         for name in reference_inputs:
             if name in net_a.inputs and name not in given:
                 given[name] = reference[name]
+                sources[name] = os.path.basename(b)
         b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
@@ -384,9 +392,14 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
             order = [name for name in net_a.outputs if name not in inputs]
+    for name in inputs:
+        sources.setdefault(name, f"random normal(0, 1), seed {options.seed}")
+    notes = [f"input {name!r} {list(np.shape(inputs[name]))}: {where}"
+             for name, where in sources.items() if name in inputs] + notes
     report = VerifyReport(a, b, {name: list(np.shape(v)) for name, v in inputs.items()},
                           _compare_runs(a_blobs, b_blobs, order, atol, rtol, allow_nonfinite),
                           atol, rtol, "gpu" if getattr(net_a, "xp", np) is not np else "cpu",
-                          notes=notes, all_blobs=options.all_blobs)
+                          notes=notes, all_blobs=options.all_blobs,
+                          input_sources={k: v for k, v in sources.items() if k in inputs})
     report.seconds = time.perf_counter() - started
     return report

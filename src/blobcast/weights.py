@@ -101,6 +101,41 @@ class MatchReport:
     layers_without_weights: list[str] = field(default_factory=list)
 
 
+def _fill_layer(model: Model, li: int, source: WeightSource, owners: dict, check_definitions: bool,
+                absent_shared_ok: bool, weights_path: str | None) -> None:
+    """Give layer `li` the blobs of `source`, checked against its definition."""
+    layer = model.layers[li]
+    expected = expected_blob_count(layer) if check_definitions else None
+    present = max(source.blobs, default=-1) + 1
+    count = expected if expected is not None else present
+    if present > count or (not absent_shared_ok and present != count):
+        raise FormatError(
+            f"layer {layer.name!r} ({layer.type}) takes {count} blobs but the weights "
+            f"have {present}", weights_path)
+    blobs: list[Blob | None] = []
+    for j in range(count):
+        blob = source.blobs.get(j)
+        if blob is None:
+            if (li, j) in owners and absent_shared_ok:
+                blobs.append(None)
+                continue
+            raise FormatError(
+                f"layer {layer.name!r} ({layer.type}) takes {count} blobs but blob {j} "
+                "is missing from the weights", weights_path)
+        problem = shape_problem(layer, j, blob.shape) if check_definitions else None
+        if problem:
+            raise FormatError(f"layer {layer.name!r} blob {j}: {problem}", weights_path)
+        blobs.append(blob)
+    for j, blob in enumerate(blobs):
+        if blob is not None and (li, j) in owners:
+            # A copy under a sharing layer overwrites the shared parameter.
+            oi, oj = owners[(li, j)]
+            owner_blobs = model.layers[oi].blobs
+            if oj < len(owner_blobs):
+                owner_blobs[oj] = blob
+    layer.blobs = blobs
+
+
 def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: str,
                    absent_shared_ok: bool, check_definitions: bool = True) -> MatchReport:
     """Copy weights into `model`'s layers by name; raise FormatError on a mismatch.
@@ -116,47 +151,23 @@ def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: s
         raise FormatError(
             f"the architecture has duplicate layer names ({', '.join(duplicates)}); "
             "weights are matched by layer name, so each name must be unique")
-    index_by_name = {layer.name: i for i, layer in enumerate(model.layers)}
+    # A name may stand for one layer per phase (train_test nets): each gets the weights.
+    indices_by_name: dict[str, list[int]] = {}
+    for i, layer in enumerate(model.layers):
+        indices_by_name.setdefault(layer.name, []).append(i)
     owners = model.param_owners()
     report = MatchReport()
     filled: set[int] = set()
     for source in sources:
-        li = index_by_name.get(source.name)
-        if li is None:
+        targets = indices_by_name.get(source.name)
+        if targets is None:
             if source.blobs:
                 report.ignored_source_layers.append(source.name)
             continue
-        layer = model.layers[li]
-        expected = expected_blob_count(layer) if check_definitions else None
-        present = max(source.blobs, default=-1) + 1
-        count = expected if expected is not None else present
-        if present > count or (not absent_shared_ok and present != count):
-            raise FormatError(
-                f"layer {layer.name!r} ({layer.type}) takes {count} blobs but the weights "
-                f"have {present}", weights_path)
-        blobs: list[Blob | None] = []
-        for j in range(count):
-            blob = source.blobs.get(j)
-            if blob is None:
-                if (li, j) in owners and absent_shared_ok:
-                    blobs.append(None)
-                    continue
-                raise FormatError(
-                    f"layer {layer.name!r} ({layer.type}) takes {count} blobs but blob {j} "
-                    "is missing from the weights", weights_path)
-            problem = shape_problem(layer, j, blob.shape) if check_definitions else None
-            if problem:
-                raise FormatError(f"layer {layer.name!r} blob {j}: {problem}", weights_path)
-            blobs.append(blob)
-        for j, blob in enumerate(blobs):
-            if blob is not None and (li, j) in owners:
-                # A copy under a sharing layer overwrites the shared parameter.
-                oi, oj = owners[(li, j)]
-                owner_blobs = model.layers[oi].blobs
-                if oj < len(owner_blobs):
-                    owner_blobs[oj] = blob
-        layer.blobs = blobs
-        filled.add(li)
+        for li in targets:
+            _fill_layer(model, li, source, owners, check_definitions, absent_shared_ok, weights_path)
+            filled.add(li)
+
     # Absent shared slots take the owner's blob.
     for li, layer in enumerate(model.layers):
         for j, blob in enumerate(layer.blobs):

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import BlobcastError
 from ..limits import check_allocation
-from ..model import Layer, Model
+from ..model import Layer, Model, layer_included
 from ..weights import expected_blob_count
 from . import layers  # noqa: F401  (registers the layer types)
 from .python_layer import PythonLayer
@@ -62,28 +62,44 @@ def _aligned(array: np.ndarray) -> np.ndarray:
     return aligned
 
 
-def _rule_met(rule, phase: str, level: int, stages: set[str]) -> bool:
-    """Caffe's StateMeetsRule."""
-    if rule.has("phase") and rule.phase != phase:
-        return False
-    if rule.has("min_level") and level < rule.min_level:
-        return False
-    if rule.has("max_level") and level > rule.max_level:
-        return False
-    if any(stage not in stages for stage in rule.stage):
-        return False
-    return not any(stage in stages for stage in rule.not_stage)
+_BATCH_SETTINGS = ("data_param", "image_data_param", "hdf5_data_param", "window_data_param")
 
 
-def layer_included(layer: Layer, phase: str = "TEST", level: int = 0, stages=()) -> bool:
-    """Caffe's Net::FilterNet for one layer."""
-    stages = set(stages)
-    includes, excludes = list(layer.spec.include), list(layer.spec.exclude)
-    if includes and excludes:
-        raise BlobcastError(f"layer {layer.name!r} has both include and exclude rules")
-    if includes:
-        return any(_rule_met(rule, phase, level, stages) for rule in includes)
-    return not any(_rule_met(rule, phase, level, stages) for rule in excludes)
+def data_layer_shapes(layer: Layer, net_layers: list[Layer]) -> list[list[int] | None]:
+    """The shapes a data layer (Data, ImageData, ...) feeds its tops, from its
+    settings as Caffe's TEST phase would: the batch size, the crop size (or
+    ImageData's new_height/new_width), channels from ImageData's is_color,
+    from the per-channel mean values, or from the weights of the first
+    convolution that reads the data. None where the settings cannot say (the
+    image size is in the database): --input NAME=SHAPE gives it."""
+    spec = layer.spec
+    batch = next((getattr(spec, f).batch_size for f in _BATCH_SETTINGS if spec.has(f)), 0)
+    transform = spec.transform_param
+    height = width = transform.crop_size or 0
+    channels = 0
+    if layer.type == "ImageData" and spec.has("image_data_param"):
+        image = spec.image_data_param
+        channels = 3 if image.is_color else 1
+        if not height:
+            height, width = image.new_height, image.new_width
+    elif layer.type == "Data" and spec.has("data_param") and not height:
+        height = width = spec.data_param.crop_size  # the pre-transform_param spelling
+    if not channels and len(transform.mean_value) > 1:
+        channels = len(transform.mean_value)
+    if not channels and layer.tops:
+        consumer = next((other for other in net_layers if layer.tops[0] in other.bottoms), None)
+        blob = consumer.blobs[0] if consumer is not None and consumer.blobs else None
+        if consumer is not None and consumer.type == "Convolution" and blob is not None \
+                and len(blob.shape) >= 2:
+            channels = blob.shape[1] * consumer.spec.convolution_param.group
+    data = [batch, channels, height, width] if batch and channels and height and width else None
+    label = [batch] if batch else None
+    return [data, label][: len(layer.tops)]
+
+
+def _lacks_weights(layer: Layer) -> bool:
+    expected = expected_blob_count(layer)
+    return bool(expected) and sum(blob is not None for blob in layer.blobs) < expected
 
 
 def _check_has_weights(layer: Layer) -> None:
@@ -93,7 +109,8 @@ def _check_has_weights(layer: Layer) -> None:
         held = "no weights" if not present else f"{present} of its {expected} blobs"
         raise BlobcastError(f"layer {layer.name!r} ({layer.type}) has {held}; a net definition "
                             "alone holds none: give the weights file (a .caffemodel, or "
-                            "weights with --prototxt)")
+                            "weights with --prototxt), or run --random-weights for a shape and "
+                            "speed check")
 
 
 @dataclass
@@ -108,7 +125,7 @@ class Net:
 
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),
-                 skip_unrunnable: bool = False, precision=None):
+                 skip_unrunnable: bool = False, precision=None, random_weights: int | None = None):
         if not model.has_architecture:
             raise BlobcastError("the model has weights but no layer definitions; give the "
                                 "architecture with --prototxt")
@@ -117,10 +134,13 @@ class Net:
         self.device = "gpu" if self.xp is not np else "cpu"
         # float64 to measure a net's float32 rounding noise; None: as stored
         self.precision = None if precision is None else np.dtype(precision)
+        # A seed: layers without weights get seeded random ones (Caffe's fillers).
+        self.random_weights = random_weights
         self.phase = phase
         self.allow_python_layers = allow_python_layers
         self.python_path = tuple(python_path)
         chosen = [layer for layer in model.layers if layer_included(layer, phase, level, stages)]
+        self._chosen = chosen
         self.inputs: dict[str, list[int] | None] = {}
         self.skipped: list[SkippedLayer] = []
         self.layers: list[Layer] = []
@@ -145,12 +165,12 @@ class Net:
                 if layer.type != "Python":
                     implementation(layer.type, layer.name)  # fail early on unknown types
                 self.layers.append(layer)
+        self._drop_unused_inputs()
         self.outputs = self._output_names()
         self._ops = None
         self.shape_only = False
 
-    @staticmethod
-    def _input_shapes(layer: Layer) -> dict:
+    def _input_shapes(self, layer: Layer) -> dict:
         shapes: list = []
         spec = layer.spec
         if layer.type == "Input" and spec.has("input_param"):
@@ -162,10 +182,22 @@ class Net:
         elif layer.type == "MemoryData" and spec.has("memory_data_param"):
             m = spec.memory_data_param
             shapes = [[m.batch_size, m.channels, m.height, m.width]]
+        elif layer.type in DATA_LAYER_TYPES:
+            shapes = data_layer_shapes(layer, self._chosen)
+            return dict(zip(layer.tops, shapes + [None] * len(layer.tops)))
         out = {}
         for i, top in enumerate(layer.tops):
             out[top] = shapes[i] if i < len(shapes) else (shapes[0] if len(shapes) == 1 else None)
         return out
+
+    def _drop_unused_inputs(self) -> None:
+        """Inputs no layer that runs reads (a training net's labels, which only
+        its losses and accuracy read) are not inputs of the deploy net."""
+        read = {bottom for layer in self.layers for bottom in layer.bottoms}
+        for name in [n for n in self.inputs if n not in read and self.layers]:
+            del self.inputs[name]
+            self.skipped.append(SkippedLayer(name, "input", "read only by layers that are not run "
+                                             "(losses, accuracy): not an input of the deploy net"))
 
     def _output_names(self) -> list[str]:
         """Blobs produced and never consumed afterwards (Caffe's net outputs)."""
@@ -189,24 +221,46 @@ class Net:
         return np.dtype(np.float32)
 
     def _build(self):
+        """One op per layer; None for a layer whose random weights wait for
+        its bottoms' shapes (with random_weights)."""
         if self._ops is not None:
             return self._ops
         ops = []
         for layer in self.layers:
-            if layer.type == "Python":
-                op_class = type("PythonLayerOp", (PythonLayer,),
-                                {"allowed": self.allow_python_layers,
-                                 "search_path": self.python_path})
-            else:
-                op_class = implementation(layer.type, layer.name)
+            if self.random_weights is not None and _lacks_weights(layer):
+                ops.append(None)
+                continue
+            if layer.type != "Python":
                 _check_has_weights(layer)
-            weights = [self.xp.asarray(self._host_weight(blob.data.numpy())) for blob in layer.blobs
-                       if blob is not None]
-            op = op_class(layer, self.xp, weights, self.phase)
-            op.shape_only = self.shape_only
-            ops.append(op)
+            arrays = [blob.data.numpy() for blob in layer.blobs if blob is not None]
+            ops.append(self._op(layer, arrays))
         self._ops = ops
         return ops
+
+    def _op(self, layer: Layer, arrays: list):
+        if layer.type == "Python":
+            op_class = type("PythonLayerOp", (PythonLayer,),
+                            {"allowed": self.allow_python_layers, "search_path": self.python_path})
+        else:
+            op_class = implementation(layer.type, layer.name)
+        weights = [self.xp.asarray(self._host_weight(array)) for array in arrays]
+        op = op_class(layer, self.xp, weights, self.phase)
+        op.shape_only = self.shape_only
+        return op
+
+    def _random_op(self, index: int, layer: Layer, bottoms: list):
+        """The op of a layer without weights, given seeded random ones (Caffe's
+        fillers), now that its bottoms' shapes are known."""
+        from ..fillers import random_weights
+
+        rng = np.random.RandomState([self.random_weights, index])
+        try:
+            arrays = random_weights(layer, [tuple(b.shape) for b in bottoms], rng)
+        except (ValueError, IndexError) as error:
+            raise BlobcastError(f"layer {layer.name!r} ({layer.type}): cannot make random weights "
+                                f"({error})") from error
+        self._ops[index] = self._op(layer, arrays)
+        return self._ops[index]
 
     def _check_budget(self, layer: Layer, op, bottoms: list, values: dict, kept: dict) -> None:
         """Refuse, before it runs, a layer that would take the blobs held so far
@@ -247,7 +301,7 @@ class Net:
                 last_use[bottom] = index
         keep = set(self.outputs)
         kept = dict(values) if keep_all else {}
-        for index, (layer, op) in enumerate(zip(self.layers, self._build())):
+        for index, (layer, op) in enumerate(zip(self.layers, list(self._build()))):
             if tolerate_missing and any(name not in values for name in layer.bottoms):
                 continue  # downstream of a layer that was not run
             try:
@@ -255,6 +309,8 @@ class Net:
             except KeyError as missing:
                 raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
                                     "never produced") from None
+            if op is None:
+                op = self._random_op(index, layer, bottoms)
             self._check_budget(layer, op, bottoms, values, kept)
             try:
                 tops = op.forward(*bottoms)
