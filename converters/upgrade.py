@@ -297,6 +297,16 @@ def _upgrade_input(net, blobs: list) -> list:
         net.layer.append(layer)
         net.layer.extend(existing)
         blobs = [[]] + list(blobs)
+    elif len(net.input):
+        # Names without shapes (common in deploy files OpenCV reads): Caffe's
+        # upgrade drops them, leaving a net that cannot run; they stay as an
+        # Input layer without shapes, which --input NAME=SHAPE completes.
+        layer = pb.LayerParameter(name="input", type="Input", top=list(net.input))
+        existing = list(net.layer)
+        del net.layer[:]
+        net.layer.append(layer)
+        net.layer.extend(existing)
+        blobs = [[]] + list(blobs)
     net.ClearField("input")
     net.ClearField("input_shape")
     net.ClearField("input_dim")
