@@ -73,6 +73,13 @@ def _xavier() -> Message:
     return filler
 
 
+def _weight_and_bias(params, weight_shape, outputs: int, rng) -> list[np.ndarray]:
+    blobs = [fill(_given(params, "weight_filler", _xavier()), weight_shape, rng)]
+    if params.bias_term:
+        blobs.append(fill(params.bias_filler, (outputs,), rng))
+    return blobs
+
+
 def random_weights(layer: Layer, bottom_shapes: list[tuple[int, ...]],
                    rng: np.random.RandomState) -> list[np.ndarray]:
     """A layer's blobs, shaped from its settings and its bottoms' shapes."""
@@ -87,24 +94,15 @@ def random_weights(layer: Layer, bottom_shapes: list[tuple[int, ...]],
         channels = shape[axis]
         weight = ((p.num_output, channels // p.group) if kind == "Convolution"
                   else (channels, p.num_output // p.group)) + tuple(kernel)
-        blobs = [fill(_given(p, "weight_filler", _xavier()), weight, rng)]
-        if p.bias_term:
-            blobs.append(fill(p.bias_filler, (p.num_output,), rng))
-        return blobs
+        return _weight_and_bias(p, weight, p.num_output, rng)
     if kind == "InnerProduct":
         p = spec.inner_product_param
         depth = prod(shape[canonical_axis(p.axis, len(shape)):])
         weight = (depth, p.num_output) if p.transpose else (p.num_output, depth)
-        blobs = [fill(_given(p, "weight_filler", _xavier()), weight, rng)]
-        if p.bias_term:
-            blobs.append(fill(p.bias_filler, (p.num_output,), rng))
-        return blobs
+        return _weight_and_bias(p, weight, p.num_output, rng)
     if kind == "Embed":
         p = spec.embed_param
-        blobs = [fill(_given(p, "weight_filler", _xavier()), (p.input_dim, p.num_output), rng)]
-        if p.bias_term:
-            blobs.append(fill(p.bias_filler, (p.num_output,), rng))
-        return blobs
+        return _weight_and_bias(p, (p.input_dim, p.num_output), p.num_output, rng)
     if kind == "BatchNorm":
         # Caffe starts from zeros, which divides by sqrt(eps); mean 0, variance 1
         # and factor 1 keep a shape check's values in range.
