@@ -16,10 +16,10 @@ import numpy as np
 from onnx import TensorProto, helper
 
 from blobcast.engine import blob_shapes
-from blobcast.engine.layers.activation import exp_factors, log_factor
-from blobcast.engine.layers.convolution import spatial_settings
-from blobcast.engine.layers.pooling import average_divisor, pool_geometry, spp_levels
 from blobcast.errors import BlobcastError, BlobcastWarning
+from blobcast.layers.activation import exp_factors, log_factor
+from blobcast.layers.convolution import spatial_settings
+from blobcast.layers.pooling import average_divisor, pool_geometry, spp_levels
 from blobcast.model import Model
 
 CUSTOM_DOMAIN = "ai.blobcast"

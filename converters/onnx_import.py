@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from blobcast.engine.layers.pooling import average_divisor, pooled_size
 from blobcast.errors import FormatError
+from blobcast.layers.pooling import average_divisor, pooled_size
 from blobcast.model import Blob, Layer, Model
 
 from .onnx_fold import ConstantFolding, _attributes

@@ -6,7 +6,7 @@ import numpy as np
 
 import blobcast
 from blobcast.converters.prototxt import net_from_text
-from blobcast.engine.layers.convolution import spatial_settings
+from blobcast.layers.convolution import spatial_settings
 
 
 def with_random_weights(text: str, input_shapes: dict, seed: int = 0) -> blobcast.Model:

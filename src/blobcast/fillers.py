@@ -83,8 +83,8 @@ def _weight_and_bias(params, weight_shape, outputs: int, rng) -> list[np.ndarray
 def random_weights(layer: Layer, bottom_shapes: list[tuple[int, ...]],
                    rng: np.random.RandomState) -> list[np.ndarray]:
     """A layer's blobs, shaped from its settings and its bottoms' shapes."""
-    from .engine.layers.convolution import spatial_settings
-    from .engine.registry import canonical_axis
+    from .layers.base import canonical_axis
+    from .layers.convolution import spatial_settings
 
     kind, spec, shape = layer.type, layer.spec, bottom_shapes[0] if bottom_shapes else ()
     if kind in ("Convolution", "Deconvolution"):

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import layers  # noqa: F401  (registers the layer types)
 from ..errors import BlobcastError
+from ..layers.base import LAYER_TYPES, implementation
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
 from ..weights import expected_blob_count
-from . import layers  # noqa: F401  (registers the layer types)
 from .python_layer import PythonLayer
-from .registry import LAYER_TYPES, implementation
 
 DATA_LAYER_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
                               "DummyData", "AnnotatedData", "VideoData"})

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 
 from ..errors import BlobcastError
-from .registry import LayerOp
+from ..layers.base import LayerOp
 
 
 class PythonBlob:

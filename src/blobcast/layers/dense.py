@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import prod
 
-from ..registry import LayerOp, canonical_axis, register
+from .base import LayerOp, canonical_axis, register
 
 
 @register("InnerProduct")

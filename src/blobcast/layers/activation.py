@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..registry import LayerOp, register
+from .base import LayerOp, register
 
 
 def _sigmoid(xp, x):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..registry import LayerOp, canonical_axis, register
 from .activation import _const
+from .base import LayerOp, canonical_axis, register
 from .pooling import pool2d, pooled_size
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..registry import LayerOp, register
+from .base import LayerOp, register
 
 
 def pooled_size(size: int, kernel: int, stride: int, pad: int, ceil_mode: bool) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import product
 from math import prod
 
-from ..registry import LayerOp, canonical_axis, register
+from .base import LayerOp, canonical_axis, register
 
 
 def spatial_settings(params, spatial_axes: int, layer_name: str):
