@@ -14,52 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .errors import BlobcastError
+from .layers import LayerSpec, spec_for
 from .params import Message
 from .tensor import Tensor, as_tensor
-
-# Which LayerParameter field holds the settings of each layer type.
-TYPE_PARAM_FIELD = {
-    "Accuracy": "accuracy_param", "ArgMax": "argmax_param", "BatchNorm": "batch_norm_param",
-    "Bias": "bias_param", "Clip": "clip_param", "Concat": "concat_param",
-    "ContrastiveLoss": "contrastive_loss_param", "Convolution": "convolution_param",
-    "Deconvolution": "convolution_param", "Crop": "crop_param", "Data": "data_param",
-    "Dropout": "dropout_param", "DummyData": "dummy_data_param", "Eltwise": "eltwise_param",
-    "ELU": "elu_param", "Embed": "embed_param", "Exp": "exp_param", "Flatten": "flatten_param",
-    "HDF5Data": "hdf5_data_param", "HDF5Output": "hdf5_output_param",
-    "HingeLoss": "hinge_loss_param", "ImageData": "image_data_param",
-    "InfogainLoss": "infogain_loss_param", "InnerProduct": "inner_product_param",
-    "Input": "input_param", "Log": "log_param", "LRN": "lrn_param",
-    "MemoryData": "memory_data_param", "MVN": "mvn_param", "Parameter": "parameter_param",
-    "Pooling": "pooling_param", "Power": "power_param", "PReLU": "prelu_param",
-    "Python": "python_param", "Recurrent": "recurrent_param", "RNN": "recurrent_param",
-    "LSTM": "recurrent_param", "Reduction": "reduction_param", "ReLU": "relu_param",
-    "Reshape": "reshape_param", "Scale": "scale_param", "Sigmoid": "sigmoid_param",
-    "Softmax": "softmax_param", "SoftmaxWithLoss": "softmax_param", "SPP": "spp_param",
-    "Slice": "slice_param", "Swish": "swish_param", "TanH": "tanh_param",
-    "Threshold": "threshold_param", "Tile": "tile_param", "WindowData": "window_data_param",
-    "Upsample": "upsample_param", "Permute": "permute_param", "PriorBox": "prior_box_param",
-    "DetectionOutput": "detection_output_param", "Normalize": "norm_param",
-}
-
-# Settings worth a glance in listings, per layer type.
-KEY_SETTINGS = {
-    "Convolution": ("num_output", "kernel_size", "stride", "pad", "dilation", "group", "bias_term"),
-    "Deconvolution": ("num_output", "kernel_size", "stride", "pad", "group", "bias_term"),
-    "InnerProduct": ("num_output", "bias_term", "axis", "transpose"),
-    "Pooling": ("pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode"),
-    "LRN": ("local_size", "alpha", "beta", "k", "norm_region"),
-    "BatchNorm": ("use_global_stats", "eps"),
-    "Scale": ("axis", "num_axes", "bias_term"),
-    "Eltwise": ("operation", "coeff"),
-    "Concat": ("axis",), "Slice": ("axis", "slice_point"), "Softmax": ("axis",),
-    "Dropout": ("dropout_ratio",), "ReLU": ("negative_slope",), "Reshape": ("shape",),
-    "Flatten": ("axis", "end_axis"), "Crop": ("axis", "offset"), "Input": ("shape",),
-    "Power": ("power", "scale", "shift"), "ELU": ("alpha",), "Python": ("module", "layer"),
-}
-
-# Layers whose blobs hold running statistics rather than trained weights:
-# Caffe forces their lr_mult to 0 (BatchNormLayer::LayerSetUp).
-_STATISTICS_LAYERS = {"BatchNorm"}
 
 
 @dataclass(eq=False)
@@ -127,6 +84,11 @@ class Layer:
         return self.spec.top
 
     @property
+    def _type_spec(self):
+        """What blobcast knows about this layer's type (a bare spec if nothing)."""
+        return spec_for(self.type) or LayerSpec
+
+    @property
     def param_specs(self):
         """The layer's ParamSpec list (name, lr_mult, decay_mult per blob)."""
         return self.spec.param
@@ -134,24 +96,24 @@ class Layer:
     @property
     def type_params(self) -> Message | None:
         """The settings message for this layer's type (e.g. convolution_param)."""
-        field_name = TYPE_PARAM_FIELD.get(self.type)
+        field_name = self._type_spec.settings
         return self.spec.mutable(field_name) if field_name else None
 
     def key_settings(self) -> dict:
         """A few defining settings of the layer, for listings."""
-        field_name = TYPE_PARAM_FIELD.get(self.type)
-        if not field_name or not self.spec.has(field_name):
+        kind = self._type_spec
+        if not kind.settings or not self.spec.has(kind.settings):
             return {}
-        present = getattr(self.spec, field_name).to_dict()
-        return {name: present[name] for name in KEY_SETTINGS.get(self.type, ()) if name in present}
+        present = getattr(self.spec, kind.settings).to_dict()
+        return {name: present[name] for name in kind.key_settings if name in present}
 
     def param_name(self, index: int) -> str:
         specs = self.spec.param
         return specs[index].name if index < len(specs) else ""
 
     def lr_mult(self, index: int) -> float:
-        if self.type in _STATISTICS_LAYERS:
-            return 0.0
+        if self._type_spec.statistics:
+            return 0.0  # running statistics: Caffe forces lr_mult 0 (BatchNormLayer::LayerSetUp)
         specs = self.spec.param
         return specs[index].lr_mult if index < len(specs) else 1.0
 

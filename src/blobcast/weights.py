@@ -12,39 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import FormatError
+from .layers import spec_for
 from .model import Blob, Layer, Model
-
-# Layer types that never have parameter blobs.
-PARAMETERLESS_TYPES = frozenset("""
-    Input Data DummyData ImageData HDF5Data HDF5Output MemoryData WindowData Pooling ReLU
-    Sigmoid TanH AbsVal Power Exp Log BNLL Threshold Clip Swish ELU LRN Eltwise Concat Slice
-    Split Flatten Reshape Crop Softmax SoftmaxWithLoss Dropout ArgMax Reduction Tile MVN Silence
-    Accuracy EuclideanLoss SigmoidCrossEntropyLoss HingeLoss ContrastiveLoss
-    MultinomialLogisticLoss SPP Im2col Permute PriorBox DetectionOutput Upsample Interp Filter
-    BatchReindex
-""".split())
 
 
 def expected_blob_count(layer: Layer) -> int | None:
     """How many blobs Caffe's layer of this type holds, or None when unknown."""
-    kind, spec = layer.type, layer.spec
-    if kind in ("Convolution", "Deconvolution"):
-        return 1 + int(spec.convolution_param.bias_term)
-    if kind == "InnerProduct":
-        return 1 + int(spec.inner_product_param.bias_term)
-    if kind == "Embed":
-        return 1 + int(spec.embed_param.bias_term)
-    if kind == "BatchNorm":
-        return 3
-    if kind == "Scale":
-        return int(len(layer.bottoms) == 1) + int(spec.scale_param.bias_term)
-    if kind == "Bias":
-        return int(len(layer.bottoms) == 1)
-    if kind in ("PReLU", "Parameter", "Normalize"):
-        return 1
-    if kind in PARAMETERLESS_TYPES:
-        return 0
-    return None
+    kind = spec_for(layer.type)
+    return kind.blob_count(layer) if kind is not None else None
 
 
 def _kernel_shape(params) -> tuple[int, ...] | None:

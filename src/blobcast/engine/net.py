@@ -8,20 +8,23 @@ import numpy as np
 
 from .. import layers  # noqa: F401  (registers the layer types)
 from ..errors import BlobcastError
-from ..layers.base import LAYER_TYPES, implementation
+from ..layers.base import LAYER_TYPES, implementation, spec_for
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
 from ..weights import expected_blob_count
 from .python_layer import PythonLayer
 
-DATA_LAYER_TYPES = frozenset({"Data", "ImageData", "HDF5Data", "MemoryData", "WindowData",
-                              "DummyData", "AnnotatedData", "VideoData"})
+
+def _role(layer: Layer) -> str:
+    kind = spec_for(layer.type)
+    if kind is not None:
+        return kind.role
+    return "loss" if layer.type.endswith("Loss") else "compute"  # a fork's loss layer
 
 
 def is_not_run(layer: Layer) -> bool:
-    """Loss and evaluation layers: reported, not run."""
-    return (layer.type.endswith("Loss") or layer.type in ("Accuracy", "HDF5Output")
-            or layer.type in DATA_LAYER_TYPES)
+    """Loss, evaluation and data layers: reported, not run."""
+    return _role(layer) in ("loss", "data")
 
 
 def array_module(device: str = "cpu"):
@@ -146,9 +149,10 @@ class Net:
         self.layers: list[Layer] = []
         self.unrun: list[Layer] = []  # with skip_unrunnable: layers left out
         for layer in chosen:
-            if layer.type == "Input":
+            role = _role(layer)
+            if role == "input":
                 self.inputs.update(self._input_shapes(layer))
-            elif layer.type in DATA_LAYER_TYPES:
+            elif role == "data":
                 self.inputs.update(self._input_shapes(layer))
                 self.skipped.append(SkippedLayer(layer.name, layer.type,
                                                  "data layer: its tops are inputs"))
@@ -182,7 +186,7 @@ class Net:
         elif layer.type == "MemoryData" and spec.has("memory_data_param"):
             m = spec.memory_data_param
             shapes = [[m.batch_size, m.channels, m.height, m.width]]
-        elif layer.type in DATA_LAYER_TYPES:
+        elif _role(layer) == "data":
             shapes = data_layer_shapes(layer, self._chosen)
             return dict(zip(layer.tops, shapes + [None] * len(layer.tops)))
         out = {}

@@ -1,3 +1,14 @@
-"""Importing this package registers every layer implementation."""
+"""One home per Caffe layer type: importing this package registers them all."""
 
-from . import activation, convolution, dense, normalization, pooling, structure  # noqa: F401
+from . import (  # noqa: F401
+    activation,
+    convolution,
+    declared,
+    dense,
+    normalization,
+    pooling,
+    structure,
+)
+from .base import LAYER_TYPES, SPECS, LayerOp, LayerSpec, declare, register, spec_for
+
+__all__ = ["LAYER_TYPES", "SPECS", "LayerOp", "LayerSpec", "declare", "register", "spec_for"]

@@ -15,7 +15,7 @@ def _const(x, value):
     return x.dtype.type(value)
 
 
-@register("ReLU")
+@register("ReLU", settings="relu_param", key_settings=("negative_slope",))
 class ReLU(LayerOp):
     def forward(self, x):
         slope = self.params.negative_slope
@@ -25,7 +25,7 @@ class ReLU(LayerOp):
         return (y,)
 
 
-@register("PReLU")
+@register("PReLU", settings="prelu_param", blobs=1)
 class PReLU(LayerOp):
     def forward(self, x):
         slope = self.weights[0]
@@ -39,7 +39,7 @@ class PReLU(LayerOp):
         return (self.xp.maximum(x, 0) + slope * self.xp.minimum(x, 0),)
 
 
-@register("ELU")
+@register("ELU", settings="elu_param", key_settings=("alpha",))
 class ELU(LayerOp):
     def forward(self, x):
         xp = self.xp
@@ -47,13 +47,13 @@ class ELU(LayerOp):
         return (xp.maximum(x, 0) + alpha * (xp.exp(xp.minimum(x, 0)) - 1),)
 
 
-@register("Sigmoid")
+@register("Sigmoid", settings="sigmoid_param")
 class Sigmoid(LayerOp):
     def forward(self, x):
         return (_sigmoid(self.xp, x),)
 
 
-@register("TanH")
+@register("TanH", settings="tanh_param")
 class TanH(LayerOp):
     def forward(self, x):
         return (self.xp.tanh(x),)
@@ -65,7 +65,7 @@ class AbsVal(LayerOp):
         return (self.xp.abs(x),)
 
 
-@register("Power")
+@register("Power", settings="power_param", key_settings=("power", "scale", "shift"))
 class Power(LayerOp):
     def forward(self, x):
         p = self.params
@@ -105,7 +105,7 @@ def log_factor(params) -> float:
     return 1.0 if params.base == -1 else 1.0 / math.log(params.base)
 
 
-@register("Exp")
+@register("Exp", settings="exp_param")
 class Exp(LayerOp):
     def forward(self, x):
         try:
@@ -119,7 +119,7 @@ class Exp(LayerOp):
         return (y,)
 
 
-@register("Log")
+@register("Log", settings="log_param")
 class Log(LayerOp):
     def forward(self, x):
         p = self.params
@@ -142,13 +142,13 @@ class BNLL(LayerOp):
         return (xp.where(x > 0, positive, xp.log1p(xp.exp(xp.minimum(x, 0)))),)
 
 
-@register("Threshold")
+@register("Threshold", settings="threshold_param")
 class Threshold(LayerOp):
     def forward(self, x):
         return ((x > _const(x, self.params.threshold)).astype(x.dtype),)
 
 
-@register("Clip")
+@register("Clip", settings="clip_param")
 class Clip(LayerOp):
     def forward(self, x):
         p = self.params
@@ -157,13 +157,13 @@ class Clip(LayerOp):
         return (self.xp.clip(x, _const(x, p.min), _const(x, p.max)),)
 
 
-@register("Swish")
+@register("Swish", settings="swish_param")
 class Swish(LayerOp):
     def forward(self, x):
         return (x * _sigmoid(self.xp, _const(x, self.params.beta) * x),)
 
 
-@register("Dropout")
+@register("Dropout", settings="dropout_param", key_settings=("dropout_ratio",))
 class Dropout(LayerOp):
     def forward(self, x):
         if self.phase == "TRAIN":

@@ -1,5 +1,13 @@
-"""Layer implementations, registered by Caffe type string (like Caffe's
-REGISTER_LAYER_CLASS): one class per type, duplicates refused."""
+"""What blobcast knows about each Caffe layer type, in one place per type.
+
+A layer type is one class (like Caffe's Layer): the type names it answers
+to, its settings field and the settings worth listing, its role (compute,
+input, data, loss/evaluation), how many blobs it holds and whether they are
+statistics, its top shapes from its bottoms' shapes without running, and,
+for the types the engine runs, the forward pass on the array module it is
+given. `register` (like Caffe's REGISTER_LAYER_CLASS) refuses duplicates;
+`declare` records a type blobcast reads and writes but does not run.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +15,38 @@ from math import prod
 
 from ..errors import BlobcastError
 
-LAYER_TYPES: dict[str, type] = {}
+SPECS: dict[str, type] = {}        # every type blobcast knows
+LAYER_TYPES: dict[str, type] = {}  # the types the engine runs
 
 
-def register(*type_names: str):
+def register(*type_names: str, settings: str | None = None, key_settings: tuple = (),
+             blobs: int | None = 0, statistics: bool = False):
+    """Class decorator: the type(s) this class implements, with its metadata."""
+
     def decorate(cls):
+        cls.settings, cls.key_settings, cls.blobs, cls.statistics = (
+            settings, tuple(key_settings), blobs, statistics)
         for name in type_names:
-            if name in LAYER_TYPES:
+            if name in SPECS:
                 raise RuntimeError(f"layer type {name!r} is registered twice")
-            LAYER_TYPES[name] = cls
+            SPECS[name] = cls
+            if cls.runnable:
+                LAYER_TYPES[name] = cls
         return cls
 
     return decorate
+
+
+def declare(type_name: str, *, settings: str | None = None, role: str = "compute",
+            key_settings: tuple = (), blobs: int | None = 0, statistics: bool = False) -> type:
+    """Record a type blobcast knows but the engine does not run."""
+    spec = type(type_name, (LayerSpec,), {"role": role})
+    return register(type_name, settings=settings, key_settings=key_settings, blobs=blobs,
+                    statistics=statistics)(spec)
+
+
+def spec_for(type_name: str) -> type | None:
+    return SPECS.get(type_name)
 
 
 def implementation(type_name: str, layer_name: str) -> type:
@@ -30,12 +58,32 @@ def implementation(type_name: str, layer_name: str) -> type:
                             f"it runs: {known}") from None
 
 
-class LayerOp:
+class LayerSpec:
+    """A layer type's metadata (set by `register`) and shape rules."""
+
+    settings: str | None = None
+    key_settings: tuple = ()
+    role = "compute"       # or "input", "data" (tops become inputs), "loss" (not run)
+    blobs: int | None = 0  # how many blobs a layer holds (None: unknown)
+    statistics = False     # blobs are running statistics, not trained weights (lr_mult 0)
+    runnable = False
+
+    @classmethod
+    def blob_count(cls, layer) -> int | None:
+        """How many blobs Caffe's layer of this type holds."""
+        return cls.blobs
+
+
+class LayerOp(LayerSpec):
     """One layer of a net, ready to run: settings parsed once, weights on the device.
 
     `forward(*bottoms)` takes and returns arrays of the array module `xp`
     (numpy or cupy); it returns a tuple with one array per top.
+    `top_shapes(shapes)` gives the tops' shapes from the bottoms' without
+    running (an op built without weights serves for that).
     """
+
+    runnable = True
 
     # Set for shape inference: layers whose cost is in their weights return
     # zeros of the right shape instead of reading the weights.
@@ -55,6 +103,10 @@ class LayerOp:
 
     def forward(self, *bottoms):
         raise NotImplementedError
+
+    def top_shapes(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...] | None]:
+        """The tops' shapes; by default each top has the first bottom's shape."""
+        return [tuple(shapes[0])] * len(self.layer.tops)
 
     def values_needed(self, shapes: list[tuple[int, ...]]) -> int:
         """How many values the forward pass allocates (tops and temporaries),

@@ -50,6 +50,17 @@ def _windows(shape_out, kernel, stride, dilation):
 
 
 class _ConvolutionBase(LayerOp):
+    @classmethod
+    def blob_count(cls, layer) -> int:
+        return 1 + int(layer.spec.convolution_param.bias_term)
+
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        axis = canonical_axis(self.axis_setting, len(shape))
+        _, _, spatial, kernel, stride, pad, dilation = self._geometry(shape)
+        out = self._spatial_out(spatial, kernel, stride, pad, dilation)
+        return [shape[:axis] + (self.params.num_output,) + out]
+
     def setup(self):
         self.group = self.params.group
         self.bias = self.params.bias_term
@@ -81,8 +92,16 @@ class _ConvolutionBase(LayerOp):
             self.weights[0].shape[1] * self.group
 
 
-@register("Convolution")
+@register("Convolution", settings="convolution_param", key_settings=(
+    "num_output", "kernel_size", "stride", "pad", "dilation", "group", "bias_term"))
 class Convolution(_ConvolutionBase):
+    def _spatial_out(self, spatial, kernel, stride, pad, dilation) -> tuple[int, ...]:
+        out = tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
+                    for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))
+        if min(out, default=1) <= 0:
+            raise self.fail(f"the input {list(spatial)} is smaller than the kernel")
+        return out
+
     def values_needed(self, shapes):
         batch, channels, spatial, kernel, stride, pad, dilation = self._geometry(shapes[0])
         out = prod(max((n + 2 * p - (d * (k - 1) + 1)) // s + 1, 0)
@@ -101,10 +120,7 @@ class Convolution(_ConvolutionBase):
         if channels % group or outputs % group or weight.shape[1] * group != channels:
             raise self.fail(f"weights {list(weight.shape)} do not fit {channels} input channels "
                             f"in {group} groups")
-        shape_out = tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
-                          for size, k, s, p, d in zip(x.shape[2:], kernel, stride, pad, dilation))
-        if min(shape_out) <= 0:
-            raise self.fail(f"the input {list(x.shape)} is smaller than the kernel")
+        shape_out = self._spatial_out(x.shape[2:], kernel, stride, pad, dilation)
         if self.shape_only:
             return (xp.zeros(leading + (outputs,) + shape_out, dtype=x.dtype),)
         locations = prod(shape_out)
@@ -124,8 +140,16 @@ class Convolution(_ConvolutionBase):
         return (y.reshape(leading + y.shape[1:]),)
 
 
-@register("Deconvolution")
+@register("Deconvolution", settings="convolution_param", key_settings=(
+    "num_output", "kernel_size", "stride", "pad", "group", "bias_term"))
 class Deconvolution(_ConvolutionBase):
+    def _spatial_out(self, spatial, kernel, stride, pad, dilation) -> tuple[int, ...]:
+        out = tuple(s * (n - 1) + d * (k - 1) + 1 - 2 * p
+                    for n, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))
+        if min(out, default=1) <= 0:
+            raise self.fail("the padding removes the whole output")
+        return out
+
     def values_needed(self, shapes):
         batch, channels, spatial, kernel, stride, pad, dilation = self._geometry(shapes[0])
         full = prod(s * (n - 1) + d * (k - 1) + 1 for n, k, s, d in zip(spatial, kernel, stride, dilation))

@@ -7,8 +7,17 @@ from math import prod
 from .base import LayerOp, canonical_axis, register
 
 
-@register("InnerProduct")
+@register("InnerProduct", settings="inner_product_param", key_settings=(
+    "num_output", "bias_term", "axis", "transpose"))
 class InnerProduct(LayerOp):
+    @classmethod
+    def blob_count(cls, layer) -> int:
+        return 1 + int(layer.spec.inner_product_param.bias_term)
+
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        return [shape[:canonical_axis(self.params.axis, len(shape))] + (self.params.num_output,)]
+
     def values_needed(self, shapes):
         p, shape = self.params, shapes[0]
         rows = prod(shape[:canonical_axis(p.axis, len(shape))])
@@ -34,8 +43,15 @@ class InnerProduct(LayerOp):
         return (y.reshape(x.shape[:axis] + (y.shape[1],)),)
 
 
-@register("Embed")
+@register("Embed", settings="embed_param")
 class Embed(LayerOp):
+    @classmethod
+    def blob_count(cls, layer) -> int:
+        return 1 + int(layer.spec.embed_param.bias_term)
+
+    def top_shapes(self, shapes):
+        return [tuple(shapes[0]) + (self.params.num_output,)]
+
     def values_needed(self, shapes):
         return 3 * prod(shapes[0]) * (1 + self.params.num_output)
 
@@ -52,7 +68,7 @@ class Embed(LayerOp):
         return (y,)
 
 
-@register("Softmax")
+@register("Softmax", settings="softmax_param", key_settings=("axis",))
 class Softmax(LayerOp):
     def forward(self, x):
         xp = self.xp
@@ -61,8 +77,17 @@ class Softmax(LayerOp):
         return (shifted / shifted.sum(axis=axis, keepdims=True),)
 
 
-@register("ArgMax")
+@register("ArgMax", settings="argmax_param")
 class ArgMax(LayerOp):
+    def top_shapes(self, shapes):
+        shape, p = list(shapes[0]), self.params
+        if p.has("axis"):
+            shape[canonical_axis(p.axis, len(shape))] = p.top_k
+            return [tuple(shape)]
+        top = [1] * max(len(shape), 3)
+        top[0], top[1], top[2] = shape[0], 2 if p.out_max_val else 1, p.top_k
+        return [tuple(top)]
+
     def forward(self, x):
         xp, p = self.xp, self.params
         k = p.top_k
@@ -95,8 +120,12 @@ class ArgMax(LayerOp):
         return self.xp.argsort(moved, axis=-1, kind="stable")[..., ::-1]
 
 
-@register("Reduction")
+@register("Reduction", settings="reduction_param")
 class Reduction(LayerOp):
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        return [shape[:canonical_axis(self.params.axis, len(shape)) if shape else 0]]
+
     def forward(self, x):
         xp, p = self.xp, self.params
         axis = canonical_axis(p.axis, x.ndim) if x.ndim else 0

@@ -7,7 +7,7 @@ from .base import LayerOp, canonical_axis, register
 from .pooling import pool2d, pooled_size
 
 
-@register("LRN")
+@register("LRN", settings="lrn_param", key_settings=("local_size", "alpha", "beta", "k", "norm_region"))
 class LRN(LayerOp):
     def forward(self, x):
         xp, p = self.xp, self.params
@@ -39,7 +39,8 @@ def _channel_view(vector, ndim):
     return vector.reshape((1, -1) + (1,) * (ndim - 2)) if ndim > 1 else vector
 
 
-@register("BatchNorm")
+@register("BatchNorm", settings="batch_norm_param", key_settings=("use_global_stats", "eps"), blobs=3,
+          statistics=True)
 class BatchNorm(LayerOp):
     def forward(self, x):
         xp, p = self.xp, self.params
@@ -70,6 +71,11 @@ def _broadcast_over(values, x, axis: int):
 
 
 class _Affine(LayerOp):
+    @classmethod
+    def blob_count(cls, layer) -> int:
+        learned = int(len(layer.bottoms) == 1)
+        return learned + int(layer.type == "Scale" and layer.spec.scale_param.bias_term)
+
     """Scale and Bias: a second bottom or a learned blob, broadcast from `axis`."""
 
     def _operand(self, x, bottoms, index: int, num_axes: int):
@@ -89,7 +95,7 @@ class _Affine(LayerOp):
             raise self.fail(str(error)) from None
 
 
-@register("Scale")
+@register("Scale", settings="scale_param", key_settings=("axis", "num_axes", "bias_term"))
 class Scale(_Affine):
     def forward(self, x, *bottoms):
         scale = self._operand(x, bottoms, 0, self.params.num_axes)
@@ -104,13 +110,13 @@ class Scale(_Affine):
         return bias.reshape(scale.shape) if scale.ndim else bias.reshape(())
 
 
-@register("Bias")
+@register("Bias", settings="bias_param")
 class Bias(_Affine):
     def forward(self, x, *bottoms):
         return (x + self._operand(x, bottoms, 0, self.params.num_axes),)
 
 
-@register("MVN")
+@register("MVN", settings="mvn_param")
 class MVN(LayerOp):
     def forward(self, x):
         xp, p = self.xp, self.params

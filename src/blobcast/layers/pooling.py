@@ -100,8 +100,19 @@ def _pool_values(batch_channels: int, height: int, width: int, geometry) -> int:
     return batch_channels * (padded + 3 * oh * ow)
 
 
-@register("Pooling")
+@register("Pooling", settings="pooling_param", key_settings=(
+    "pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode"))
 class Pooling(LayerOp):
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        if len(shape) != 4:
+            raise self.fail(f"pooling needs a 4-D input, got {list(shape)}")
+        try:
+            geometry = pool_geometry(self.params, *shape[2:])
+        except ValueError as error:
+            raise self.fail(str(error)) from None
+        return [shape[:2] + ((1, 1) if geometry is None else tuple(geometry[3]))]
+
     def values_needed(self, shapes):
         shape = shapes[0]
         if len(shape) != 4:
@@ -127,8 +138,15 @@ class Pooling(LayerOp):
         return (pool2d(self.xp, x, self.params.pool, *geometry),)
 
 
-@register("SPP")
+@register("SPP", settings="spp_param")
 class SpatialPyramidPooling(LayerOp):
+    def top_shapes(self, shapes):
+        n, c, height, width = shapes[0]
+        levels = list(spp_levels(height, width, self.params.pyramid_height))
+        if len(levels) == 1:
+            return [(n, c) + tuple(levels[0][2])]
+        return [(n, c * sum(out[0] * out[1] for _, _, out in levels))]
+
     def values_needed(self, shapes):
         n, c, height, width = shapes[0]
         return sum(_pool_values(n * c, height, width, (kernel, kernel, pad, out)) * 2

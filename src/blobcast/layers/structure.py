@@ -19,31 +19,51 @@ class Silence(LayerOp):
         return ()
 
 
-@register("Concat")
+@register("Concat", settings="concat_param", key_settings=("axis",))
 class Concat(LayerOp):
+    def _axis(self, ndim: int) -> int:
+        p = self.params
+        return canonical_axis(p.concat_dim if p.has("concat_dim") else p.axis, ndim)
+
+    def top_shapes(self, shapes):
+        axis = self._axis(len(shapes[0]))
+        top = list(shapes[0])
+        top[axis] = sum(shape[axis] for shape in shapes)
+        return [tuple(top)]
+
     def forward(self, *bottoms):
-        p = self.params
-        axis = p.concat_dim if p.has("concat_dim") else p.axis
-        axis = canonical_axis(axis, bottoms[0].ndim)
-        return (self.xp.concatenate(bottoms, axis=axis),)
+        return (self.xp.concatenate(bottoms, axis=self._axis(bottoms[0].ndim)),)
 
 
-@register("Slice")
+@register("Slice", settings="slice_param", key_settings=("axis", "slice_point"))
 class Slice(LayerOp):
-    def forward(self, x):
+    def bounds(self, shape) -> tuple[int, list[int]]:
+        """(axis, [0, slice points..., size]) as SliceLayer::Reshape finds them."""
         p = self.params
-        axis = canonical_axis(p.slice_dim if p.has("slice_dim") else p.axis, x.ndim)
+        axis = canonical_axis(p.slice_dim if p.has("slice_dim") else p.axis, len(shape))
         count = len(self.layer.tops)
         points = list(p.slice_point)
         if points:
             if len(points) != count - 1:
                 raise self.fail(f"{len(points)} slice points for {count} tops")
         else:
-            if x.shape[axis] % count:
-                raise self.fail(f"cannot split {x.shape[axis]} into {count} equal slices")
-            step = x.shape[axis] // count
+            if shape[axis] % count:
+                raise self.fail(f"cannot split {shape[axis]} into {count} equal slices")
+            step = shape[axis] // count
             points = [step * i for i in range(1, count)]
-        bounds = [0, *points, x.shape[axis]]
+        return axis, [0, *points, shape[axis]]
+
+    def top_shapes(self, shapes):
+        axis, bounds = self.bounds(shapes[0])
+        tops = []
+        for start, stop in zip(bounds, bounds[1:]):
+            top = list(shapes[0])
+            top[axis] = stop - start
+            tops.append(tuple(top))
+        return tops
+
+    def forward(self, x):
+        axis, bounds = self.bounds(x.shape)
         index = [slice(None)] * x.ndim
         outputs = []
         for start, stop in zip(bounds, bounds[1:]):
@@ -52,47 +72,60 @@ class Slice(LayerOp):
         return tuple(outputs)
 
 
-@register("Flatten")
+@register("Flatten", settings="flatten_param", key_settings=("axis", "end_axis"))
 class Flatten(LayerOp):
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        start = canonical_axis(self.params.axis, len(shape))
+        end = canonical_axis(self.params.end_axis, len(shape))
+        return [shape[:start] + (prod(shape[start:end + 1]),) + shape[end + 1:]]
+
     def forward(self, x):
-        start = canonical_axis(self.params.axis, x.ndim)
-        end = canonical_axis(self.params.end_axis, x.ndim)
-        shape = x.shape[:start] + (prod(x.shape[start:end + 1]),) + x.shape[end + 1:]
-        return (x.reshape(shape),)
+        return (x.reshape(self.top_shapes([x.shape])[0]),)
 
 
-@register("Reshape")
+@register("Reshape", settings="reshape_param", key_settings=("shape",))
 class Reshape(LayerOp):
-    def forward(self, x):
-        p = self.params
-        dims = list(p.shape.dim)
-        start = p.axis if p.axis >= 0 else p.axis + x.ndim + 1
-        if not 0 <= start <= x.ndim:
+    def top_shapes(self, shapes):
+        """ReshapeLayer::Reshape: 0 copies an input axis, -1 is inferred, and
+        axis/num_axes choose the span of input axes replaced."""
+        p, shape = self.params, tuple(shapes[0])
+        dims, ndim, size = list(p.shape.dim), len(shape), prod(shape)
+        start = p.axis if p.axis >= 0 else p.axis + ndim + 1
+        if not 0 <= start <= ndim:
             raise self.fail(f"axis {p.axis} is out of range")
-        end = x.ndim if p.num_axes == -1 else start + p.num_axes
-        if end > x.ndim:
+        end = ndim if p.num_axes == -1 else start + p.num_axes
+        if end > ndim:
             raise self.fail("axis + num_axes runs past the input's axes")
-        shape = list(x.shape[:start]) + dims + list(x.shape[end:])
+        top = list(shape[:start]) + dims + list(shape[end:])
         inferred = [i for i, d in enumerate(dims) if d == -1]
         if len(inferred) > 1:
             raise self.fail("at most one dimension may be -1")
         for i, d in enumerate(dims):
             if d == 0:
-                if start + i >= x.ndim:
+                if start + i >= ndim:
                     raise self.fail("a 0 dimension has no input axis to copy")
-                shape[start + i] = x.shape[start + i]
+                top[start + i] = shape[start + i]
         if inferred:
-            known = prod(d for i, d in enumerate(shape) if i != start + inferred[0])
-            if known == 0 or x.size % known:
-                raise self.fail(f"cannot infer -1 for {list(x.shape)} -> {dims}")
-            shape[start + inferred[0]] = x.size // known
-        if prod(shape) != x.size:
-            raise self.fail(f"cannot reshape {list(x.shape)} to {shape}")
-        return (x.reshape(shape),)
+            known = prod(d for i, d in enumerate(top) if i != start + inferred[0])
+            if known == 0 or size % known:
+                raise self.fail(f"cannot infer -1 for {list(shape)} -> {dims}")
+            top[start + inferred[0]] = size // known
+        if prod(top) != size:
+            raise self.fail(f"cannot reshape {list(shape)} to {top}")
+        return [tuple(top)]
+
+    def forward(self, x):
+        return (x.reshape(self.top_shapes([x.shape])[0]),)
 
 
-@register("Crop")
+@register("Crop", settings="crop_param", key_settings=("axis", "offset"))
 class Crop(LayerOp):
+    def top_shapes(self, shapes):
+        shape, reference = tuple(shapes[0]), tuple(shapes[1])
+        axis = canonical_axis(self.params.axis, len(shape))
+        return [shape[:axis] + reference[axis:]]
+
     def forward(self, x, reference):
         axis = canonical_axis(self.params.axis, x.ndim)
         offsets = list(self.params.offset)
@@ -108,8 +141,13 @@ class Crop(LayerOp):
         return (x[tuple(index)],)
 
 
-@register("Tile")
+@register("Tile", settings="tile_param")
 class Tile(LayerOp):
+    def top_shapes(self, shapes):
+        top = list(shapes[0])
+        top[canonical_axis(self.params.axis, len(top))] *= self.params.tiles
+        return [tuple(top)]
+
     def values_needed(self, shapes):
         return prod(shapes[0]) * (1 + max(self.params.tiles, 1))
 
@@ -120,7 +158,7 @@ class Tile(LayerOp):
         return (self.xp.tile(x, reps),)
 
 
-@register("Eltwise")
+@register("Eltwise", settings="eltwise_param", key_settings=("operation", "coeff"))
 class Eltwise(LayerOp):
     def forward(self, *bottoms):
         xp, p = self.xp, self.params
