@@ -15,7 +15,7 @@ from collections import Counter
 import numpy as np
 from onnx import TensorProto, helper
 
-from blobcast.engine import blob_shapes
+from blobcast.engine import blob_shapes, check_has_weights
 from blobcast.errors import BlobcastError, BlobcastWarning
 from blobcast.layers.activation import exp_factors, log_factor
 from blobcast.layers.convolution import spatial_settings
@@ -95,6 +95,7 @@ class GraphBuilder:
             if handler is None:
                 self._custom(layer, ins, outs)
             else:
+                check_has_weights(layer)
                 handler(layer, ins, outs)
             for top, out in zip(layer.tops, outs):
                 self.latest[top] = out

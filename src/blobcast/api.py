@@ -173,6 +173,11 @@ def _forward_check(source, written, strict: bool = False,
     options = options or ForwardCheck()
     written_side = None
     try:
+        if isinstance(source, Model):
+            from .engine import blob_shapes
+
+            # The whole pass planned within the memory budget before anything runs.
+            blob_shapes(source, options.inputs, check_memory=True)
         source_side = _runner(source, options.device)
         written_side = _runner(written, options.device)
         return _forward_check_pair(source_side, written_side, options, (source, written))

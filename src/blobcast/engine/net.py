@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 import numpy as np
 
@@ -105,7 +106,7 @@ def _lacks_weights(layer: Layer) -> bool:
     return bool(expected) and sum(blob is not None for blob in layer.blobs) < expected
 
 
-def _check_has_weights(layer: Layer) -> None:
+def check_has_weights(layer: Layer) -> None:
     expected = expected_blob_count(layer)
     present = sum(blob is not None for blob in layer.blobs)
     if expected and present < expected:
@@ -172,7 +173,6 @@ class Net:
         self._drop_unused_inputs()
         self.outputs = self._output_names()
         self._ops = None
-        self.shape_only = False
 
     def _input_shapes(self, layer: Layer) -> dict:
         shapes: list = []
@@ -235,7 +235,7 @@ class Net:
                 ops.append(None)
                 continue
             if layer.type != "Python":
-                _check_has_weights(layer)
+                check_has_weights(layer)
             arrays = [blob.data.numpy() for blob in layer.blobs if blob is not None]
             ops.append(self._op(layer, arrays))
         self._ops = ops
@@ -249,7 +249,6 @@ class Net:
             op_class = implementation(layer.type, layer.name)
         weights = [self.xp.asarray(self._host_weight(array)) for array in arrays]
         op = op_class(layer, self.xp, weights, self.phase)
-        op.shape_only = self.shape_only
         return op
 
     def _random_op(self, index: int, layer: Layer, bottoms: list):
@@ -355,25 +354,49 @@ def known_layer_types() -> list[str]:
 
 
 def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
-                **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
-    """Every blob's shape, found by running the net on zeros (values are
-    dropped as they go; convolutions and inner products do not even read
-    their weights). Blobs rewritten in place keep their final shape."""
+                check_memory: bool = False, **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
+    """Every blob's shape from the layer types' shape rules, without running
+    anything or reading a weight. With skip_unrunnable, a layer the engine
+    cannot run leaves its tops (and what follows from them) without a shape.
+    Blobs rewritten in place keep their final shape.
+
+    With check_memory, what a forward pass would hold at each layer (its
+    inputs, the blobs kept for later layers, its tops and temporaries) is
+    checked against the memory budget on the way: a pass that would not
+    fit is refused before anything is allocated."""
     net = Net(model, **net_options)
-    net.shape_only = True  # the costly layers report shapes without reading weights
+    tolerate = net_options.get("skip_unrunnable", False)
     shapes: dict[str, tuple[int, ...]] = {}
-    inputs = {}
     for name, declared in net.inputs.items():
         shape = (input_shapes or {}).get(name, declared)
         if shape is None:
             raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
                                 f"--input {name}=SHAPE")
         shapes[name] = tuple(int(d) for d in shape)
-        check_input_size(name, shapes[name], net.dtype)
-        inputs[name] = net.xp.zeros(tuple(shape), dtype=net.dtype)
-
-    def record(name, value):
-        shapes[name] = tuple(value.shape)
-
-    net.forward(inputs, on_blob=record, tolerate_missing=net_options.get("skip_unrunnable", False))
+        if check_memory:
+            check_input_size(name, shapes[name], net.dtype)
+    itemsize = np.dtype(net.dtype).itemsize
+    last_use = {bottom: index for index, layer in enumerate(net.layers) for bottom in layer.bottoms}
+    held = {name: prod(shape) for name, shape in shapes.items()}
+    for index, layer in enumerate(net.layers):
+        missing = [name for name in layer.bottoms if name not in shapes]
+        if missing:
+            if tolerate:
+                continue  # downstream of a layer whose shapes are unknown
+            raise BlobcastError(f"layer {layer.name!r}: its bottom {missing[0]!r} is never produced")
+        if layer.type == "Python":
+            continue  # only running it would tell
+        op = implementation(layer.type, layer.name)(layer, np, [], net.phase)
+        bottoms = [shapes[name] for name in layer.bottoms]
+        if check_memory:
+            check_allocation((sum(held.values()) + op.values_needed(bottoms)) * itemsize,
+                             f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+        tops = op.top_shapes(bottoms)
+        for name, shape in zip(layer.tops, tops):
+            if shape is not None:
+                shapes[name] = tuple(int(d) for d in shape)
+                held[name] = prod(shapes[name])
+        for name in layer.bottoms:  # as the forward pass frees what no later layer reads
+            if last_use.get(name) == index and name not in net.outputs and name not in layer.tops:
+                held.pop(name, None)
     return net, shapes

@@ -85,10 +85,6 @@ class LayerOp(LayerSpec):
 
     runnable = True
 
-    # Set for shape inference: layers whose cost is in their weights return
-    # zeros of the right shape instead of reading the weights.
-    shape_only = False
-
     def __init__(self, layer, xp, weights: list, phase: str = "TEST"):
         self.layer = layer
         self.name = layer.name

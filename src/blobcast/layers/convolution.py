@@ -88,8 +88,7 @@ class _ConvolutionBase(LayerOp):
         return (batch, channels, spatial) + self._settings_for(len(shape) - axis + 1)
 
     def _outputs(self) -> int:
-        return self.weights[0].shape[0] if self.layer.type == "Convolution" else \
-            self.weights[0].shape[1] * self.group
+        return self.params.num_output
 
 
 @register("Convolution", settings="convolution_param", key_settings=(
@@ -121,8 +120,6 @@ class Convolution(_ConvolutionBase):
             raise self.fail(f"weights {list(weight.shape)} do not fit {channels} input channels "
                             f"in {group} groups")
         shape_out = self._spatial_out(x.shape[2:], kernel, stride, pad, dilation)
-        if self.shape_only:
-            return (xp.zeros(leading + (outputs,) + shape_out, dtype=x.dtype),)
         locations = prod(shape_out)
         per_group = channels // group
         if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
@@ -169,9 +166,6 @@ class Deconvolution(_ConvolutionBase):
         shape_in = x.shape[2:]
         full = tuple(s * (size - 1) + d * (k - 1) + 1
                      for size, k, s, d in zip(shape_in, kernel, stride, dilation))
-        if self.shape_only:
-            shape = tuple(f - 2 * p for f, p in zip(full, pad))
-            return (xp.zeros(leading + (outputs,) + shape, dtype=x.dtype),)
         per_group = channels // group
         filters = weight.reshape(group, per_group, (outputs // group) * prod(kernel))
         columns = xp.matmul(filters.transpose(0, 2, 1)[None],

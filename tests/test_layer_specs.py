@@ -1,0 +1,47 @@
+"""One home per layer type: what the specs declare is consistent and used."""
+
+import numpy as np
+import pytest
+
+import blobcast
+from blobcast.layers import LAYER_TYPES, SPECS, LayerOp, register, spec_for
+from blobcast.schema import MESSAGES
+
+from .conftest import CAFFE
+
+
+def test_a_type_is_registered_once():
+    with pytest.raises(RuntimeError, match="'ReLU' is registered twice"):
+        register("ReLU")(type("AnotherReLU", (LayerOp,), {}))
+
+
+def test_every_settings_field_exists_in_the_schema():
+    fields = MESSAGES["LayerParameter"]
+    for name, kind in SPECS.items():
+        if kind.settings is not None:
+            assert kind.settings in fields, (name, kind.settings)
+        assert kind.role in ("compute", "input", "data", "loss"), name
+
+
+def test_the_engine_runs_exactly_the_runnable_specs():
+    assert set(LAYER_TYPES) == {name for name, kind in SPECS.items() if kind.runnable}
+    assert spec_for("SoftmaxWithLoss").role == "loss" and spec_for("Data").role == "data"
+    assert spec_for("BatchNorm").statistics and spec_for("BatchNorm").blobs == 3
+
+
+def test_shape_rules_cover_every_type_the_zoo_runs():
+    # Each type's top shapes, from its bottoms' shapes alone, equal the shapes
+    # its forward pass gives, layer by layer over the 69-layer zoo net.
+    from blobcast.engine import Net
+
+    model = blobcast.load(CAFFE / "zoo" / "zoo.caffemodel", prototxt=CAFFE / "zoo" / "zoo_deploy.prototxt")
+    real = Net(model).forward({"data": np.zeros((2, 4, 17, 17), np.float32)}, keep_all=True)
+    checked = set()
+    for layer in model.layers:
+        if layer.type == "Input":
+            continue
+        op = LAYER_TYPES[layer.type](layer, np, [], "TEST")
+        predicted = op.top_shapes([real[b].shape for b in layer.bottoms])
+        assert predicted == [real[t].shape for t in layer.tops], layer.name
+        checked.add(layer.type)
+    assert set(LAYER_TYPES) - checked <= {"Silence"}  # Silence has no tops
