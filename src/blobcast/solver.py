@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import FormatError
-from .model import Model
+from .model import Model, layer_included
 from .params import Message
 from .tensor import Tensor
 from .weights import expected_blob_count
@@ -87,17 +87,10 @@ class ParamSlot:
     shape: tuple[int, ...] | None
 
 
-def _in_train_phase(layer) -> bool:
-    spec = layer.spec
-    includes, excludes = list(spec.include), list(spec.exclude)
-    if includes:
-        return any(not rule.has("phase") or rule.phase == "TRAIN" for rule in includes)
-    return not any(rule.has("phase") and rule.phase == "TRAIN" for rule in excludes)
-
-
 def learnable_slots(model: Model) -> list[ParamSlot]:
     """The TRAIN net's parameters in Caffe's learnable_params_ order."""
-    train = Model(net=model.net, layers=[layer for layer in model.layers if _in_train_phase(layer)])
+    train = Model(net=model.net, layers=[layer for layer in model.layers
+                                         if layer_included(layer, "TRAIN")])
     owners = train.param_owners()
     slots = []
     for li, layer in enumerate(train.layers):
