@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from blobcast.errors import FormatError
 from blobcast.limits import check_allocation
 
-from .onnx_format import _node_tensors, tensor_value
+from .onnx_tensors import _node_tensors, tensor_value
 
 # Ops whose outputs are no larger than their inputs together: folded without
 # a size check. Any other op's output size is found before it is folded.

@@ -45,3 +45,57 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
         assert predicted == [real[t].shape for t in layer.tops], layer.name
         checked.add(layer.type)
     assert set(LAYER_TYPES) - checked <= {"Silence"}  # Silence has no tops
+
+
+def test_the_module_graph_has_no_cycle():
+    # Every import, module level or inside a function, between blobcast's own
+    # modules: a cycle means two modules that cannot be understood apart.
+    import ast
+    import sys
+
+    from .conftest import ROOT
+
+    files = {}
+    for path in list((ROOT / "src" / "blobcast").rglob("*.py")) + list((ROOT / "converters").glob("*.py")):
+        parts = (("blobcast", "converters", path.stem) if path.parent.name == "converters"
+                 else path.relative_to(ROOT / "src").with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        files[name] = path
+
+    def targets(module, node):
+        if isinstance(node, ast.Import):
+            return [alias.name for alias in node.names]
+        package = module.split(".") if files[module].name == "__init__.py" else module.split(".")[:-1]
+        base = ".".join((package[:len(package) - node.level + 1] if node.level else [])
+                        + ([node.module] if node.module else []))
+        return [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+                for alias in node.names]
+
+    graph = {module: set() for module in files}
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for target in targets(module, node):
+                    while target and target not in files:
+                        target = target.rpartition(".")[0]
+                    if target and target not in (module, "blobcast"):
+                        graph[module].add(target)
+    state, path_stack, cycles = {}, [], []
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
+
+    def visit(module):
+        state[module] = "open"
+        path_stack.append(module)
+        for target in graph[module]:
+            if state.get(target) == "open":
+                cycles.append(path_stack[path_stack.index(target):] + [target])
+            elif target not in state:
+                visit(target)
+        path_stack.pop()
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module)
+    assert cycles == []
+    assert "blobcast.verify" not in graph["blobcast.api"]

@@ -7,11 +7,13 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from .compare import model_differences, state_differences
+from .compare import _to_host, compare_arrays, model_differences, state_differences
 from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError, about
 from .fileio import OutputGroup, atomic_destination, check_distinct, check_stop
+from .inputs import make_inputs
 from .limits import BudgetExceeded
 from .model import Model
+from .runners import runner_for
 from .solver import SolverState
 from .weights import WeightSource, attach_weights
 
@@ -150,16 +152,6 @@ class ForwardCheck:
     rtol: float = 1e-3
 
 
-def _runner(model_or_onnx_path, device: str = "cpu", precision=None):
-    """Something with .inputs and .forward(inputs): the engine for a model, the
-    ONNX runner for an .onnx file."""
-    if isinstance(model_or_onnx_path, Model):
-        from .engine import Net
-
-        return Net(model_or_onnx_path, device=device, precision=precision)
-    return _converters().onnx_format.OnnxRunner(model_or_onnx_path)
-
-
 def _forward_check(source, written, strict: bool = False,
                    options: ForwardCheck | None = None) -> tuple[dict | None, str | None]:
     """Run the source and the written model (each a Model or an .onnx path) on
@@ -178,8 +170,8 @@ def _forward_check(source, written, strict: bool = False,
 
             # The whole pass planned within the memory budget before anything runs.
             blob_shapes(source, options.inputs, check_memory=True)
-        source_side = _runner(source, options.device)
-        written_side = _runner(written, options.device)
+        source_side = runner_for(source, device=options.device)
+        written_side = runner_for(written, device=options.device)
         return _forward_check_pair(source_side, written_side, options, (source, written))
     except CheckFailed:
         raise
@@ -206,20 +198,16 @@ def _float32_noise(models, inputs: dict, outputs32: dict, name: str, device: str
     if model is None:
         return None
     try:
-        exact = _runner(model, device, precision="f8").forward(inputs)
+        exact = runner_for(model, device=device, precision="f8").forward(inputs)
     except BlobcastError:
         return None
     import numpy as np
-
-    from .verify import _to_host
 
     return float(np.max(np.abs(_to_host(exact[name]) - _to_host(outputs32[name])), initial=0.0))
 
 
 def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=()) -> tuple[dict | None, str | None]:
     import numpy as np
-
-    from .verify import _to_host, compare_arrays, make_inputs
 
     inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
     outputs_a, outputs_b = side_a.forward(inputs), side_b.forward(inputs)
