@@ -274,6 +274,11 @@ class Net:
         check_allocation(sum(held.values()) + needed,
                          f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
 
+    def release(self) -> None:
+        """Drop the weights the net holds on the device (aligned copies
+        included); they are built again if it runs again."""
+        self._ops = None
+
     def _host_weight(self, array: np.ndarray) -> np.ndarray:
         if self.precision is not None and array.dtype != self.precision:
             return array.astype(self.precision)
