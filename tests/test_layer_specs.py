@@ -99,3 +99,22 @@ def test_the_module_graph_has_no_cycle():
             visit(module)
     assert cycles == []
     assert "blobcast.verify" not in graph["blobcast.api"]
+
+
+# Types the engine runs that ONNX export writes as custom-domain nodes.
+EXPORTED_AS_CUSTOM_NODES: set[str] = set()
+
+
+def test_every_type_the_engine_runs_exports_to_onnx():
+    from blobcast.converters.onnx_export import GraphBuilder
+
+    missing = {name for name in LAYER_TYPES if not hasattr(GraphBuilder, f"_layer_{name}")}
+    assert missing == EXPORTED_AS_CUSTOM_NODES
+
+
+def test_the_readme_lists_every_type_the_engine_runs():
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    listing = readme[readme.index("Layer types: Input"):readme.index("An unknown type is an error")]
+    assert {name for name in LAYER_TYPES if name not in listing} == set()
