@@ -1,7 +1,10 @@
 """Readers and writers, one module per file format, behind one small contract.
 
-Each format module has NAME, SUFFIXES, DESCRIPTION (with its article), read(path, **options) ->
-Model and write(model, path, **options). A file's format is found from the
+Each format is one record: NAME, SUFFIXES, DESCRIPTION (with its article),
+HOLDS (what its files carry: architecture, weights, diffs, solver_state,
+graph for ONNX, which its own runtimes run), MAGIC (first bytes, where the
+format has them), read(path, **options) -> Model and write(model, path,
+**options). A file's format is found from the
 longest known suffix (so `x.caffemodel.h5` is a Caffe HDF5 snapshot, not
 just "some .h5"), then confirmed from its first bytes.
 """
@@ -15,14 +18,14 @@ from blobcast.errors import FormatError
 from blobcast.fileio import open_regular
 
 from . import binaryproto, caffe_hdf5, caffemodel, onnx_format, prototxt, solverstate
-
-HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+from .caffe_hdf5 import HDF5_MAGIC
 
 
 def _as_format(module_or_class) -> SimpleNamespace:
     return SimpleNamespace(
         name=module_or_class.NAME, suffixes=module_or_class.SUFFIXES,
-        description=module_or_class.DESCRIPTION, read=module_or_class.read,
+        description=module_or_class.DESCRIPTION, holds=module_or_class.HOLDS,
+        magic=getattr(module_or_class, "MAGIC", None), read=module_or_class.read,
         write=module_or_class.write, module=module_or_class)
 
 
@@ -84,7 +87,7 @@ def detect_format(path: str, override: str | None = None):
         return format_by_name(override)
     fmt = format_for_suffix(path)
     if fmt is None:
-        if head.startswith(HDF5_MAGIC):
+        if head.startswith(FORMATS["caffemodel-h5"].magic):
             return FORMATS["caffemodel-h5"]
         known = sorted({s for f in FORMATS.values() for s in f.suffixes}, key=len, reverse=True)
         raise FormatError("unknown file type; expected one of " + ", ".join(known)
@@ -92,7 +95,7 @@ def detect_format(path: str, override: str | None = None):
     if not head:
         raise FormatError("the file is empty", path)
     is_hdf5 = head.startswith(HDF5_MAGIC)
-    wants_hdf5 = fmt.name.endswith("-h5")
+    wants_hdf5 = fmt.magic == HDF5_MAGIC
     if is_hdf5 != wants_hdf5:
         found = "an HDF5 file" if is_hdf5 else "not an HDF5 file"
         raise FormatError(f"the name says {fmt.description} but the content is {found}; "

@@ -14,6 +14,7 @@ from .wire import WireError
 NAME = "binaryproto"
 SUFFIXES = (".binaryproto",)
 DESCRIPTION = "a Caffe BlobProto (a mean file)"
+HOLDS = frozenset({"weights", "diffs"})
 BLOB_LAYER = "blob"  # the single pseudo-layer that carries a lone blob
 
 
@@ -48,6 +49,7 @@ class NumpyFormat:
     NAME = "npy"
     SUFFIXES = (".npy",)
     DESCRIPTION = "a NumPy array (to and from .binaryproto)"
+    HOLDS = frozenset({"weights"})
 
     @staticmethod
     def read(path: str, **_options) -> Model:

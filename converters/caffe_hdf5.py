@@ -29,7 +29,9 @@ from .prototxt import architecture_text, has_unknown_fields, net_from_text
 NAME = "caffemodel-h5"
 SUFFIXES = (".caffemodel.h5", ".h5", ".hdf5")
 DESCRIPTION = "a Caffe HDF5 snapshot (Net::ToHDF5 layout)"
+HOLDS = frozenset({"architecture", "weights", "diffs"})  # the architecture when blobcast wrote it
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+MAGIC = HDF5_MAGIC
 ARCHITECTURE = "architecture"
 ARCHITECTURE_BINARY = "architecture_pb"  # present only when text cannot hold everything
 

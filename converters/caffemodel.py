@@ -25,6 +25,7 @@ from .wire import WireError, iter_fields, length_delimited, splice_at_field, wri
 NAME = "caffemodel"
 SUFFIXES = (".caffemodel",)
 DESCRIPTION = "a Caffe binary model (NetParameter protobuf)"
+HOLDS = frozenset({"architecture", "weights", "diffs"})
 PROTOBUF_LIMIT = 2**31 - 1  # Caffe's reader refuses messages above INT_MAX bytes
 
 _LAYER_V2, _LAYERS_V1 = 100, 2

@@ -35,6 +35,7 @@ from .wire import WireError, iter_fields, length_delimited, splice_at_field, wri
 NAME = "onnx"
 SUFFIXES = (".onnx",)
 DESCRIPTION = "an ONNX model"
+HOLDS = frozenset({"architecture", "weights", "graph"})  # a graph its own runtimes run
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
 _GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 def _tensor_proto(name: str, array, external) -> TensorProto:

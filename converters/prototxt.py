@@ -21,6 +21,7 @@ from .upgrade import UpgradeError, net_version, upgrade_net
 NAME = "prototxt"
 SUFFIXES = (".prototxt", ".pbtxt")
 DESCRIPTION = "a Caffe net definition (text NetParameter)"
+HOLDS = frozenset({"architecture"})
 
 
 def parse_text(text: str, path: str, message_class=pb.NetParameter):

@@ -17,7 +17,7 @@ from blobcast.solver import SolverState
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
-from .caffe_hdf5 import FileMap, _dataset_tensor
+from .caffe_hdf5 import HDF5_MAGIC, FileMap, _dataset_tensor
 from .caffemodel import map_file
 from .hdf5_guard import check_storage, child, members, open_hdf5
 from .messages import fill_pb, message_from_pb
@@ -30,6 +30,7 @@ class BinaryFormat:
     NAME = "solverstate"
     SUFFIXES = (".solverstate",)
     DESCRIPTION = "a Caffe solver state (SolverState protobuf)"
+    HOLDS = frozenset({"solver_state"})
 
     @staticmethod
     def read(path: str, **_options) -> SolverState:
@@ -123,6 +124,8 @@ class HDF5Format:
     NAME = "solverstate-h5"
     SUFFIXES = (".solverstate.h5",)
     DESCRIPTION = "a Caffe HDF5 solver state"
+    HOLDS = frozenset({"solver_state"})
+    MAGIC = HDF5_MAGIC
 
     @staticmethod
     def read(path: str, **_options) -> SolverState:

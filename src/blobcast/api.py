@@ -17,9 +17,6 @@ from .runners import runner_for
 from .solver import SolverState
 from .weights import WeightSource, attach_weights
 
-MODEL_FORMATS = ("caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy")
-STATE_FORMATS = ("solverstate", "solverstate-h5")
-
 
 def _converters():
     from . import converters  # file-format code lives apart from the model
@@ -55,7 +52,7 @@ def load(path: str | os.PathLike, prototxt: str | os.PathLike | None = None,
         return _reading(path, lambda: fmt.read(path))
     prototxt = os.fspath(prototxt)
     arch_format = converters.detect_format(prototxt)
-    if arch_format.name != "prototxt":
+    if arch_format.holds != {"architecture"}:
         raise FormatError("--prototxt takes a .prototxt net definition", prototxt)
     architecture = _reading(prototxt, lambda: arch_format.read(prototxt))
     if fmt.name == "caffemodel-h5":
@@ -73,10 +70,10 @@ def load(path: str | os.PathLike, prototxt: str | os.PathLike | None = None,
 
 def _check_kind(obj, fmt, path: str) -> None:
     is_state = isinstance(obj, SolverState)
-    if is_state and fmt.name not in STATE_FORMATS:
+    if is_state and "solver_state" not in fmt.holds:
         raise FormatError(f"a solver state cannot be written as {fmt.description}; use "
                           ".solverstate or .solverstate.h5", path)
-    if not is_state and fmt.name in STATE_FORMATS:
+    if not is_state and "solver_state" in fmt.holds:
         raise FormatError(f"a model cannot be written as {fmt.description}", path)
 
 
@@ -122,10 +119,6 @@ class ConversionReport:
         return out
 
 
-def _holds_architecture(fmt_name: str) -> bool:
-    return fmt_name in ("caffemodel", "caffemodel-h5", "prototxt")
-
-
 def _verify_written(obj, temporary: str, fmt, prototxt: str | None):
     """(check text, the written model as read back)."""
     written = _reading(temporary, lambda: fmt.read(temporary))
@@ -133,12 +126,12 @@ def _verify_written(obj, temporary: str, fmt, prototxt: str | None):
         problems = state_differences(obj, written)
     else:
         problems = model_differences(
-            obj, written, architecture=_holds_architecture(fmt.name),
-            tensors=fmt.name != "prototxt", diffs=fmt.name != "npy")
+            obj, written, architecture="architecture" in fmt.holds,
+            tensors="weights" in fmt.holds, diffs="diffs" in fmt.holds)
     if problems:
         raise CheckFailed("the written file does not read back the same: "
                           + "; ".join(problems))
-    return ("architecture identical" if fmt.name == "prototxt" else "bit-exact"), written
+    return ("bit-exact" if fmt.holds & {"weights", "solver_state"} else "architecture identical"), written
 
 
 @dataclass
@@ -335,7 +328,7 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
     dst_fmt = converters.output_format(destination, destination_format)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        source_is_state = src_fmt.name in STATE_FORMATS
+        source_is_state = "solver_state" in src_fmt.holds
         if source_is_state and prototxt is not None and weights is None:
             raise BlobcastError("with a solver state, --prototxt describes the weights "
                                 "converted by --weights", prototxt)
@@ -370,18 +363,18 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                 progress.advance(amount)
 
         temporary = None
-        if onnx_options and dst_fmt.name != "onnx":
+        if onnx_options and "graph" not in dst_fmt.holds:
             raise BlobcastError("the ONNX options (--opset, --input, --dynamic-batch, "
                                 "--external-data, --strict) go with an .onnx destination")
         try:
-            if dst_fmt.name == "onnx" and overwrite and os.path.isfile(destination):
+            if "graph" in dst_fmt.holds and overwrite and os.path.isfile(destination):
                 after_commit.append(_stale_companions_remover(dst_fmt, destination))
             with atomic_destination(destination, overwrite=overwrite, group=group) as temporary:
                 with about(source):  # what export finds wrong is the source's content
                     save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
                          **(onnx_options or {}))
                 forward, forward_note = None, None
-                if dst_fmt.name == "onnx":
+                if "graph" in dst_fmt.holds:  # checked by onnx's checker and its runtime
                     check = dst_fmt.module.check(temporary)
                     if forward_check:
                         with about(source):
@@ -390,13 +383,14 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                 else:
                     check, written = _verify_written(obj, temporary, dst_fmt, prototxt)
                     if (forward_check and isinstance(obj, Model) and obj.has_architecture
-                            and dst_fmt.name in ("caffemodel", "caffemodel-h5")):
-                        from_onnx = src_fmt.name == "onnx"
+                            and {"architecture", "weights"} <= dst_fmt.holds):
+                        from_onnx = "graph" in src_fmt.holds
                         with about(source):
                             forward, forward_note = _forward_check(source if from_onnx else obj,
                                                                    written, strict=from_onnx,
                                                                    options=check_options)
-                if src_fmt.name == "onnx" and dst_fmt.name == "caffemodel":
+                if "graph" in src_fmt.holds and dst_fmt.name == "caffemodel":
+                    # Tools that take a deploy prototxt and weights get both.
                     _write_beside(obj, destination, ".prototxt", overwrite, group)
         except BlobcastError as error:
             if temporary and error.path and temporary in error.path:
@@ -417,10 +411,10 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         report.tensors = len(obj.owned_params())
         report.bytes = obj.nbytes
         report.notes = list(obj.notes) + ([forward_note] if forward_note else [])
-        if not obj.has_architecture and dst_fmt.name in ("caffemodel", "caffemodel-h5"):
+        if not obj.has_architecture and "architecture" in dst_fmt.holds:
             report.notes.append("the file carries no layer definitions (weights only): Caffe and "
                                 "OpenCV load it together with the net's deploy prototxt")
-        if dst_fmt.name == "prototxt" and obj.owned_params():
+        if "weights" not in dst_fmt.holds and obj.owned_params():
             report.notes.append("a .prototxt holds the architecture only; the weights were not written")
     # Writers name the file they write: the temporary one; say the destination.
     report.warnings = [str(w.message).replace(temporary or "\0", destination) for w in caught]

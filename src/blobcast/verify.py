@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .api import _converters, load
 from .compare import (  # noqa: F401  (part of this module's interface)
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -96,7 +97,6 @@ class RunOptions:
 
 
 def _load_model(path: str, prototxt: str | None):
-    from .api import load
     from .model import Model
 
     needs_weights_pairing = not path.lower().endswith((".prototxt", ".pbtxt"))
@@ -110,7 +110,7 @@ def _load_model(path: str, prototxt: str | None):
 
 def _side(path: str, options: RunOptions):
     """What runs a file: the ONNX runner for .onnx, else the engine."""
-    if path.lower().endswith(".onnx"):
+    if "graph" in _converters().detect_format(path).holds:  # ONNX: its own runtime runs it
         return runner_for(path)
     return runner_for(_load_model(path, options.prototxt), device=options.device,
                       allow_python_layers=options.allow_python_layers,
