@@ -56,9 +56,10 @@ def test_the_module_graph_has_no_cycle():
     from .conftest import ROOT
 
     files = {}
-    for path in list((ROOT / "src" / "blobcast").rglob("*.py")) + list((ROOT / "converters").glob("*.py")):
-        parts = (("blobcast", "converters", path.stem) if path.parent.name == "converters"
-                 else path.relative_to(ROOT / "src").with_suffix("").parts)
+    converters = ROOT / "converters"
+    for path in list((ROOT / "src" / "blobcast").rglob("*.py")) + list(converters.rglob("*.py")):
+        parts = (("blobcast", "converters") + path.relative_to(converters).with_suffix("").parts
+                 if converters in path.parents else path.relative_to(ROOT / "src").with_suffix("").parts)
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         files[name] = path
 
@@ -106,10 +107,13 @@ EXPORTED_AS_CUSTOM_NODES: set[str] = set()
 
 
 def test_every_type_the_engine_runs_exports_to_onnx():
-    from blobcast.converters.onnx_export import GraphBuilder
+    from blobcast.converters.onnx_ops import EXPORTERS, IMPORTERS, exporter
 
-    missing = {name for name in LAYER_TYPES if not hasattr(GraphBuilder, f"_layer_{name}")}
-    assert missing == EXPORTED_AS_CUSTOM_NODES
+    assert set(LAYER_TYPES) - set(EXPORTERS) == EXPORTED_AS_CUSTOM_NODES
+    assert set(EXPORTERS) <= set(SPECS)  # exporters only for types blobcast knows
+    assert {"Conv", "MaxPool", "Gemm", "BatchNormalization", "Concat", "Resize"} <= set(IMPORTERS)
+    with pytest.raises(RuntimeError, match="registered twice"):
+        exporter("Convolution")(lambda *args: None)
 
 
 def test_the_readme_lists_every_type_the_engine_runs():

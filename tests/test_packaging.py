@@ -23,7 +23,8 @@ def test_wheel_contains_the_converters(tmp_path):
     wheel = next(tmp_path.glob("blobcast-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {str(p.relative_to(ROOT / "src")) for p in (ROOT / "src" / "blobcast").rglob("*.py")}
-    sources |= {"blobcast/converters/" + p.name for p in (ROOT / "converters").glob("*.py")}
+    sources |= {"blobcast/converters/" + str(p.relative_to(ROOT / "converters"))
+                for p in (ROOT / "converters").rglob("*.py")}
     assert sources <= names, sorted(sources - names)  # every module ships
     assert "blobcast/py.typed" in names  # type checkers read the annotations
     metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("/METADATA"))).decode()

@@ -1,0 +1,90 @@
+"""ONNX export and import of convolution and deconvolution (and nearest
+upsampling, which becomes a fixed deconvolution): Caffe type to ONNX ops and
+back, each handler registered under the type or op it handles."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blobcast.layers.convolution import spatial_settings
+
+from .registry import ExportError, Unsupported, exporter, importer
+
+
+@exporter("Convolution")
+def export_convolution(g, layer, ins, outs):
+    p = layer.type_params
+    kernel, stride, pad, dilation = spatial_settings(p, len(g.shape(layer.bottoms[0])) - 2,
+                                                     layer.name)
+    if p.axis != 1:
+        raise ExportError(f"layer {layer.name!r}: convolution axis {p.axis} is not exported")
+    inputs = ins + [g.weight(layer, 0)] + ([g.weight(layer, 1)] if p.bias_term else [])
+    g.node("Conv", inputs, outs, layer.name, kernel_shape=list(kernel), strides=list(stride),
+           pads=list(pad) * 2, dilations=list(dilation), group=p.group)
+
+
+@exporter("Deconvolution")
+def export_deconvolution(g, layer, ins, outs):
+    p = layer.type_params
+    kernel, stride, pad, dilation = spatial_settings(p, len(g.shape(layer.bottoms[0])) - 2,
+                                                     layer.name)
+    inputs = ins + [g.weight(layer, 0)] + ([g.weight(layer, 1)] if p.bias_term else [])
+    g.node("ConvTranspose", inputs, outs, layer.name, kernel_shape=list(kernel),
+           strides=list(stride), pads=list(pad) * 2, dilations=list(dilation), group=p.group)
+
+
+@importer("Conv")
+def import_conv(im, node, attrs):
+    weight = im.tensor(node.input[1])
+    if weight is None:
+        raise Unsupported("the weights must be constant")
+    kernel, strides, pads, dilations = im._spatial(node, attrs, weight.shape)
+    bias = im.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    blobs = [weight] + ([bias] if bias is not None else [])
+    im.layer(node, "Convolution", [node.input[0]], [node.output[0]], blobs,
+             convolution_param={"num_output": weight.shape[0], "kernel_size": im._repeated(kernel),
+                                "stride": im._repeated(strides), "pad": im._repeated(pads),
+                                "dilation": im._repeated(dilations),
+                                "group": attrs.get("group", 1), "bias_term": bias is not None})
+
+
+@importer("ConvTranspose")
+def import_conv_transpose(im, node, attrs):
+    weight = im.tensor(node.input[1])
+    if weight is None:
+        raise Unsupported("the weights must be constant")
+    if any(attrs.get("output_padding", [])) or "output_shape" in attrs:
+        raise Unsupported("output_padding/output_shape have no Caffe equivalent")
+    kernel, strides, pads, dilations = im._spatial(node, attrs, weight.shape)
+    bias = im.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    group = attrs.get("group", 1)
+    im.layer(node, "Deconvolution", [node.input[0]], [node.output[0]],
+             [weight] + ([bias] if bias is not None else []),
+             convolution_param={"num_output": weight.shape[1] * group,
+                                "kernel_size": im._repeated(kernel),
+                                "stride": im._repeated(strides),
+                                "pad": im._repeated(pads), "dilation": im._repeated(dilations),
+                                "group": group, "bias_term": bias is not None})
+
+
+@importer("Resize")
+def import_resize(im, node, attrs):
+    mode = attrs.get("mode", b"nearest")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    in_shape, out_shape = im.shape(node.input[0]), im.shape(node.output[0])
+    if mode != "nearest" or len(in_shape) != 4 or in_shape[:2] != out_shape[:2]:
+        raise Unsupported("only nearest upsampling of height and width")
+    factors = [o // i for i, o in zip(in_shape[2:], out_shape[2:])]
+    if any(o != i * f for i, o, f in zip(in_shape[2:], out_shape[2:], factors)) or min(factors) < 1:
+        raise Unsupported("only whole-number scale factors")
+    channels = in_shape[1]
+    # Nearest upsampling by whole factors is a grouped deconvolution with ones.
+    weight = np.ones((channels, 1, factors[0], factors[1]), np.float32)
+    im.layer(node, "Deconvolution", [node.input[0]], [node.output[0]], [weight],
+             param=[{"lr_mult": 0.0, "decay_mult": 0.0}],
+             convolution_param={"num_output": channels, "group": channels, "bias_term": False,
+                                "kernel_h": factors[0], "kernel_w": factors[1],
+                                "stride_h": factors[0], "stride_w": factors[1]})
+
+
+importer("Upsample")(import_resize)
