@@ -43,17 +43,9 @@ def _simple(op):
 
 
 exporter("Sigmoid")(_simple("Sigmoid"))
-
-
 exporter("TanH")(_simple("Tanh"))
-
-
 exporter("AbsVal")(_simple("Abs"))
-
-
 exporter("BNLL")(_simple("Softplus"))
-
-
 exporter("Dropout")(_simple("Identity"))
 
 
@@ -148,32 +140,14 @@ def _unary(kind, **settings):
 
 
 importer("Relu")(_unary("ReLU"))
-
-
 importer("Sigmoid")(_unary("Sigmoid"))
-
-
 importer("Tanh")(_unary("TanH"))
-
-
 importer("Abs")(_unary("AbsVal"))
-
-
 importer("Exp")(_unary("Exp"))
-
-
 importer("Log")(_unary("Log"))
-
-
 importer("Softplus")(_unary("BNLL"))
-
-
 importer("Sqrt")(_unary("Power", power_param={"power": 0.5}))
-
-
 importer("Neg")(_unary("Power", power_param={"scale": -1.0}))
-
-
 importer("Reciprocal")(_unary("Power", power_param={"power": -1.0}))
 
 

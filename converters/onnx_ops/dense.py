@@ -159,21 +159,6 @@ def _reduce(im, node, attrs, operation):
              reduction_param={"operation": operation, "axis": axes[0]})
 
 
-@importer("ReduceMean")
-def import_reduce_mean(im, node, attrs):
-    _reduce(im, node, attrs, "MEAN")
-
-
-@importer("ReduceSum")
-def import_reduce_sum(im, node, attrs):
-    _reduce(im, node, attrs, "SUM")
-
-
-@importer("ReduceL1")
-def import_reduce_l1(im, node, attrs):
-    _reduce(im, node, attrs, "ASUM")
-
-
-@importer("ReduceSumSquare")
-def import_reduce_sum_square(im, node, attrs):
-    _reduce(im, node, attrs, "SUMSQ")
+for _op, _operation in (("ReduceMean", "MEAN"), ("ReduceSum", "SUM"), ("ReduceL1", "ASUM"),
+                        ("ReduceSumSquare", "SUMSQ")):
+    importer(_op)(lambda im, node, attrs, operation=_operation: _reduce(im, node, attrs, operation))

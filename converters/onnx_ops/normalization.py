@@ -201,24 +201,8 @@ def _binary(im, node, op):
                                       else squeezed], **{key: {"axis": axis, "num_axes": count}})
 
 
-@importer("Add")
-def import_add(im, node, attrs):
-    _binary(im, node, "Add")
-
-
-@importer("Sub")
-def import_sub(im, node, attrs):
-    _binary(im, node, "Sub")
-
-
-@importer("Mul")
-def import_mul(im, node, attrs):
-    _binary(im, node, "Mul")
-
-
-@importer("Div")
-def import_div(im, node, attrs):
-    _binary(im, node, "Div")
+for _op in ("Add", "Sub", "Mul", "Div"):
+    importer(_op)(lambda im, node, attrs, op=_op: _binary(im, node, op))
 
 
 @importer("LRN")

@@ -156,13 +156,13 @@ def import_average_pool(im, node, attrs):
     _pool(im, node, attrs, "AVE")
 
 
-@importer("GlobalAveragePool")
-def import_global_average_pool(im, node, attrs):
-    im.layer(node, "Pooling", [node.input[0]], [node.output[0]],
-             pooling_param={"pool": "AVE", "global_pooling": True})
+def _global_pool(method: str):
+    def handler(im, node, attrs):
+        im.layer(node, "Pooling", [node.input[0]], [node.output[0]],
+                 pooling_param={"pool": method, "global_pooling": True})
+
+    return handler
 
 
-@importer("GlobalMaxPool")
-def import_global_max_pool(im, node, attrs):
-    im.layer(node, "Pooling", [node.input[0]], [node.output[0]],
-             pooling_param={"pool": "MAX", "global_pooling": True})
+importer("GlobalAveragePool")(_global_pool("AVE"))
+importer("GlobalMaxPool")(_global_pool("MAX"))

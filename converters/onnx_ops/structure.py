@@ -45,8 +45,6 @@ def _reshape_layer(g, layer, ins, outs):
 
 
 exporter("Flatten")(_reshape_layer)
-
-
 exporter("Reshape")(_reshape_layer)
 
 
@@ -178,14 +176,8 @@ def _reshape(im, node, attrs=None):
 
 
 importer("Reshape")(_reshape)
-
-
 importer("Flatten")(_reshape)
-
-
 importer("Squeeze")(_reshape)
-
-
 importer("Unsqueeze")(_reshape)
 
 
@@ -208,8 +200,6 @@ def _identity(im, node, attrs):
 
 
 importer("Identity")(_identity)
-
-
 importer("Dropout")(_identity)
 
 
