@@ -122,3 +122,15 @@ def test_the_readme_lists_every_type_the_engine_runs():
     readme = (ROOT / "README.md").read_text()
     listing = readme[readme.index("Layer types: Input"):readme.index("An unknown type is an error")]
     assert {name for name in LAYER_TYPES if name not in listing} == set()
+
+
+def test_bottom_and_top_counts_are_checked_as_caffe_does():
+    from blobcast.converters.prototxt import net_from_text
+    from blobcast.engine import Net
+
+    text = ('layer { name: "data" type: "Input" top: "a" input_param { shape { dim: 1 dim: 2 } } }\n'
+            'layer { name: "sum" type: "Eltwise" bottom: "a" top: "b" }')
+    expected = r"layer 'sum' \(Eltwise\) takes at least 2 bottoms, not 1"
+    with pytest.raises(blobcast.BlobcastError, match=expected):
+        Net(net_from_text(text, "<net>"))
+    assert spec_for("Crop").arity_problem(net_from_text(text, "<net>")["sum"]) == "takes 2 bottoms, not 1"

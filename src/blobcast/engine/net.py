@@ -168,7 +168,9 @@ class Net:
                     self.unrun.append(layer)
                     continue
                 if layer.type != "Python":
-                    implementation(layer.type, layer.name)  # fail early on unknown types
+                    problem = implementation(layer.type, layer.name).arity_problem(layer)
+                    if problem:  # fail early, as Caffe's CheckBlobCounts does
+                        raise BlobcastError(f"layer {layer.name!r} ({layer.type}) {problem}")
                 self.layers.append(layer)
         self._drop_unused_inputs()
         self.outputs = self._output_names()

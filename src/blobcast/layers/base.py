@@ -20,12 +20,15 @@ LAYER_TYPES: dict[str, type] = {}  # the types the engine runs
 
 
 def register(*type_names: str, settings: str | None = None, key_settings: tuple = (),
-             blobs: int | None = 0, statistics: bool = False):
-    """Class decorator: the type(s) this class implements, with its metadata."""
+             blobs: int | None = 0, statistics: bool = False, bottoms: tuple = (1, 1),
+             tops: tuple = (1, 1)):
+    """Class decorator: the type(s) this class implements, with its metadata.
+    `bottoms` and `tops` are (fewest, most) counts, None for no limit."""
 
     def decorate(cls):
         cls.settings, cls.key_settings, cls.blobs, cls.statistics = (
             settings, tuple(key_settings), blobs, statistics)
+        cls.bottoms, cls.tops = tuple(bottoms), tuple(tops)
         for name in type_names:
             if name in SPECS:
                 raise RuntimeError(f"layer type {name!r} is registered twice")
@@ -38,11 +41,12 @@ def register(*type_names: str, settings: str | None = None, key_settings: tuple 
 
 
 def declare(type_name: str, *, settings: str | None = None, role: str = "compute",
-            key_settings: tuple = (), blobs: int | None = 0, statistics: bool = False) -> type:
+            key_settings: tuple = (), blobs: int | None = 0, statistics: bool = False,
+            bottoms: tuple = (0, None), tops: tuple = (0, None)) -> type:
     """Record a type blobcast knows but the engine does not run."""
     spec = type(type_name, (LayerSpec,), {"role": role})
     return register(type_name, settings=settings, key_settings=key_settings, blobs=blobs,
-                    statistics=statistics)(spec)
+                    statistics=statistics, bottoms=bottoms, tops=tops)(spec)
 
 
 def spec_for(type_name: str) -> type | None:
@@ -68,10 +72,25 @@ class LayerSpec:
     statistics = False     # blobs are running statistics, not trained weights (lr_mult 0)
     runnable = False
 
+    bottoms: tuple = (0, None)  # (fewest, most) bottoms; None: no limit
+    tops: tuple = (0, None)
+
     @classmethod
     def blob_count(cls, layer) -> int | None:
         """How many blobs Caffe's layer of this type holds."""
         return cls.blobs
+
+    @classmethod
+    def arity_problem(cls, layer) -> str | None:
+        """What is wrong with the layer's number of bottoms or tops, as
+        Caffe's Layer::CheckBlobCounts says it."""
+        for what, count, (fewest, most) in (("bottoms", len(layer.bottoms), cls.bottoms),
+                                             ("tops", len(layer.tops), cls.tops)):
+            if count < fewest or (most is not None and count > most):
+                wanted = (f"{fewest}" if fewest == most else
+                          f"at least {fewest}" if most is None else f"{fewest} to {most}")
+                return f"takes {wanted} {what}, not {count}"
+        return None
 
 
 class LayerOp(LayerSpec):

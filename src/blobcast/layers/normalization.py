@@ -95,7 +95,8 @@ class _Affine(LayerOp):
             raise self.fail(str(error)) from None
 
 
-@register("Scale", settings="scale_param", key_settings=("axis", "num_axes", "bias_term"))
+@register("Scale", settings="scale_param", key_settings=("axis", "num_axes", "bias_term"),
+          bottoms=(1, 2))
 class Scale(_Affine):
     def forward(self, x, *bottoms):
         scale = self._operand(x, bottoms, 0, self.params.num_axes)
@@ -110,7 +111,7 @@ class Scale(_Affine):
         return bias.reshape(scale.shape) if scale.ndim else bias.reshape(())
 
 
-@register("Bias", settings="bias_param")
+@register("Bias", settings="bias_param", bottoms=(1, 2))
 class Bias(_Affine):
     def forward(self, x, *bottoms):
         return (x + self._operand(x, bottoms, 0, self.params.num_axes),)

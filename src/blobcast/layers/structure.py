@@ -7,19 +7,19 @@ from math import prod
 from .base import LayerOp, canonical_axis, register
 
 
-@register("Split")
+@register("Split", tops=(1, None))
 class Split(LayerOp):
     def forward(self, x):
         return tuple(x for _ in self.layer.tops)  # Caffe shares the data; so do we
 
 
-@register("Silence")
+@register("Silence", bottoms=(1, None), tops=(0, 0))
 class Silence(LayerOp):
     def forward(self, *bottoms):
         return ()
 
 
-@register("Concat", settings="concat_param", key_settings=("axis",))
+@register("Concat", settings="concat_param", key_settings=("axis",), bottoms=(1, None))
 class Concat(LayerOp):
     def _axis(self, ndim: int) -> int:
         p = self.params
@@ -35,7 +35,7 @@ class Concat(LayerOp):
         return (self.xp.concatenate(bottoms, axis=self._axis(bottoms[0].ndim)),)
 
 
-@register("Slice", settings="slice_param", key_settings=("axis", "slice_point"))
+@register("Slice", settings="slice_param", key_settings=("axis", "slice_point"), tops=(1, None))
 class Slice(LayerOp):
     def bounds(self, shape) -> tuple[int, list[int]]:
         """(axis, [0, slice points..., size]) as SliceLayer::Reshape finds them."""
@@ -119,7 +119,7 @@ class Reshape(LayerOp):
         return (x.reshape(self.top_shapes([x.shape])[0]),)
 
 
-@register("Crop", settings="crop_param", key_settings=("axis", "offset"))
+@register("Crop", settings="crop_param", key_settings=("axis", "offset"), bottoms=(2, 2))
 class Crop(LayerOp):
     def top_shapes(self, shapes):
         shape, reference = tuple(shapes[0]), tuple(shapes[1])
@@ -158,7 +158,8 @@ class Tile(LayerOp):
         return (self.xp.tile(x, reps),)
 
 
-@register("Eltwise", settings="eltwise_param", key_settings=("operation", "coeff"))
+@register("Eltwise", settings="eltwise_param", key_settings=("operation", "coeff"),
+          bottoms=(2, None))
 class Eltwise(LayerOp):
     def forward(self, *bottoms):
         xp, p = self.xp, self.params
