@@ -5,7 +5,9 @@ from __future__ import annotations
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from blobcast.params import Message
-from blobcast.schema import ENUMS
+from blobcast.schema import ENUMS, LAYER_TYPE_FIELDS
+
+from . import caffe_pb2
 
 
 def _unknown_bytes(pb) -> bytes:
@@ -41,14 +43,34 @@ def message_from_pb(pb) -> Message:
     unknown = _unknown_bytes(pb)
     if unknown:
         object.__setattr__(message, "unknown_fields", unknown)
+    if pb.DESCRIPTOR.name == "LayerParameter":
+        _resolve_type_fields(pb, message)
     return message
+
+
+def _resolve_type_fields(pb, message: Message) -> None:
+    """A fork field sharing a Caffe field's number (an Interp layer's 143)
+    arrives in that Caffe field, its values as unknown fields there: decode
+    them with the fork's message instead."""
+    for name, (carrier, type_name) in LAYER_TYPE_FIELDS.get(pb.type, {}).items():
+        if pb.HasField(carrier):
+            raw = getattr(pb, carrier).SerializeToString()
+            setattr(message, name, message_from_pb(getattr(caffe_pb2, type_name).FromString(raw)))
+            message.clear(carrier)
 
 
 def fill_pb(pb, message: Message) -> None:
     """Set the fields of protobuf message `pb` from `message`."""
+    carried = {name: carrier for fields in LAYER_TYPE_FIELDS.values()
+               for name, (carrier, _) in fields.items()} if pb.DESCRIPTOR.name == "LayerParameter" else {}
     for name in message.present_fields():
         number, kind, repeated, default, type_name = message.field_spec(name)
         value = getattr(message, name)
+        if name in carried:  # written under the Caffe field's number, as the fork does
+            raw = pb_from_message(getattr(caffe_pb2, type_name), value).SerializeToString()
+            getattr(pb, carried[name]).MergeFromString(raw)
+            getattr(pb, carried[name]).SetInParent()
+            continue
         if kind == "message":
             if repeated:
                 target = getattr(pb, name)

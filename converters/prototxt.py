@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 
@@ -11,6 +12,7 @@ from blobcast.errors import BlobcastWarning, FormatError
 from blobcast.fileio import open_regular
 from blobcast.limits import check_allocation
 from blobcast.model import Model
+from blobcast.schema import LAYER_TYPE_FIELDS
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob
@@ -24,8 +26,66 @@ DESCRIPTION = "a Caffe net definition (text NetParameter)"
 HOLDS = frozenset({"architecture"})
 
 
+_TYPE_FIELD_NUMBER_BASE = 100_000  # where the text-only twin puts fork fields
+
+
+@functools.cache
+def _twin_net_class():
+    """NetParameter's twin for text: its LayerParameter also declares each fork
+    field that shares a Caffe field's number (interp_param), at a free number,
+    so `interp_param { ... }` parses and prints by name."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    proto = descriptor_pb2.FileDescriptorProto()
+    pb.DESCRIPTOR.CopyToProto(proto)
+    proto.name = "blobcast_text_twin.proto"
+    layer = next(m for m in proto.message_type if m.name == "LayerParameter")
+    numbers = {field.name: field.number for field in layer.field}
+    for fields in LAYER_TYPE_FIELDS.values():
+        for name, (carrier, type_name) in fields.items():
+            layer.field.add(name=name, number=_TYPE_FIELD_NUMBER_BASE + numbers[carrier],
+                            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+                            type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                            type_name=f".caffe.{type_name}")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
+
+
+def _twin_layers(net):
+    for position, layer in enumerate(net.layer):
+        for name, (carrier, _) in LAYER_TYPE_FIELDS.get(layer.type, {}).items():
+            yield position, layer, name, carrier
+
+
+def _from_twin(twin) -> pb.NetParameter:
+    """The twin's fork fields moved under the Caffe field's number."""
+    moved = []
+    for position, layer, name, carrier in _twin_layers(twin):
+        if layer.HasField(name):
+            moved.append((position, carrier, getattr(layer, name).SerializeToString()))
+            layer.ClearField(name)
+    net = pb.NetParameter.FromString(twin.SerializeToString())
+    for position, carrier, raw in moved:
+        getattr(net.layer[position], carrier).MergeFromString(raw)
+    return net
+
+
+def _to_twin(net: pb.NetParameter):
+    twin = _twin_net_class().FromString(net.SerializeToString())
+    for _, layer, name, carrier in _twin_layers(twin):
+        if layer.HasField(carrier):
+            raw = getattr(layer, carrier).SerializeToString()
+            layer.ClearField(carrier)
+            getattr(layer, name).MergeFromString(raw)
+            getattr(layer, name).SetInParent()
+    return twin
+
+
 def parse_text(text: str, path: str, message_class=pb.NetParameter):
-    message = message_class()
+    twin = message_class is pb.NetParameter and any(
+        name in text for fields in LAYER_TYPE_FIELDS.values() for name in fields)
+    message = _twin_net_class()() if twin else message_class()
     try:
         text_format.Parse(text, message, allow_unknown_field=False)
     except text_format.ParseError as error:
@@ -35,7 +95,7 @@ def parse_text(text: str, path: str, message_class=pb.NetParameter):
             detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
         where = f"line {line}, column {column}: " if line is not None else ""
         raise FormatError(f"syntax error at {where}{detail}", path) from error
-    return message
+    return _from_twin(message) if twin else message
 
 
 def _blobs_of(messages, where: str):
@@ -97,7 +157,10 @@ def has_unknown_fields(model: Model) -> bool:
 
 
 def architecture_text(model: Model) -> str:
-    return text_format.MessageToString(architecture_pb(model))
+    net = architecture_pb(model)
+    if any(layer.HasField(carrier) for _, layer, _, carrier in _twin_layers(net)):
+        return text_format.MessageToString(_to_twin(net))
+    return text_format.MessageToString(net)
 
 
 def write(model: Model, path: str, **_options) -> None:

@@ -134,3 +134,43 @@ def test_bottom_and_top_counts_are_checked_as_caffe_does():
     with pytest.raises(blobcast.BlobcastError, match=expected):
         Net(net_from_text(text, "<net>"))
     assert spec_for("Crop").arity_problem(net_from_text(text, "<net>")["sum"]) == "takes 2 bottoms, not 1"
+
+
+PSP_HEAD = '''name: "psp_head"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "conv_interp" type: "Interp" bottom: "conv" top: "conv_interp"
+        interp_param { height: 65 width: 33 } }
+layer { name: "zoom" type: "Interp" bottom: "conv" top: "zoom" interp_param { zoom_factor: 8 } }
+'''
+
+
+def test_an_interp_layers_field_143_is_its_interp_settings(tmp_path):
+    # PSPNet and DeepLab number interp_param 143, upstream's input_param: an
+    # Interp layer's field 143 is read as its interp settings, by type.
+    from typer.testing import CliRunner
+
+    from blobcast.cli import app
+    from blobcast.converters import caffe_pb2 as pb
+
+    text = tmp_path / "psp.prototxt"
+    text.write_text(PSP_HEAD)
+    shown = CliRunner().invoke(app, ["inspect", str(text)])
+    assert "conv_interp Interp conv -> conv_interp height=65, width=33" in shown.stdout
+    assert "zoom Interp conv -> zoom zoom_factor=8" in shown.stdout
+    model = blobcast.load(text)
+    model["conv"].blobs = [blobcast.Blob(np.ones((4, 3, 3, 3), np.float32)),
+                           blobcast.Blob(np.zeros(4, np.float32))]
+    binary = tmp_path / "psp.caffemodel"
+    blobcast.save(model, binary)
+    # The bytes are the fork's: field 143 holds an InterpParameter.
+    layer = pb.NetParameter.FromString(binary.read_bytes()).layer[2]
+    assert pb.InterpParameter.FromString(layer.input_param.SerializeToString()) == \
+        pb.InterpParameter(height=65, width=33)
+    for suffix in (".caffemodel.h5", ".prototxt"):
+        assert blobcast.convert(binary, tmp_path / ("again" + suffix), forward_check=False)
+    blobcast.convert(tmp_path / "again.caffemodel.h5", tmp_path / "again.caffemodel", forward_check=False)
+    assert (tmp_path / "again.caffemodel").read_bytes() == binary.read_bytes()
+    assert "interp_param {\n    height: 65\n    width: 33\n  }" in (tmp_path / "again.prototxt").read_text()
+    assert blobcast.load(binary)["zoom"].type_params.zoom_factor == 8

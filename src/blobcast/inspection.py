@@ -96,12 +96,14 @@ def _deploy_net(model: Model) -> dict:
     from .engine import Net
 
     try:
-        net = Net(model)
+        net = Net(model, skip_unrunnable=True)
     except BlobcastError as error:
         return {"phase": "TEST", "error": error.problem}
     return {"phase": "TEST", "layers": len(net.layers), "inputs": dict(net.inputs),
             "outputs": list(net.outputs),
-            "not_run": [f"{s.name} ({s.type})" for s in net.skipped if s.type != "input"],
+            "not_run": [f"{s.name} ({s.type})" for s in net.skipped
+                        if s.type != "input" and all(s.name != layer.name for layer in net.unrun)],
+            "cannot_run": [f"{layer.name} ({layer.type})" for layer in net.unrun],
             "dropped_inputs": [s.name for s in net.skipped if s.type == "input"]}
 
 

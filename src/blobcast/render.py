@@ -106,6 +106,8 @@ def _render_deploy(root: Tree, runs: dict | None) -> None:
                     f" -> {escape(', '.join(runs['outputs']))}")
     if runs["not_run"]:
         node.add(f"[dim]not run: {escape(', '.join(runs['not_run']))}[/dim]")
+    if runs.get("cannot_run"):
+        node.add(f"[yellow]the engine cannot run: {escape(', '.join(runs['cannot_run']))}[/yellow]")
     if runs["dropped_inputs"]:
         node.add(f"[dim]not inputs (read only by layers not run): "
                  f"{escape(', '.join(runs['dropped_inputs']))}[/dim]")

@@ -3,6 +3,8 @@
 MESSAGES maps a message name to its fields, in declaration order:
     field name -> (number, kind, repeated, default, type name)
 ENUMS maps an enum name to {value name: number}.
+LAYER_TYPE_FIELDS: per layer type, fork fields that share a Caffe field's
+number -> (the Caffe field that carries them, their message).
 """
 
 MESSAGES = {'BlobShape': {'dim': (1, 'int64', True, None, None)},
@@ -174,7 +176,8 @@ MESSAGES = {'BlobShape': {'dim': (1, 'int64', True, None, None)},
                                                False,
                                                None,
                                                'DetectionOutputParameter'),
-                    'norm_param': (206, 'message', False, None, 'NormalizeParameter')},
+                    'norm_param': (206, 'message', False, None, 'NormalizeParameter'),
+                    'interp_param': (143, 'message', False, None, 'InterpParameter')},
  'TransformationParameter': {'scale': (1, 'float', False, 1.0, None),
                              'mirror': (2, 'bool', False, False, None),
                              'crop_size': (3, 'uint32', False, 0, None),
@@ -599,3 +602,5 @@ ENUMS = {'Phase': {'TRAIN': 0, 'TEST': 1},
  'ResizeParameter.Resize_mode': {'WARP': 1, 'FIT_SMALL_SIZE': 2, 'FIT_LARGE_SIZE_AND_PAD': 3},
  'ResizeParameter.Pad_mode': {'CONSTANT': 1, 'MIRRORED': 2, 'REPEAT_NEAREST': 3},
  'ResizeParameter.Interp_mode': {'LINEAR': 1, 'AREA': 2, 'NEAREST': 3, 'CUBIC': 4, 'LANCZOS4': 5}}
+
+LAYER_TYPE_FIELDS = {'Interp': {'interp_param': ('input_param', 'InterpParameter')}}

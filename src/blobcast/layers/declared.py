@@ -29,6 +29,8 @@ declare("Permute", settings="permute_param")
 declare("PriorBox", settings="prior_box_param")
 declare("DetectionOutput", settings="detection_output_param")
 declare("Normalize", settings="norm_param", blobs=1)
-for _name in ("Interp", "Filter", "BatchReindex"):
+declare("Interp", settings="interp_param",
+        key_settings=("height", "width", "zoom_factor", "shrink_factor", "pad_beg", "pad_end"))
+for _name in ("Filter", "BatchReindex"):
     declare(_name)
 declare("Im2col", settings="convolution_param")
