@@ -43,6 +43,10 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
         op = LAYER_TYPES[layer.type](layer, np, [], "TEST")
         predicted = op.top_shapes([real[b].shape for b in layer.bottoms])
         assert predicted == [real[t].shape for t in layer.tops], layer.name
+        # and the blobs Caffe made for the layer have the shapes the type gives them
+        blobs = op.blob_shapes([real[b].shape for b in layer.bottoms])
+        assert blobs == [blob.shape for blob in layer.blobs], layer.name
+        assert len(op.blob_fillers()) == len(blobs) == (type(op).blob_count(layer) or 0), layer.name
         checked.add(layer.type)
     assert set(LAYER_TYPES) - checked <= {"Silence"}  # Silence has no tops
 

@@ -2,11 +2,9 @@
 (include/caffe/filler.hpp), for `run --random-weights`: shape and speed
 checks of a deploy prototxt that has no weights file.
 
-The values are seeded and follow each layer's weight_filler/bias_filler.
-Where a deploy prototxt names no weight filler, Caffe's default would be
-zeros, which makes every output constant; blobcast uses xavier there (biases
-stay constant 0). They are NumPy's random numbers, not Caffe's: the same seed
-gives the same weights in blobcast, not in Caffe.
+Each layer type says its blobs' shapes and fillers (blobcast.layers); this
+module fills them, seeded. They are NumPy's random numbers, not Caffe's: the
+same seed gives the same weights in blobcast, not in Caffe.
 """
 
 from __future__ import annotations
@@ -57,70 +55,15 @@ def fill(filler: Message, shape: tuple[int, ...], rng: np.random.RandomState) ->
     return values.astype(np.float32)
 
 
-def _constant(value: float) -> Message:
-    filler = Message("FillerParameter")
-    filler.value = value
-    return filler
-
-
-def _given(params, name: str, default: Message) -> Message:
-    return getattr(params, name) if params.has(name) else default
-
-
-def _xavier() -> Message:
-    filler = Message("FillerParameter")
-    filler.type = "xavier"
-    return filler
-
-
-def _weight_and_bias(params, weight_shape, outputs: int, rng) -> list[np.ndarray]:
-    blobs = [fill(_given(params, "weight_filler", _xavier()), weight_shape, rng)]
-    if params.bias_term:
-        blobs.append(fill(params.bias_filler, (outputs,), rng))
-    return blobs
-
-
 def random_weights(layer: Layer, bottom_shapes: list[tuple[int, ...]],
                    rng: np.random.RandomState) -> list[np.ndarray]:
-    """A layer's blobs, shaped from its settings and its bottoms' shapes."""
-    from .layers.base import canonical_axis
-    from .layers.convolution import spatial_settings
+    """A layer's blobs as its type shapes and fills them, from its settings and
+    its bottoms' shapes."""
+    from .layers import LAYER_TYPES
 
-    kind, spec, shape = layer.type, layer.spec, bottom_shapes[0] if bottom_shapes else ()
-    if kind in ("Convolution", "Deconvolution"):
-        p = spec.convolution_param
-        axis = canonical_axis(p.axis, len(shape))
-        kernel = spatial_settings(p, len(shape) - axis - 1, layer.name)[0]
-        channels = shape[axis]
-        weight = ((p.num_output, channels // p.group) if kind == "Convolution"
-                  else (channels, p.num_output // p.group)) + tuple(kernel)
-        return _weight_and_bias(p, weight, p.num_output, rng)
-    if kind == "InnerProduct":
-        p = spec.inner_product_param
-        depth = prod(shape[canonical_axis(p.axis, len(shape)):])
-        weight = (depth, p.num_output) if p.transpose else (p.num_output, depth)
-        return _weight_and_bias(p, weight, p.num_output, rng)
-    if kind == "Embed":
-        p = spec.embed_param
-        return _weight_and_bias(p, (p.input_dim, p.num_output), p.num_output, rng)
-    if kind == "BatchNorm":
-        # Caffe starts from zeros, which divides by sqrt(eps); mean 0, variance 1
-        # and factor 1 keep a shape check's values in range.
-        channels = shape[1] if len(shape) > 1 else 1
-        return [np.zeros(channels, np.float32), np.ones(channels, np.float32),
-                np.ones(1, np.float32)]
-    if kind in ("Scale", "Bias"):
-        p = spec.scale_param if kind == "Scale" else spec.bias_param
-        axis = canonical_axis(p.axis, len(shape))
-        end = len(shape) if p.num_axes == -1 else axis + p.num_axes
-        blob_shape = tuple(shape[axis:end])
-        blobs = [] if len(bottom_shapes) > 1 else [
-            fill(_given(p, "filler", _constant(1.0 if kind == "Scale" else 0.0)), blob_shape, rng)]
-        if kind == "Scale" and p.bias_term:
-            blobs.append(fill(_given(p, "bias_filler", _constant(0.0)), blob_shape, rng))
-        return blobs
-    if kind == "PReLU":
-        p = spec.prelu_param
-        blob_shape = () if p.channel_shared else (shape[1],)
-        return [fill(_given(p, "filler", _constant(0.25)), blob_shape, rng)]
-    return []
+    kind = LAYER_TYPES.get(layer.type)
+    if kind is None:
+        return []
+    op = kind(layer, np, [], "TEST")
+    return [fill(how, shape, rng) for how, shape in zip(op.blob_fillers(),
+                                                          op.blob_shapes(bottom_shapes))]

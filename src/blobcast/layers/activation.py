@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .base import LayerOp, register
+from .base import LayerOp, filler, given_filler, register
 
 
 def _sigmoid(xp, x):
@@ -27,6 +27,12 @@ class ReLU(LayerOp):
 
 @register("PReLU", settings="prelu_param", blobs=1)
 class PReLU(LayerOp):
+    def blob_shapes(self, shapes):
+        return [() if self.params.channel_shared else (shapes[0][1],)]
+
+    def blob_fillers(self):
+        return [given_filler(self.params, "filler", filler(value=0.25))]
+
     def forward(self, x):
         slope = self.weights[0]
         if not self.params.channel_shared:

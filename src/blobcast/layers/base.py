@@ -14,6 +14,7 @@ from __future__ import annotations
 from math import prod
 
 from ..errors import BlobcastError
+from ..params import Message
 
 SPECS: dict[str, type] = {}        # every type blobcast knows
 LAYER_TYPES: dict[str, type] = {}  # the types the engine runs
@@ -123,6 +124,15 @@ class LayerOp(LayerSpec):
         """The tops' shapes; by default each top has the first bottom's shape."""
         return [tuple(shapes[0])] * len(self.layer.tops)
 
+    def blob_shapes(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The shapes of the layer's blobs, from its settings and its bottoms' shapes."""
+        return []
+
+    def blob_fillers(self) -> list:
+        """How Caffe fills each blob when the net is created (FillerParameter
+        messages: the layer's own fillers, or the type's defaults)."""
+        return []
+
     def values_needed(self, shapes: list[tuple[int, ...]]) -> int:
         """How many values the forward pass allocates (tops and temporaries),
         from the bottoms' shapes alone: checked against the memory budget
@@ -132,6 +142,28 @@ class LayerOp(LayerSpec):
 
     def fail(self, problem: str) -> BlobcastError:
         return BlobcastError(f"layer {self.name!r} ({self.layer.type}): {problem}")
+
+
+def filler(kind: str = "constant", **values):
+    """A FillerParameter message (Caffe's filler defaults for what is not given)."""
+    message = Message("FillerParameter")
+    message.type = kind
+    for name, value in values.items():
+        setattr(message, name, value)
+    return message
+
+
+def given_filler(params, name: str, default):
+    """The layer's filler `name` if its settings give one, else `default`."""
+    return getattr(params, name) if params.has(name) else default
+
+
+def weight_and_bias_fillers(params) -> list:
+    """The fillers of a weight and (with bias_term) a bias. No weight filler in
+    a deploy prototxt would mean Caffe's zeros and a constant output: xavier
+    then, as most Caffe nets give."""
+    weight = given_filler(params, "weight_filler", filler("xavier"))
+    return [weight] + ([params.bias_filler] if params.bias_term else [])
 
 
 def canonical_axis(axis: int, ndim: int, name: str = "axis") -> int:

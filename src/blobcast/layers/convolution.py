@@ -5,7 +5,7 @@ from __future__ import annotations
 from itertools import product
 from math import prod
 
-from .base import LayerOp, canonical_axis, register
+from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
 
 def spatial_settings(params, spatial_axes: int, layer_name: str):
@@ -60,6 +60,16 @@ class _ConvolutionBase(LayerOp):
         _, _, spatial, kernel, stride, pad, dilation = self._geometry(shape)
         out = self._spatial_out(spatial, kernel, stride, pad, dilation)
         return [shape[:axis] + (self.params.num_output,) + out]
+
+    def blob_shapes(self, shapes):
+        _, channels, _, kernel, _, _, _ = self._geometry(tuple(shapes[0]))
+        p = self.params
+        weight = ((p.num_output, channels // p.group) if self.layer.type == "Convolution"
+                  else (channels, p.num_output // p.group)) + tuple(kernel)
+        return [weight] + ([(p.num_output,)] if p.bias_term else [])
+
+    def blob_fillers(self):
+        return weight_and_bias_fillers(self.params)
 
     def setup(self):
         self.group = self.params.group

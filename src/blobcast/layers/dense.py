@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from math import prod
 
-from .base import LayerOp, canonical_axis, register
+from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
 
 @register("InnerProduct", settings="inner_product_param", key_settings=(
@@ -17,6 +17,15 @@ class InnerProduct(LayerOp):
     def top_shapes(self, shapes):
         shape = tuple(shapes[0])
         return [shape[:canonical_axis(self.params.axis, len(shape))] + (self.params.num_output,)]
+
+    def blob_shapes(self, shapes):
+        p, shape = self.params, tuple(shapes[0])
+        depth = prod(shape[canonical_axis(p.axis, len(shape)):])
+        weight = (depth, p.num_output) if p.transpose else (p.num_output, depth)
+        return [weight] + ([(p.num_output,)] if p.bias_term else [])
+
+    def blob_fillers(self):
+        return weight_and_bias_fillers(self.params)
 
     def values_needed(self, shapes):
         p, shape = self.params, shapes[0]
@@ -48,6 +57,13 @@ class Embed(LayerOp):
 
     def top_shapes(self, shapes):
         return [tuple(shapes[0]) + (self.params.num_output,)]
+
+    def blob_shapes(self, shapes):
+        p = self.params
+        return [(p.input_dim, p.num_output)] + ([(p.num_output,)] if p.bias_term else [])
+
+    def blob_fillers(self):
+        return weight_and_bias_fillers(self.params)
 
     def values_needed(self, shapes):
         return 3 * prod(shapes[0]) * (1 + self.params.num_output)

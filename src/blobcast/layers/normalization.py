@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .activation import _const
-from .base import LayerOp, canonical_axis, register
+from .base import LayerOp, canonical_axis, filler, given_filler, register
 from .pooling import pool2d, pooled_size
 
 
@@ -42,6 +42,15 @@ def _channel_view(vector, ndim):
 @register("BatchNorm", settings="batch_norm_param", key_settings=("use_global_stats", "eps"), blobs=3,
           statistics=True)
 class BatchNorm(LayerOp):
+    def blob_shapes(self, shapes):
+        channels = shapes[0][1] if len(shapes[0]) > 1 else 1
+        return [(channels,), (channels,), (1,)]
+
+    def blob_fillers(self):
+        # Caffe starts from zeros, which divides by sqrt(eps); mean 0, variance 1
+        # and factor 1 keep a shape check's values in range.
+        return [filler(value=0.0), filler(value=1.0), filler(value=1.0)]
+
     def forward(self, x):
         xp, p = self.xp, self.params
         eps = _const(x, p.eps)
@@ -75,6 +84,20 @@ class _Affine(LayerOp):
     def blob_count(cls, layer) -> int:
         learned = int(len(layer.bottoms) == 1)
         return learned + int(layer.type == "Scale" and layer.spec.scale_param.bias_term)
+
+    def blob_shapes(self, shapes):
+        p, shape = self.params, tuple(shapes[0])
+        axis = canonical_axis(p.axis, len(shape))
+        end = len(shape) if p.num_axes == -1 else axis + p.num_axes
+        return [shape[axis:end]] * self.blob_count(self.layer)
+
+    def blob_fillers(self):
+        p = self.params
+        learned = [] if len(self.layer.bottoms) > 1 else [
+            given_filler(p, "filler", filler(value=1.0 if self.layer.type == "Scale" else 0.0))]
+        bias = [given_filler(p, "bias_filler", filler(value=0.0))] \
+            if self.layer.type == "Scale" and p.bias_term else []
+        return learned + bias
 
     """Scale and Bias: a second bottom or a learned blob, broadcast from `axis`."""
 
