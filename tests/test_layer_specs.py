@@ -178,3 +178,23 @@ def test_an_interp_layers_field_143_is_its_interp_settings(tmp_path):
     assert (tmp_path / "again.caffemodel").read_bytes() == binary.read_bytes()
     assert "interp_param {\n    height: 65\n    width: 33\n  }" in (tmp_path / "again.prototxt").read_text()
     assert blobcast.load(binary)["zoom"].type_params.zoom_factor == 8
+
+
+def test_every_layer_the_importer_makes_exports_again():
+    # The Caffe types ONNX import writes (the second argument of im.layer, of
+    # the unary factory, or the Scale/Bias choice) all have exporters.
+    import re
+
+    from blobcast.converters.onnx_ops import EXPORTERS
+
+    from .conftest import ROOT
+
+    made = set()
+    for path in (ROOT / "converters" / "onnx_ops").glob("*.py"):
+        text = path.read_text()
+        made |= set(re.findall(r'im\.layer\(node, "(\w+)"', text))
+        made |= set(re.findall(r'_unary\("(\w+)"', text))
+        made |= set(re.findall(r'kind = "(\w+)" if op in \(.*\) else "(\w+)"', text) and
+                    re.findall(r'kind = "(\w+)" if op in \(.*\) else "(\w+)"', text)[0])
+    assert {"Convolution", "Pooling", "InnerProduct", "Scale", "Bias", "Eltwise"} <= made
+    assert made - set(EXPORTERS) - {"Input"} == set()
