@@ -175,6 +175,7 @@ class Net:
         self._drop_unused_inputs()
         self.outputs = self._output_names()
         self._ops = None
+        self._budget_checked: set = set()
 
     def _input_shapes(self, layer: Layer) -> dict:
         shapes: list = []
@@ -305,6 +306,9 @@ class Net:
         extra = set(inputs) - set(self.inputs)
         if extra:
             raise BlobcastError("the net has no input named " + ", ".join(sorted(extra)))
+        # Memory depends on the shapes alone: planned once per set of input shapes.
+        signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
+        check_budget = signature not in self._budget_checked
         last_use = {}
         for index, layer in enumerate(self.layers):
             for bottom in layer.bottoms:
@@ -321,7 +325,8 @@ class Net:
                                     "never produced") from None
             if op is None:
                 op = self._random_op(index, layer, bottoms)
-            self._check_budget(layer, op, bottoms, values, kept)
+            if check_budget:
+                self._check_budget(layer, op, bottoms, values, kept)
             try:
                 tops = op.forward(*bottoms)
             except (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError) as error:
@@ -341,6 +346,7 @@ class Net:
             for name in layer.bottoms:  # free what no later layer needs
                 if last_use.get(name) == index and name not in keep and name not in layer.tops:
                     values.pop(name, None)
+        self._budget_checked.add(signature)
         if keep_all:
             return kept
         return {name: values[name] for name in self.outputs if name in values}
