@@ -88,3 +88,7 @@ def import_resize(im, node, attrs):
 
 
 importer("Upsample")(import_resize)
+
+# The depthwise names of MobileNet forks: convolutions with group == channels.
+exporter("ConvolutionDepthwise")(export_convolution)
+exporter("DepthwiseConvolution")(export_convolution)

@@ -191,7 +191,9 @@ def import_transpose(im, node, attrs):
         return
     order_of_real = [a for a in perm if shape[a] != 1]
     if order_of_real != sorted(order_of_real):
-        raise Unsupported("a transpose that reorders data needs a Permute layer")
+        # Data moves: SSD's Permute (Caffe 1.0 itself has no such layer).
+        im.layer(node, "Permute", [node.input[0]], [node.output[0]], permute_param={"order": perm})
+        return
     _reshape(im, node)
 
 

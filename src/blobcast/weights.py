@@ -34,7 +34,7 @@ def _kernel_shape(params) -> tuple[int, ...] | None:
 def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | None:
     """What the layer's definition says is wrong with a blob shape, if anything."""
     spec = layer.spec
-    if layer.type == "Convolution":
+    if layer.type in ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution"):
         params = spec.convolution_param
         if index == 0:
             if shape and shape[0] != params.num_output:

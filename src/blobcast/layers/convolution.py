@@ -64,8 +64,8 @@ class _ConvolutionBase(LayerOp):
     def blob_shapes(self, shapes):
         _, channels, _, kernel, _, _, _ = self._geometry(tuple(shapes[0]))
         p = self.params
-        weight = ((p.num_output, channels // p.group) if self.layer.type == "Convolution"
-                  else (channels, p.num_output // p.group)) + tuple(kernel)
+        weight = ((channels, p.num_output // p.group) if self.layer.type == "Deconvolution"
+                  else (p.num_output, channels // p.group)) + tuple(kernel)
         return [weight] + ([(p.num_output,)] if p.bias_term else [])
 
     def blob_fillers(self):
@@ -101,7 +101,9 @@ class _ConvolutionBase(LayerOp):
         return self.params.num_output
 
 
-@register("Convolution", settings="convolution_param", key_settings=(
+# The depthwise names of MobileNet forks are convolutions with group == channels.
+@register("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", settings="convolution_param",
+          key_settings=(
     "num_output", "kernel_size", "stride", "pad", "dilation", "group", "bias_term"))
 class Convolution(_ConvolutionBase):
     def _spatial_out(self, spatial, kernel, stride, pad, dilation) -> tuple[int, ...]:

@@ -1,0 +1,82 @@
+"""ONNX export and import of the forks' layers (ReLU6, ShuffleChannel,
+Permute, Normalize, Axpy, nearest Upsample), all in standard ONNX ops that
+onnxruntime runs."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import ExportError, exporter
+
+
+@exporter("ReLU6")
+def export_relu6(g, layer, ins, outs):
+    g.node("Clip", ins + [g.constant(layer.name, np.float32(0), role="min"),
+                          g.constant(layer.name, np.float32(6), role="max")], outs, layer.name)
+
+
+@exporter("ShuffleChannel")
+def export_shuffle_channel(g, layer, ins, outs):
+    shape = g.shape(layer.bottoms[0])
+    group = layer.type_params.group
+    grouped = [shape[0], group, shape[1] // group, *shape[2:]]
+    if g.dynamic_batch:
+        grouped[0] = -1
+    split = g.node("Reshape", [ins[0], g.constant(layer.name, grouped, np.int64, "groups")],
+                   [f"{layer.name}/grouped"], f"{layer.name}/group")
+    swapped = g.node("Transpose", [split], [f"{layer.name}/swapped"], f"{layer.name}/transpose",
+                     perm=[0, 2, 1] + list(range(3, len(grouped))))
+    target = g._reshape_target(layer.bottoms[0], shape)
+    g.node("Reshape", [swapped, g.constant(layer.name, target, np.int64, "shape")], outs, layer.name)
+
+
+@exporter("Permute")
+def export_permute(g, layer, ins, outs):
+    from blobcast.layers import LAYER_TYPES
+
+    order = LAYER_TYPES["Permute"](layer, np, [], "TEST").order(len(g.shape(layer.bottoms[0])))
+    g.node("Transpose", ins, outs, layer.name, perm=order)
+
+
+@exporter("Normalize")
+def export_normalize(g, layer, ins, outs):
+    # eps inside the square root, as SSD computes it (LpNormalization has none).
+    p = layer.type_params
+    ndim = len(g.shape(layer.bottoms[0]))
+    axes = list(range(1, ndim)) if p.across_spatial else [1]
+    squares = g._reduce("ReduceSumSquare", ins[0], axes, 1, f"{layer.name}/squares",
+                        f"{layer.name}/sum_squares")
+    shifted = g.node("Add", [squares, g.constant(layer.name, np.float32(p.eps), role="eps")],
+                     [f"{layer.name}/shifted"], f"{layer.name}/eps")
+    norm = g.node("Sqrt", [shifted], [f"{layer.name}/norm"], f"{layer.name}/sqrt")
+    unit = g.node("Div", [ins[0], norm], [f"{layer.name}/unit"], f"{layer.name}/divide")
+    scale = layer.blobs[0].data.numpy()
+    scale = scale.reshape(()) if p.channel_shared else scale.reshape((-1,) + (1,) * (ndim - 2))
+    g.node("Mul", [unit, g.weight(layer, 0, scale)], outs, layer.name)
+
+
+@exporter("Axpy")
+def export_axpy(g, layer, ins, outs):
+    a, x = g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1])
+    target = list(a[:2]) + [1] * (len(x) - 2)
+    if g.dynamic_batch:
+        target[0] = -1
+    scale = g.node("Reshape", [ins[0], g.constant(layer.name, target, np.int64, "shape")],
+                   [f"{layer.name}/scale"], f"{layer.name}/reshape")
+    product = g.node("Mul", [scale, ins[1]], [f"{layer.name}/product"], f"{layer.name}/mul")
+    g.node("Add", [product, ins[2]], outs, layer.name)
+
+
+@exporter("Upsample")
+def export_upsample(g, layer, ins, outs):
+    from blobcast.layers import LAYER_TYPES
+
+    if len(layer.bottoms) != 1:
+        raise ExportError(f"layer {layer.name!r}: the two-bottom (SegNet) Upsample is not exported")
+    scale_h, scale_w = LAYER_TYPES["Upsample"](layer, np, [], "TEST").scales()
+    ndim = len(g.shape(layer.bottoms[0]))
+    scales = g.constant(layer.name, [1.0] * (ndim - 2) + [float(scale_h), float(scale_w)],
+                        np.float32, "scales")
+    g.node("Resize", [ins[0], "", scales], outs, layer.name, mode="nearest",
+           coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+

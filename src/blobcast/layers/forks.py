@@ -1,0 +1,144 @@
+"""Layers of popular Caffe forks, with each fork's semantics.
+
+ReLU6 and depthwise convolutions (MobileNet forks), ShuffleChannel
+(ShuffleNet), Permute and Normalize (SSD, weiliu89/caffe), Axpy (SENet) and
+the YOLO forks' nearest-neighbour Upsample. Field numbers are those of the
+forks, as proto/caffe.proto declares them.
+"""
+
+from __future__ import annotations
+
+from math import prod
+
+from .activation import _const
+from .base import LayerOp, filler, given_filler, register
+
+
+@register("ReLU6")
+class ReLU6(LayerOp):
+    """y = min(max(x, 0), 6) (the forks' relu6_layer.cpp)."""
+
+    def forward(self, x):
+        return (self.xp.clip(x, 0, _const(x, 6)),)
+
+
+@register("ShuffleChannel", settings="shuffle_channel_param", key_settings=("group",))
+class ShuffleChannel(LayerOp):
+    """Channels split into `group` groups and interleaved: out channel j*G + i
+    is in channel i*(C/G) + j (ShuffleNet's shuffle_channel_layer.cpp)."""
+
+    def _groups(self, shape) -> int:
+        group = self.params.group
+        if group <= 0 or len(shape) < 2 or shape[1] % group:
+            raise self.fail(f"{shape[1] if len(shape) > 1 else 0} channels do not split into "
+                            f"{group} groups")
+        return group
+
+    def top_shapes(self, shapes):
+        self._groups(shapes[0])
+        return [tuple(shapes[0])]
+
+    def forward(self, x):
+        group = self._groups(x.shape)
+        n, c = x.shape[:2]
+        grouped = x.reshape((n, group, c // group) + x.shape[2:])
+        return (self.xp.ascontiguousarray(self.xp.swapaxes(grouped, 1, 2)).reshape(x.shape),)
+
+
+@register("Permute", settings="permute_param", key_settings=("order",))
+class Permute(LayerOp):
+    """np.transpose with the given order, the axes it leaves out appended in
+    ascending order (SSD's permute_layer.cpp)."""
+
+    def order(self, ndim: int) -> list[int]:
+        order = []
+        for axis in self.params.order:
+            if axis >= ndim:
+                raise self.fail(f"order names axis {axis} of a {ndim}-axis blob")
+            if axis in order:
+                raise self.fail(f"order repeats axis {axis}")
+            order.append(axis)
+        return order + [axis for axis in range(ndim) if axis not in order]
+
+    def top_shapes(self, shapes):
+        return [tuple(shapes[0][axis] for axis in self.order(len(shapes[0])))]
+
+    def forward(self, x):
+        return (self.xp.ascontiguousarray(self.xp.transpose(x, self.order(x.ndim))),)
+
+
+@register("Normalize", settings="norm_param", key_settings=("across_spatial", "channel_shared", "eps"),
+          blobs=1)
+class Normalize(LayerOp):
+    """L2 normalisation with eps inside the square root, then a learned scale
+    (SSD's normalize_layer.cpp): across_spatial divides by the norm over
+    C, H, W of each sample, otherwise by the norm over C at each position."""
+
+    def blob_shapes(self, shapes):
+        return [() if self.params.channel_shared else (shapes[0][1],)]
+
+    def blob_fillers(self):
+        return [given_filler(self.params, "scale_filler", filler(value=1.0))]
+
+    def forward(self, x):
+        xp, p = self.xp, self.params
+        axes = tuple(range(1, x.ndim)) if p.across_spatial else (1,)
+        norm = xp.sqrt((x * x).sum(axis=axes, keepdims=True) + _const(x, p.eps))
+        scale = self.weights[0]
+        if not p.channel_shared:
+            scale = scale.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return ((x / norm) * scale.astype(x.dtype),)
+
+
+@register("Axpy", bottoms=(3, 3))
+class Axpy(LayerOp):
+    """F = a * X + Y with a of shape N x C (x 1 x 1), as SENet's axpy_layer.cpp
+    computes it: bottoms a, X, Y. (OpenCV's importer swaps X and Y.)"""
+
+    def top_shapes(self, shapes):
+        a, x, y = (tuple(shape) for shape in shapes)
+        if x != y or a[:2] != x[:2] or prod(a) != a[0] * a[1]:
+            raise self.fail(f"takes a [N, C(, 1, 1)] scale and two equal blobs, got "
+                            f"{list(a)}, {list(x)}, {list(y)}")
+        return [x]
+
+    def forward(self, a, x, y):
+        self.top_shapes([a.shape, x.shape, y.shape])
+        scale = a.reshape(a.shape[:2] + (1,) * (x.ndim - 2))
+        return (scale * x + y,)
+
+
+@register("Upsample", settings="upsample_param", key_settings=("scale", "scale_h", "scale_w"),
+          bottoms=(1, 2))
+class Upsample(LayerOp):
+    """The YOLO forks' nearest-neighbour Upsample (one bottom):
+    out[h][w] = in[h / scale_h][w / scale_w]. SegNet's two-bottom max-unpool
+    Upsample is another layer under the same name, not run."""
+
+    def scales(self) -> tuple[int, int]:
+        if len(self.layer.bottoms) != 1:
+            raise self.fail("the two-bottom (SegNet max-unpool) Upsample is not run")
+        p = self.params
+        scale_h = p.scale_h if p.has("scale_h") else p.scale
+        scale_w = p.scale_w if p.has("scale_w") else p.scale
+        if scale_h <= 0 or scale_w <= 0 or p.has("upsample_h") or p.has("upsample_w") \
+                or p.pad_out_h or p.pad_out_w:
+            raise self.fail("only whole scale factors are supported (upsample_h/w and pad_out "
+                            "belong to SegNet's Upsample)")
+        return scale_h, scale_w
+
+    def top_shapes(self, shapes):
+        scale_h, scale_w = self.scales()
+        shape = tuple(shapes[0])
+        return [shape[:-2] + (shape[-2] * scale_h, shape[-1] * scale_w)]
+
+    def values_needed(self, shapes):
+        scale_h, scale_w = self.scales()
+        return 2 * prod(shapes[0]) * scale_h * scale_w
+
+    def forward(self, x):
+        scale_h, scale_w = self.scales()
+        return (self.xp.repeat(self.xp.repeat(x, scale_h, axis=-2), scale_w, axis=-1),)
+
+
+__all__ = ["ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample"]
