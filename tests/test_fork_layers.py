@@ -15,6 +15,8 @@ from blobcast.cli import app
 from blobcast.converters.prototxt import net_from_text
 from blobcast.engine import Net, blob_shapes
 
+from .conftest import ROOT
+
 runner = CliRunner()
 
 MOBILE_SSD_HEAD = '''name: "forks"
@@ -124,3 +126,39 @@ def test_the_segnet_upsample_is_refused_clearly():
     with pytest.raises(blobcast.BlobcastError, match="two-bottom .SegNet max-unpool. Upsample is not run"):
         Net(net_from_text(text, "<net>")).forward({"x": np.zeros((1, 1, 2, 2), np.float32),
                                                   "mask": np.zeros((1, 1, 2, 2), np.float32)})
+
+
+SSD = ROOT / "fixtures" / "caffe" / "ssd"
+
+
+def test_the_ssd_forks_own_blobs_are_reproduced():
+    # Written by weiliu89/caffe itself (fixtures/caffe/MANIFEST.md): Normalize in
+    # all four settings, Permute (partial and full orders), PriorBox with every
+    # setting (several and fractional min/max sizes, flip, clip, 1 or 4
+    # variances or none, step, step_h/step_w, img_size, img_h/img_w, offset,
+    # non-square maps), Concat, Reshape, Softmax, Flatten.
+    model = blobcast.load(SSD / "synth_a.caffemodel", prototxt=SSD / "synth_a.prototxt")
+    net = Net(model, skip_unrunnable=True)  # DetectionOutput is not run yet
+    assert {layer.type for layer in net.unrun} == {"DetectionOutput"}
+    ours = net.forward({"data": np.load(SSD / "synth_a_input_data.npy")}, keep_all=True,
+                       tolerate_missing=True)
+    golden = np.load(SSD / "synth_a_blobs.npz")
+    compared = 0
+    for name in golden.files:
+        if name.startswith("det_"):
+            continue
+        tolerance = 0.0 if "priorbox" in name or name.startswith("pb_") else 1e-5
+        np.testing.assert_allclose(ours[name], golden[name], atol=tolerance, rtol=tolerance, err_msg=name)
+        compared += 1
+    assert compared == 50
+
+
+def test_ssd_priors_and_normalize_export_to_standard_onnx(tmp_path):
+    model = blobcast.load(SSD / "synth_a.caffemodel", prototxt=SSD / "synth_a.prototxt")
+    model.layers = [layer for layer in model.layers if layer.type != "DetectionOutput"]
+    weights = tmp_path / "ssd_head.caffemodel"
+    blobcast.save(model, weights)
+    result = runner.invoke(app, ["convert", str(weights), str(tmp_path / "ssd_head.onnx"), "--strict",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["forward"]["passed"]  # onnxruntime agrees with the engine

@@ -80,3 +80,14 @@ def export_upsample(g, layer, ins, outs):
     g.node("Resize", [ins[0], "", scales], outs, layer.name, mode="nearest",
            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
+
+
+@exporter("PriorBox")
+def export_prior_box(g, layer, ins, outs):
+    # The boxes depend on the shapes alone: with the input shapes fixed, one constant.
+    from blobcast.layers import LAYER_TYPES
+
+    op = LAYER_TYPES["PriorBox"](layer, np, [], "TEST")
+    boxes, variances = op.boxes(g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1]))
+    values = np.stack([boxes.reshape(-1), variances.reshape(-1)]).reshape(1, 2, -1)
+    g.node("Identity", [g.constant(layer.name, values.astype(g.dtype), role="priors")], outs, layer.name)

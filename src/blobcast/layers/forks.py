@@ -141,4 +141,102 @@ class Upsample(LayerOp):
         return (self.xp.repeat(self.xp.repeat(x, scale_h, axis=-2), scale_w, axis=-1),)
 
 
-__all__ = ["ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample"]
+@register("PriorBox", settings="prior_box_param",
+          key_settings=("min_size", "max_size", "aspect_ratio", "flip", "clip", "step"), bottoms=(2, 2))
+class PriorBox(LayerOp):
+    """SSD's default boxes (weiliu89 prior_box_layer.cpp), which depend on the
+    shapes alone: top [1, 2, H*W*priors*4], channel 0 the boxes as
+    (xmin, ymin, xmax, ymax) over the image size, channel 1 the variances."""
+
+    def aspect_ratios(self) -> list[float]:
+        """[1, each given ratio not already there, its inverse with flip], as
+        the fork keeps them: float32 values, 1/ar computed in double."""
+        import numpy as np
+
+        ratios = [np.float32(1.0)]
+        for ratio in self.params.aspect_ratio:
+            ratio = np.float32(ratio)
+            if any(abs(float(ratio) - float(known)) < 1e-6 for known in ratios):
+                continue
+            ratios.append(ratio)
+            if self.params.flip:
+                ratios.append(np.float32(1.0 / float(ratio)))
+        return ratios
+
+    def _checked(self):
+        p = self.params
+        if not p.min_size:
+            raise self.fail("needs a min_size")
+        if p.max_size and len(p.max_size) != len(p.min_size):
+            raise self.fail("needs as many max_size as min_size values")
+        if any(top <= bottom for bottom, top in zip(p.min_size, p.max_size)):
+            raise self.fail("every max_size must be greater than its min_size")
+        if len(p.variance) not in (0, 1, 4):
+            raise self.fail(f"takes 1 or 4 variances, not {len(p.variance)}")
+        return p
+
+    def priors_per_location(self) -> int:
+        p = self._checked()
+        return len(self.aspect_ratios()) * len(p.min_size) + len(p.max_size)
+
+    def top_shapes(self, shapes):
+        height, width = shapes[0][2:4]
+        return [(1, 2, height * width * self.priors_per_location() * 4)]
+
+    def boxes(self, feature_shape, image_shape):
+        """The prior boxes and variances as NumPy float32 arrays, [priors, 4] each."""
+        import numpy as np
+
+        p = self._checked()
+        height, width = feature_shape[2:4]
+        if p.has("img_h") or p.has("img_w"):
+            image_h, image_w = p.img_h, p.img_w
+        elif p.has("img_size"):
+            image_h = image_w = p.img_size
+        else:
+            image_h, image_w = image_shape[2:4]
+        # The fork's arithmetic: steps, centres and box sizes in float32, each
+        # coordinate (centre - size / 2.) / image size in double, stored as float.
+        f32 = np.float32
+        if p.has("step_h") or p.has("step_w"):
+            step_h, step_w = f32(p.step_h), f32(p.step_w)
+        elif p.has("step"):
+            step_h = step_w = f32(p.step)
+        else:
+            step_h, step_w = f32(image_h) / f32(height), f32(image_w) / f32(width)
+        sizes = []  # (width, height) per prior at a location, in the fork's order
+        for index, minimum in enumerate(p.min_size):
+            minimum = int(minimum)  # the fork truncates: int min_size_ = min_sizes_[s]
+            sizes.append((f32(minimum), f32(minimum)))
+            if p.max_size:
+                side = f32(np.sqrt(float(minimum * int(p.max_size[index]))))
+                sizes.append((side, side))
+            for ratio in self.aspect_ratios():
+                if abs(float(ratio) - 1.0) < 1e-6:
+                    continue
+                root = np.sqrt(ratio)  # float32, as sqrt of a float
+                sizes.append((f32(minimum) * root, f32(minimum) / root))
+        sizes = np.asarray(sizes, np.float32).astype(np.float64)
+        offset = f32(p.offset)
+        centre_x = ((np.arange(width, dtype=np.float32) + offset) * step_w).astype(np.float64)
+        centre_y = ((np.arange(height, dtype=np.float32) + offset) * step_h).astype(np.float64)
+        cy, cx = np.meshgrid(centre_y, centre_x, indexing="ij")
+        cx, cy = cx[..., None], cy[..., None]
+        half_w, half_h = sizes[:, 0] / 2.0, sizes[:, 1] / 2.0
+        boxes = np.stack([(cx - half_w) / image_w, (cy - half_h) / image_h,
+                          (cx + half_w) / image_w, (cy + half_h) / image_h], axis=-1).reshape(-1, 4)
+        boxes = boxes.astype(np.float32)
+        if p.clip:
+            boxes = np.clip(boxes, np.float32(0), np.float32(1))
+        variance = list(p.variance) or [0.1]
+        variances = np.tile(np.asarray(variance * (4 // len(variance)), np.float32), (len(boxes), 1))
+        return boxes, variances
+
+    def forward(self, feature, image):
+        boxes, variances = self.boxes(feature.shape, image.shape)
+        top = self.xp.asarray(self.xp.stack([self.xp.asarray(boxes.reshape(-1)),
+                                             self.xp.asarray(variances.reshape(-1))]))
+        return (top.reshape((1, 2, -1)).astype(feature.dtype),)
+
+
+__all__ = ["ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox"]
