@@ -48,7 +48,7 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
         assert blobs == [blob.shape for blob in layer.blobs], layer.name
         assert len(op.blob_fillers()) == len(blobs) == (type(op).blob_count(layer) or 0), layer.name
         checked.add(layer.type)
-    forks = {"ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample",
+    forks = {"ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox",
              "ConvolutionDepthwise", "DepthwiseConvolution"}  # in test_fork_layers.py
     assert set(LAYER_TYPES) - checked - forks <= {"Silence"}  # Silence has no tops
 
