@@ -49,6 +49,7 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
         assert len(op.blob_fillers()) == len(blobs) == (type(op).blob_count(layer) or 0), layer.name
         checked.add(layer.type)
     forks = {"ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox",
+             "DetectionOutput",
              "ConvolutionDepthwise", "DepthwiseConvolution"}  # in test_fork_layers.py
     assert set(LAYER_TYPES) - checked - forks <= {"Silence"}  # Silence has no tops
 
@@ -109,7 +110,7 @@ def test_the_module_graph_has_no_cycle():
 
 
 # Types the engine runs that ONNX export writes as custom-domain nodes.
-EXPORTED_AS_CUSTOM_NODES: set[str] = set()
+EXPORTED_AS_CUSTOM_NODES = {"DetectionOutput"}
 
 
 def test_every_type_the_engine_runs_exports_to_onnx():

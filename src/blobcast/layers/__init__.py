@@ -5,6 +5,7 @@ from . import (  # noqa: F401
     convolution,
     declared,
     dense,
+    detection,
     forks,
     normalization,
     pooling,
