@@ -193,3 +193,55 @@ def test_detection_output_ties_share_location_and_backgrounds():
         np.testing.assert_allclose(np.sort(rows, axis=0), np.sort(theirs, axis=0), atol=3e-6, err_msg=name)
     # only image 0 has detections above the threshold
     assert set(ours["b_center"][0, 0, :, 0].tolist()) == {0.0}
+
+
+def _caffe_interp(x, top, left, height, width, out_h, out_w):
+    """util/interp.cpp's loop, written out: float32 ratios, aligned corners."""
+    out = np.empty(x.shape[:2] + (out_h, out_w), np.float32)
+    rh = np.float32(height - 1) / np.float32(out_h - 1) if out_h > 1 else np.float32(0)
+    rw = np.float32(width - 1) / np.float32(out_w - 1) if out_w > 1 else np.float32(0)
+    for h2 in range(out_h):
+        h1r = rh * np.float32(h2)
+        h1 = int(h1r)
+        h1p = 1 if h1 < height - 1 else 0
+        lh = h1r - np.float32(h1)
+        for w2 in range(out_w):
+            w1r = rw * np.float32(w2)
+            w1 = int(w1r)
+            w1p = 1 if w1 < width - 1 else 0
+            lw = w1r - np.float32(w1)
+            p = x[:, :, top + h1:top + h1 + h1p + 1, left + w1:left + w1 + w1p + 1]
+            p00, p01 = p[:, :, 0, 0], p[:, :, 0, -1]
+            p10, p11 = p[:, :, -1, 0], p[:, :, -1, -1]
+            out[:, :, h2, w2] = (1 - lh) * ((1 - lw) * p00 + lw * p01) + lh * ((1 - lw) * p10 + lw * p11)
+    return out
+
+
+INTERP = '''layer { name: "data" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 5 dim: 7 } } }
+layer { name: "hw" type: "Interp" bottom: "x" top: "hw" interp_param { height: 11 width: 9 } }
+layer { name: "zoom" type: "Interp" bottom: "x" top: "zoom" interp_param { zoom_factor: 3 } }
+layer { name: "shrink" type: "Interp" bottom: "x" top: "shrink" interp_param { shrink_factor: 2 } }
+layer { name: "both" type: "Interp" bottom: "x" top: "both" interp_param { shrink_factor: 2 zoom_factor: 3 } }
+layer { name: "padded" type: "Interp" bottom: "x" top: "padded" interp_param { pad_beg: -1 pad_end: -1 zoom_factor: 2 } }
+'''
+
+
+def test_interp_as_pspnet_computes_it(tmp_path):
+    x = np.random.RandomState(0).normal(size=(1, 2, 5, 7)).astype(np.float32)
+    ours = Net(net_from_text(INTERP, "<net>")).forward({"x": x}, keep_all=True)
+    cases = {"hw": (0, 0, 5, 7, 11, 9), "zoom": (0, 0, 5, 7, 13, 19), "shrink": (0, 0, 5, 7, 3, 4),
+             "both": (0, 0, 5, 7, 7, 10), "padded": (1, 1, 3, 5, 5, 9)}
+    for name, geometry in cases.items():
+        np.testing.assert_allclose(ours[name], _caffe_interp(x, *geometry), atol=1e-6, err_msg=name)
+    # OpenCV implements Interp without shrink_factor and padding.
+    only = "\n".join(INTERP.splitlines()[:3])
+    (tmp_path / "interp.prototxt").write_text(only)
+    reference = cv2.dnn.readNetFromCaffe(str(tmp_path / "interp.prototxt"))
+    reference.setInput(x)
+    for name, theirs in zip(("hw", "zoom"), reference.forward(["hw", "zoom"])):
+        np.testing.assert_allclose(ours[name], theirs, atol=1e-6, err_msg=name)
+    # and onnxruntime runs its export (Slice + Resize with aligned corners)
+    prototxt, weights = _with_weights(INTERP, tmp_path, "interp")
+    result = runner.invoke(app, ["convert", str(weights), str(tmp_path / "interp.onnx"), "--strict", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["forward"]["outputs"] == 5

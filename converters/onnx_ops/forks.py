@@ -91,3 +91,27 @@ def export_prior_box(g, layer, ins, outs):
     boxes, variances = op.boxes(g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1]))
     values = np.stack([boxes.reshape(-1), variances.reshape(-1)]).reshape(1, 2, -1)
     g.node("Identity", [g.constant(layer.name, values.astype(g.dtype), role="priors")], outs, layer.name)
+
+
+@exporter("Interp")
+def export_interp(g, layer, ins, outs):
+    from blobcast.layers import LAYER_TYPES
+
+    shape = g.shape(layer.bottoms[0])
+    op = LAYER_TYPES["Interp"](layer, np, [], "TEST")
+    top, left, height, width = op.region(shape)
+    source = ins[0]
+    if (height, width) != tuple(shape[-2:]):  # pad_beg/pad_end crop the input first
+        source = g.node("Slice", [source, g.constant(layer.name, [top, left], np.int64, "starts"),
+                                  g.constant(layer.name, [top + height, left + width], np.int64, "ends"),
+                                  g.constant(layer.name, [-2, -1], np.int64, "axes")],
+                        [f"{layer.name}/cropped"], f"{layer.name}/crop")
+    out_shape = list(g.shape(layer.tops[0]))
+    if g.dynamic_batch:
+        batch = g.node("Shape", [source], [f"{layer.name}/batch"], f"{layer.name}/shape", start=0, end=1)
+        sizes = g.node("Concat", [batch, g.constant(layer.name, out_shape[1:], np.int64, "sizes")],
+                       [f"{layer.name}/sizes"], f"{layer.name}/sizes", axis=0)
+    else:
+        sizes = g.constant(layer.name, out_shape, np.int64, "sizes")
+    g.node("Resize", [source, "", "", sizes], outs, layer.name, mode="linear",
+           coordinate_transformation_mode="align_corners")

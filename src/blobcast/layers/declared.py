@@ -24,8 +24,6 @@ declare("Parameter", settings="parameter_param", blobs=1)
 for _name in ("Recurrent", "RNN", "LSTM"):
     declare(_name, settings="recurrent_param", blobs=None)
 # SSD, YOLO and segmentation forks' layers (settings fields as the schema numbers them)
-declare("Interp", settings="interp_param",
-        key_settings=("height", "width", "zoom_factor", "shrink_factor", "pad_beg", "pad_end"))
 for _name in ("Filter", "BatchReindex"):
     declare(_name)
 declare("Im2col", settings="convolution_param")

@@ -239,4 +239,71 @@ class PriorBox(LayerOp):
         return (top.reshape((1, 2, -1)).astype(feature.dtype),)
 
 
-__all__ = ["ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox"]
+@register("Interp", settings="interp_param",
+          key_settings=("height", "width", "zoom_factor", "shrink_factor", "pad_beg", "pad_end"))
+class Interp(LayerOp):
+    """PSPNet/DeepLab's bilinear resize with aligned corners (interp_layer.cpp,
+    util/interp.cpp): the input cropped by pad_beg/pad_end (both <= 0), then
+    resized to height x width, or by zoom_factor and/or shrink_factor."""
+
+    def region(self, shape) -> tuple[int, int, int, int]:
+        """(first row and column of the input used, its height and width)."""
+        p = self.params
+        if p.pad_beg > 0 or p.pad_end > 0:
+            raise self.fail("pad_beg and pad_end must be zero or negative (they crop)")
+        height = shape[-2] + p.pad_beg + p.pad_end
+        width = shape[-1] + p.pad_beg + p.pad_end
+        if height <= 0 or width <= 0:
+            raise self.fail("the padding removes the whole input")
+        return -p.pad_beg, -p.pad_beg, height, width
+
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        p = self.params
+        shrink, zoom = p.has("shrink_factor"), p.has("zoom_factor")
+        if shrink and not zoom:
+            return (height - 1) // p.shrink_factor + 1, (width - 1) // p.shrink_factor + 1
+        if zoom and not shrink:
+            return height + (height - 1) * (p.zoom_factor - 1), width + (width - 1) * (p.zoom_factor - 1)
+        if p.has("height") and p.has("width"):
+            return p.height, p.width
+        if shrink and zoom:
+            height, width = (height - 1) // p.shrink_factor + 1, (width - 1) // p.shrink_factor + 1
+            return height + (height - 1) * (p.zoom_factor - 1), width + (width - 1) * (p.zoom_factor - 1)
+        raise self.fail("needs height and width, or zoom_factor and/or shrink_factor")
+
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        return [shape[:-2] + self.out_size(*self.region(shape)[2:])]
+
+    def values_needed(self, shapes):
+        return 4 * prod(self.top_shapes(shapes)[0]) + prod(shapes[0])
+
+    def _axis(self, size_in: int, size_out: int):
+        """Source index, next-index step and weight per output position, in
+        float32 as the fork computes them."""
+        import numpy as np
+
+        ratio = np.float32(size_in - 1) / np.float32(size_out - 1) if size_out > 1 else np.float32(0)
+        real = ratio * np.arange(size_out, dtype=np.float32)
+        index = real.astype(np.int64)
+        step = (index < size_in - 1).astype(np.int64)
+        return index, step, real - index.astype(np.float32)
+
+    def forward(self, x):
+        xp = self.xp
+        top, left, height, width = self.region(x.shape)
+        region = x[..., top:top + height, left:left + width]
+        out_h, out_w = self.out_size(height, width)
+        if (out_h, out_w) == (height, width):
+            return (xp.ascontiguousarray(region),)
+        rows, row_step, row_weight = (xp.asarray(a) for a in self._axis(height, out_h))
+        cols, col_step, col_weight = (xp.asarray(a) for a in self._axis(width, out_w))
+        one = x.dtype.type(1)
+        upper, lower = region[..., rows, :], region[..., rows + row_step, :]
+        wh, ww = row_weight.astype(x.dtype)[:, None], col_weight.astype(x.dtype)
+        upper = (one - ww) * upper[..., cols] + ww * upper[..., cols + col_step]
+        lower = (one - ww) * lower[..., cols] + ww * lower[..., cols + col_step]
+        return ((one - wh) * upper + wh * lower,)
+
+
+__all__ = ["ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox", "Interp"]
