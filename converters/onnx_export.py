@@ -119,13 +119,13 @@ class GraphBuilder:
             raise ExportError(f"the shape of blob {blob!r} is unknown: it comes after a layer the "
                               "engine cannot run") from None
 
-    def _reshape_target(self, in_blob: str, out_shape) -> list[int]:
+    def reshape_target(self, in_blob: str, out_shape) -> list[int]:
         target = list(out_shape)
         if self.dynamic_batch and target:
             target[0] = -1  # the (symbolic) batch size: whatever the other dims leave
         return target
 
-    def _reduce(self, op: str, data: str, axes: list[int], keepdims: int, output: str, name: str):
+    def reduce_axes(self, op: str, data: str, axes: list[int], keepdims: int, output: str, name: str):
         axes_as_input = op == "ReduceSum" or self.opset >= 18
         if axes_as_input:
             axes_name = self.constant(name.split("/")[0], axes, np.int64, "axes")

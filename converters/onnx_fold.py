@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from blobcast.errors import FormatError
 from blobcast.limits import check_allocation
 
-from .onnx_tensors import _node_tensors, tensor_value
+from .onnx_tensors import SHAPE_VALUES, _node_tensors, inferred_bytes, tensor_value
 
 # Ops whose outputs are no larger than their inputs together: folded without
 # a size check. Any other op's output size is found before it is folded.
@@ -20,7 +20,6 @@ _BOUNDED_BY_INPUTS = {"Shape", "Size", "Gather", "GatherElements", "Unsqueeze", 
                       "Concat", "Neg", "Abs", "Relu", "Sqrt", "Reciprocal", "Exp", "Log", "Floor",
                       "Ceil", "Round", "Sign", "Not", "ReduceMax", "ReduceMin", "ReduceSum",
                       "ReduceMean", "ReduceProd", "Sigmoid", "Tanh", "Softmax"}
-_SHAPE_VALUES = 64  # inputs this small (integers) are handed to shape inference by value
 _FOLDABLE_SKIP = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                   "Multinomial", "Bernoulli"}
 
@@ -97,7 +96,7 @@ class ConstantFolding:
         probe = onnx.ModelProto()
         probe.CopyFrom(tiny)
         for name, value in zip([i for i in node.input if i], inputs):
-            if value.size <= _SHAPE_VALUES and value.dtype.kind in "iub":
+            if value.size <= SHAPE_VALUES and value.dtype.kind in "iub":
                 probe.graph.initializer.append(numpy_helper.from_array(value, name))
             item = next(v for v in probe.graph.input if v.name == name)
             item.CopyFrom(helper.make_tensor_value_info(
@@ -106,16 +105,8 @@ class ConstantFolding:
             inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True, strict_mode=True)
         except Exception:
             return False
-        total = 0
-        for output in inferred.graph.output:
-            tensor_type = output.type.tensor_type
-            dims = tensor_type.shape.dim
-            if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
-                return False
-            count = 1
-            for d in dims:
-                count *= d.dim_value
-            elem = tensor_type.elem_type
-            total += count * (helper.tensor_dtype_to_np_dtype(elem).itemsize if elem else 8)
-        check_allocation(total, f"folding the constant {node.op_type} node {node.name!r}", self.path)
+        sizes = [inferred_bytes(output, 8) for output in inferred.graph.output]
+        if None in sizes:
+            return False
+        check_allocation(sum(sizes), f"folding the constant {node.op_type} node {node.name!r}", self.path)
         return True

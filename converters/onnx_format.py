@@ -24,11 +24,13 @@ from blobcast.tensor import LazyTensor
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
 from .onnx_tensors import (
     _NUMPY_OF,
+    SHAPE_VALUES,
     ExternalFiles,
     _layout,
     all_tensors,
     check_external_data,
     external_tensor,
+    inferred_bytes,
 )
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
@@ -246,9 +248,6 @@ def read(path: str, **_options) -> Model:
     return import_model(onnx_model, initializer_values(onnx_model, path, raw, buf), path)
 
 
-_SHAPE_VALUES = 64  # integer initializers this small are shape arithmetic: given to inference
-
-
 def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
     """Refuse, before a runtime allocates it, any value whose inferred size is
     over the memory budget (a 200-byte model can ConstantOfShape 75 GB)."""
@@ -258,7 +257,7 @@ def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
         dtype = _NUMPY_OF.get(tensor.data_type)
         if tensor.name in raw and dtype is not None and dtype.kind in "iub":
             start, end = raw[tensor.name]
-            if end - start <= _SHAPE_VALUES * dtype.itemsize:
+            if end - start <= SHAPE_VALUES * dtype.itemsize:
                 tensor.raw_data = bytes(buf[start:end])
     try:
         inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
@@ -266,19 +265,13 @@ def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
         return  # the runtime reports what it cannot run
     producers = {out: node for node in inferred.graph.node for out in node.output}
     for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        tensor_type = value.type.tensor_type
-        dims = tensor_type.shape.dim
-        if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+        nbytes = inferred_bytes(value, 4)
+        if nbytes is None:
             continue
-        count = 1
-        for d in dims:
-            count *= d.dim_value
-        itemsize = helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize \
-            if tensor_type.elem_type else 4
         node = producers.get(value.name)
         what = (f"running the {node.op_type} node {node.name or value.name!r}" if node is not None
                 else f"the value {value.name!r}")
-        check_allocation(count * itemsize, what, path)
+        check_allocation(nbytes, what, path)
 
 
 class OnnxRunner:

@@ -147,7 +147,7 @@ class Importer(ConstantFolding):
                                          tops=[output.name]))
 
     # -- ops ----------------------------------------------------------------------------
-    def _spatial(self, node, attrs, weight_shape=None, symmetric: bool = True):
+    def spatial(self, node, attrs, weight_shape=None, symmetric: bool = True):
         ndim = len(self.shape(node.input[0])) - 2
         kernel = list(attrs.get("kernel_shape") or (weight_shape[2:] if weight_shape else []))
         strides = list(attrs.get("strides", [1] * ndim))
@@ -162,7 +162,7 @@ class Importer(ConstantFolding):
         return kernel, strides, pads if not symmetric else pads[:ndim], dilations
 
     @staticmethod
-    def _repeated(values):
+    def repeated(values):
         return [values[0]] if len(set(values)) == 1 else list(values)
 
 def import_model(onnx_model, initializers: dict, path: str) -> Model:

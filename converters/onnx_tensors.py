@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from blobcast.errors import FormatError
 from blobcast.fileio import check_regular_file
@@ -161,3 +161,20 @@ def tensor_value(tensor: TensorProto, model_path: str, where: str) -> np.ndarray
         return numpy_helper.to_array(tensor)
     except Exception as error:
         raise FormatError(f"{where} cannot be read ({error})", model_path) from error
+
+
+SHAPE_VALUES = 64  # integer tensors this small are shape arithmetic: shape inference gets their values
+
+
+def inferred_bytes(value, default_itemsize: int) -> int | None:
+    """Bytes of a ValueInfoProto whose shape inference fixed every dimension,
+    else None."""
+    tensor_type = value.type.tensor_type
+    dims = tensor_type.shape.dim
+    if not tensor_type.HasField("shape") or any(not d.HasField("dim_value") for d in dims):
+        return None
+    count = 1
+    for d in dims:
+        count *= d.dim_value
+    element = tensor_type.elem_type
+    return count * (helper.tensor_dtype_to_np_dtype(element).itemsize if element else default_itemsize)

@@ -38,13 +38,13 @@ def import_conv(im, node, attrs):
     weight = im.tensor(node.input[1])
     if weight is None:
         raise Unsupported("the weights must be constant")
-    kernel, strides, pads, dilations = im._spatial(node, attrs, weight.shape)
+    kernel, strides, pads, dilations = im.spatial(node, attrs, weight.shape)
     bias = im.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     blobs = [weight] + ([bias] if bias is not None else [])
     im.layer(node, "Convolution", [node.input[0]], [node.output[0]], blobs,
-             convolution_param={"num_output": weight.shape[0], "kernel_size": im._repeated(kernel),
-                                "stride": im._repeated(strides), "pad": im._repeated(pads),
-                                "dilation": im._repeated(dilations),
+             convolution_param={"num_output": weight.shape[0], "kernel_size": im.repeated(kernel),
+                                "stride": im.repeated(strides), "pad": im.repeated(pads),
+                                "dilation": im.repeated(dilations),
                                 "group": attrs.get("group", 1), "bias_term": bias is not None})
 
 
@@ -55,15 +55,15 @@ def import_conv_transpose(im, node, attrs):
         raise Unsupported("the weights must be constant")
     if any(attrs.get("output_padding", [])) or "output_shape" in attrs:
         raise Unsupported("output_padding/output_shape have no Caffe equivalent")
-    kernel, strides, pads, dilations = im._spatial(node, attrs, weight.shape)
+    kernel, strides, pads, dilations = im.spatial(node, attrs, weight.shape)
     bias = im.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     group = attrs.get("group", 1)
     im.layer(node, "Deconvolution", [node.input[0]], [node.output[0]],
              [weight] + ([bias] if bias is not None else []),
              convolution_param={"num_output": weight.shape[1] * group,
-                                "kernel_size": im._repeated(kernel),
-                                "stride": im._repeated(strides),
-                                "pad": im._repeated(pads), "dilation": im._repeated(dilations),
+                                "kernel_size": im.repeated(kernel),
+                                "stride": im.repeated(strides),
+                                "pad": im.repeated(pads), "dilation": im.repeated(dilations),
                                 "group": group, "bias_term": bias is not None})
 
 

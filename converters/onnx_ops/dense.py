@@ -23,7 +23,7 @@ def export_inner_product(g, layer, ins, outs):
         return
     product = g.node("Gemm", gemm_inputs, [f"{layer.name}/gemm"], f"{layer.name}/gemm",
                      transB=0 if p.transpose else 1)
-    target = g.constant(layer.name, g._reshape_target(layer.bottoms[0], out_shape), np.int64,
+    target = g.constant(layer.name, g.reshape_target(layer.bottoms[0], out_shape), np.int64,
                         "shape")
     g.node("Reshape", [product, target], outs, layer.name)
 
@@ -66,7 +66,7 @@ def export_arg_max(g, layer, ins, outs):
         source = stacked
     else:
         source = cast
-    target = g._reshape_target(layer.bottoms[0], out_shape)
+    target = g.reshape_target(layer.bottoms[0], out_shape)
     g.node("Reshape", [source, g.constant(layer.name, target, np.int64, "out_shape")],
            outs, layer.name)
 
@@ -83,7 +83,7 @@ def export_reduction(g, layer, ins, outs):
     flat_shape = [-1, tail] if (g.dynamic_batch and axis > 0) else [int(np.prod(lead)), -1]
     flat = g.node("Reshape", [ins[0], g.constant(layer.name, flat_shape, np.int64, "shape")],
                   [f"{layer.name}/flat"], f"{layer.name}/flatten")
-    reduced = g._reduce(op, flat, [1], 0, f"{layer.name}/reduced", f"{layer.name}/reduce")
+    reduced = g.reduce_axes(op, flat, [1], 0, f"{layer.name}/reduced", f"{layer.name}/reduce")
     out_shape = ([-1] + lead[1:]) if (g.dynamic_batch and lead) else lead
     shaped = g.node("Reshape", [reduced, g.constant(layer.name, out_shape, np.int64, "out_shape")],
                     [f"{layer.name}/shaped" if p.coeff != 1 else outs[0]],

@@ -26,7 +26,7 @@ def export_shuffle_channel(g, layer, ins, outs):
                    [f"{layer.name}/grouped"], f"{layer.name}/group")
     swapped = g.node("Transpose", [split], [f"{layer.name}/swapped"], f"{layer.name}/transpose",
                      perm=[0, 2, 1] + list(range(3, len(grouped))))
-    target = g._reshape_target(layer.bottoms[0], shape)
+    target = g.reshape_target(layer.bottoms[0], shape)
     g.node("Reshape", [swapped, g.constant(layer.name, target, np.int64, "shape")], outs, layer.name)
 
 
@@ -44,7 +44,7 @@ def export_normalize(g, layer, ins, outs):
     p = layer.type_params
     ndim = len(g.shape(layer.bottoms[0]))
     axes = list(range(1, ndim)) if p.across_spatial else [1]
-    squares = g._reduce("ReduceSumSquare", ins[0], axes, 1, f"{layer.name}/squares",
+    squares = g.reduce_axes("ReduceSumSquare", ins[0], axes, 1, f"{layer.name}/squares",
                         f"{layer.name}/sum_squares")
     shifted = g.node("Add", [squares, g.constant(layer.name, np.float32(p.eps), role="eps")],
                      [f"{layer.name}/shifted"], f"{layer.name}/eps")

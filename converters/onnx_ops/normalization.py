@@ -110,14 +110,14 @@ def export_mvn(g, layer, ins, outs):
     ndim = len(g.shape(layer.bottoms[0]))
     axes = list(range(1 if p.across_channels else 2, ndim))
     x = ins[0]
-    mean = g._reduce("ReduceMean", x, axes, 1, f"{layer.name}/mean", f"{layer.name}/mean")
+    mean = g.reduce_axes("ReduceMean", x, axes, 1, f"{layer.name}/mean", f"{layer.name}/mean")
     centered_out = outs[0] if not p.normalize_variance else f"{layer.name}/centered"
     centered = g.node("Sub", [x, mean], [centered_out],
                       layer.name if not p.normalize_variance else f"{layer.name}/center")
     if not p.normalize_variance:
         return
     squares = g.node("Mul", [x, x], [f"{layer.name}/squares"], f"{layer.name}/square")
-    mean_squares = g._reduce("ReduceMean", squares, axes, 1, f"{layer.name}/mean_squares",
+    mean_squares = g.reduce_axes("ReduceMean", squares, axes, 1, f"{layer.name}/mean_squares",
                              f"{layer.name}/mean_square")
     mean2 = g.node("Mul", [mean, mean], [f"{layer.name}/mean2"], f"{layer.name}/mean2")
     variance = g.node("Sub", [mean_squares, mean2], [f"{layer.name}/var"], f"{layer.name}/var")

@@ -92,7 +92,7 @@ def _pool(im, node, attrs, method):
     shape = im.shape(node.input[0])
     if len(shape) != 4:
         raise Unsupported("Caffe pools 4-D blobs only")
-    kernel, strides, all_pads, dilations = im._spatial(node, attrs, symmetric=False)
+    kernel, strides, all_pads, dilations = im.spatial(node, attrs, symmetric=False)
     pads, ends = all_pads[:2], all_pads[2:]
     if any(d != 1 for d in dilations):
         raise Unsupported("dilated pooling has no Caffe equivalent")

@@ -39,7 +39,7 @@ def export_silence(g, layer, ins, outs):
 
 
 def _reshape_layer(g, layer, ins, outs):
-    target = g._reshape_target(layer.bottoms[0], g.shape(layer.tops[0]))
+    target = g.reshape_target(layer.bottoms[0], g.shape(layer.tops[0]))
     g.node("Reshape", [ins[0], g.constant(layer.name, target, np.int64, "shape")], outs,
            layer.name)
 

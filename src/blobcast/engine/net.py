@@ -272,10 +272,8 @@ class Net:
         """Refuse, before it runs, a layer that would take the blobs held so far
         past the memory budget (a tiny net can declare enormous blobs)."""
         held = {id(v): v.nbytes for v in list(values.values()) + list(kept.values())}
-        itemsize = np.dtype(self.dtype).itemsize
-        needed = op.values_needed([tuple(b.shape) for b in bottoms]) * itemsize
-        check_allocation(sum(held.values()) + needed,
-                         f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+        _check_layer_memory(layer, op, [tuple(b.shape) for b in bottoms], sum(held.values()),
+                            np.dtype(self.dtype).itemsize)
 
     def release(self) -> None:
         """Drop the weights the net holds on the device (aligned copies
@@ -352,6 +350,12 @@ class Net:
         return {name: values[name] for name in self.outputs if name in values}
 
 
+def _check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:
+    """What a layer allocates (tops, temporaries) on top of the blobs held, within the budget."""
+    check_allocation(held_bytes + op.values_needed(bottom_shapes) * itemsize,
+                     f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+
+
 def check_input_size(name: str, shape, dtype=np.float32) -> None:
     """An input's declared shape within the memory budget, before it is made."""
     if any(int(d) < 0 for d in shape):
@@ -402,8 +406,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
         op = implementation(layer.type, layer.name)(layer, np, [], net.phase)
         bottoms = [shapes[name] for name in layer.bottoms]
         if check_memory:
-            check_allocation((sum(held.values()) + op.values_needed(bottoms)) * itemsize,
-                             f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+            _check_layer_memory(layer, op, bottoms, sum(held.values()) * itemsize, itemsize)
         tops = op.top_shapes(bottoms)
         for name, shape in zip(layer.tops, tops):
             if shape is not None:
