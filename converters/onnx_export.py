@@ -6,6 +6,12 @@ top == bottom) is one name per version: the final version keeps the plain
 name, as Caffe's net.blobs does, earlier ones are "<blob>:<layer>". Node
 names are layer names ("<layer>/<step>" for the extra nodes of a
 decomposition). A parameter shared between layers is one initializer.
+
+Fork layers written as several nodes become model-local functions in
+FUNCTION_DOMAIN: one call node per layer (its weights passed as inputs, its
+Caffe settings in the `caffe_layer` attribute) and a body of standard ops
+that runtimes inline. Types with no ONNX form become custom-domain nodes
+with the same attribute, so nothing is lost on the way back to Caffe.
 """
 
 from __future__ import annotations
@@ -14,16 +20,19 @@ import warnings
 from collections import Counter
 
 import numpy as np
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from blobcast.engine import blob_shapes, check_has_weights
 from blobcast.errors import BlobcastWarning
 from blobcast.model import Model
 
-from .onnx_ops import EXPORTERS
-from .onnx_ops.registry import ELEMENT_TYPE, ExportError  # noqa: F401  (ExportError: this module's interface)
+from .caffe_net import layer_pb
+from .onnx_ops import EXPORTERS, exported_as_function
+from .onnx_ops.registry import ELEMENT_TYPE, ExportError, NoStandardForm  # noqa: F401  (ExportError: this module's interface)
 
 CUSTOM_DOMAIN = "ai.blobcast"
+FUNCTION_DOMAIN = "ai.blobcast.caffe"
+LAYER_ATTRIBUTE = "caffe_layer"  # the layer's LayerParameter (no blobs), serialized
 DEFAULT_OPSET = 26  # the newest opset onnxruntime 1.31 runs
 MIN_OPSET = 17
 
@@ -44,6 +53,10 @@ class GraphBuilder:
         self.initializer_names: dict[int, str] = {}
         self.constant_count = Counter()
         self.custom_layers: list[str] = []
+        self.functions: list = []           # FunctionProtos, one per function-exported layer
+        self._body: list | None = None      # the nodes of the function being written
+        self._function_inputs: list[str] = []
+        self.symbolic_shapes: dict[str, list] = {}  # data-dependent outputs: dims, names for unknowns
         self.latest: dict[str, str] = {name: name for name in self.net.inputs}
         self._plan_names()
 
@@ -62,13 +75,30 @@ class GraphBuilder:
         array = np.asarray(values, dtype=dtype if dtype is not None else self.dtype)
         self.constant_count[layer_name] += 1
         name = f"{layer_name}/{role}{self.constant_count[layer_name]}"
-        self.initializers.append((name, array))
+        if self._body is not None:  # function bodies hold no initializers
+            self.node("Constant", [], [name], f"{name}/value",
+                      value=numpy_helper.from_array(np.array(array), name))
+        else:
+            self.initializers.append((name, array))
         return name
 
     def weight(self, layer, index: int, array=None) -> str:
-        """The initializer of a layer blob; shared blobs are one initializer."""
+        """The initializer of a layer blob; shared blobs are one initializer.
+        `array`: the blob's values in the shape ONNX needs (inside a function,
+        the blob itself is passed and reshaped in the body)."""
         blob = layer.blobs[index]
         key = id(blob)
+        if self._body is not None:
+            body, self._body = self._body, None
+            name = self.weight(layer, index)
+            self._body = body
+            if name not in self._function_inputs:
+                self._function_inputs.append(name)
+            if array is None:
+                return name
+            shape = self.constant(layer.name, np.shape(array), np.int64, f"param{index}_shape")
+            return self.node("Reshape", [name, shape], [f"{layer.name}/param{index}_onnx"],
+                             f"{layer.name}/param{index}_reshape")
         if array is None and key in self.initializer_names:
             return self.initializer_names[key]
         name = f"{layer.name}/param{index}" if array is None else f"{layer.name}/param{index}_onnx"
@@ -78,8 +108,9 @@ class GraphBuilder:
         return name
 
     def node(self, op: str, inputs, outputs, name: str, domain: str = "", **attributes):
-        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=name,
-                                           domain=domain or None, **attributes))
+        made = helper.make_node(op, list(inputs), list(outputs), name=name, domain=domain or None,
+                                **attributes)
+        (self.nodes if self._body is None else self._body).append(made)
         return outputs[0] if len(outputs) == 1 else outputs
 
     # -- the graph ------------------------------------------------------------
@@ -92,9 +123,16 @@ class GraphBuilder:
                 self._custom(layer, ins, outs)
             else:
                 check_has_weights(layer)
-                handler(self, layer, ins, outs)
+                try:
+                    if exported_as_function(layer):
+                        self._function(handler, layer, ins, outs)
+                    else:
+                        handler(self, layer, ins, outs)
+                except NoStandardForm as reason:
+                    self._custom(layer, ins, outs, str(reason))
             for top, out in zip(layer.tops, outs):
                 self.latest[top] = out
+            self._declare_data_dependent_shapes(layer, outs)
         if self.custom_layers:
             message = ("layers with no ONNX equivalent were written as custom "
                        f"'{CUSTOM_DOMAIN}' nodes: " + ", ".join(self.custom_layers))
@@ -103,12 +141,41 @@ class GraphBuilder:
             warnings.warn(message, BlobcastWarning, stacklevel=3)
         return self
 
-    def _custom(self, layer, ins, outs):
-        self.custom_layers.append(f"{layer.name} ({layer.type})")
-        attributes = {}
+    def _declare_data_dependent_shapes(self, layer, outs):
+        known = layer._type_spec.data_dependent_top_shapes(layer)
+        for top, out, dims in zip(layer.tops, outs, known or []):
+            if top not in self.shapes and dims is not None:
+                self.symbolic_shapes[out] = [f"{layer.name}_{top}_{i}" if d is None else d
+                                             for i, d in enumerate(dims)]
+
+    def _function(self, handler, layer, ins, outs):
+        """The layer as a call of a function whose body `handler` writes."""
+        self._body, self._function_inputs = [], []
+        try:
+            handler(self, layer, ins, outs)
+            body, weights = self._body, self._function_inputs
+        finally:
+            self._body = None
+        taken = {f.name for f in self.functions}
+        name = layer.type if layer.type not in taken else next(
+            f"{layer.type}_{i}" for i in range(2, len(taken) + 2) if f"{layer.type}_{i}" not in taken)
+        formal, seen = [], set()
+        for i, value in enumerate(ins + weights):  # formal inputs are unique names
+            formal.append(value if value not in seen else f"{value}#unused{i}")
+            seen.add(value)
+        self.functions.append(helper.make_function(
+            FUNCTION_DOMAIN, name, formal, list(outs), body,
+            [helper.make_opsetid("", self.opset)], attributes=[LAYER_ATTRIBUTE],
+            doc_string=f"Caffe {layer.type} layer, in standard ONNX ops"))
+        self.node(name, ins + weights, outs, layer.name, domain=FUNCTION_DOMAIN,
+                  **{LAYER_ATTRIBUTE: layer_pb(layer).SerializeToString()})
+
+    def _custom(self, layer, ins, outs, reason: str = ""):
+        self.custom_layers.append(f"{layer.name} ({layer.type}{': ' + reason if reason else ''})")
+        attributes = {LAYER_ATTRIBUTE: layer_pb(layer).SerializeToString()}
         if layer.type == "Python":
             p = layer.spec.python_param
-            attributes = {"module": p.module, "layer": p.layer, "param_str": p.param_str}
+            attributes.update(module=p.module, layer=p.layer, param_str=p.param_str)
         weights = [self.weight(layer, i) for i in range(len(layer.blobs))]
         self.node(layer.type, ins + weights, outs, layer.name, domain=CUSTOM_DOMAIN, **attributes)
 
@@ -152,6 +219,7 @@ def build_graph(model: Model, *, opset: int = DEFAULT_OPSET, input_shapes=None,
                     n in builder.net.outputs]
     outputs = [value_info(builder.latest[name], builder.shapes[name], element, dynamic_batch)
                if name in builder.shapes else
-               helper.make_tensor_value_info(builder.latest[name], element, None)
+               helper.make_tensor_value_info(builder.latest[name], element,
+                                             builder.symbolic_shapes.get(builder.latest[name]))
                for name in output_names if name not in builder.net.inputs]
     return builder, inputs, outputs

@@ -21,7 +21,7 @@ from blobcast.limits import check_allocation
 from blobcast.model import Model
 from blobcast.tensor import LazyTensor
 
-from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
+from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, FUNCTION_DOMAIN, build_graph
 from .onnx_tensors import (
     _NUMPY_OF,
     SHAPE_VALUES,
@@ -128,7 +128,10 @@ def write(model: Model, path: str, *, opset: int | None = None,
     opsets = [helper.make_opsetid("", opset)]
     if builder.custom_layers:
         opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
+    if builder.functions:
+        opsets.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
+                                   functions=builder.functions,
                                    ir_version=helper.find_min_ir_version_for(opsets, True))
     onnx_model.ClearField("graph")
     graph_length = sum(len(c) for c in graph_chunks)

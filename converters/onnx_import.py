@@ -14,6 +14,9 @@ from onnx import helper, numpy_helper
 from blobcast.errors import FormatError
 from blobcast.model import Blob, Layer, Model
 
+from . import caffe_pb2 as pb
+from .messages import message_from_pb
+from .onnx_export import CUSTOM_DOMAIN, FUNCTION_DOMAIN, LAYER_ATTRIBUTE
 from .onnx_fold import ConstantFolding, _attributes
 from .onnx_ops import IMPORTERS
 from .onnx_ops.registry import Unsupported
@@ -121,6 +124,13 @@ class Importer(ConstantFolding):
         for position, node in enumerate(remaining):
             if id(node) in self.fused:
                 continue
+            if node.domain in (FUNCTION_DOMAIN, CUSTOM_DOMAIN) and any(
+                    a.name == LAYER_ATTRIBUTE for a in node.attribute):
+                try:
+                    self.restore_layer(node)
+                except Unsupported as error:
+                    self.problems.append(f"#{position} {node.op_type} {node.name!r}: {error}")
+                continue
             handler = IMPORTERS.get(node.op_type)
             if node.domain not in ("", "ai.onnx") or handler is None:
                 self.problems.append(f"#{position} {node.op_type} {node.name!r}: no Caffe equivalent")
@@ -138,6 +148,35 @@ class Importer(ConstantFolding):
         model.source_version = f"opset {self.opset}"
         model.notes = self.notes
         return model
+
+    def restore_layer(self, node) -> Layer:
+        """A Caffe layer that blobcast exported as one node (a function call or
+        a custom node): its settings from the node's caffe_layer attribute,
+        its bottoms, tops and blobs from the node's inputs and outputs."""
+        raw = next(a.s for a in node.attribute if a.name == LAYER_ATTRIBUTE)
+        try:
+            spec = message_from_pb(pb.LayerParameter.FromString(raw))
+        except Exception as error:  # protobuf raises several types on garbage
+            raise Unsupported(f"its {LAYER_ATTRIBUTE} attribute is not a Caffe layer ({error})") from None
+        layer = Layer(spec=spec)
+        count = len(layer.bottoms)
+        if count > len(node.input) or len(layer.tops) != len(node.output):
+            raise Unsupported(f"its {LAYER_ATTRIBUTE} attribute does not match the node's inputs "
+                              "and outputs")
+        blobs = self.__dict__.setdefault("_restored_blobs", {})
+        for name in node.input[count:]:
+            value = self.tensor(name)
+            if value is None:
+                raise Unsupported(f"input {name!r} should be one of the layer's weights, a constant")
+            blobs.setdefault(name, Blob(value))  # one initializer, one shared blob
+            layer.blobs.append(blobs[name])
+        layer.spec.bottom = [self.blob(b) for b in node.input[:count]]
+        layer.spec.top = list(node.output)
+        while layer.name in self.names:
+            layer.name += "_"
+        self.names.add(layer.name)
+        self.layers.append(layer)
+        return layer
 
     def _expose_outputs(self):
         for output in self.graph.output:

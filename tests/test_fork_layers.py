@@ -7,6 +7,7 @@ import json
 import cv2
 import numpy as np
 import onnx
+import onnx.inliner
 import pytest
 from typer.testing import CliRunner
 
@@ -104,8 +105,12 @@ def test_fork_layers_export_to_standard_onnx_that_onnxruntime_runs(tmp_path):
     report = json.loads(result.stdout)
     assert report["forward"]["passed"] and report["forward"]["outputs"] == 3
     model = onnx.load(destination)
-    assert {node.domain for node in model.graph.node} <= {"", "ai.onnx"}  # no custom domain
-    assert {"Clip", "Transpose", "Resize", "ReduceSumSquare", "Sqrt"} <= {n.op_type for n in model.graph.node}
+    # fork layers are calls of model-local functions whose bodies are standard ops
+    assert {node.domain for node in model.graph.node} <= {"", "ai.blobcast.caffe"}
+    assert {node.domain or "" for f in model.functions for node in f.node} == {""}
+    inlined = onnx.inliner.inline_local_functions(model)
+    assert {node.domain for node in inlined.graph.node} == {""}
+    assert {"Clip", "Transpose", "Resize", "ReduceSumSquare", "Sqrt"} <= {n.op_type for n in inlined.graph.node}
 
 def test_an_exported_permute_imports_back_as_a_permute(tmp_path):
     text = ('layer { name: "data" type: "Input" top: "x" input_param { shape { dim: 1 dim: 2 dim: 3 dim: 4 } } }\n'
@@ -119,13 +124,69 @@ def test_an_exported_permute_imports_back_as_a_permute(tmp_path):
     assert layer.type == "Permute" and list(layer.type_params.order) == [0, 3, 1, 2]
 
 
-def test_the_segnet_upsample_is_refused_clearly():
-    text = ('layer { name: "data" type: "Input" top: "x" top: "mask" input_param {'
-            ' shape { dim: 1 dim: 1 dim: 2 dim: 2 } shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }\n'
-            'layer { name: "up" type: "Upsample" bottom: "x" bottom: "mask" top: "y" }')
-    with pytest.raises(blobcast.BlobcastError, match="two-bottom .SegNet max-unpool. Upsample is not run"):
-        Net(net_from_text(text, "<net>")).forward({"x": np.zeros((1, 1, 2, 2), np.float32),
-                                                  "mask": np.zeros((1, 1, 2, 2), np.float32)})
+SEGNET = '''layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 9 dim: 10 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" top: "pool_mask"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "decode" type: "Convolution" bottom: "pool" top: "decode"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 1 weight_filler { type: "gaussian" std: 1 } } }
+layer { name: "unpool" type: "Upsample" bottom: "decode" bottom: "pool_mask" top: "unpool"
+        upsample_param { scale: 2 pad_out_h: true } }
+layer { name: "unpool_hw" type: "Upsample" bottom: "decode" bottom: "pool_mask" top: "unpool_hw"
+        upsample_param { upsample_h: 9 upsample_w: 10 } }
+'''
+
+
+def _caffe_max_pool_with_mask(x, kernel, stride):
+    """pooling_layer.cpp's MAX loop with its mask, written out (no padding)."""
+    n, c, height, width = x.shape
+    out_h, out_w = -(-(height - kernel) // stride) + 1, -(-(width - kernel) // stride) + 1
+    top, mask = np.full((n, c, out_h, out_w), -np.inf, np.float32), np.full((n, c, out_h, out_w), -1.0, np.float32)
+    for i in range(out_h):
+        for j in range(out_w):
+            for h in range(i * stride, min(i * stride + kernel, height)):
+                for w in range(j * stride, min(j * stride + kernel, width)):
+                    better = x[:, :, h, w] > top[:, :, i, j]
+                    top[:, :, i, j] = np.where(better, x[:, :, h, w], top[:, :, i, j])
+                    mask[:, :, i, j] = np.where(better, h * width + w, mask[:, :, i, j])
+    return top, mask
+
+
+def test_segnet_max_unpool_as_the_fork_computes_it(tmp_path):
+    prototxt, weights = _with_weights(SEGNET, tmp_path, "segnet")
+    model = blobcast.load(weights, prototxt=prototxt)
+    x = np.random.RandomState(2).normal(size=(2, 3, 9, 10)).astype(np.float32)
+    x[0, 0, :2, :2] = 1.5  # a tie: the first position in the window wins
+    ours = Net(model).forward({"data": x}, keep_all=True)
+    pooled, mask = _caffe_max_pool_with_mask(ours["conv"], 2, 2)
+    np.testing.assert_array_equal(ours["pool"], pooled)
+    np.testing.assert_array_equal(ours["pool_mask"], mask)
+    for name, size in (("unpool", (9, 10)), ("unpool_hw", (9, 10))):
+        expected = np.zeros((2, 4) + size, np.float32)
+        for n in range(2):
+            for ch in range(4):
+                plane = expected[n, ch].reshape(-1)
+                for i, position in enumerate(mask[n, ch].reshape(-1)):  # upsample_layer.cpp
+                    plane[int(position)] = ours["decode"][n, ch].reshape(-1)[i]
+        np.testing.assert_array_equal(ours[name], expected, err_msg=name)
+    # ONNX: MaxPool's indices and MaxUnpool, in functions; back to the same layers
+    result = runner.invoke(app, ["convert", str(weights), str(tmp_path / "segnet.onnx"), "--prototxt",
+                                 str(prototxt), "--strict", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["forward"]["passed"]
+    inlined = onnx.inliner.inline_local_functions(onnx.load(tmp_path / "segnet.onnx"))
+    assert {"MaxPool", "MaxUnpool"} <= {node.op_type for node in inlined.graph.node}
+    back = blobcast.load(tmp_path / "segnet.onnx")
+    assert back["pool"].tops == ["pool", "pool_mask"] and back["unpool"].type == "Upsample"
+    np.testing.assert_array_equal(Net(back).forward({"data": x})["unpool"], ours["unpool"])
+
+
+def test_a_mask_outside_the_upsampled_plane_is_refused():
+    text = SEGNET.replace("pad_out_h: true", "upsample_h: 4 upsample_w: 4")
+    model = net_from_text(text, "<net>")
+    with pytest.raises(blobcast.BlobcastError, match="outside the 4x4 output"):
+        Net(model, random_weights=1).forward({"data": np.ones((2, 3, 9, 10), np.float32)})
 
 
 SSD = ROOT / "fixtures" / "caffe" / "ssd"

@@ -109,14 +109,10 @@ def test_the_module_graph_has_no_cycle():
     assert "blobcast.verify" not in graph["blobcast.api"]
 
 
-# Types the engine runs that ONNX export writes as custom-domain nodes.
-EXPORTED_AS_CUSTOM_NODES = {"DetectionOutput"}
-
-
 def test_every_type_the_engine_runs_exports_to_onnx():
     from blobcast.converters.onnx_ops import EXPORTERS, IMPORTERS, exporter
 
-    assert set(LAYER_TYPES) - set(EXPORTERS) == EXPORTED_AS_CUSTOM_NODES
+    assert set(LAYER_TYPES) - set(EXPORTERS) == set()
     assert set(EXPORTERS) <= set(SPECS)  # exporters only for types blobcast knows
     assert {"Conv", "MaxPool", "Gemm", "BatchNormalization", "Concat", "Resize"} <= set(IMPORTERS)
     with pytest.raises(RuntimeError, match="registered twice"):

@@ -1,7 +1,25 @@
 """ONNX handlers, one module per layer family; importing this package
 registers them all."""
 
-from . import activation, convolution, dense, forks, normalization, pooling, structure  # noqa: F401
-from .registry import EXPORTERS, IMPORTERS, ExportError, Unsupported, exporter, importer
+from . import (  # noqa: F401
+    activation,
+    convolution,
+    dense,
+    detection,
+    forks,
+    normalization,
+    pooling,
+    structure,
+)
+from .registry import (
+    EXPORTERS,
+    FUNCTION_EXPORTS,
+    IMPORTERS,
+    ExportError,
+    Unsupported,
+    exported_as_function,
+    exporter,
+    importer,
+)
 
-__all__ = ["EXPORTERS", "IMPORTERS", "ExportError", "Unsupported", "exporter", "importer"]
+__all__ = ["EXPORTERS", "FUNCTION_EXPORTS", "IMPORTERS", "ExportError", "exported_as_function", "Unsupported", "exporter", "importer"]

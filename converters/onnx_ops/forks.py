@@ -5,17 +5,18 @@ onnxruntime runs."""
 from __future__ import annotations
 
 import numpy as np
+from onnx import TensorProto
 
 from .registry import ExportError, exporter
 
 
-@exporter("ReLU6")
+@exporter("ReLU6", as_function=True)
 def export_relu6(g, layer, ins, outs):
     g.node("Clip", ins + [g.constant(layer.name, np.float32(0), role="min"),
                           g.constant(layer.name, np.float32(6), role="max")], outs, layer.name)
 
 
-@exporter("ShuffleChannel")
+@exporter("ShuffleChannel", as_function=True)
 def export_shuffle_channel(g, layer, ins, outs):
     shape = g.shape(layer.bottoms[0])
     group = layer.type_params.group
@@ -38,7 +39,7 @@ def export_permute(g, layer, ins, outs):
     g.node("Transpose", ins, outs, layer.name, perm=order)
 
 
-@exporter("Normalize")
+@exporter("Normalize", as_function=True)
 def export_normalize(g, layer, ins, outs):
     # eps inside the square root, as SSD computes it (LpNormalization has none).
     p = layer.type_params
@@ -55,7 +56,7 @@ def export_normalize(g, layer, ins, outs):
     g.node("Mul", [unit, g.weight(layer, 0, scale)], outs, layer.name)
 
 
-@exporter("Axpy")
+@exporter("Axpy", as_function=True)
 def export_axpy(g, layer, ins, outs):
     a, x = g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1])
     target = list(a[:2]) + [1] * (len(x) - 2)
@@ -67,22 +68,32 @@ def export_axpy(g, layer, ins, outs):
     g.node("Add", [product, ins[2]], outs, layer.name)
 
 
-@exporter("Upsample")
+@exporter("Upsample", as_function=True)
 def export_upsample(g, layer, ins, outs):
     from blobcast.layers import LAYER_TYPES
 
-    if len(layer.bottoms) != 1:
-        raise ExportError(f"layer {layer.name!r}: the two-bottom (SegNet) Upsample is not exported")
-    scale_h, scale_w = LAYER_TYPES["Upsample"](layer, np, [], "TEST").scales()
-    ndim = len(g.shape(layer.bottoms[0]))
-    scales = g.constant(layer.name, [1.0] * (ndim - 2) + [float(scale_h), float(scale_w)],
+    op = LAYER_TYPES["Upsample"](layer, np, [], "TEST")
+    shape = g.shape(layer.bottoms[0])
+    if op.unpools():  # SegNet: MaxUnpool takes positions in the whole tensor, Caffe's mask in a plane
+        out = list(g.shape(layer.tops[0]))
+        planes = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape[0], shape[1], 1, 1)
+        offsets = g.constant(layer.name, planes * (out[2] * out[3]), np.int64, "plane_offsets")
+        positions = g.node("Cast", [ins[1]], [f"{layer.name}/positions"], f"{layer.name}/positions",
+                           to=TensorProto.INT64)
+        index = g.node("Add", [positions, offsets], [f"{layer.name}/indices"], f"{layer.name}/indices")
+        scales = list(op.scales())
+        trimmed = [max(0, size * scale - o) for size, scale, o in zip(shape[2:], scales, out[2:])]
+        g.node("MaxUnpool", [ins[0], index, g.constant(layer.name, out, np.int64, "size")], outs,
+               layer.name, kernel_shape=scales, strides=scales, pads=[0, 0] + trimmed)
+        return
+    scale_h, scale_w = op.scales()
+    scales = g.constant(layer.name, [1.0] * (len(shape) - 2) + [float(scale_h), float(scale_w)],
                         np.float32, "scales")
     g.node("Resize", [ins[0], "", scales], outs, layer.name, mode="nearest",
            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 
-
-@exporter("PriorBox")
+@exporter("PriorBox", as_function=True)
 def export_prior_box(g, layer, ins, outs):
     # The boxes depend on the shapes alone: with the input shapes fixed, one constant.
     from blobcast.layers import LAYER_TYPES
@@ -93,7 +104,7 @@ def export_prior_box(g, layer, ins, outs):
     g.node("Identity", [g.constant(layer.name, values.astype(g.dtype), role="priors")], outs, layer.name)
 
 
-@exporter("Interp")
+@exporter("Interp", as_function=True)
 def export_interp(g, layer, ins, outs):
     from blobcast.layers import LAYER_TYPES
 

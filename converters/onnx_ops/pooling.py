@@ -7,7 +7,7 @@ import numpy as np
 
 from blobcast.layers.pooling import average_divisor, pool_geometry, pooled_size, spp_levels
 
-from .registry import ExportError, Unsupported, exporter, importer
+from .registry import ELEMENT_TYPE, ExportError, Unsupported, exporter, importer
 
 
 def _pool_settings(g, layer):
@@ -30,8 +30,9 @@ def _emit_pool(g, layer, source, output, method, kernel, stride, pad, out, size,
         ends.append(end)
     pads = list(pad) + ends
     common = {"kernel_shape": list(kernel), "strides": list(stride), "pads": pads}
-    if method == "MAX":
-        return g.node("MaxPool", [source], [output], name, **common)
+    if method == "MAX":  # output: one name, or [values, indices]
+        return g.node("MaxPool", [source], output if isinstance(output, list) else [output], name,
+                      **common)
     if method == "AVE":
         overhang = any(e > p for e, p in zip(ends, pad))
         if not overhang:
@@ -59,10 +60,21 @@ def _emit_pool(g, layer, source, output, method, kernel, stride, pad, out, size,
     return g.node("Where", [positive, ratio, zero], [output], name)
 
 
-@exporter("Pooling")
+@exporter("Pooling", as_function=lambda layer: len(layer.tops) > 1)
 def export_pooling(g, layer, ins, outs):
     settings = _pool_settings(g, layer)
     method = layer.type_params.pool
+    if len(outs) > 1:  # MAX with Caffe's mask: positions within each plane
+        height, width = g.shape(layer.bottoms[0])[2:]
+        if settings is None:
+            settings = ((height, width), (1, 1), (0, 0), (1, 1), (height, width))
+        indices = f"{layer.name}/indices"
+        _emit_pool(g, layer, ins[0], [outs[0], indices], "MAX", *settings)
+        plane = g.node("Mod", [indices, g.constant(layer.name, height * width, np.int64, "plane")],
+                       [f"{layer.name}/positions"], f"{layer.name}/positions")
+        g.node("Cast", [plane], [outs[1]], f"{layer.name}/mask",
+               to=ELEMENT_TYPE[np.dtype(g.dtype)])
+        return
     if settings is None:
         if method == "STOCHASTIC":
             raise ExportError(f"layer {layer.name!r}: global STOCHASTIC pooling is not exported")

@@ -10,12 +10,18 @@ from onnx import TensorProto
 from blobcast.errors import BlobcastError
 
 EXPORTERS: dict = {}  # Caffe type -> handler(builder, layer, ins, outs)
+FUNCTION_EXPORTS: dict = {}  # Caffe type -> which of its layers become one function call each
 IMPORTERS: dict = {}  # ONNX op -> handler(importer, node, attrs)
 ELEMENT_TYPE = {np.dtype("<f4"): TensorProto.FLOAT, np.dtype("<f8"): TensorProto.DOUBLE}
 
 
 class ExportError(BlobcastError):
     pass
+
+
+class NoStandardForm(ExportError):
+    """This layer's settings have no standard ONNX form: it is written as a
+    custom-domain node instead (refused with --strict)."""
 
 
 class Unsupported(Exception):
@@ -35,5 +41,22 @@ def _registrar(table: dict, what: str):
     return register
 
 
-exporter = _registrar(EXPORTERS, "ONNX exporter for")
+_exporter = _registrar(EXPORTERS, "ONNX exporter for")
+
+
+def exporter(name: str, as_function=False):
+    """Register a Caffe type's exporter. With `as_function` (True, or a test
+    of the layer), the nodes it writes become the body of a model-local
+    function (standard ops that runtimes inline) called by one node that
+    carries the layer's settings, so the layer reads as one node and imports
+    back as itself."""
+    if as_function:
+        FUNCTION_EXPORTS[name] = as_function if callable(as_function) else (lambda layer: True)
+    return _exporter(name)
+
+
+def exported_as_function(layer) -> bool:
+    test = FUNCTION_EXPORTS.get(layer.type)
+    return bool(test and test(layer))
+
 importer = _registrar(IMPORTERS, "ONNX importer for")

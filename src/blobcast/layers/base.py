@@ -82,6 +82,12 @@ class LayerSpec:
         return cls.blobs
 
     @classmethod
+    def data_dependent_top_shapes(cls, layer) -> list | None:
+        """For types whose top sizes depend on the data: each top's shape with
+        None for the sizes known only at run time (None if not even that)."""
+        return None
+
+    @classmethod
     def arity_problem(cls, layer) -> str | None:
         """What is wrong with the layer's number of bottoms or tops, as
         Caffe's Layer::CheckBlobCounts says it."""

@@ -87,6 +87,10 @@ class DetectionOutput(LayerOp):
     def top_shapes(self, shapes):
         return [None]  # the number of detections depends on the data
 
+    @classmethod
+    def data_dependent_top_shapes(cls, layer):
+        return [(1, 1, None, 7)]
+
     def forward(self, loc, conf, priors, *_image):
         p = self.params
         to_host = (lambda a: a.get()) if hasattr(loc, "get") else np.asarray

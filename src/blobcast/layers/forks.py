@@ -108,37 +108,65 @@ class Axpy(LayerOp):
         return (scale * x + y,)
 
 
-@register("Upsample", settings="upsample_param", key_settings=("scale", "scale_h", "scale_w"),
-          bottoms=(1, 2))
+@register("Upsample", settings="upsample_param", key_settings=(
+    "scale", "scale_h", "scale_w", "upsample_h", "upsample_w"), bottoms=(1, 2))
 class Upsample(LayerOp):
-    """The YOLO forks' nearest-neighbour Upsample (one bottom):
-    out[h][w] = in[h / scale_h][w / scale_w]. SegNet's two-bottom max-unpool
-    Upsample is another layer under the same name, not run."""
+    """Two layers under one name, told apart by their bottoms. One bottom: the
+    YOLO forks' nearest neighbour, out[h][w] = in[h / scale_h][w / scale_w].
+    Two bottoms (data, the mask top of a MAX Pooling): SegNet's max-unpool
+    (caffe-segnet upsample_layer.cpp), each value written to its mask
+    position in a zero plane of upsample_h x upsample_w, or of
+    H * scale - pad_out; where a mask repeats a position, the last value wins."""
+
+    def unpools(self) -> bool:
+        return len(self.layer.bottoms) == 2
 
     def scales(self) -> tuple[int, int]:
-        if len(self.layer.bottoms) != 1:
-            raise self.fail("the two-bottom (SegNet max-unpool) Upsample is not run")
         p = self.params
         scale_h = p.scale_h if p.has("scale_h") else p.scale
         scale_w = p.scale_w if p.has("scale_w") else p.scale
-        if scale_h <= 0 or scale_w <= 0 or p.has("upsample_h") or p.has("upsample_w") \
-                or p.pad_out_h or p.pad_out_w:
-            raise self.fail("only whole scale factors are supported (upsample_h/w and pad_out "
-                            "belong to SegNet's Upsample)")
+        if scale_h <= 0 or scale_w <= 0:
+            raise self.fail("scale factors must be positive")
+        if not self.unpools() and (p.has("upsample_h") or p.has("upsample_w") or p.pad_out_h
+                                   or p.pad_out_w):
+            raise self.fail("upsample_h/w and pad_out belong to SegNet's two-bottom Upsample")
         return scale_h, scale_w
 
-    def top_shapes(self, shapes):
+    def out_size(self, height: int, width: int) -> tuple[int, int]:
+        p = self.params
         scale_h, scale_w = self.scales()
+        if not self.unpools():
+            return height * scale_h, width * scale_w
+        if p.has("upsample_h") != p.has("upsample_w"):
+            raise self.fail("give both upsample_h and upsample_w, or neither")
+        if p.has("upsample_h"):
+            return p.upsample_h, p.upsample_w
+        return height * scale_h - int(p.pad_out_h), width * scale_w - int(p.pad_out_w)
+
+    def top_shapes(self, shapes):
         shape = tuple(shapes[0])
-        return [shape[:-2] + (shape[-2] * scale_h, shape[-1] * scale_w)]
+        if self.unpools() and tuple(shapes[1]) != shape:
+            raise self.fail(f"the mask {list(shapes[1])} must have the data's shape {list(shape)}")
+        return [shape[:-2] + self.out_size(*shape[-2:])]
 
     def values_needed(self, shapes):
-        scale_h, scale_w = self.scales()
-        return 2 * prod(shapes[0]) * scale_h * scale_w
+        return 2 * prod(self.top_shapes(shapes)[0]) + 2 * prod(shapes[0])
 
-    def forward(self, x):
-        scale_h, scale_w = self.scales()
-        return (self.xp.repeat(self.xp.repeat(x, scale_h, axis=-2), scale_w, axis=-1),)
+    def forward(self, x, *mask):
+        xp = self.xp
+        (top,) = self.top_shapes([x.shape] + [m.shape for m in mask])
+        if not self.unpools():
+            scale_h, scale_w = self.scales()
+            return (xp.repeat(xp.repeat(x, scale_h, axis=-2), scale_w, axis=-1),)
+        plane = top[-2] * top[-1]
+        index = mask[0].reshape(x.shape[0] * x.shape[1], -1).astype(xp.int64)
+        if index.size and (int(index.min()) < 0 or int(index.max()) >= plane):
+            raise self.fail(f"a mask position is outside the {top[-2]}x{top[-1]} output (check that "
+                            "the scale matches the pooling layer's)")
+        out = xp.zeros((index.shape[0], plane), x.dtype)
+        rows = xp.arange(index.shape[0])[:, None]
+        out[rows, index] = x.reshape(index.shape)
+        return (out.reshape(top),)
 
 
 @register("PriorBox", settings="prior_box_param",

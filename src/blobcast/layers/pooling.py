@@ -93,6 +93,31 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
     return xp.where(total > 0, squares / safe, 0).astype(x.dtype)
 
 
+def max_pool_with_mask(xp, x, kernel, stride, pad, out_shape):
+    """MAX pooling and Caffe's mask top: each output's input position
+    h * W + w within its plane (as float), the first maximum of the window in
+    row-major order winning, as PoolingLayer's strict > comparison."""
+    (kh, kw), (sh, sw), (ph, pw), (oh, ow) = kernel, stride, pad, out_shape
+    height, width = x.shape[2:]
+    bottom = max(ph, (oh - 1) * sh + kh - height - ph)
+    right = max(pw, (ow - 1) * sw + kw - width - pw)
+    padded = xp.pad(x, [(0, 0), (0, 0), (ph, bottom), (pw, right)], constant_values=-xp.inf)
+    rows = xp.arange(oh)[:, None] * sh - ph
+    cols = xp.arange(ow)[None, :] * sw - pw
+    out = mask = None
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            index = ((rows + i) * width + cols + j).astype(x.dtype)
+            if out is None:
+                out, mask = window.copy(), xp.broadcast_to(index, window.shape).copy()
+                continue
+            better = window > out
+            out = xp.where(better, window, out)
+            mask = xp.where(better, index, mask)
+    return out, mask
+
+
 def _pool_values(batch_channels: int, height: int, width: int, geometry) -> int:
     (kh, kw), (sh, sw), (ph, pw), (oh, ow) = geometry
     padded = (height + ph + max(ph, (oh - 1) * sh + kh - height - ph)) * \
@@ -101,17 +126,22 @@ def _pool_values(batch_channels: int, height: int, width: int, geometry) -> int:
 
 
 @register("Pooling", settings="pooling_param", key_settings=(
-    "pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode"))
+    "pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode"), tops=(1, 2))
 class Pooling(LayerOp):
+    """Caffe's pooling; MAX pooling's optional second top is the mask (each
+    maximum's position in its input plane) that SegNet's Upsample reads."""
+
     def top_shapes(self, shapes):
         shape = tuple(shapes[0])
         if len(shape) != 4:
             raise self.fail(f"pooling needs a 4-D input, got {list(shape)}")
+        if len(self.layer.tops) > 1 and self.params.pool != "MAX":
+            raise self.fail("only MAX pooling has a second (mask) top")
         try:
             geometry = pool_geometry(self.params, *shape[2:])
         except ValueError as error:
             raise self.fail(str(error)) from None
-        return [shape[:2] + ((1, 1) if geometry is None else tuple(geometry[3]))]
+        return [shape[:2] + ((1, 1) if geometry is None else tuple(geometry[3]))] * len(self.layer.tops)
 
     def values_needed(self, shapes):
         shape = shapes[0]
@@ -135,6 +165,9 @@ class Pooling(LayerOp):
             raise self.fail(str(error)) from None
         if geometry is None:
             geometry = (height, width), (1, 1), (0, 0), (1, 1)
+        if len(self.layer.tops) > 1:
+            self.top_shapes([x.shape])
+            return max_pool_with_mask(self.xp, x, *geometry)
         return (pool2d(self.xp, x, self.params.pool, *geometry),)
 
 
