@@ -22,4 +22,5 @@ from .registry import (
     importer,
 )
 
-__all__ = ["EXPORTERS", "FUNCTION_EXPORTS", "IMPORTERS", "ExportError", "exported_as_function", "Unsupported", "exporter", "importer"]
+__all__ = ["EXPORTERS", "FUNCTION_EXPORTS", "IMPORTERS", "ExportError", "Unsupported",
+           "exported_as_function", "exporter", "importer"]

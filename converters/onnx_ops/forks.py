@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from .registry import ExportError, exporter
+from .registry import exporter
 
 
 @exporter("ReLU6", as_function=True)
