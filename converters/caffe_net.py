@@ -96,21 +96,21 @@ def net_settings_pb(model: Model, with_unknown: bool = True):
     return net
 
 
-def layer_pb(layer: Layer, with_unknown: bool = True):
+def layer_pb(layer: Layer, with_unknown: bool = True, skip_fork_numbered: bool = False):
     message = pb.LayerParameter()
-    _fill(message, layer.spec, with_unknown)
+    _fill(message, layer.spec, with_unknown, skip_fork_numbered)
     message.ClearField("blobs")
     return message
 
 
-def _fill(target, message: Message, with_unknown: bool) -> None:
+def _fill(target, message: Message, with_unknown: bool, skip_fork_numbered: bool = False) -> None:
     if with_unknown:
-        fill_pb(target, message)
+        fill_pb(target, message, skip_fork_numbered)
         return
     unknown = message.unknown_fields
     object.__setattr__(message, "unknown_fields", b"")
     try:
-        fill_pb(target, message)
+        fill_pb(target, message, skip_fork_numbered)
     finally:
         object.__setattr__(message, "unknown_fields", unknown)
 

@@ -19,6 +19,7 @@ from blobcast.model import Model
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_net import layer_pb, model_from_net, net_settings_pb
+from .messages import fork_numbered_fields
 from .upgrade import UpgradeError, net_version, upgrade_net
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
@@ -131,7 +132,9 @@ def read(path: str, **_options) -> Model:
 
 def _layer_chunks(layer, write_diff: bool):
     """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
-    known = layer_pb(layer, with_unknown=False).SerializeToString()
+    known = layer_pb(layer, with_unknown=False, skip_fork_numbered=True).SerializeToString()
+    for number, payload in sorted(fork_numbered_fields(layer.spec)):  # back where the fork put them
+        known = b"".join(splice_at_field(known, number, [length_delimited(number, len(payload)), payload]))
     blob_chunks = []
     for blob in layer.blobs:
         chunks, length = encode_blob(blob, write_diff)

@@ -8,6 +8,23 @@ from blobcast.params import Message
 from blobcast.schema import ENUMS, LAYER_TYPE_FIELDS
 
 from . import caffe_pb2
+from .wire import WireError, iter_fields
+
+# Where forks put a layer type's settings at another LayerParameter number
+# than this schema does: (number, settings field, message), tried when the
+# settings field itself is absent. A candidate is taken only if its bytes
+# decode as that message with no field out of place (numbers and wire types).
+FORK_FIELD_NUMBERS = {
+    "Normalize": [(149, "norm_param", "NormalizeParameter")],               # OpenCV's caffe.proto
+    "Permute": [(148, "permute_param", "PermuteParameter")],                # OpenCV
+    "DetectionOutput": [(147, "detection_output_param", "DetectionOutputParameter")],  # OpenCV
+    "PriorBox": [(150, "prior_box_param", "PriorBoxParameter")],            # OpenCV
+    "Upsample": [(137, "upsample_param", "UpsampleParameter"),              # SegNet
+                 (150, "upsample_param", "UpsampleParameter"),              # HiSilicon's darknet port
+                 (160, "upsample_param", "UpsampleParameter")],             # Huawei ATC
+    "ShuffleChannel": [(159, "shuffle_channel_param", "ShuffleChannelParameter")],  # Huawei ATC
+    "Interp": [(166, "interp_param", "InterpParameter")],                   # merged fork protos
+}
 
 
 def _unknown_bytes(pb) -> bytes:
@@ -57,15 +74,73 @@ def _resolve_type_fields(pb, message: Message) -> None:
             raw = getattr(pb, carrier).SerializeToString()
             setattr(message, name, message_from_pb(getattr(caffe_pb2, type_name).FromString(raw)))
             message.clear(carrier)
+    _resolve_fork_numbers(pb, message)
 
 
-def fill_pb(pb, message: Message) -> None:
-    """Set the fields of protobuf message `pb` from `message`."""
+def _field_bytes(pb, message: Message, number: int):
+    """The payloads of LayerParameter field `number` (a known field's message
+    or unknown length-delimited fields), and how to remove them."""
+    known = pb.DESCRIPTOR.fields_by_number.get(number)
+    if known is not None:
+        if known.message_type is None or known.is_repeated or not pb.HasField(known.name):
+            return None, None
+        return getattr(pb, known.name).SerializeToString(), lambda: message.clear(known.name)
+    raw = message.unknown_fields
+    payloads, kept = [], bytearray()
+    try:
+        for field, wire_type, tag_start, start, end in iter_fields(raw, 0, len(raw)):
+            if field == number and wire_type == 2:
+                payloads.append(bytes(raw[start:end]))
+            else:
+                kept += raw[tag_start:end]
+    except WireError:
+        return None, None
+    if not payloads:
+        return None, None
+    return b"".join(payloads), lambda: object.__setattr__(message, "unknown_fields", bytes(kept))
+
+
+def _resolve_fork_numbers(pb, message: Message) -> None:
+    for number, name, type_name in FORK_FIELD_NUMBERS.get(pb.type, ()):
+        if message.has(name):
+            return
+        raw, remove = _field_bytes(pb, message, number)
+        if raw is None:
+            continue
+        try:
+            settings = getattr(caffe_pb2, type_name).FromString(raw)
+        except Exception:  # protobuf raises several types on garbage
+            continue
+        if _unknown_bytes(settings):
+            continue
+        remove()
+        value = message_from_pb(settings)
+        object.__setattr__(value, "wire_number", number)
+        setattr(message, name, value)
+        return
+
+
+def fork_numbered_fields(message: Message):
+    """(number, payload) of each LayerParameter setting read from a fork's
+    field number, for a binary writer to splice in where it was."""
+    for name in message.present_fields():
+        value = getattr(message, name)
+        if isinstance(value, Message) and value.wire_number is not None:
+            type_name = message.field_spec(name)[4]
+            yield value.wire_number, pb_from_message(getattr(caffe_pb2, type_name), value).SerializeToString()
+
+
+def fill_pb(pb, message: Message, skip_fork_numbered: bool = False) -> None:
+    """Set the fields of protobuf message `pb` from `message`. Settings read
+    from a fork's field number go to this schema's field (text has names, not
+    numbers), or are left out for the binary writer (`skip_fork_numbered`)."""
     carried = {name: carrier for fields in LAYER_TYPE_FIELDS.values()
                for name, (carrier, _) in fields.items()} if pb.DESCRIPTOR.name == "LayerParameter" else {}
     for name in message.present_fields():
         number, kind, repeated, default, type_name = message.field_spec(name)
         value = getattr(message, name)
+        if skip_fork_numbered and isinstance(value, Message) and value.wire_number is not None:
+            continue
         if name in carried:  # written under the Caffe field's number, as the fork does
             raw = pb_from_message(getattr(caffe_pb2, type_name), value).SerializeToString()
             getattr(pb, carried[name]).MergeFromString(raw)

@@ -114,7 +114,7 @@ class RepeatedField(list):
 class Message:
     """One Caffe message: typed fields with presence, defaults and unknown bytes."""
 
-    __slots__ = ("type_name", "_fields", "_values", "unknown_fields")
+    __slots__ = ("type_name", "_fields", "_values", "unknown_fields", "wire_number")
 
     def __init__(self, type_name: str, **values):
         if type_name not in MESSAGES:
@@ -125,6 +125,9 @@ class Message:
         # Fields the schema does not know, kept as their wire bytes so that a
         # binary round trip writes them back untouched.
         object.__setattr__(self, "unknown_fields", b"")
+        # A fork's settings read from another field number than this schema's
+        # (OpenCV's norm_param 149, SegNet's upsample_param 137): written back there.
+        object.__setattr__(self, "wire_number", None)
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -235,6 +238,7 @@ class Message:
                 value = [v.copy() if isinstance(v, Message) else v for v in value]
             setattr(clone, name, value)
         object.__setattr__(clone, "unknown_fields", self.unknown_fields)
+        object.__setattr__(clone, "wire_number", self.wire_number)
         return clone
 
     def __eq__(self, other) -> bool:
