@@ -24,6 +24,7 @@ FORK_FIELD_NUMBERS = {
                  (160, "upsample_param", "UpsampleParameter")],             # Huawei ATC
     "ShuffleChannel": [(159, "shuffle_channel_param", "ShuffleChannelParameter")],  # Huawei ATC
     "Interp": [(166, "interp_param", "InterpParameter")],                   # merged fork protos
+    "PSROIPooling": [(10002, "psroi_pooling_param", "PSROIPoolingParameter")],  # OpenCV
 }
 
 

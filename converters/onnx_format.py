@@ -22,6 +22,7 @@ from blobcast.model import Model
 from blobcast.tensor import LazyTensor
 
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, FUNCTION_DOMAIN, build_graph
+from .onnx_ops.registry import NEWEST_OPSET
 from .onnx_tensors import (
     _NUMPY_OF,
     SHAPE_VALUES,
@@ -100,7 +101,9 @@ def _data_file_name(path: str) -> str:
 def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
           strict: bool = False, progress=None, **_options) -> None:
-    opset = opset or DEFAULT_OPSET
+    # By default the newest opset that onnxruntime runs for every layer type present.
+    opset = opset or min([DEFAULT_OPSET] + [NEWEST_OPSET[layer.type] for layer in model.layers
+                                            if layer.type in NEWEST_OPSET])
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict)
     total = sum(int(np.asarray(a.numpy() if hasattr(a, "numpy") else a).nbytes)

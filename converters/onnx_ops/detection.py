@@ -188,3 +188,4 @@ def _keep_top_k(s, rows, image, score, keep):
                            s.const([1], np.int64, "rank_axis")], "rank", keepdims=0)
     keep_row = s("Less", [rank, s.const(keep, np.int64, "keep_top_k")], "keep")
     return s("Compress", [rows, keep_row], "kept_rows", axis=0)
+

@@ -44,12 +44,17 @@ def _registrar(table: dict, what: str):
 _exporter = _registrar(EXPORTERS, "ONNX exporter for")
 
 
-def exporter(name: str, as_function=False):
+NEWEST_OPSET: dict = {}  # Caffe type -> the newest opset whose ops for it onnxruntime runs
+
+
+def exporter(name: str, as_function=False, newest_opset: int | None = None):
     """Register a Caffe type's exporter. With `as_function` (True, or a test
     of the layer), the nodes it writes become the body of a model-local
     function (standard ops that runtimes inline) called by one node that
     carries the layer's settings, so the layer reads as one node and imports
     back as itself."""
+    if newest_opset is not None:
+        NEWEST_OPSET[name] = newest_opset
     if as_function:
         FUNCTION_EXPORTS[name] = as_function if callable(as_function) else (lambda layer: True)
     return _exporter(name)
