@@ -49,8 +49,8 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
         assert len(op.blob_fillers()) == len(blobs) == (type(op).blob_count(layer) or 0), layer.name
         checked.add(layer.type)
     forks = {"ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox",
-             "DetectionOutput", "Interp",
-             "ConvolutionDepthwise", "DepthwiseConvolution"}  # in test_fork_layers.py
+             "DetectionOutput", "Interp", "ConvolutionDepthwise", "DepthwiseConvolution",
+             "ROIPooling", "PSROIPooling"}  # in test_fork_layers.py and test_region_pooling.py
     assert set(LAYER_TYPES) - checked - forks <= {"Silence"}  # Silence has no tops
 
 

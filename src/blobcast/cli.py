@@ -78,6 +78,9 @@ PythonLayersOption = Annotated[bool, typer.Option(
     "--allow-python-layers", help="Run Python layers (imports and runs their modules).")]
 PythonPathOption = Annotated[Optional[list[str]], typer.Option(
     "--python-path", metavar="DIR", help="Folder to import Python layers from; repeatable.")]
+LayerPluginOption = Annotated[Optional[list[str]], typer.Option(
+    "--layer-plugin", metavar="FILE", help="Python file registering layer types the engine lacks "
+    "(imports and runs it); repeatable.")]
 SeedOption = Annotated[int, typer.Option("--seed", metavar="N", help="Seed of the random inputs.")]
 
 
@@ -326,13 +329,14 @@ def inspect(
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
-                 random_weights: bool = False):
+                 random_weights: bool = False, layer_plugins=None):
     from .verify import RunOptions
 
     return RunOptions(prototxt=prototxt, inputs=tuple(inputs or ()), seed=seed,
                       all_blobs=all_blobs, device=device,
                       allow_python_layers=allow_python_layers,
-                      python_path=tuple(python_path or ()), random_weights=random_weights)
+                      python_path=tuple(python_path or ()), random_weights=random_weights,
+                      layer_plugins=tuple(layer_plugins or ()))
 
 
 def _format_error(value: float | None) -> str:
@@ -359,6 +363,7 @@ def verify(
         "--allow-nonfinite", help="Accept NaN/Inf outputs where both sides hold the same.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
+    layer_plugins: LayerPluginOption = None,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -368,7 +373,7 @@ def verify(
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
-                               python_path)
+                               python_path, layer_plugins=layer_plugins)
         report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite)
         if json_output:
             _print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
@@ -425,6 +430,7 @@ def run_command(
         "fillers (--seed): a shape and speed check of a net definition alone.")] = False,
     allow_python_layers: PythonLayersOption = False,
     python_path: PythonPathOption = None,
+    layer_plugins: LayerPluginOption = None,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -435,7 +441,7 @@ def run_command(
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
-                               python_path, random_weights)
+                               python_path, random_weights, layer_plugins)
         if save:
             for used in [model, prototxt] + [spec.split("=", 1)[1] for spec in inputs or ()
                                              if "=" in spec]:

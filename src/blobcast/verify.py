@@ -94,6 +94,7 @@ class RunOptions:
     allow_python_layers: bool = False
     python_path: tuple[str, ...] = ()
     random_weights: bool = False  # layers without weights get seeded ones (Caffe's fillers)
+    layer_plugins: tuple[str, ...] = ()  # Python files registering layer types (--layer-plugin)
 
 
 def _load_model(path: str, prototxt: str | None):
@@ -110,16 +111,39 @@ def _load_model(path: str, prototxt: str | None):
 
 def _side(path: str, options: RunOptions):
     """What runs a file: the ONNX runner for .onnx, else the engine."""
+    from .engine.plugins import load_layer_plugin
+
+    for plugin in options.layer_plugins:
+        load_layer_plugin(plugin)
     if "graph" in _converters().detect_format(path).holds:  # ONNX: its own runtime runs it
         return runner_for(path)
     return runner_for(_load_model(path, options.prototxt), device=options.device,
-                      allow_python_layers=options.allow_python_layers,
+                      allow_python_layers=options.allow_python_layers, skip_unrunnable=True,
                       python_path=options.python_path,
                       random_weights=options.seed if options.random_weights else None)
 
 
 def _notes(side, prefix: str = "") -> list[str]:
     return [f"{prefix}{s.name} ({s.type}): {s.reason}" for s in getattr(side, "skipped", [])]
+
+
+def _forward(side, inputs: dict, keep_all: bool) -> dict:
+    """The side's blobs; the engine runs all it can around the layers it cannot
+    run, and says which outputs it could not compute (none at all is an error)."""
+    if not hasattr(side, "uncomputed_outputs"):
+        return side.forward(inputs, keep_all=keep_all)
+    missing = side.uncomputed_outputs()
+    if missing and set(missing) >= set(side.outputs):
+        causes = sorted(set(missing.values()))
+        raise BlobcastError("no output can be computed: each needs a layer the engine cannot run: "
+                            + ", ".join(causes))
+    return side.forward(inputs, keep_all=keep_all, tolerate_missing=bool(missing))
+
+
+def _uncomputed_notes(side, prefix: str = "") -> list[str]:
+    missing = side.uncomputed_outputs() if hasattr(side, "uncomputed_outputs") else {}
+    return [f"{prefix}output {name!r} not computed: it needs layer {cause}, which the engine cannot run"
+            for name, cause in missing.items()]
 
 
 def _given_inputs(options: RunOptions) -> dict:
@@ -133,8 +157,8 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
     with about(path):
         net = _side(path, options)
         inputs = make_inputs(net.inputs, given, options.seed)
-        blobs = net.forward(inputs, keep_all=options.all_blobs)
-    notes = _notes(net)
+        blobs = _forward(net, inputs, options.all_blobs)
+    notes = _notes(net) + _uncomputed_notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
                     if name not in inputs}, notes
 
@@ -162,7 +186,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     given = _given_inputs(options)
     with about(a):
         net_a = _side(a, options)
-    notes = _notes(net_a)
+    notes = _notes(net_a) + _uncomputed_notes(net_a)
     sources = {name: "--input" for name in given}
     if b.lower().endswith(".npz"):
         reference, reference_inputs = load_reference(b)
@@ -176,11 +200,11 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
-            a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
+            a_blobs = _forward(net_a, inputs, options.all_blobs)
         if options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
-            order = [name for name in net_a.outputs if name not in inputs]
+            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs]
             missing = [name for name in order if name not in b_blobs]
             if missing:
                 raise BlobcastError("the recorded blobs lack the outputs "
@@ -188,19 +212,19 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     else:
         with about(b):
             net_b = _side(b, options)
-        notes += _notes(net_b, "B: ")
+        notes += _notes(net_b, "B: ") + _uncomputed_notes(net_b, "B: ")
         if list(net_a.inputs) != list(net_b.inputs):
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
                                 f"{list(net_b.inputs)}")
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
-            a_blobs = net_a.forward(inputs, keep_all=options.all_blobs)
+            a_blobs = _forward(net_a, inputs, options.all_blobs)
         with about(b):
-            b_blobs = net_b.forward(inputs, keep_all=options.all_blobs)
+            b_blobs = _forward(net_b, inputs, options.all_blobs)
         if options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
-            order = [name for name in net_a.outputs if name not in inputs]
+            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs]
     for name in inputs:
         sources.setdefault(name, f"random normal(0, 1), seed {options.seed}")
     notes = [f"input {name!r} {list(np.shape(inputs[name]))}: {where}"

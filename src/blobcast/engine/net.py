@@ -163,8 +163,11 @@ class Net:
             else:
                 runnable = layer.type in LAYER_TYPES or (layer.type == "Python" and allow_python_layers)
                 if not runnable and skip_unrunnable:
-                    self.skipped.append(SkippedLayer(layer.name, layer.type, "not run: the engine "
-                                                     "has no implementation or may not run it"))
+                    reason = ("not run: a Python layer runs only with --allow-python-layers (it "
+                              "imports and runs its module)" if layer.type == "Python" else
+                              "not run: the engine has no implementation (a --layer-plugin can "
+                              "give one)")
+                    self.skipped.append(SkippedLayer(layer.name, layer.type, reason))
                     self.unrun.append(layer)
                     continue
                 if layer.type != "Python":
@@ -207,15 +210,41 @@ class Net:
                                              "(losses, accuracy): not an input of the deploy net"))
 
     def _output_names(self) -> list[str]:
-        """Blobs produced and never consumed afterwards (Caffe's net outputs)."""
+        """Blobs produced and never consumed afterwards (Caffe's net outputs),
+        counting the layers left out (skip_unrunnable) too."""
         available: dict[str, None] = dict.fromkeys(self.inputs)
-        for layer in self.layers:
+        position = {id(layer): i for i, layer in enumerate(self._chosen)}
+        for layer in sorted(self.layers + self.unrun, key=lambda layer: position[id(layer)]):
             for bottom in layer.bottoms:
                 available.pop(bottom, None)
             for top in layer.tops:
                 available.pop(top, None)
                 available[top] = None
         return list(available)
+
+    def uncomputed_outputs(self) -> dict[str, str]:
+        """The net's outputs that depend on a layer left out (skip_unrunnable),
+        each with the first such layer, as "'name' (Type)"."""
+        if not self.unrun:
+            return {}
+        position = {id(layer): i for i, layer in enumerate(self._chosen)}
+        left_out = {id(layer) for layer in self.unrun}
+        blocked: dict[str, str] = {}
+        available: dict[str, None] = dict.fromkeys(self.inputs)
+        for layer in sorted(self.layers + self.unrun, key=lambda layer: position[id(layer)]):
+            cause = next((blocked[b] for b in layer.bottoms if b in blocked), None)
+            if cause is None and id(layer) in left_out:
+                cause = f"{layer.name!r} ({layer.type})"
+            for bottom in layer.bottoms:
+                available.pop(bottom, None)
+            for top in layer.tops:
+                available.pop(top, None)
+                available[top] = None
+                if cause is None:
+                    blocked.pop(top, None)
+                else:
+                    blocked[top] = cause
+        return {name: blocked[name] for name in available if name in blocked}
 
     @property
     def dtype(self):
