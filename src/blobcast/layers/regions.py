@@ -34,6 +34,20 @@ class _RegionPooling(LayerOp):
             raise self.fail(f"an ROI names image {int(images.max())} of a batch of {features_shape[0]}")
         return host, images
 
+    def forward(self, features, rois):
+        (top,) = self.top_shapes([features.shape, rois.shape])
+        host, images = self._rois(rois, features.shape)
+        (h0, h1), (w0, w1) = self.bins(host, *features.shape[2:])
+        source = self.source(features, top)
+        out = self.xp.zeros(top, features.dtype)
+        for r in range(top[0]):
+            for i in range(top[2]):
+                for j in range(top[3]):
+                    if h1[r, i] > h0[r, i] and w1[r, j] > w0[r, j]:  # an empty bin stays 0
+                        rows, cols = slice(h0[r, i], h1[r, i]), slice(w0[r, j], w1[r, j])
+                        out[r, :, i, j] = self.pool(source, images[r], i, j, rows, cols)
+        return (out,)
+
     def _check_shapes(self, shapes):
         features, rois = (tuple(shape) for shape in shapes)
         if len(features) != 4 or len(rois) < 2 or int(np.prod(rois[1:])) != 5:
@@ -73,18 +87,11 @@ class ROIPooling(_RegionPooling):
             edges.append((np.clip(low, 0, limit), np.clip(high, 0, limit)))
         return edges
 
-    def forward(self, features, rois):
-        (top,) = self.top_shapes([features.shape, rois.shape])
-        host, images = self._rois(rois, features.shape)
-        (h0, h1), (w0, w1) = self.bins(host, *features.shape[2:])
-        out = self.xp.zeros(top, features.dtype)
-        for r in range(top[0]):
-            for i in range(top[2]):
-                for j in range(top[3]):
-                    if h1[r, i] > h0[r, i] and w1[r, j] > w0[r, j]:
-                        region = features[images[r], :, h0[r, i]:h1[r, i], w0[r, j]:w1[r, j]]
-                        out[r, :, i, j] = region.max(axis=(1, 2))
-        return (out,)
+    def source(self, features, top):
+        return features
+
+    def pool(self, features, image, i, j, rows, cols):
+        return features[image, :, rows, cols].max(axis=(1, 2))
 
 
 @register("PSROIPooling", settings="psroi_pooling_param",
@@ -118,18 +125,10 @@ class PSROIPooling(_RegionPooling):
             edges.append((np.clip(low, 0, limit), np.clip(high, 0, limit)))
         return edges
 
-    def forward(self, features, rois):
-        (top,) = self.top_shapes([features.shape, rois.shape])
-        host, images = self._rois(rois, features.shape)
-        (h0, h1), (w0, w1) = self.bins(host, *features.shape[2:])
+    def source(self, features, top):
         group = self.params.group_size
-        grouped = features.reshape(features.shape[0], top[1], group, group, *features.shape[2:])
-        out = self.xp.zeros(top, features.dtype)
-        for r in range(top[0]):
-            for i in range(group):
-                for j in range(group):
-                    if h1[r, i] > h0[r, i] and w1[r, j] > w0[r, j]:
-                        region = grouped[images[r], :, i, j, h0[r, i]:h1[r, i], w0[r, j]:w1[r, j]]
-                        area = (h1[r, i] - h0[r, i]) * (w1[r, j] - w0[r, j])
-                        out[r, :, i, j] = region.sum(axis=(1, 2)) / features.dtype.type(area)
-        return (out,)
+        return features.reshape(features.shape[0], top[1], group, group, *features.shape[2:])
+
+    def pool(self, grouped, image, i, j, rows, cols):
+        area = (rows.stop - rows.start) * (cols.stop - cols.start)
+        return grouped[image, :, i, j, rows, cols].sum(axis=(1, 2)) / grouped.dtype.type(area)
