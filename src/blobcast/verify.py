@@ -134,9 +134,11 @@ def _forward(side, inputs: dict, keep_all: bool) -> dict:
         return side.forward(inputs, keep_all=keep_all)
     missing = side.uncomputed_outputs()
     if missing and set(missing) >= set(side.outputs):
-        causes = sorted(set(missing.values()))
+        reasons = {f"{s.name!r} ({s.type})": s.reason for s in side.skipped}
+        causes = [f"{cause}, {reasons[cause]}" if cause in reasons else cause
+                  for cause in sorted(set(missing.values()))]
         raise BlobcastError("no output can be computed: each needs a layer the engine cannot run: "
-                            + ", ".join(causes))
+                            + "; ".join(causes))
     return side.forward(inputs, keep_all=keep_all, tolerate_missing=bool(missing))
 
 
