@@ -102,11 +102,14 @@ def _fail(message: str, code: int, json_output: bool) -> typer.Exit:
 def _run(action, *, json_output: bool = False, debug: bool = False,
          memory_budget: str | None = None):
     """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked."""
-    _state["debug"] = _state["debug"] or debug
-    try:
-        from .limits import set_memory_budget
+    from . import limits
 
-        set_memory_budget(memory_budget or _state["memory_budget"])  # None: variable or default
+    _state["debug"] = _state["debug"] or debug
+    previous_budget = limits.budget_setting()
+    try:
+        # None: the variable or the default; restored afterwards, so that a
+        # command run in-process leaves the caller's budget as it was
+        limits.set_memory_budget(memory_budget or _state["memory_budget"])
         forget_committed_outputs()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -131,6 +134,8 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
             stderr.print_exception()
         raise _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the "
                     "traceback)", 2, json_output) from None
+    finally:
+        limits.set_memory_budget(previous_budget)
 
 
 class _Progress:

@@ -53,6 +53,11 @@ def set_memory_budget(size: int | str | None) -> None:
     _override = None if size is None else (size if isinstance(size, int) else parse_size(size))
 
 
+def budget_setting() -> int | None:
+    """The budget set for this process (None: the variable or the default)."""
+    return _override
+
+
 @contextmanager
 def budget(size: int | str):
     """The budget inside a `with` block (tests, library callers)."""
