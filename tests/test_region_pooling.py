@@ -103,3 +103,12 @@ def test_region_pooling_exports_to_standard_onnx_and_comes_back(tmp_path):
     assert back["roi"].type == "ROIPooling" and back["psroi"].type_params.group_size == 2
     with pytest.warns(blobcast.BlobcastWarning, match="no MaxRoiPool for opset 26"):
         blobcast.save(model, tmp_path / "newest.onnx", opset=26)
+
+
+@pytest.mark.parametrize("pooled, message", [(100000, "over the memory budget"),
+                                             (2000, "more than the 2000000 bins blobcast pools")])
+def test_region_pooling_that_would_not_fit_or_not_end_is_refused(pooled, message):
+    text = NET.replace("pooled_h: 3 pooled_w: 2", f"pooled_h: {pooled} pooled_w: {pooled}")
+    text = "\n".join(text.splitlines()[:4])
+    with pytest.raises(blobcast.BlobcastError, match=message):
+        Net(net_from_text(text, "<net>")).forward({"data": np.zeros((2, 8, 12, 14), np.float32), "rois": ROIS})

@@ -15,6 +15,9 @@ import numpy as np
 from .base import LayerOp, register
 
 _f32 = np.float32
+# The bins are visited one by one on the host: past this many (ROIs x bins) a
+# file could keep blobcast busy for hours, so such a layer is refused.
+MAX_BINS = 2_000_000
 
 
 def c_round(values):
@@ -34,8 +37,15 @@ class _RegionPooling(LayerOp):
             raise self.fail(f"an ROI names image {int(images.max())} of a batch of {features_shape[0]}")
         return host, images
 
+    def values_needed(self, shapes):
+        (top,) = self.top_shapes(shapes)
+        return int(np.prod(top)) + 2 * int(np.prod(shapes[1]))
+
     def forward(self, features, rois):
         (top,) = self.top_shapes([features.shape, rois.shape])
+        if top[0] * top[2] * top[3] > MAX_BINS:
+            raise self.fail(f"{top[0]} ROIs of {top[2]}x{top[3]} bins are more than the "
+                            f"{MAX_BINS} bins blobcast pools")
         host, images = self._rois(rois, features.shape)
         (h0, h1), (w0, w1) = self.bins(host, *features.shape[2:])
         source = self.source(features, top)
