@@ -143,7 +143,9 @@ def export_detection_output(g, layer, ins, outs):
     score_f = s("Unsqueeze", [score, s.const([1], np.int64, "column")], "score_column")
     rows = s("Concat", [image_f, label_f, score_f, box], "rows", axis=1)
     if p.keep_top_k > -1:
-        rows = _keep_top_k(s, rows, image, score, p.keep_top_k)
+        single = not g.dynamic_batch and g.shape(layer.bottoms[0])[0] == 1
+        rows = (_keep_top_k_of_one(s, rows, score, p.keep_top_k) if single
+                else _keep_top_k(s, rows, image, score, p.keep_top_k))
     # nothing kept in any image: one row (image, -1, ...) per image
     batch = s("Shape", [loc], "batch", start=0, end=1)
     numbers = s("Range", [s.const(0, np.int64, "zero"), s("Squeeze", [batch], "batch_size"),
@@ -166,10 +168,24 @@ def export_detection_output(g, layer, ins, outs):
            else TensorProto.DOUBLE)
 
 
+def _keep_top_k_of_one(s, rows, score, keep):
+    """One image: the keep best rows (ties to the earlier row, as TopK and the
+    engine's stable sort do), back in their order."""
+    count = s("Shape", [score], "row_count")
+    k = s("Min", [count, s.const([keep], np.int64, "keep_top_k")], "kept_count")
+    _, best = s.g.node("TopK", [score, k], [f"{s.layer.name}/kept_scores", f"{s.layer.name}/kept_rows_at"],
+                       f"{s.layer.name}/keep_top_k", axis=0, largest=1, sorted=1)
+    in_order, _ = s.g.node("TopK", [best, k], [f"{s.layer.name}/kept_in_order",
+                                               f"{s.layer.name}/kept_order"],
+                           f"{s.layer.name}/restore_order", axis=0, largest=0, sorted=1)
+    return s("Gather", [rows, in_order], "kept_rows", axis=0)
+
+
 def _keep_top_k(s, rows, image, score, keep):
     """The keep best rows of each image, in their order: a row's rank counts
     the rows of its image with a higher score, or an equal score earlier
-    (as the engine's stable sort; the fork's std::sort is unstable)."""
+    (as the engine's stable sort; the fork's std::sort is unstable). K rows
+    take K^2 booleans; a batch of one takes the TopK path instead."""
     column = s.const([1], np.int64, "column")
     as_column = s("Unsqueeze", [score, column], "score_rank_column")
     as_row = s("Unsqueeze", [score, s.const([0], np.int64, "row")], "score_rank_row")
