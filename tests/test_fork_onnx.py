@@ -150,3 +150,23 @@ def test_a_custom_node_comes_back_as_its_caffe_layer(tmp_path):
     back = blobcast.load(tmp_path / "custom.onnx")
     assert back["decode"].type == "Python" and back["decode"].bottoms == ["prob"]
     assert layer_pb(back["decode"]).SerializeToString() == layer_pb(model["decode"]).SerializeToString()
+
+
+def test_keep_top_k_of_a_single_image_in_onnx(tmp_path):
+    # a batch of one takes TopK instead of ranking every row against every other
+    model, inputs, _ = _ssd_case("synth_a")
+    keeping = [layer.name for layer in model.layers if layer.type == "DetectionOutput"
+               and layer.type_params.keep_top_k > -1 and layer.type_params.nms_param.eta == 1]
+    model.layers = [layer for layer in model.layers
+                    if layer.type != "DetectionOutput" or layer.name in keeping]
+    first = {"data": inputs["data"][:1]}
+    blobcast.save(model, tmp_path / "one.onnx", input_shapes={"data": first["data"].shape})
+    inlined = onnx.inliner.inline_local_functions(onnx.load(tmp_path / "one.onnx"))
+    assert "ReduceSum" not in {node.op_type for node in inlined.graph.node}
+    theirs = _run(tmp_path / "one.onnx", first)
+    ours = Net(model).forward(first)
+    assert len(keeping) >= 3
+    for name in keeping:
+        top = model[name].tops[0]
+        assert theirs[top].shape == ours[top].shape, name
+        np.testing.assert_allclose(theirs[top], ours[top], atol=1e-6, rtol=1e-6, err_msg=name)
