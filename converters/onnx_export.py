@@ -24,6 +24,7 @@ from onnx import helper, numpy_helper
 
 from blobcast.engine import blob_shapes, check_has_weights
 from blobcast.errors import BlobcastWarning
+from blobcast.layers import spec_for
 from blobcast.model import Model
 
 from .caffe_net import layer_pb
@@ -142,7 +143,8 @@ class GraphBuilder:
         return self
 
     def _declare_data_dependent_shapes(self, layer, outs):
-        known = layer._type_spec.data_dependent_top_shapes(layer)
+        spec = spec_for(layer.type)
+        known = spec.data_dependent_top_shapes(layer) if spec is not None else None
         for top, out, dims in zip(layer.tops, outs, known or []):
             if top not in self.shapes and dims is not None:
                 self.symbolic_shapes[out] = [f"{layer.name}_{top}_{i}" if d is None else d

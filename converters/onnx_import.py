@@ -34,6 +34,7 @@ class Importer(ConstantFolding):
         self.problems: list[str] = []
         self.notes: list[str] = []
         self.alias: dict[str, str] = {}
+        self.restored_blobs: dict[str, Blob] = {}  # initializer name -> its one (shared) blob
         self.inputs = [i for i in self.graph.input if i.name not in self.constants]
         self.shapes = self._infer_shapes()
 
@@ -163,7 +164,7 @@ class Importer(ConstantFolding):
         if count > len(node.input) or len(layer.tops) != len(node.output):
             raise Unsupported(f"its {LAYER_ATTRIBUTE} attribute does not match the node's inputs "
                               "and outputs")
-        blobs = self.__dict__.setdefault("_restored_blobs", {})
+        blobs = self.restored_blobs
         for name in node.input[count:]:
             value = self.tensor(name)
             if value is None:

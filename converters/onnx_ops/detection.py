@@ -18,7 +18,7 @@ from .registry import ExportError, NoStandardForm, exporter
 _FLT_MAX = float(np.finfo(np.float32).max)
 
 
-class _Steps:
+class NodeSteps:
     """Names the nodes of one layer's decomposition: <layer>/<step>."""
 
     def __init__(self, g, layer):
@@ -70,7 +70,7 @@ def export_detection_output(g, layer, ins, outs):
         raise NoStandardForm(f"eta {nms.eta:g} (adaptive NMS)")
     if p.share_location and p.background_label_id == -1:
         raise ExportError(f"layer {layer.name!r}: background_label_id -1 needs share_location false")
-    s = _Steps(g, layer)
+    s = NodeSteps(g, layer)
     classes = p.num_classes
     prior_shape = g.shape(layer.bottoms[2])
     count = prior_shape[2] // 4

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto
 
-from .detection import _Steps
+from .detection import NodeSteps
 from .registry import NEWEST_OPSET, NoStandardForm, exporter
 
 
@@ -18,7 +18,7 @@ def _rois_as_rows(s, name):
 @exporter("ROIPooling", as_function=True, newest_opset=21)
 def export_roi_pooling(g, layer, ins, outs):
     # MaxRoiPool is Fast R-CNN's layer: corners rounded after scaling, max per bin.
-    s, p = _Steps(g, layer), layer.type_params
+    s, p = NodeSteps(g, layer), layer.type_params
     if g.opset > NEWEST_OPSET["ROIPooling"]:
         raise NoStandardForm(f"onnxruntime has no MaxRoiPool for opset {g.opset}; --opset 21 writes it")
     g.node(
@@ -51,7 +51,7 @@ def _c_round(s, values, step):
 def export_psroi_pooling(g, layer, ins, outs):
     # Each bin's sum from a summed-area table in float64 (four corners per bin),
     # so bins whose edges depend on the ROIs need no loop.
-    s, p = _Steps(g, layer), layer.type_params
+    s, p = NodeSteps(g, layer), layer.type_params
     n, channels, height, width = g.shape(layer.bottoms[0])
     group, dim = p.group_size, p.output_dim
     rois = _rois_as_rows(s, s("Cast", [ins[1]], "rois_f32", to=TensorProto.FLOAT))

@@ -130,9 +130,9 @@ def _notes(side, prefix: str = "") -> list[str]:
 def _forward(side, inputs: dict, keep_all: bool) -> dict:
     """The side's blobs; the engine runs all it can around the layers it cannot
     run, and says which outputs it could not compute (none at all is an error)."""
-    if not hasattr(side, "uncomputed_outputs"):
+    missing = getattr(side, "uncomputed", None)
+    if missing is None:  # the ONNX runner: its runtime runs the whole graph or fails
         return side.forward(inputs, keep_all=keep_all)
-    missing = side.uncomputed_outputs()
     if missing and set(missing) >= set(side.outputs):
         reasons = {f"{s.name!r} ({s.type})": s.reason for s in side.skipped}
         causes = [f"{cause}, {reasons[cause]}" if cause in reasons else cause
@@ -143,7 +143,7 @@ def _forward(side, inputs: dict, keep_all: bool) -> dict:
 
 
 def _uncomputed_notes(side, prefix: str = "") -> list[str]:
-    missing = side.uncomputed_outputs() if hasattr(side, "uncomputed_outputs") else {}
+    missing = getattr(side, "uncomputed", None) or {}
     return [f"{prefix}output {name!r} not computed: it needs layer {cause}, which the engine cannot run"
             for name, cause in missing.items()]
 

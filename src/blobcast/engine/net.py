@@ -177,6 +177,7 @@ class Net:
                 self.layers.append(layer)
         self._drop_unused_inputs()
         self.outputs = self._output_names()
+        self.uncomputed = self._uncomputed_outputs()
         self._ops = None
         self._budget_checked: set = set()
 
@@ -222,7 +223,7 @@ class Net:
                 available[top] = None
         return list(available)
 
-    def uncomputed_outputs(self) -> dict[str, str]:
+    def _uncomputed_outputs(self) -> dict[str, str]:
         """The net's outputs that depend on a layer left out (skip_unrunnable),
         each with the first such layer, as "'name' (Type)"."""
         if not self.unrun:
