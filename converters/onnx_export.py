@@ -40,11 +40,12 @@ MIN_OPSET = 17
 
 class GraphBuilder:
     def __init__(self, model: Model, opset: int, input_shapes: dict, dynamic_batch: bool,
-                 strict: bool):
+                 strict: bool, given_shapes: dict | None = None):
         if opset < MIN_OPSET:
             raise ExportError(f"opset {opset} is too old; blobcast writes opset {MIN_OPSET} or newer")
         self.model, self.opset, self.dynamic_batch, self.strict = model, opset, dynamic_batch, strict
-        self.net, self.shapes = blob_shapes(model, input_shapes, skip_unrunnable=True)
+        self.net, self.shapes = blob_shapes(model, input_shapes, skip_unrunnable=True,
+                                            given_shapes=given_shapes)
         # Layers the engine cannot run still go into the graph (as custom nodes),
         # in their place in net order.
         order = {id(layer): i for i, layer in enumerate(model.layers)}
@@ -186,7 +187,15 @@ class GraphBuilder:
             return self.shapes[blob]
         except KeyError:
             raise ExportError(f"the shape of blob {blob!r} is unknown: it comes after a layer the "
-                              "engine cannot run") from None
+                              f"engine cannot run or size; {self.shape_hint()}") from None
+
+    def shape_hint(self) -> str:
+        """How to give the shapes blobcast cannot tell."""
+        left_out = {id(layer) for layer in self.net.unrun}
+        unsized = [top for layer in self.layers if id(layer) in left_out or layer.type == "Python"
+                   for top in layer.tops if top not in self.shapes]
+        return ("give the shapes of " + ", ".join(repr(t) for t in dict.fromkeys(unsized))
+                + " with --shape BLOB=N,C,H,W") if unsized else "give them with --shape BLOB=N,C,H,W"
 
     def reshape_target(self, in_blob: str, out_shape) -> list[int]:
         target = list(out_shape)
@@ -210,15 +219,23 @@ def value_info(name: str, shape, element_type, dynamic_batch: bool):
     return helper.make_tensor_value_info(name, element_type, dims)
 
 def build_graph(model: Model, *, opset: int = DEFAULT_OPSET, input_shapes=None,
-                dynamic_batch: bool = False, strict: bool = False):
-    """(graph pieces) for `model`: nodes, initializers (name, array-like), inputs, outputs."""
-    builder = GraphBuilder(model, opset, input_shapes or {}, dynamic_batch, strict).build()
+                dynamic_batch: bool = False, strict: bool = False, given_shapes=None):
+    """(graph pieces) for `model`: nodes, initializers (name, array-like), inputs, outputs.
+    `given_shapes` (blob -> shape): the tops of layers whose shapes blobcast cannot tell."""
+    builder = GraphBuilder(model, opset, input_shapes or {}, dynamic_batch, strict,
+                           given_shapes).build()
     element = ELEMENT_TYPE[builder.dtype]
     inputs = [value_info(name, builder.shapes[name], element, dynamic_batch) for name in builder.net.inputs]
     consumed = {b for layer in builder.layers for b in layer.bottoms}
     produced = [top for layer in builder.layers for top in layer.tops]
     output_names = [n for n in dict.fromkeys(produced) if n not in consumed or
                     n in builder.net.outputs]
+    unknown = [name for name in output_names if name not in builder.net.inputs and name not in
+               builder.shapes and builder.latest[name] not in builder.symbolic_shapes]
+    if unknown:  # ONNX requires every graph output's shape (its rank at least)
+        raise ExportError("the shapes of the outputs " + ", ".join(repr(n) for n in unknown)
+                          + " are unknown: they come after a layer the engine cannot run or size; "
+                          + builder.shape_hint())
     outputs = [value_info(builder.latest[name], builder.shapes[name], element, dynamic_batch)
                if name in builder.shapes else
                helper.make_tensor_value_info(builder.latest[name], element,

@@ -23,6 +23,7 @@ from blobcast.tensor import LazyTensor
 
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, FUNCTION_DOMAIN, build_graph
 from .onnx_ops.registry import NEWEST_OPSET
+from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
 from .onnx_tensors import (
     _NUMPY_OF,
     SHAPE_VALUES,
@@ -100,12 +101,13 @@ def _data_file_name(path: str) -> str:
 
 def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
-          strict: bool = False, progress=None, **_options) -> None:
+          strict: bool = False, given_shapes=None, progress=None, **_options) -> None:
     # By default the newest opset that onnxruntime runs for every layer type present.
     opset = opset or min([DEFAULT_OPSET] + [NEWEST_OPSET[layer.type] for layer in model.layers
                                             if layer.type in NEWEST_OPSET])
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
-                                           dynamic_batch=dynamic_batch, strict=strict)
+                                           dynamic_batch=dynamic_batch, strict=strict,
+                                           given_shapes=given_shapes)
     total = sum(int(np.asarray(a.numpy() if hasattr(a, "numpy") else a).nbytes)
                 for _, a in builder.initializers)
     use_external = external_data if external_data is not None else total > EXTERNAL_DATA_THRESHOLD
@@ -302,6 +304,12 @@ class OnnxRunner:
                     for d in item.type.tensor_type.shape.dim]
             self.inputs[item.name] = None if None in dims else dims
         self.outputs = [item.name for item in graph.output]
+        # Outputs behind custom nodes: the rest is run without them.
+        self.uncomputed = blocked_outputs(onnx_model)
+        self.skipped = [SkippedNode(node.name or node.output[0], node.op_type,
+                                    f"not run: a custom node of domain '{node.domain}', which no "
+                                    "ONNX runtime implements")
+                        for node in unrunnable_nodes(onnx_model)]
         try:
             import onnxruntime  # noqa: F401
 
@@ -310,7 +318,8 @@ class OnnxRunner:
             self.engine = "onnx reference evaluator"
 
     def _full_model(self, keep_all: bool):
-        """The model with its data in memory (and every value an output with keep_all)."""
+        """The model with its data in memory (and every value an output with
+        keep_all), reduced to what runs without its custom nodes."""
         model = onnx.load(self.path, load_external_data=True)
         names = list(self.outputs)
         if keep_all:
@@ -322,9 +331,14 @@ class OnnxRunner:
                         model.graph.output.append(inferred[output])
                         existing.add(output)
                         names.append(output)
+        blocked = blocked_outputs(model)
+        if blocked:
+            names = [name for name in names if name not in blocked]
+            keep_outputs(model, names)
         return model, names
 
-    def forward(self, inputs: dict, keep_all: bool = False) -> dict:
+    def forward(self, inputs: dict, keep_all: bool = False, tolerate_missing: bool = True) -> dict:
+        """The outputs (every value with keep_all) that do not depend on a custom node."""
         from blobcast.errors import BlobcastError
 
         feeds = {k: np.asarray(v) for k, v in inputs.items()}
@@ -334,12 +348,16 @@ class OnnxRunner:
 
                 options = onnxruntime.SessionOptions()
                 options.log_severity_level = 4  # failures are reported as blobcast errors
-                if keep_all:
-                    if self.external:
+                if keep_all or self.uncomputed:
+                    if self.external:  # onnxruntime finds external data only beside a file
                         raise BlobcastError("every blob of a model with external data cannot be "
-                                            "kept; compare outputs only", self.path)
-                    model, names = self._full_model(True)
-                    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+                                            "kept; compare outputs only" if keep_all else
+                                            "a model with external data is run whole, and its "
+                                            "custom nodes cannot run", self.path)
+                    model, names = self._full_model(keep_all)
+                    if keep_all:  # every value as the graph states it, none fused away
+                        options.graph_optimization_level = \
+                            onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
                     source = model.SerializeToString()
                 else:
                     names, source = list(self.outputs), self.path  # onnxruntime reads external data

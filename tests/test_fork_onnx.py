@@ -146,7 +146,7 @@ def test_a_custom_node_comes_back_as_its_caffe_layer(tmp_path):
                                        python_param={"module": "detect", "layer": "Decode",
                                                      "param_str": "k=3"}))
     with pytest.warns(blobcast.BlobcastWarning, match="decode"):
-        blobcast.save(model, tmp_path / "custom.onnx")
+        blobcast.save(model, tmp_path / "custom.onnx", given_shapes={"boxes": [64, 4]})
     back = blobcast.load(tmp_path / "custom.onnx")
     assert back["decode"].type == "Python" and back["decode"].bottoms == ["prob"]
     assert layer_pb(back["decode"]).SerializeToString() == layer_pb(model["decode"]).SerializeToString()

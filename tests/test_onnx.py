@@ -299,13 +299,13 @@ def test_layers_without_onnx_equivalent_go_to_a_custom_domain(tmp_path):
                           python_param={"module": "detect", "layer": "Decode", "param_str": "k=3"})
     model.layers.append(tail)
     with pytest.warns(blobcast.BlobcastWarning, match="custom 'ai.blobcast' nodes: decode \\(Python\\)"):
-        blobcast.save(model, tmp_path / "custom.onnx")
+        blobcast.save(model, tmp_path / "custom.onnx", given_shapes={"boxes": [64, 4]})
     graph = onnx.load(tmp_path / "custom.onnx").graph
     custom = [n for n in graph.node if n.domain == "ai.blobcast"]
     assert [(n.op_type, n.name) for n in custom] == [("Python", "decode")]
     assert {a.name: a.s for a in custom[0].attribute}["param_str"] == b"k=3"
     with pytest.raises(blobcast.BlobcastError, match="--strict refuses"):
-        blobcast.save(model, tmp_path / "strict.onnx", strict=True)
+        blobcast.save(model, tmp_path / "strict.onnx", strict=True, given_shapes={"boxes": [64, 4]})
 
 
 def test_onnx_options_only_go_with_onnx(tmp_path):

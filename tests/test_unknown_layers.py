@@ -106,3 +106,91 @@ def test_a_broken_or_empty_plugin_is_named(tmp_path):
         result = runner.invoke(app, ["run", str(tmp_path / "net.prototxt"), "--random-weights",
                                      "--layer-plugin", str(tmp_path / plugin)])
         assert result.exit_code == 2 and message in result.output and plugin in result.output
+
+
+def _weighted_net(tmp_path):
+    model = net_from_text(NET, "<net>")
+    rng = np.random.RandomState(0)
+    model["conv"].blobs = [blobcast.Blob(rng.normal(size=(4, 3, 3, 3)).astype(np.float32)),
+                           blobcast.Blob(rng.normal(size=(4,)).astype(np.float32))]
+    blobcast.save(model, tmp_path / "net.caffemodel")
+    return tmp_path / "net.caffemodel"
+
+
+def test_onnx_export_asks_for_the_shapes_it_cannot_know(tmp_path):
+    weights = _weighted_net(tmp_path)
+    result = runner.invoke(app, ["convert", str(weights), str(tmp_path / "net.onnx")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "the shapes of the outputs 'relu' are unknown" in result.output
+    assert "give the shapes of 'fancy' with --shape" in result.output
+    assert not (tmp_path / "net.onnx").exists()
+    known = runner.invoke(app, ["convert", str(weights), str(tmp_path / "net.onnx"), "--shape", "pool=1,4,3,3"])
+    assert known.exit_code == 2 and "'pool' is not one" in known.output
+
+
+def test_onnx_export_of_an_unknown_layer_checks_what_onnxruntime_runs(tmp_path):
+    import onnx
+
+    weights = _weighted_net(tmp_path)
+    result = runner.invoke(app, ["convert", str(weights), str(tmp_path / "net.onnx"),
+                                 "--shape", "fancy=1,4,6,6", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["check"] == "onnx checker (full)"
+    assert report["forward"]["outputs"] == 1 and report["forward"]["not_compared"] == ["relu"]
+    assert any("not compared: 'relu' (needs 'mystery' (FancyFork))" in note for note in report["notes"])
+    graph = onnx.load(tmp_path / "net.onnx").graph
+    assert [(n.name, n.domain) for n in graph.node if n.op_type == "FancyFork"] == [("mystery", "ai.blobcast")]
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.output}
+    assert shapes == {"relu": [1, 4, 6, 6], "pool": [1, 4, 3, 3]}
+    verified = runner.invoke(app, ["verify", str(weights), str(tmp_path / "net.onnx"), "--json"])
+    assert verified.exit_code == 0, verified.output
+    compared = json.loads(verified.stdout)
+    assert [blob["name"] for blob in compared["compared"]] == ["pool"]
+    assert any("B: output 'relu' not computed: it needs node 'mystery' (FancyFork)" in note
+               for note in compared["notes"])
+    every = runner.invoke(app, ["verify", str(weights), str(tmp_path / "net.onnx"), "--all-blobs", "--json"])
+    assert every.exit_code == 0, every.output
+    assert {blob["name"] for blob in json.loads(every.stdout)["compared"]} == {"conv", "pool"}
+    # what onnxruntime does run is really compared: a changed weight fails
+    model = onnx.load(tmp_path / "net.onnx")
+    conv_weight = next(t for t in model.graph.initializer if t.name == "conv/param0")
+    values = onnx.numpy_helper.to_array(conv_weight).copy()
+    values[0, 0, 0, 0] += 1
+    conv_weight.CopyFrom(onnx.numpy_helper.from_array(values, conv_weight.name))
+    onnx.save(model, tmp_path / "changed.onnx")
+    changed = runner.invoke(app, ["verify", str(weights), str(tmp_path / "changed.onnx")])
+    assert changed.exit_code == 1
+
+
+def test_a_plugin_gives_the_shapes_and_the_layer_comes_back(tmp_path):
+    import onnx
+
+    weights = _weighted_net(tmp_path)
+    (tmp_path / "fancy.py").write_text(PLUGIN)
+    result = runner.invoke(app, ["convert", str(weights), str(tmp_path / "net.onnx"),
+                                 "--layer-plugin", str(tmp_path / "fancy.py")])
+    assert result.exit_code == 0, result.output
+    outputs = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+               for v in onnx.load(tmp_path / "net.onnx").graph.output}
+    assert outputs["relu"] == [1, 4, 6, 6]
+    back = runner.invoke(app, ["convert", str(tmp_path / "net.onnx"), str(tmp_path / "back.caffemodel")])
+    assert back.exit_code == 0, back.output
+    assert blobcast.load(tmp_path / "back.caffemodel")["mystery"].type == "FancyFork"
+    both = runner.invoke(app, ["verify", str(weights), str(tmp_path / "back.caffemodel"), "--json",
+                               "--layer-plugin", str(tmp_path / "fancy.py")])
+    assert both.exit_code == 0, both.output
+    assert {blob["name"] for blob in json.loads(both.stdout)["compared"]} == {"relu", "pool"}
+
+
+def test_an_onnx_file_whose_outputs_all_need_custom_nodes_is_one_clear_error(tmp_path):
+    text = NET.replace('bottom: "conv" top: "pool"', 'bottom: "fancy" top: "pool"')
+    model = net_from_text(text, "<net>")
+    model["conv"].blobs = [blobcast.Blob(np.ones((4, 3, 3, 3), np.float32)),
+                           blobcast.Blob(np.zeros(4, np.float32))]
+    with pytest.warns(blobcast.BlobcastWarning, match="mystery"):
+        blobcast.save(model, tmp_path / "net.onnx", given_shapes={"fancy": [1, 4, 6, 6]})
+    result = runner.invoke(app, ["run", str(tmp_path / "net.onnx")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "no output can be computed: each needs a node onnxruntime cannot run: 'mystery' (FancyFork)" \
+        in result.output

@@ -13,7 +13,7 @@ from .fileio import OutputGroup, atomic_destination, check_distinct, check_stop
 from .inputs import make_inputs
 from .limits import BudgetExceeded
 from .model import Model
-from .runners import runner_for
+from .runners import forward_what_runs, runner_for
 from .solver import SolverState
 from .weights import WeightSource, attach_weights
 
@@ -82,7 +82,8 @@ def save(obj: Model | SolverState, path: str | os.PathLike, format: str | None =
     """Write a model or solver state; the format comes from the suffix unless given.
 
     ONNX takes options: opset, input_shapes {name: shape}, dynamic_batch,
-    external_data (None: automatic above 2 GB) and strict.
+    external_data (None: automatic above 2 GB), strict and given_shapes
+    {blob: shape} (the tops of layers whose shapes blobcast cannot tell).
     """
     path = os.fspath(path)
     fmt = _converters().output_format(path, format)
@@ -162,9 +163,10 @@ def _forward_check(source, written, strict: bool = False,
             from .engine import blob_shapes
 
             # The whole pass planned within the memory budget before anything runs.
-            blob_shapes(source, options.inputs, check_memory=True)
-        source_side = runner_for(source, device=options.device)
-        written_side = runner_for(written, device=options.device)
+            blob_shapes(source, options.inputs, check_memory=True, skip_unrunnable=True)
+        # Layers (or custom nodes) that cannot run leave out the outputs that need them.
+        source_side = runner_for(source, device=options.device, skip_unrunnable=True)
+        written_side = runner_for(written, device=options.device, skip_unrunnable=True)
         return _forward_check_pair(source_side, written_side, options, (source, written))
     except CheckFailed:
         raise
@@ -191,7 +193,8 @@ def _float32_noise(models, inputs: dict, outputs32: dict, name: str, device: str
     if model is None:
         return None
     try:
-        exact = runner_for(model, device=device, precision="f8").forward(inputs)
+        exact = forward_what_runs(runner_for(model, device=device, precision="f8",
+                                             skip_unrunnable=True), inputs)
     except BlobcastError:
         return None
     import numpy as np
@@ -203,15 +206,16 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=()) -> tup
     import numpy as np
 
     inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
-    outputs_a = side_a.forward(inputs)
+    outputs_a = forward_what_runs(side_a, inputs)
     if hasattr(side_a, "release"):
         side_a.release()  # its weights' copies go before the other side makes its own
-    outputs_b = side_b.forward(inputs)
-    missing = [name for name in outputs_a if name not in outputs_b]
+    outputs_b = forward_what_runs(side_b, inputs)
+    missing = [name for name in outputs_a if name not in outputs_b and name not in side_b.uncomputed]
     if missing:
         raise CheckFailed("the written model lacks the outputs " + ", ".join(missing))
+    compared = [name for name in outputs_a if name in outputs_b]
     results = [compare_arrays(name, outputs_a[name], outputs_b[name], options.atol, options.rtol)
-               for name in outputs_a]
+               for name in compared]
     if not results:
         raise CheckFailed("the forward check compared nothing: the model has no outputs")
     failed = [r for r in results if not r.passed]
@@ -237,8 +241,13 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=()) -> tup
                           f"{options.atol:g} + rtol {options.rtol:g}{floor}; widen --atol/--rtol, "
                           "or skip the check with --no-verify")
     worst = max((r.max_abs_error for r in results), default=0.0)
+    uncompared = {**side_a.uncomputed, **side_b.uncomputed}
+    note = None
+    if uncompared:
+        note = ("forward check compared what both sides compute; not compared: " + ", ".join(
+            f"{name!r} (needs {cause})" for name, cause in uncompared.items()))
     return {"outputs": len(results), "max_abs_error": worst, "passed": True,
-            "device": getattr(side_a, "device", "cpu")}, None
+            "device": getattr(side_a, "device", "cpu"), "not_compared": sorted(uncompared)}, note
 
 
 def _stale_companions_remover(fmt, destination: str):
@@ -364,7 +373,7 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
 
         temporary = None
         if onnx_options and "graph" not in dst_fmt.holds:
-            raise BlobcastError("the ONNX options (--opset, --input, --dynamic-batch, "
+            raise BlobcastError("the ONNX options (--opset, --input, --shape, --dynamic-batch, "
                                 "--external-data, --strict) go with an .onnx destination")
         try:
             if "graph" in dst_fmt.holds and overwrite and os.path.isfile(destination):

@@ -192,14 +192,14 @@ def _main(debug: DebugOption = False, memory_budget: BudgetOption = None,
     _state["memory_budget"] = memory_budget
 
 
-def _input_shapes(specs) -> dict:
+def _input_shapes(specs, option: str = "--input") -> dict:
     from .verify import parse_input_spec
 
     shapes = {}
     for spec in specs or ():
-        name, shape = parse_input_spec(spec)
+        name, shape = parse_input_spec(spec, option)
         if not isinstance(shape, list):
-            raise BlobcastError(f"--input {spec!r}: give a shape when converting")
+            raise BlobcastError(f"{option} {spec!r}: give a shape when converting")
         shapes[name] = shape
     return shapes
 
@@ -254,6 +254,11 @@ def convert(
         help="ONNX: tensors in a .data file beside the model (default: above 2 GB).")] = None,
     strict: Annotated[bool, typer.Option(
         "--strict", help="ONNX: refuse layers with no ONNX equivalent.")] = False,
+    given_shapes: Annotated[Optional[list[str]], typer.Option(
+        "--shape", metavar="BLOB=SHAPE",
+        help="ONNX: the shape of a top of a layer blobcast cannot run (written as a custom "
+             "node); repeatable.")] = None,
+    layer_plugins: LayerPluginOption = None,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -263,10 +268,16 @@ def convert(
     from .api import convert as convert_file
 
     def body():
+        from .engine.plugins import load_layer_plugin
+
+        for plugin in layer_plugins or ():
+            load_layer_plugin(plugin)
         shapes = _input_shapes(inputs)
         onnx_options = _onnx_options(opset, dynamic_batch, external_data, strict)
         if shapes and (to_format == "onnx" or destination.lower().endswith(".onnx")):
             onnx_options["input_shapes"] = shapes
+        if given_shapes:
+            onnx_options["given_shapes"] = _input_shapes(given_shapes, "--shape")
         check = ForwardCheck(inputs=shapes, device=device, atol=atol, rtol=rtol) if verify_forward \
             else False
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,

@@ -13,21 +13,21 @@ from .fileio import check_regular_file
 from .limits import check_allocation
 
 
-def parse_input_spec(spec: str) -> tuple[str, np.ndarray | list[int]]:
+def parse_input_spec(spec: str, option: str = "--input") -> tuple[str, np.ndarray | list[int]]:
     """NAME=d1,d2,... (a shape, filled with seeded random values) or NAME=file.npy."""
     if "=" not in spec:
-        raise BlobcastError(f"--input {spec!r}: write NAME=SHAPE (e.g. data=1,3,224,224) or "
+        raise BlobcastError(f"{option} {spec!r}: write NAME=SHAPE (e.g. data=1,3,224,224) or "
                             "NAME=file.npy")
     name, value = spec.split("=", 1)
     if value.endswith(".npy"):
         return name, read_npy(value)
     parts = [d.strip() for d in value.replace("x", ",").split(",")]
     if not all(d.isdigit() for d in parts):
-        raise BlobcastError(f"--input {spec!r}: the shape must be whole numbers like 1,3,224,224 "
+        raise BlobcastError(f"{option} {spec!r}: the shape must be whole numbers like 1,3,224,224 "
                             "(or 1x3x224x224)")
     shape = [int(d) for d in parts]
     if any(d <= 0 for d in shape):
-        raise BlobcastError(f"--input {spec!r}: every dimension must be positive")
+        raise BlobcastError(f"{option} {spec!r}: every dimension must be positive")
     return name, shape
 
 

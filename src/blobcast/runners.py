@@ -1,8 +1,10 @@
 """What runs a model for the forward checks, `verify` and `run`: one
 interface, two implementations.
 
-A runner has `inputs` (name -> shape, None where unset), `outputs` (names)
-and `forward(inputs, keep_all=False) -> {name: array}`: blobcast's engine on a
+A runner has `inputs` (name -> shape, None where unset), `outputs` (names),
+`uncomputed` (the outputs it cannot compute -> the layer or node in the way),
+`skipped` (what it leaves out, with why) and `forward(inputs, keep_all=False,
+tolerate_missing=False) -> {name: array}`: blobcast's engine on a
 canonical Model, or onnxruntime (else onnx's reference evaluator) on an
 .onnx file, which reads the file itself.
 """
@@ -11,23 +13,41 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from .errors import BlobcastError
 from .model import Model
 
 
 class Runner(Protocol):
     inputs: dict
     outputs: list
+    uncomputed: dict
+    skipped: list
 
-    def forward(self, inputs: dict, keep_all: bool = False) -> dict: ...
+    def forward(self, inputs: dict, keep_all: bool = False, tolerate_missing: bool = False) -> dict: ...
 
 
 def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Runner:
     """The engine for a Model (options as Net takes them), the ONNX runner
-    for the path of an .onnx file."""
+    for the path of an .onnx file (which runs around its custom nodes itself)."""
     if isinstance(model_or_onnx_path, Model):
         from .engine import Net
 
         return Net(model_or_onnx_path, device=device, **net_options)
     from . import converters  # file-format code lives apart from the model
 
+    net_options.pop("skip_unrunnable", None)
     return converters.onnx_format.OnnxRunner(model_or_onnx_path)
+
+
+def forward_what_runs(side: Runner, inputs: dict, keep_all: bool = False) -> dict:
+    """The side's outputs (every blob with keep_all), run around the layers or
+    nodes it cannot run; none computable at all is an error naming them."""
+    missing = side.uncomputed
+    if missing and set(missing) >= set(side.outputs):
+        reasons = {f"{s.name!r} ({s.type})": s.reason for s in side.skipped}
+        causes = [f"{cause}, {reasons[cause]}" if cause in reasons else cause
+                  for cause in sorted(set(missing.values()))]
+        what = f"a node {side.engine}" if hasattr(side, "engine") else "a layer the engine"
+        raise BlobcastError(f"no output can be computed: each needs {what} cannot run: "
+                            + "; ".join(causes))
+    return side.forward(inputs, keep_all=keep_all, tolerate_missing=bool(missing))

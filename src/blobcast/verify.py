@@ -19,7 +19,7 @@ from .compare import (  # noqa: F401  (part of this module's interface)
 )
 from .errors import BlobcastError, about
 from .inputs import _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
-from .runners import runner_for
+from .runners import forward_what_runs, runner_for
 
 INPUTS_KEY = "__blobcast_inputs__"
 
@@ -127,24 +127,12 @@ def _notes(side, prefix: str = "") -> list[str]:
     return [f"{prefix}{s.name} ({s.type}): {s.reason}" for s in getattr(side, "skipped", [])]
 
 
-def _forward(side, inputs: dict, keep_all: bool) -> dict:
-    """The side's blobs; the engine runs all it can around the layers it cannot
-    run, and says which outputs it could not compute (none at all is an error)."""
-    missing = getattr(side, "uncomputed", None)
-    if missing is None:  # the ONNX runner: its runtime runs the whole graph or fails
-        return side.forward(inputs, keep_all=keep_all)
-    if missing and set(missing) >= set(side.outputs):
-        reasons = {f"{s.name!r} ({s.type})": s.reason for s in side.skipped}
-        causes = [f"{cause}, {reasons[cause]}" if cause in reasons else cause
-                  for cause in sorted(set(missing.values()))]
-        raise BlobcastError("no output can be computed: each needs a layer the engine cannot run: "
-                            + "; ".join(causes))
-    return side.forward(inputs, keep_all=keep_all, tolerate_missing=bool(missing))
-
-
 def _uncomputed_notes(side, prefix: str = "") -> list[str]:
     missing = getattr(side, "uncomputed", None) or {}
-    return [f"{prefix}output {name!r} not computed: it needs layer {cause}, which the engine cannot run"
+    onnx_side = hasattr(side, "engine")  # the ONNX runner names its runtime
+    what = (f"node {{}}, which {side.engine} cannot run" if onnx_side else
+            "layer {}, which the engine cannot run")
+    return [f"{prefix}output {name!r} not computed: it needs {what.format(cause)}"
             for name, cause in missing.items()]
 
 
@@ -159,7 +147,7 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
     with about(path):
         net = _side(path, options)
         inputs = make_inputs(net.inputs, given, options.seed)
-        blobs = _forward(net, inputs, options.all_blobs)
+        blobs = forward_what_runs(net, inputs, options.all_blobs)
     notes = _notes(net) + _uncomputed_notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
                     if name not in inputs}, notes
@@ -202,7 +190,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
-            a_blobs = _forward(net_a, inputs, options.all_blobs)
+            a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
         if options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
@@ -220,13 +208,14 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                                 f"{list(net_b.inputs)}")
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
-            a_blobs = _forward(net_a, inputs, options.all_blobs)
+            a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
         with about(b):
-            b_blobs = _forward(net_b, inputs, options.all_blobs)
+            b_blobs = forward_what_runs(net_b, inputs, options.all_blobs)
         if options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
-            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs]
+            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs
+                     and name not in net_b.uncomputed]
     for name in inputs:
         sources.setdefault(name, f"random normal(0, 1), seed {options.seed}")
     notes = [f"input {name!r} {list(np.shape(inputs[name]))}: {where}"

@@ -401,10 +401,12 @@ def known_layer_types() -> list[str]:
 
 
 def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
-                check_memory: bool = False, **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
+                check_memory: bool = False, given_shapes: dict[str, list[int]] | None = None,
+                **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
     """Every blob's shape from the layer types' shape rules, without running
     anything or reading a weight. With skip_unrunnable, a layer the engine
-    cannot run leaves its tops (and what follows from them) without a shape.
+    cannot run (or a Python layer) leaves its tops (and what follows from
+    them) without a shape, unless `given_shapes` (top -> shape) gives them.
     Blobs rewritten in place keep their final shape.
 
     With check_memory, what a forward pass would hold at each layer (its
@@ -423,16 +425,29 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
         if check_memory:
             check_input_size(name, shapes[name], net.dtype)
     itemsize = np.dtype(net.dtype).itemsize
-    last_use = {bottom: index for index, layer in enumerate(net.layers) for bottom in layer.bottoms}
+    given = {name: tuple(int(d) for d in shape) for name, shape in (given_shapes or {}).items()}
+    _check_given_shapes(net, given)
+    position = {id(layer): i for i, layer in enumerate(model.layers)}
+    left_out = {id(layer) for layer in net.unrun}
+    in_order = sorted(net.layers + net.unrun, key=lambda layer: position[id(layer)])
+    last_use = {bottom: index for index, layer in enumerate(in_order) for bottom in layer.bottoms}
     held = {name: prod(shape) for name, shape in shapes.items()}
-    for index, layer in enumerate(net.layers):
+    for index, layer in enumerate(in_order):
+        if layer.type == "Python" or id(layer) in left_out:
+            # Only running it would tell: the shapes the user gave, if any.
+            for name in layer.tops:
+                shapes.pop(name, None)
+                if name in given:
+                    shapes[name] = given[name]
+                    held[name] = prod(given[name])
+            continue
         missing = [name for name in layer.bottoms if name not in shapes]
         if missing:
             if tolerate:
+                for name in layer.tops:
+                    shapes.pop(name, None)
                 continue  # downstream of a layer whose shapes are unknown
             raise BlobcastError(f"layer {layer.name!r}: its bottom {missing[0]!r} is never produced")
-        if layer.type == "Python":
-            continue  # only running it would tell
         op = implementation(layer.type, layer.name)(layer, np, [], net.phase)
         bottoms = [shapes[name] for name in layer.bottoms]
         if check_memory:
@@ -446,3 +461,16 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
             if last_use.get(name) == index and name not in net.outputs and name not in layer.tops:
                 held.pop(name, None)
     return net, shapes
+
+
+def _check_given_shapes(net: Net, given: dict) -> None:
+    """Shapes may be given only for the tops of layers that do not say theirs."""
+    left_out = {id(layer) for layer in net.unrun}
+    unsaid = {top for layer in net.layers + net.unrun
+              if layer.type == "Python" or id(layer) in left_out for top in layer.tops}
+    for name, shape in given.items():
+        if name not in unsaid:
+            raise BlobcastError(f"--shape {name}: only the tops of layers blobcast cannot run or "
+                                f"size take a given shape, and {name!r} is not one")
+        if not shape or any(d <= 0 for d in shape):
+            raise BlobcastError(f"--shape {name}: every dimension must be positive")
