@@ -50,3 +50,48 @@ def test_the_face_detector_converts_to_onnx_and_back(tmp_path):
     assert back.exit_code == 0, back.output
     model = blobcast.load(tmp_path / "back.caffemodel")
     assert {"DetectionOutput", "PriorBox", "Normalize"} <= {layer.type for layer in model.layers}
+
+
+YOLO = ROOT / "fixtures" / "real" / "yoloface-500k"
+YOLO_WEIGHTS, YOLO_NET = YOLO / "yoloface-500k-v2.caffemodel", YOLO / "yoloface-500k-v2.prototxt"
+YOLO_OUTPUTS = ["layer71-conv", "layer83-conv", "layer95-conv"]
+
+
+def test_a_real_yolo_net_runs_as_opencv_runs_it_up_to_its_upsample(tmp_path):
+    # group == channels convolutions and two-bottom Scale (SE gating) against OpenCV, which
+    # cannot create the darknet forks' Upsample: it runs the net cut just before the first one
+    x = np.random.RandomState(1).uniform(0, 1, size=(1, 3, 288, 352)).astype(np.float32)
+    model = blobcast.load(YOLO_WEIGHTS, prototxt=YOLO_NET)
+    ours = Net(model).forward({"data": x}, keep_all=True)
+    first_upsample = next(i for i, layer in enumerate(model.layers) if layer.type == "Upsample")
+    upsampled = model.layers[first_upsample].bottoms[0]
+    model.layers = model.layers[:first_upsample]
+    blobcast.save(model, tmp_path / "cut.caffemodel")
+    blobcast.save(model, tmp_path / "cut.prototxt")
+    reference = cv2.dnn.readNetFromCaffe(str(tmp_path / "cut.prototxt"), str(tmp_path / "cut.caffemodel"))
+    reference.setInput(x)
+    names = ["layer68-scale_channels", "layer71-conv"]
+    for name, theirs in zip(names, reference.forward(names)):
+        np.testing.assert_allclose(ours[name], theirs, atol=1e-4, rtol=1e-4, err_msg=name)
+    # Upsample: each value repeated scale x scale times, as darknet's forks define it
+    np.testing.assert_array_equal(ours["layer74-upsample"],
+                                  ours[upsampled].repeat(2, axis=2).repeat(2, axis=3))
+    assert ours["layer74-upsample"].shape[2:] == (18, 22)
+
+
+def test_the_yolo_net_converts_to_onnx_in_standard_ops_and_between_caffe_formats(tmp_path):
+    result = runner.invoke(app, ["convert", str(YOLO_WEIGHTS), str(tmp_path / "y.onnx"), "--prototxt",
+                                 str(YOLO_NET), "--strict", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["forward"]["passed"]
+    model = onnx.load(tmp_path / "y.onnx")
+    bodies = [node for function in model.functions for node in function.node]
+    assert {node.domain for node in bodies} <= {""}  # fork layers in standard ops only
+    assert [node.name for node in model.graph.node if node.domain] == ["layer74-upsample", "layer86-upsample"]
+    assert "Resize" in {node.op_type for node in bodies}
+    # .caffemodel -> .h5 -> .caffemodel gives back the very bytes
+    for source, target in [(YOLO_WEIGHTS, tmp_path / "y.caffemodel.h5"),
+                           (tmp_path / "y.caffemodel.h5", tmp_path / "y.caffemodel")]:
+        step = runner.invoke(app, ["convert", str(source), str(target), "--json"])
+        assert step.exit_code == 0, step.output
+    assert (tmp_path / "y.caffemodel").read_bytes() == YOLO_WEIGHTS.read_bytes()
