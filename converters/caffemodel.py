@@ -130,11 +130,22 @@ def read(path: str, **_options) -> Model:
     return model
 
 
-def _layer_chunks(layer, write_diff: bool):
-    """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
+def _known_settings(layer) -> bytes:
     known = layer_pb(layer, with_unknown=False, skip_fork_numbered=True).SerializeToString()
     for number, payload in sorted(fork_numbered_fields(layer.spec)):  # back where the fork put them
         known = b"".join(splice_at_field(known, number, [length_delimited(number, len(payload)), payload]))
+    return known
+
+
+def layer_settings_bytes(layer) -> bytes:
+    """A layer's LayerParameter without blobs, as this format writes it (fork
+    numbers where they were found)."""
+    return _known_settings(layer) + layer.spec.unknown_fields
+
+
+def _layer_chunks(layer, write_diff: bool):
+    """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
+    known = _known_settings(layer)
     blob_chunks = []
     for blob in layer.blobs:
         chunks, length = encode_blob(blob, write_diff)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.unknown_fields import UnknownFieldSet
 
+from blobcast.errors import FormatError
 from blobcast.params import Message
 from blobcast.schema import ENUMS, LAYER_TYPE_FIELDS
 
@@ -21,7 +22,7 @@ FORK_FIELD_NUMBERS = {
     "PriorBox": [(150, "prior_box_param", "PriorBoxParameter")],            # OpenCV
     "Upsample": [(137, "upsample_param", "UpsampleParameter"),              # SegNet
                  (150, "upsample_param", "UpsampleParameter"),              # HiSilicon's darknet port
-                 (160, "upsample_param", "UpsampleParameter")],             # Huawei ATC
+                 (160, "upsample_param", "AtcUpsampleParameter")],          # Huawei ATC
     "ShuffleChannel": [(159, "shuffle_channel_param", "ShuffleChannelParameter")],  # Huawei ATC
     "Interp": [(166, "interp_param", "InterpParameter")],                   # merged fork protos
     "PSROIPooling": [(10002, "psroi_pooling_param", "PSROIPoolingParameter")],  # OpenCV
@@ -127,8 +128,8 @@ def fork_numbered_fields(message: Message):
     for name in message.present_fields():
         value = getattr(message, name)
         if isinstance(value, Message) and value.wire_number is not None:
-            type_name = message.field_spec(name)[4]
-            yield value.wire_number, pb_from_message(getattr(caffe_pb2, type_name), value).SerializeToString()
+            yield value.wire_number, pb_from_message(getattr(caffe_pb2, value.type_name),
+                                                     value).SerializeToString()
 
 
 def fill_pb(pb, message: Message, skip_fork_numbered: bool = False) -> None:
@@ -153,6 +154,8 @@ def fill_pb(pb, message: Message, skip_fork_numbered: bool = False) -> None:
                 for item in value:
                     fill_pb(target.add(), item)
             else:
+                if value.type_name != type_name:  # a fork's own layout, written by name
+                    value = BY_NAME[value.type_name](value)
                 fill_pb(getattr(pb, name), value)
                 getattr(pb, name).SetInParent()
         elif kind == "enum":
@@ -167,6 +170,28 @@ def fill_pb(pb, message: Message, skip_fork_numbered: bool = False) -> None:
             setattr(pb, name, value)
     if message.unknown_fields:
         pb.MergeFromString(message.unknown_fields)
+
+
+def _atc_upsample_by_name(atc: Message) -> Message:
+    """Huawei ATC's binary Upsample settings as its prototxt spells them."""
+    named = Message("UpsampleParameter")
+    if atc.has("scale"):
+        if atc.scale < 0 or atc.scale != int(atc.scale):
+            raise FormatError(f"Huawei ATC Upsample scale {atc.scale:g} is not a whole number, "
+                              "which its text form cannot hold: write a .caffemodel")
+        named.scale = int(atc.scale)
+    for name in ("stride", "stride_h", "stride_w"):
+        if atc.has(name):
+            if getattr(atc, name) < 0:
+                raise FormatError(f"Huawei ATC Upsample {name} {getattr(atc, name)} is negative")
+            setattr(named, name, getattr(atc, name))
+    if not any(named.has(name) for name in ("stride", "stride_h", "stride_w")):
+        named.stride_h, named.stride_w = 2, 2  # ATC's defaults, spelled out to keep the meaning
+    return named
+
+
+# Fork layouts (params.FORK_LAYOUTS) to this schema's message of the same names.
+BY_NAME = {"AtcUpsampleParameter": _atc_upsample_by_name}
 
 
 def pb_from_message(pb_class, message: Message):

@@ -27,7 +27,7 @@ from blobcast.errors import BlobcastWarning
 from blobcast.layers import spec_for
 from blobcast.model import Model
 
-from .caffe_net import layer_pb
+from .caffemodel import layer_settings_bytes
 from .onnx_ops import EXPORTERS, exported_as_function
 from .onnx_ops.registry import ELEMENT_TYPE, ExportError, NoStandardForm  # noqa: F401  (ExportError: this module's interface)
 
@@ -171,11 +171,11 @@ class GraphBuilder:
             [helper.make_opsetid("", self.opset)], attributes=[LAYER_ATTRIBUTE],
             doc_string=f"Caffe {layer.type} layer, in standard ONNX ops"))
         self.node(name, ins + weights, outs, layer.name, domain=FUNCTION_DOMAIN,
-                  **{LAYER_ATTRIBUTE: layer_pb(layer).SerializeToString()})
+                  **{LAYER_ATTRIBUTE: layer_settings_bytes(layer)})
 
     def _custom(self, layer, ins, outs, reason: str = ""):
         self.custom_layers.append(f"{layer.name} ({layer.type}{': ' + reason if reason else ''})")
-        attributes = {LAYER_ATTRIBUTE: layer_pb(layer).SerializeToString()}
+        attributes = {LAYER_ATTRIBUTE: layer_settings_bytes(layer)}
         if layer.type == "Python":
             p = layer.spec.python_param
             attributes.update(module=p.module, layer=p.layer, param_str=p.param_str)

@@ -169,8 +169,9 @@ def write(model: Model, path: str, **_options) -> None:
     if has_unknown_fields(model):
         warnings.warn(f"{path}: fields unknown to Caffe's schema cannot be written as text "
                       "and were left out", BlobcastWarning, stacklevel=2)
+    text = architecture_text(model)  # all of it before the file is opened: no half-written file
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(architecture_text(model))
+        handle.write(text)
 
 
 _SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}

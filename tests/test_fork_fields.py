@@ -3,11 +3,13 @@ SegNet's and other forks' Upsample, resolved by layer type and wire type,
 and written back where they were found, byte for byte."""
 
 import numpy as np
+import pytest
 
 import blobcast
 from blobcast.converters import caffe_pb2 as pb
 from blobcast.converters.wire import length_delimited
 from blobcast.engine import Net
+from blobcast.errors import BlobcastError, BlobcastWarning
 
 
 def _layer(name, kind, bottoms, tops, number=None, settings=None):
@@ -48,7 +50,7 @@ def test_opencv_numbered_ssd_settings_are_read_as_the_layer_type_says(tmp_path):
 
 def test_segnet_and_huawei_upsample_numbers(tmp_path):
     segnet = pb.UpsampleParameter(scale=2, pad_out_h=True)   # SegNet: field 137 (embed_param here)
-    huawei = pb.UpsampleParameter(scale=3)                    # Huawei ATC: field 160
+    huawei = pb.AtcUpsampleParameter(scale=0.5, stride=3)     # Huawei ATC: field 160, float scale
     pool = pb.LayerParameter(name="pool", type="Pooling", bottom=["data"], top=["pool", "mask"])
     pool.pooling_param.pool, pool.pooling_param.kernel_size, pool.pooling_param.stride = 0, 2, 2
     data = pb.LayerParameter(name="data", type="Input", top=["data"])
@@ -59,12 +61,15 @@ def test_segnet_and_huawei_upsample_numbers(tmp_path):
     path = tmp_path / "upsample.caffemodel"
     path.write_bytes(raw)
     model = blobcast.load(path)
-    assert model["unpool"].type_params.pad_out_h and model["nearest"].type_params.scale == 3
+    assert model["unpool"].type_params.pad_out_h and model["nearest"].type_params.stride == 3
     assert not model["unpool"].spec.has("embed_param")
     x = np.arange(60, dtype=np.float32).reshape(1, 2, 5, 6)
     out = Net(model).forward({"data": x})
     assert out["unpool"].shape == (1, 2, 5, 6) and out["nearest"].shape == (1, 2, 9, 9)
     assert out["unpool"][0, 0, 1, 1] == x[0, 0, 1, 1]  # each maximum back in its place
+    # ATC: out = scale * in[h / stride][w / stride]
+    pooled = Net(model).forward({"data": x}, keep_all=True)["pool"]
+    np.testing.assert_array_equal(out["nearest"], 0.5 * pooled.repeat(3, axis=2).repeat(3, axis=3))
     blobcast.save(model, tmp_path / "again.caffemodel")
     assert (tmp_path / "again.caffemodel").read_bytes() == raw
 
@@ -82,3 +87,50 @@ def test_a_candidate_that_does_not_decode_stays_as_it_was(tmp_path):
     assert not model["up"].spec.has("upsample_param")
     blobcast.save(model, tmp_path / "again.caffemodel")
     assert (tmp_path / "again.caffemodel").read_bytes() == raw
+
+
+def test_huawei_upsample_settings_keep_their_meaning_in_text(tmp_path):
+    # Whole-number settings go to the prototxt by name, ATC's default strides spelled out;
+    # a fractional scale has no text form and is refused, never rounded.
+    data = pb.LayerParameter(name="data", type="Input", top=["data"])
+    data.input_param.shape.add(dim=[1, 2, 3, 4])
+    path = tmp_path / "atc.caffemodel"
+    atc = pb.AtcUpsampleParameter(scale=2.0)
+    path.write_bytes(_net(data.SerializeToString(), _layer("up", "Upsample", ["data"], ["up"], 160, atc)))
+    model = blobcast.load(path)
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    expected = 2 * x.repeat(2, axis=2).repeat(2, axis=3)  # stride 2 by default, values doubled
+    np.testing.assert_array_equal(Net(model).forward({"data": x})["up"], expected)
+    blobcast.save(model, tmp_path / "atc.prototxt")
+    text = (tmp_path / "atc.prototxt").read_text()
+    assert "stride_h: 2" in text and "scale: 2" in text
+    np.testing.assert_array_equal(Net(blobcast.load(tmp_path / "atc.prototxt")).forward({"data": x})["up"],
+                                  expected)
+    atc = pb.AtcUpsampleParameter(scale=0.25)
+    path.write_bytes(_net(data.SerializeToString(), _layer("up", "Upsample", ["data"], ["up"], 160, atc)))
+    with pytest.raises(BlobcastError, match="scale 0.25 is not a whole number"):
+        blobcast.save(blobcast.load(path), tmp_path / "fraction.prototxt")
+    assert not (tmp_path / "fraction.prototxt").exists()
+
+
+def test_huawei_upsample_through_onnx_and_back(tmp_path):
+    # Resize, then Mul by the fractional scale; back from ONNX at field 160, byte for byte
+    data = pb.LayerParameter(name="data", type="Input", top=["data"])
+    data.input_param.shape.add(dim=[1, 2, 3, 4])
+    raw = _net(data.SerializeToString(), _layer("up", "Upsample", ["data"], ["up"], 160,
+                                                pb.AtcUpsampleParameter(scale=0.25, stride_h=3)))
+    (tmp_path / "atc.caffemodel").write_bytes(raw)
+    model = blobcast.load(tmp_path / "atc.caffemodel")
+    report = blobcast.convert(tmp_path / "atc.caffemodel", tmp_path / "atc.onnx")
+    assert report.forward["passed"]
+    x = np.arange(24, dtype=np.float32).reshape(1, 2, 3, 4)
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "atc.onnx"), providers=["CPUExecutionProvider"])
+    (theirs,) = session.run(None, {"data": x})
+    np.testing.assert_array_equal(theirs, 0.25 * x.repeat(3, axis=2).repeat(2, axis=3))
+    np.testing.assert_array_equal(Net(model).forward({"data": x})["up"], theirs)
+    with pytest.warns(BlobcastWarning, match="back.prototxt not written: .*scale 0.25"):
+        blobcast.convert(tmp_path / "atc.onnx", tmp_path / "back.caffemodel")
+    assert not (tmp_path / "back.prototxt").exists()
+    assert blobcast.load(tmp_path / "back.caffemodel")["up"].spec == model["up"].spec

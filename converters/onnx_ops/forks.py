@@ -89,8 +89,13 @@ def export_upsample(g, layer, ins, outs):
     scale_h, scale_w = op.scales()
     scales = g.constant(layer.name, [1.0] * (len(shape) - 2) + [float(scale_h), float(scale_w)],
                         np.float32, "scales")
-    g.node("Resize", [ins[0], "", scales], outs, layer.name, mode="nearest",
+    multiplier = op.multiplier()
+    resized = outs if multiplier == 1.0 else [f"{layer.name}/resized"]
+    g.node("Resize", [ins[0], "", scales], resized, layer.name, mode="nearest",
            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    if multiplier != 1.0:  # Huawei ATC's output scale
+        g.node("Mul", [resized[0], g.constant(layer.name, multiplier, g.dtype, "multiplier")], outs,
+               f"{layer.name}/scale")
 
 
 @exporter("PriorBox", as_function=True)

@@ -276,8 +276,11 @@ def _stale_companions_remover(fmt, destination: str):
 def _write_beside(model: Model, destination: str, suffix: str, overwrite: bool,
                   group: OutputGroup) -> None:
     stem = destination[: -len(".caffemodel")] if destination.endswith(".caffemodel") else destination
-    with atomic_destination(stem + suffix, overwrite=overwrite, group=group) as temporary:
-        save(model, temporary, format="prototxt")
+    try:
+        with atomic_destination(stem + suffix, overwrite=overwrite, group=group) as temporary:
+            save(model, temporary, format="prototxt")
+    except FormatError as error:  # a setting with no text form: the weights file still holds it all
+        warnings.warn(f"{stem + suffix} not written: {error.problem}", BlobcastWarning, stacklevel=2)
 
 
 def _plain_relative(folder: str) -> bool:

@@ -111,6 +111,12 @@ class RepeatedField(list):
         return message
 
 
+# A fork whose settings have the same names but other numbers and types
+# (Huawei ATC's float `scale` at 1) keeps them in its own message, so that its
+# binary round trip is exact; a settings field may hold either.
+FORK_LAYOUTS = {"UpsampleParameter": ("AtcUpsampleParameter",)}
+
+
 class Message:
     """One Caffe message: typed fields with presence, defaults and unknown bytes."""
 
@@ -166,7 +172,8 @@ class Message:
         elif kind == "message":
             if isinstance(value, dict):
                 value = Message(type_name, **value)
-            if not isinstance(value, Message) or value.type_name != type_name:
+            if not isinstance(value, Message) or (value.type_name != type_name and value.type_name
+                                                  not in FORK_LAYOUTS.get(type_name, ())):
                 raise TypeError(f"{where}: expected a {type_name}, got {value!r}")
             self._values[name] = value
         else:

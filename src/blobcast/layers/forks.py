@@ -109,10 +109,13 @@ class Axpy(LayerOp):
 
 
 @register("Upsample", settings="upsample_param", key_settings=(
-    "scale", "scale_h", "scale_w", "upsample_h", "upsample_w"), bottoms=(1, 2))
+    "scale", "scale_h", "scale_w", "upsample_h", "upsample_w", "stride", "stride_h", "stride_w"),
+    bottoms=(1, 2))
 class Upsample(LayerOp):
-    """Two layers under one name, told apart by their bottoms. One bottom: the
-    YOLO forks' nearest neighbour, out[h][w] = in[h / scale_h][w / scale_w].
+    """Three layers under one name, told apart by bottoms and settings. One
+    bottom: the YOLO forks' nearest neighbour, out[h][w] = in[h / scale_h][w / scale_w].
+    Stride settings (Huawei ATC's darknet Upsample): out[h][w] =
+    scale * in[h / stride_h][w / stride_w], `stride` overriding both (default 2).
     Two bottoms (data, the mask top of a MAX Pooling): SegNet's max-unpool
     (caffe-segnet upsample_layer.cpp), each value written to its mask
     position in a zero plane of upsample_h x upsample_w, or of
@@ -121,14 +124,35 @@ class Upsample(LayerOp):
     def unpools(self) -> bool:
         return len(self.layer.bottoms) == 2
 
+    def strided(self) -> bool:
+        p = self.params
+        return p.type_name == "AtcUpsampleParameter" or any(
+            p.has(name) for name in ("stride", "stride_h", "stride_w"))
+
+    def multiplier(self) -> float:
+        """What the stride variant multiplies its output by (1 for the others)."""
+        p = self.params
+        if not self.strided() or not p.has("scale"):
+            return 1.0
+        return float(p.scale)
+
     def scales(self) -> tuple[int, int]:
         p = self.params
-        scale_h = p.scale_h if p.has("scale_h") else p.scale
-        scale_w = p.scale_w if p.has("scale_w") else p.scale
+        if self.strided():
+            if self.unpools():
+                raise self.fail("stride settings belong to the one-bottom Upsample (Huawei ATC)")
+            if p.has("stride"):
+                scale_h = scale_w = p.stride
+            else:
+                scale_h = p.stride_h if p.has("stride_h") else 2
+                scale_w = p.stride_w if p.has("stride_w") else 2
+        else:
+            scale_h = p.scale_h if p.has("scale_h") else p.scale
+            scale_w = p.scale_w if p.has("scale_w") else p.scale
         if scale_h <= 0 or scale_w <= 0:
             raise self.fail("scale factors must be positive")
-        if not self.unpools() and (p.has("upsample_h") or p.has("upsample_w") or p.pad_out_h
-                                   or p.pad_out_w):
+        if p.type_name == "UpsampleParameter" and not self.unpools() and (
+                p.has("upsample_h") or p.has("upsample_w") or p.pad_out_h or p.pad_out_w):
             raise self.fail("upsample_h/w and pad_out belong to SegNet's two-bottom Upsample")
         return scale_h, scale_w
 
@@ -157,7 +181,11 @@ class Upsample(LayerOp):
         (top,) = self.top_shapes([x.shape] + [m.shape for m in mask])
         if not self.unpools():
             scale_h, scale_w = self.scales()
-            return (xp.repeat(xp.repeat(x, scale_h, axis=-2), scale_w, axis=-1),)
+            out = xp.repeat(xp.repeat(x, scale_h, axis=-2), scale_w, axis=-1)
+            multiplier = self.multiplier()
+            if multiplier != 1.0:
+                out *= x.dtype.type(multiplier)
+            return (out,)
         plane = top[-2] * top[-1]
         index = mask[0].reshape(x.shape[0] * x.shape[1], -1).astype(xp.int64)
         if index.size and (int(index.min()) < 0 or int(index.max()) >= plane):
