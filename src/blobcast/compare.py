@@ -110,6 +110,57 @@ def _mismatch(name: str, shape, count: int, problem: str) -> BlobComparison:
                           problem=problem)
 
 
+class _Totals:
+    """Running figures of a comparison, gathered chunk by chunk."""
+
+    def __init__(self):
+        self.max_abs = self.max_rel = self.sum_abs = 0.0
+        self.min_atol = self.min_rtol = 0.0
+        self.dot = self.norm_a = self.norm_b = 0.0
+        self.failing = self.nonfinite = self.nan_mismatches = self.measured = 0
+
+    def add(self, xp, x, y, atol: float, rtol: float) -> None:
+        """Add one chunk of both sides (float64 arrays)."""
+        both = xp.isfinite(x) & xp.isfinite(y)
+        if not bool(both.all()):
+            # Non-finite positions that differ: NaN against a number, +Inf against -Inf, ...
+            agree = ~both & (xp.isnan(x) & xp.isnan(y) | (x == y))
+            self.nonfinite += int(both.size - int(xp.count_nonzero(both)))
+            self.nan_mismatches += int(xp.count_nonzero(~both & ~agree))
+            x, y = x[both], y[both]
+        if not x.size:
+            return
+        difference = xp.abs(x - y)
+        scale = xp.maximum(xp.abs(x), xp.abs(y))
+        positive = scale > 0
+        safe_scale = xp.where(positive, scale, 1.0)
+        self.measured += int(x.size)
+        self.max_abs = max(self.max_abs, float(difference.max()))
+        self.sum_abs += float(difference.sum())
+        self.max_rel = max(self.max_rel, float(xp.where(positive, difference / safe_scale, 0.0).max()))
+        self.failing += int(xp.count_nonzero(difference > atol + rtol * scale))
+        self.min_atol = max(self.min_atol, float((difference - rtol * scale).max()))
+        needed = xp.where(difference <= atol, 0.0,
+                          xp.where(positive, (difference - atol) / safe_scale, xp.inf))
+        self.min_rtol = max(self.min_rtol, float(needed.max()))
+        self.dot += float(xp.dot(x, y))
+        self.norm_a += float(xp.dot(x, x))
+        self.norm_b += float(xp.dot(y, y))
+
+
+# Values compared at a time: float64 temporaries of a chunk stay in cache on
+# the CPU; on a GPU, a few large kernel calls beat many small ones.
+CHUNK_VALUES = {"cpu": 1 << 14, "gpu": 1 << 24}
+
+
+def _array_module(array):
+    if isinstance(array, np.ndarray) or not hasattr(array, "__cuda_array_interface__"):
+        return np
+    import cupy
+
+    return cupy
+
+
 def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
                    rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False) -> BlobComparison:
     """Compare two blobs element by element.
@@ -117,46 +168,40 @@ def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
     NaN and Inf are never close to anything: a blob holding them fails,
     unless `allow_nonfinite` is given and both sides hold the very same
     non-finite values in the same places (then only the finite ones are
-    measured). Cosine similarity is given only when every value is finite."""
-    a, b = _to_host(a), _to_host(b)
-    if a.shape != b.shape:
+    measured). Cosine similarity is given only when every value is finite.
+
+    Both on the GPU: compared there, only the figures come back. Chunk by
+    chunk, in float64: the memory a comparison takes does not grow with the
+    blobs."""
+    xp = _array_module(a)
+    if xp is not _array_module(b):
+        xp, a, b = np, _to_host(a), _to_host(b)
+    if tuple(a.shape) != tuple(b.shape):
         return _mismatch(name, a.shape, int(max(a.size, b.size)),
                          f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
-    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
-    finite_x, finite_y = np.isfinite(x), np.isfinite(y)
-    both = finite_x & finite_y
-    nonfinite = int(x.size - np.count_nonzero(both))
-    # Non-finite positions that differ: NaN against a number, +Inf against -Inf, ...
-    agree = ~both & (np.isnan(x) & np.isnan(y) | (x == y))
-    nan_mismatches = int(np.count_nonzero(~both & ~agree))
-    x, y = x[both], y[both]
-    difference = np.abs(x - y)
-    scale = np.maximum(np.abs(x), np.abs(y))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        relative = np.where(scale > 0, difference / np.where(scale > 0, scale, 1), 0.0)
-        needed_rtol = np.where(difference <= atol, 0.0,
-                               np.where(scale > 0, (difference - atol) / np.where(scale > 0, scale, 1),
-                                        np.inf))
-    failing = difference > atol + rtol * scale
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    step = CHUNK_VALUES["cpu" if xp is np else "gpu"]
+    totals = _Totals()
+    for start in range(0, flat_a.size, step):
+        totals.add(xp, flat_a[start:start + step].astype(np.float64),
+                   flat_b[start:start + step].astype(np.float64), atol, rtol)
     cosine = None
-    if not nonfinite:
-        norms = float(np.linalg.norm(x) * np.linalg.norm(y)) if x.size else 0.0
-        cosine = float(np.dot(x, y) / norms) if norms > 0 else (1.0 if not difference.any() else None)
-    mismatched = int(np.count_nonzero(failing)) + nan_mismatches
+    if not totals.nonfinite:
+        norms = float(np.sqrt(totals.norm_a) * np.sqrt(totals.norm_b))
+        cosine = totals.dot / norms if norms > 0 else (1.0 if not totals.max_abs else None)
+    mismatched = totals.failing + totals.nan_mismatches
     problem = ""
-    if nan_mismatches:
-        problem = f"{nan_mismatches} NaN/Inf positions differ"
-    elif nonfinite and not allow_nonfinite:
-        mismatched += nonfinite
-        problem = (f"{nonfinite} NaN/Inf values (the same on both sides; --allow-nonfinite "
+    if totals.nan_mismatches:
+        problem = f"{totals.nan_mismatches} NaN/Inf positions differ"
+    elif totals.nonfinite and not allow_nonfinite:
+        mismatched += totals.nonfinite
+        problem = (f"{totals.nonfinite} NaN/Inf values (the same on both sides; --allow-nonfinite "
                    "accepts that)")
     return BlobComparison(
         name=name, shape=list(a.shape), passed=mismatched == 0,
-        max_abs_error=float(difference.max()) if difference.size else 0.0,
-        mean_abs_error=float(difference.mean()) if difference.size else 0.0,
-        max_rel_error=float(relative.max()) if relative.size else 0.0,
-        cosine_similarity=cosine,
-        min_atol=float(np.max(difference - rtol * scale, initial=0.0)),
-        min_rtol=float(np.max(needed_rtol, initial=0.0)),
-        mismatched=mismatched, nan_mismatches=nan_mismatches, nonfinite=nonfinite,
+        max_abs_error=totals.max_abs,
+        mean_abs_error=totals.sum_abs / totals.measured if totals.measured else 0.0,
+        max_rel_error=totals.max_rel, cosine_similarity=cosine,
+        min_atol=totals.min_atol, min_rtol=totals.min_rtol,
+        mismatched=mismatched, nan_mismatches=totals.nan_mismatches, nonfinite=totals.nonfinite,
         problem=problem)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from math import prod
 
@@ -12,6 +13,7 @@ from ..errors import BlobcastError
 from ..layers.base import LAYER_TYPES, implementation, spec_for
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
+from ..threads import run_blocks
 from ..weights import expected_blob_count
 from .python_layer import PythonLayer
 
@@ -310,6 +312,31 @@ class Net:
         included); they are built again if it runs again."""
         self._ops = None
 
+    def _in_place_chain(self, index: int, ops: list, bottoms: list, kept: dict) -> list:
+        """The apply functions of the run of element-wise layers from `index`
+        that rewrite one blob in place (BatchNorm, Scale, ReLU, ...), when that
+        blob's memory is the engine's alone: no other blob, input or caller
+        sees it. Empty when the layers must run one by one."""
+        layer = self.layers[index]
+        if self.xp is not np or len(bottoms) != 1 or layer.tops != layer.bottoms or \
+                not isinstance(bottoms[0], np.ndarray):
+            return []
+        # held by `values`, the bottoms list and, keeping every blob, `kept`
+        holders = 2 + int(kept.get(layer.tops[0]) is bottoms[0])
+        if not sole_reference(bottoms[0], holders):
+            return []
+        name, shape = layer.tops[0], bottoms[0].shape
+        chain = []
+        for later, op in zip(self.layers[index:], ops[index:]):
+            if op is None or later.bottoms != [name] or later.tops != [name] or \
+                    later.type not in LAYER_TYPES:
+                break
+            apply = op.in_place(shape)
+            if apply is None:
+                break
+            chain.append(apply)
+        return chain
+
     def _host_weight(self, array: np.ndarray) -> np.ndarray:
         if self.precision is not None and array.dtype != self.precision:
             return array.astype(self.precision)
@@ -343,7 +370,11 @@ class Net:
                 last_use[bottom] = index
         keep = set(self.outputs)
         kept = dict(values) if keep_all else {}
-        for index, (layer, op) in enumerate(zip(self.layers, list(self._build()))):
+        ops = list(self._build())
+        run_until = 0  # layers before this index ran in place, in a chain
+        for index, (layer, op) in enumerate(zip(self.layers, ops)):
+            if index < run_until:
+                continue
             if tolerate_missing and any(name not in values for name in layer.bottoms):
                 continue  # downstream of a layer that was not run
             try:
@@ -355,6 +386,18 @@ class Net:
                 op = self._random_op(index, layer, bottoms)
             if check_budget:
                 self._check_budget(layer, op, bottoms, values, kept)
+            chain = self._in_place_chain(index, ops, bottoms, kept)
+            if chain:
+                try:
+                    run_in_place(bottoms[0], chain)
+                except (ValueError, TypeError, FloatingPointError) as error:
+                    raise BlobcastError(f"layer {layer.name!r} ({layer.type}) and the in-place "
+                                        f"layers after it cannot run on a blob of shape "
+                                        f"{list(bottoms[0].shape)}: {error}") from error
+                run_until = index + len(chain)
+                if on_blob is not None:
+                    on_blob(layer.tops[0], bottoms[0])
+                continue
             try:
                 tops = op.forward(*bottoms)
             except (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError) as error:
@@ -371,6 +414,7 @@ class Net:
                     kept[name] = value
                 if on_blob is not None:
                     on_blob(name, value)
+            tops = value = None  # the tops are held by `values` alone, for _in_place_chain
             for name in layer.bottoms:  # free what no later layer needs
                 if last_use.get(name) == index and name not in keep and name not in layer.tops:
                     values.pop(name, None)
@@ -378,6 +422,59 @@ class Net:
         if keep_all:
             return kept
         return {name: values[name] for name in self.outputs if name in values}
+
+
+def _probe_count(array) -> int:
+    return sys.getrefcount(array)
+
+
+# What sys.getrefcount counts, inside a function, of an array held nowhere
+# else (the parameter, the call's own): it differs between interpreters.
+_REFERENCE_OFFSET = _probe_count(np.empty(1))
+
+
+def sole_reference(array: np.ndarray, holders: int) -> bool:
+    """Whether the array's memory is reachable only through the `holders`
+    references the caller knows of: no view of it, nor of what it views, is
+    held anywhere else (an input the caller still has, a weight, a blob
+    that shares it). Arrays over memory NumPy did not allocate (a mapped
+    file) never are."""
+    if sys.getrefcount(array) - _REFERENCE_OFFSET != holders:
+        return False
+    base = array.base
+    while base is not None:
+        # held by its one view alone (`base` here stands where `array` did)
+        if not isinstance(base, np.ndarray) or sys.getrefcount(base) - _REFERENCE_OFFSET != 1:
+            return False
+        base = base.base
+    return True
+
+
+BLOCK_BYTES = 1 << 18  # a block of a blob that stays in a core's L2 cache
+
+
+def run_in_place(array: np.ndarray, chain: list) -> None:
+    """Apply each function of `chain` to the array in place, block by block
+    (per sample, a run of channels), on the engine's threads. Each value goes
+    through the same operations as layer by layer, so the results are
+    identical."""
+    if array.ndim < 2 or array.size == 0:
+        for apply in chain:
+            apply(array, slice(None))
+        return
+    samples, channels = array.shape[:2]
+    per_channel = max(prod(array.shape[2:]) * array.itemsize, 1)
+    width = max(1, min(channels, BLOCK_BYTES // per_channel))
+    blocks = -(-channels // width)
+
+    def work(block: int) -> None:
+        sample, first = divmod(block, blocks)
+        selected = slice(first * width, min(channels, (first + 1) * width))
+        view = array[sample, selected]
+        for apply in chain:
+            apply(view, selected)
+
+    run_blocks(work, samples * blocks)
 
 
 def _check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:

@@ -24,6 +24,20 @@ class ReLU(LayerOp):
             y = y + _const(x, slope) * self.xp.minimum(x, 0)
         return (y,)
 
+    def in_place(self, shape):
+        xp, slope = self.xp, self.params.negative_slope
+
+        def apply(x, channels):
+            if slope:
+                negative = xp.minimum(x, 0)
+                negative *= _const(x, slope)
+                xp.maximum(x, 0, out=x)
+                x += negative
+            else:
+                xp.maximum(x, 0, out=x)
+
+        return apply
+
 
 @register("PReLU", settings="prelu_param", blobs=1)
 class PReLU(LayerOp):
@@ -175,3 +189,8 @@ class Dropout(LayerOp):
         if self.phase == "TRAIN":
             raise self.fail("Dropout runs only in the TEST phase here (it is random in training)")
         return (x,)  # Caffe scales at training time, so testing is the identity
+
+    def in_place(self, shape):
+        if self.phase == "TRAIN":
+            return None
+        return lambda x, channels: None

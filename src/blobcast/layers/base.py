@@ -126,6 +126,15 @@ class LayerOp(LayerSpec):
     def forward(self, *bottoms):
         raise NotImplementedError
 
+    def in_place(self, shape: tuple[int, ...]):
+        """For element-wise layers: a function apply(block, channels) that
+        overwrites `block`, the values of a blob of `shape` for the channels
+        `channels` (a slice of axis 1), with exactly what forward() gives for
+        them; None where the layer cannot (the default). The engine uses it to
+        run chains of in-place layers block by block, in cache and on its
+        threads, without new arrays."""
+        return None
+
     def top_shapes(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...] | None]:
         """The tops' shapes; by default each top has the first bottom's shape."""
         return [tuple(shapes[0])] * len(self.layer.tops)

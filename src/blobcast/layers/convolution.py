@@ -5,7 +5,12 @@ from __future__ import annotations
 from itertools import product
 from math import prod
 
+import numpy as np
+
+from ..threads import run_blocks
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
+
+BLOCK_BYTES = 1 << 18  # a block that stays in a core's L2 cache
 
 
 def spatial_settings(params, spatial_axes: int, layer_name: str):
@@ -132,6 +137,9 @@ class Convolution(_ConvolutionBase):
             raise self.fail(f"weights {list(weight.shape)} do not fit {channels} input channels "
                             f"in {group} groups")
         shape_out = self._spatial_out(x.shape[2:], kernel, stride, pad, dilation)
+        if group == channels == outputs and x.ndim == 4:
+            return (self._depthwise(x, kernel, stride, pad, dilation, shape_out).reshape(
+                leading + (outputs,) + shape_out),)
         locations = prod(shape_out)
         per_group = channels // group
         if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
@@ -147,6 +155,51 @@ class Convolution(_ConvolutionBase):
         if self.bias:
             y += self.weights[1].reshape((1, outputs) + (1,) * len(shape_out))
         return (y.reshape(leading + y.shape[1:]),)
+
+
+    def _depthwise(self, x, kernel, stride, pad, dilation, shape_out):
+        """One filter per channel, summed directly in kernel order as the
+        forks' ConvolutionDepthwise loops do: an unfolded copy and a batched
+        product of 1-row matrices would cost several times as much. Blocks
+        of a sample's channels stay in cache and run on the engine's threads."""
+        xp = self.xp
+        n, channels = x.shape[:2]
+        filters = self.weights[0].reshape(channels, prod(kernel))
+        bias = self.weights[1] if self.bias else None
+        y = xp.empty((n, channels) + shape_out, dtype=x.dtype)
+        padded_plane = prod(size + 2 * p for size, p in zip(x.shape[2:], pad)) * x.itemsize
+        # One block on the GPU, where a kernel call costs more than its memory.
+        width = channels if xp is not np else max(1, min(channels, BLOCK_BYTES // padded_plane))
+        blocks = -(-channels // width)
+        windows = list(_windows(shape_out, kernel, stride, dilation))
+        rest = (1,) * len(shape_out)
+
+        def work(block: int) -> None:
+            sample, first = divmod(block, blocks)
+            chosen = slice(first * width, min(channels, (first + 1) * width))
+            source = x[sample, chosen]
+            if any(pad):
+                source = xp.pad(source, [(0, 0)] + [(p, p) for p in pad])
+            out = y[sample, chosen]
+            term = None
+            for index, window in windows:
+                weight = filters[chosen, index].reshape((-1,) + rest)
+                if index == 0:
+                    xp.multiply(source[(slice(None),) + window], weight, out=out)
+                    continue
+                if term is None:
+                    term = xp.empty_like(out)
+                xp.multiply(source[(slice(None),) + window], weight, out=term)
+                out += term
+            if bias is not None:
+                out += bias[chosen].reshape((-1,) + rest)
+
+        if xp is np:
+            run_blocks(work, n * blocks)
+        else:
+            for block in range(n * blocks):
+                work(block)
+        return y
 
 
 @register("Deconvolution", settings="convolution_param", key_settings=(

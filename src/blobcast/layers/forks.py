@@ -21,6 +21,9 @@ class ReLU6(LayerOp):
     def forward(self, x):
         return (self.xp.clip(x, 0, _const(x, 6)),)
 
+    def in_place(self, shape):
+        return lambda x, channels: self.xp.clip(x, 0, _const(x, 6), out=x)
+
 
 @register("ShuffleChannel", settings="shuffle_channel_param", key_settings=("group",))
 class ShuffleChannel(LayerOp):

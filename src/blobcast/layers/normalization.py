@@ -51,22 +51,43 @@ class BatchNorm(LayerOp):
         # and factor 1 keep a shape check's values in range.
         return [filler(value=0.0), filler(value=1.0), filler(value=1.0)]
 
+    def _uses_global_stats(self) -> bool:
+        p = self.params
+        return p.use_global_stats if p.has("use_global_stats") else self.phase == "TEST"
+
+    def _stored_statistics(self, x):
+        """The stored mean and variance, divided by the stored scale factor."""
+        mean, variance, factor = self.weights
+        factor = float(factor.reshape(-1)[0])
+        factor = 0.0 if factor == 0 else 1.0 / factor
+        return mean * _const(x, factor), variance * _const(x, factor)
+
     def forward(self, x):
         xp, p = self.xp, self.params
         eps = _const(x, p.eps)
-        use_global = p.use_global_stats if p.has("use_global_stats") else self.phase == "TEST"
-        if use_global:
-            mean, variance, factor = self.weights
-            factor = float(factor.reshape(-1)[0])
-            factor = 0.0 if factor == 0 else 1.0 / factor
-            mean = mean * _const(x, factor)
-            variance = variance * _const(x, factor)
+        if self._uses_global_stats():
+            mean, variance = self._stored_statistics(x)
         else:
             axes = (0,) + tuple(range(2, x.ndim))
             mean = x.mean(axis=axes)
             variance = ((x - _channel_view(mean, x.ndim)) ** 2).mean(axis=axes)
         centered = x - _channel_view(mean, x.ndim)
         return (centered / xp.sqrt(_channel_view(variance, x.ndim) + eps),)
+
+    def in_place(self, shape):
+        # Batch statistics need the whole batch at once: only stored ones here.
+        if not self._uses_global_stats() or len(shape) < 2 or self.weights[0].size != shape[1]:
+            return None
+        sample = self.xp.zeros((), self.weights[0].dtype)
+        mean, variance = self._stored_statistics(sample)
+        deviation = self.xp.sqrt(variance + _const(sample, self.params.eps))
+        rest = (1,) * (len(shape) - 2)
+
+        def apply(x, channels):
+            x -= mean[channels].reshape((-1,) + rest)
+            x /= deviation[channels].reshape((-1,) + rest)
+
+        return apply
 
 
 def _broadcast_over(values, x, axis: int):
@@ -101,6 +122,25 @@ class _Affine(LayerOp):
 
     """Scale and Bias: a second bottom or a learned blob, broadcast from `axis`."""
 
+    def _per_channel(self, shape):
+        """The learned blobs as (channels, 1, ...) arrays when they act on axis 1
+        of a blob of `shape`, one value per channel (or one in all); else None."""
+        if len(self.layer.bottoms) > 1 or len(shape) < 2:
+            return None
+        axis = canonical_axis(self.params.axis, len(shape))
+        span = len(shape) - axis if self.params.num_axes == -1 else self.params.num_axes
+        rest = (1,) * (len(shape) - 2)
+        operands = []
+        for blob in self.weights:
+            if blob.size == 1 and (blob.ndim != span or blob.shape == tuple(shape[axis:axis + span])):
+                operands.append(self.xp.broadcast_to(blob.reshape((1,) * (len(shape) - 1)),
+                                                     (shape[1],) + rest))
+            elif axis == 1 and span == 1 and blob.size == shape[1]:
+                operands.append(blob.reshape((shape[1],) + rest))
+            else:
+                return None
+        return operands
+
     def _operand(self, x, bottoms, index: int, num_axes: int):
         axis = canonical_axis(self.params.axis, x.ndim) if x.ndim else 0
         if bottoms:
@@ -130,6 +170,19 @@ class Scale(_Affine):
             y = y + self._bias_shape(bias, scale, x)
         return (y,)
 
+    def in_place(self, shape):
+        operands = self._per_channel(shape)
+        if operands is None:
+            return None
+        scale, bias = operands[0], operands[1] if self.params.bias_term else None
+
+        def apply(x, channels):
+            x *= scale[channels]
+            if bias is not None:
+                x += bias[channels]
+
+        return apply
+
     def _bias_shape(self, bias, scale, x):
         return bias.reshape(scale.shape) if scale.ndim else bias.reshape(())
 
@@ -138,6 +191,16 @@ class Scale(_Affine):
 class Bias(_Affine):
     def forward(self, x, *bottoms):
         return (x + self._operand(x, bottoms, 0, self.params.num_axes),)
+
+    def in_place(self, shape):
+        operands = self._per_channel(shape)
+        if operands is None:
+            return None
+
+        def apply(x, channels):
+            x += operands[0][channels]
+
+        return apply
 
 
 @register("MVN", settings="mvn_param")

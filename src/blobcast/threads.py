@@ -1,0 +1,74 @@
+"""The engine's own threads, for the work BLAS does not do: element-wise
+passes, window copies and depthwise convolutions, split into blocks that
+NumPy runs with the GIL released.
+
+The count is every core this process may use, like OpenBLAS's default;
+`set_threads(n)` or BLOBCAST_THREADS=n changes it (the CLI's --threads).
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+from .errors import BlobcastError
+
+_state: dict = {"threads": None, "pool": None}
+
+
+def _default_threads() -> int:
+    value = os.environ.get("BLOBCAST_THREADS", "").strip()
+    if value:
+        try:
+            return _checked(int(value))
+        except ValueError:
+            raise BlobcastError(f"BLOBCAST_THREADS={value!r}: give a positive whole number") from None
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
+
+
+def _checked(count: int) -> int:
+    if count < 1:
+        raise BlobcastError(f"the thread count must be at least 1, not {count}")
+    return count
+
+
+def threads() -> int:
+    if _state["threads"] is None:
+        _state["threads"] = _default_threads()
+    return _state["threads"]
+
+
+def set_threads(count: int | None) -> None:
+    """Use `count` threads from now on (None: the default again)."""
+    count = None if count is None else _checked(int(count))
+    if count != _state["threads"] and _state["pool"] is not None:
+        _state["pool"].shutdown(wait=True)
+        _state["pool"] = None
+    _state["threads"] = count
+
+
+def run_blocks(work, count: int) -> None:
+    """Call work(i) for i in range(count): on the engine's threads when
+    there are several blocks and several threads, else in this thread.
+    The first exception raised is raised here."""
+    workers = min(threads(), count)
+    if workers <= 1:
+        for index in range(count):
+            work(index)
+        return
+    if _state["pool"] is None:
+        _state["pool"] = ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="blobcast")
+
+    def share(first: int) -> None:  # every workers-th block, so that uneven blocks spread
+        for index in range(first, count, workers):
+            work(index)
+
+    futures = [_state["pool"].submit(share, first) for first in range(1, workers)]
+    try:
+        share(0)
+    finally:
+        for future in futures:
+            future.result()

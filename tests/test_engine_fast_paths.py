@@ -1,0 +1,227 @@
+"""The engine's fast paths give what the plain paths give: in-place chains of
+element-wise layers (bit for bit, and never on memory a caller or another
+blob can see), the direct depthwise convolution (against the forks' loop),
+the engine's threads, and the chunked blob comparison."""
+
+import numpy as np
+import pytest
+
+import blobcast
+import blobcast.engine.net as engine_net
+from blobcast.compare import CHUNK_VALUES, compare_arrays
+from blobcast.converters.prototxt import net_from_text
+from blobcast.engine import Net
+from blobcast.errors import BlobcastError
+from blobcast.threads import run_blocks, set_threads, threads
+
+CHAIN = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 dim: 9 dim: 7 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 3 pad: 1 } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: 0.1 } }
+layer { name: "drop" type: "Dropout" bottom: "conv" top: "conv" }
+layer { name: "six" type: "ReLU6" bottom: "conv" top: "conv" }
+layer { name: "bias" type: "Bias" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+"""
+
+
+def _chain_net(text: str = CHAIN, seed: int = 0) -> Net:
+    model = net_from_text(text, "<chain>")
+    rng = np.random.default_rng(seed)
+    shapes = {"conv": [(6, 6, 3, 3), (6,)], "bn": [(6,), (6,), (1,)], "scale": [(6,), (6,)],
+              "bias": [(6,)]}
+    for name, blob_shapes in shapes.items():
+        if name not in [layer.name for layer in model.layers]:
+            continue
+        arrays = [rng.normal(0, 1, shape) for shape in blob_shapes]
+        if name == "bn":
+            arrays = [arrays[0], np.abs(arrays[1]) + 0.5, np.full((1,), 2.0)]
+        model[name].blobs = [blobcast.Blob(np.asarray(a, np.float32)) for a in arrays]
+    return Net(model)
+
+
+def _layer_by_layer(net: Net, inputs: dict, monkeypatch, **options) -> dict:
+    with monkeypatch.context() as patch:
+        patch.setattr(Net, "_in_place_chain", lambda *args: [])
+        return net.forward(inputs, **options)
+
+
+@pytest.fixture
+def chains_run(monkeypatch):
+    """How many in-place chains ran, and how long each was."""
+    lengths = []
+    original = engine_net.run_in_place
+
+    def counting(array, chain):
+        lengths.append(len(chain))
+        original(array, chain)
+
+    monkeypatch.setattr(engine_net, "run_in_place", counting)
+    return lengths
+
+
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_an_in_place_chain_gives_the_layer_by_layer_values_bit_for_bit(keep_all, monkeypatch, chains_run):
+    net = _chain_net()
+    x = np.random.default_rng(1).standard_normal((2, 6, 9, 7)).astype(np.float32) * 3
+    fast = net.forward({"data": x}, keep_all=keep_all)
+    assert chains_run == [6]  # BatchNorm .. Bias: one pass over the blob
+    plain = _layer_by_layer(net, {"data": x}, monkeypatch, keep_all=keep_all)
+    assert fast.keys() == plain.keys()
+    for name in fast:
+        assert np.array_equal(fast[name], plain[name]), name
+    assert 0 < fast["pool"].max() <= 6 + np.abs(net.model["bias"].blobs[0].data.numpy()).max()
+
+
+def test_a_chain_never_writes_an_array_another_blob_names(chains_run):
+    # Dropout hands on its bottom array itself: "kept" and "conv" are one array,
+    # and the ReLU after it must leave "kept" as it was.
+    text = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 dim: 4 dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 1 } }
+layer { name: "drop" type: "Dropout" bottom: "conv" top: "kept" }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "add" type: "Eltwise" bottom: "kept" bottom: "conv" top: "sum" }
+"""
+    model = net_from_text(text, "<alias>")
+    rng = np.random.default_rng(3)
+    model["conv"].blobs = [blobcast.Blob(rng.normal(0, 1, (6, 6, 1, 1)).astype(np.float32)),
+                           blobcast.Blob(np.zeros(6, np.float32))]
+    x = rng.standard_normal((1, 6, 4, 4)).astype(np.float32)
+    out = Net(model).forward({"data": x}, keep_all=True)
+    assert chains_run == []
+    assert (out["kept"] < 0).any()
+    assert np.array_equal(out["sum"], out["kept"] + np.maximum(out["kept"], 0))
+
+
+def test_a_chain_never_writes_memory_another_blob_shares(monkeypatch, chains_run):
+    # Flatten gives a view of conv; the ReLU after it must not change that view.
+    text = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 dim: 4 dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        convolution_param { num_output: 6 kernel_size: 1 } }
+layer { name: "flat" type: "Flatten" bottom: "conv" top: "flat" }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "add" type: "Eltwise" bottom: "flat" bottom: "flat" top: "sum" }
+layer { name: "relu_out" type: "Flatten" bottom: "conv" top: "rectified" }
+"""
+    model = net_from_text(text, "<view>")
+    rng = np.random.default_rng(3)
+    model["conv"].blobs = [blobcast.Blob(rng.normal(0, 1, (6, 6, 1, 1)).astype(np.float32)),
+                           blobcast.Blob(np.zeros(6, np.float32))]
+    x = rng.standard_normal((1, 6, 4, 4)).astype(np.float32)
+    out = Net(model).forward({"data": x}, keep_all=True)
+    assert chains_run == []
+    assert (out["sum"] < 0).any()  # the flattened values kept their negatives
+    assert np.array_equal(out["sum"], 2 * out["flat"])
+    assert (out["rectified"] >= 0).all()
+
+
+def test_an_output_the_caller_holds_from_an_earlier_pass_is_never_rewritten():
+    net = _chain_net()
+    x = np.random.default_rng(4).standard_normal((2, 6, 9, 7)).astype(np.float32)
+    first = net.forward({"data": x})["pool"]
+    kept = first.copy()
+    net.forward({"data": -x})
+    assert np.array_equal(first, kept)
+
+
+def _depthwise_loop(x, w, b, stride, pad, dilation):
+    """The forks' ConvolutionDepthwise CPU loop, written out."""
+    n, c, h, wd = x.shape
+    k = w.shape[-1]
+    out_h = (h + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
+    out_w = (wd + 2 * pad - (dilation * (k - 1) + 1)) // stride + 1
+    y = np.zeros((n, c, out_h, out_w), np.float32)
+    for i in range(n):
+        for ch in range(c):
+            for oh in range(out_h):
+                for ow in range(out_w):
+                    value = np.float32(0)
+                    for kh in range(k):
+                        for kw in range(k):
+                            ih, iw = oh * stride - pad + kh * dilation, ow * stride - pad + kw * dilation
+                            if 0 <= ih < h and 0 <= iw < wd:
+                                value = np.float32(value + w[ch, 0, kh, kw] * x[i, ch, ih, iw])
+                    y[i, ch, oh, ow] = value + (b[ch] if b is not None else 0)
+    return y
+
+
+@pytest.mark.parametrize("stride,pad,dilation,bias", [(1, 1, 1, True), (2, 1, 1, False), (1, 2, 2, True),
+                                                       (2, 0, 1, True)])
+def test_depthwise_convolution_follows_the_forks_loop(stride, pad, dilation, bias, monkeypatch):
+    import blobcast.layers.convolution as convolution
+
+    monkeypatch.setattr(convolution, "BLOCK_BYTES", 256)  # several blocks per sample
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
+    w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(5).astype(np.float32) if bias else None
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 dim: 9 dim: 8 } } }'
+            f'layer {{ name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw" convolution_param {{ '
+            f'num_output: 5 group: 5 kernel_size: 3 stride: {stride} pad: {pad} dilation: {dilation} '
+            f'bias_term: {"true" if bias else "false"} }} }}')
+    model = net_from_text(text, "<dw>")
+    model["dw"].blobs = [blobcast.Blob(w)] + ([blobcast.Blob(b)] if bias else [])
+    y = Net(model).forward({"data": x})["dw"]
+    np.testing.assert_allclose(y, _depthwise_loop(x, w, b, stride, pad, dilation), rtol=1e-6, atol=1e-6)
+
+
+def test_the_thread_count_is_settable_and_checked(monkeypatch):
+    set_threads(3)
+    try:
+        assert threads() == 3
+        seen = []
+        run_blocks(seen.append, 10)
+        assert sorted(seen) == list(range(10))
+
+        def fails(index):
+            if index == 7:
+                raise ValueError("block 7")
+
+        with pytest.raises(ValueError, match="block 7"):
+            run_blocks(fails, 10)
+        with pytest.raises(BlobcastError, match="at least 1"):
+            set_threads(0)
+    finally:
+        set_threads(None)
+    monkeypatch.setenv("BLOBCAST_THREADS", "two")
+    with pytest.raises(BlobcastError, match="BLOBCAST_THREADS"):
+        threads()
+    monkeypatch.setenv("BLOBCAST_THREADS", "1")
+    assert threads() == 1
+    set_threads(None)
+
+
+def _direct_figures(a, b, atol, rtol):
+    x, y = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    both = np.isfinite(x) & np.isfinite(y)
+    x, y = x[both], y[both]
+    difference = np.abs(x - y)
+    scale = np.maximum(np.abs(x), np.abs(y))
+    return {"max_abs_error": difference.max(), "mismatched": int(np.count_nonzero(difference > atol + rtol * scale)),
+            "min_atol": max(0.0, (difference - rtol * scale).max()),
+            "max_rel_error": np.max(np.where(scale > 0, difference / np.where(scale > 0, scale, 1), 0))}
+
+
+def test_the_chunked_comparison_gives_the_whole_arrays_figures():
+    rng = np.random.default_rng(6)
+    size = CHUNK_VALUES["cpu"] * 3 + 17  # chunks and a remainder
+    a = rng.standard_normal(size).astype(np.float32)
+    b = a + rng.standard_normal(size).astype(np.float32) * np.float32(1e-3)
+    a[size - 5] = b[size - 5] = np.nan
+    a[3] = b[3] = np.inf
+    result = compare_arrays("x", a.reshape(1, -1), b.reshape(1, -1), 1e-5, 1e-3, allow_nonfinite=True)
+    expected = _direct_figures(a, b, 1e-5, 1e-3)
+    assert result.nonfinite == 2 and result.nan_mismatches == 0
+    assert result.max_abs_error == expected["max_abs_error"]
+    assert result.max_rel_error == expected["max_rel_error"]
+    assert result.min_atol == expected["min_atol"]
+    assert result.mismatched == expected["mismatched"] > 0
+    assert not result.passed
+    b[size - 5] = 1.0  # a NaN against a number fails whatever is allowed
+    assert compare_arrays("x", a, b, allow_nonfinite=True).nan_mismatches == 1
