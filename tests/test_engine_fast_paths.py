@@ -225,3 +225,23 @@ def test_the_chunked_comparison_gives_the_whole_arrays_figures():
     assert not result.passed
     b[size - 5] = 1.0  # a NaN against a number fails whatever is allowed
     assert compare_arrays("x", a, b, allow_nonfinite=True).nan_mismatches == 1
+
+
+@pytest.mark.parametrize("stride,pad,dilation,group", [(1, 1, 1, 1), (2, 2, 1, 2), (1, 2, 2, 1), (3, 0, 1, 1)])
+def test_a_convolution_unfolded_in_parts_equals_it_unfolded_whole(stride, pad, dilation, group, monkeypatch):
+    import blobcast.layers.convolution as convolution
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 4, 17, 11)).astype(np.float32)
+    w = rng.standard_normal((6, 4 // group, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(6).astype(np.float32)
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 4 dim: 17 dim: 11 } } }'
+            f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param {{ num_output: 6 '
+            f'kernel_size: 3 stride: {stride} pad: {pad} dilation: {dilation} group: {group} }} }}')
+    model = net_from_text(text, "<conv>")
+    model["c"].blobs = [blobcast.Blob(w), blobcast.Blob(b)]
+    whole = Net(model).forward({"data": x})["c"]
+    monkeypatch.setattr(convolution, "COLUMN_BYTES", 4 * 9 * 11 * 3)  # three rows of columns
+    parts = Net(model).forward({"data": x})["c"]
+    assert parts.shape == whole.shape
+    np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-5)  # GEMM sums in another order

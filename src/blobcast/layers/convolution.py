@@ -11,6 +11,9 @@ from ..threads import run_blocks
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
 BLOCK_BYTES = 1 << 18  # a block that stays in a core's L2 cache
+# Unfolded columns larger than this are made a part at a time.
+COLUMN_BYTES = 64 << 20
+COLUMN_BYTES_GPU = 1 << 30
 
 
 def spatial_settings(params, spatial_axes: int, layer_name: str):
@@ -123,8 +126,10 @@ class Convolution(_ConvolutionBase):
         out = prod(max((n + 2 * p - (d * (k - 1) + 1)) // s + 1, 0)
                    for n, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))
         padded = prod(n + 2 * p for n, p in zip(spatial, pad))
-        # output, the padded input and the unfolded columns
-        return batch * (self._outputs() * out + channels * (padded + prod(kernel) * out))
+        # output, the padded input and the unfolded columns (made in parts past
+        # a limit; counted here at 4 bytes a value, at least what they take)
+        columns = min(batch * channels * prod(kernel) * out, self._column_bytes() // 4)
+        return batch * (self._outputs() * out + channels * padded) + columns
 
     def forward(self, x):
         xp = self.xp
@@ -142,20 +147,56 @@ class Convolution(_ConvolutionBase):
                 leading + (outputs,) + shape_out),)
         locations = prod(shape_out)
         per_group = channels // group
+        filters = weight.reshape(group, outputs // group, per_group * prod(kernel))
         if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
             columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
-        else:
+            y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
+        elif n * channels * prod(kernel) * locations * x.itemsize <= self._column_bytes():
             padded = xp.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad]) if any(pad) else x
             columns = xp.empty((n, channels, prod(kernel)) + shape_out, dtype=x.dtype)
             for index, window in _windows(shape_out, kernel, stride, dilation):
                 columns[:, :, index] = padded[(slice(None), slice(None)) + window]
             columns = columns.reshape(n, group, per_group * prod(kernel), locations)
-        filters = weight.reshape(group, outputs // group, per_group * prod(kernel))
-        y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
+            y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
+        else:
+            y = self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation, shape_out)
         if self.bias:
             y += self.weights[1].reshape((1, outputs) + (1,) * len(shape_out))
         return (y.reshape(leading + y.shape[1:]),)
 
+
+    def _column_bytes(self) -> int:
+        return COLUMN_BYTES if self.xp is np else COLUMN_BYTES_GPU
+
+    def _column_rows(self, channels: int, kernel, shape_out, itemsize: int) -> int:
+        """How many rows of the output (its first spatial axis) one part unfolds."""
+        per_row = channels * prod(kernel) * prod(shape_out[1:]) * itemsize
+        return max(1, min(shape_out[0], self._column_bytes() // max(per_row, 1)))
+
+    def _unfolded_in_parts(self, x, filters, kernel, stride, pad, dilation, shape_out):
+        """The unfolded product, one sample and a run of output rows at a time:
+        the columns of a large input at batch 8 would take a gigabyte, and
+        memory that large is slow to fill as well."""
+        xp = self.xp
+        n, channels = x.shape[:2]
+        group, outputs = filters.shape[0], filters.shape[0] * filters.shape[1]
+        y = xp.empty((n, outputs) + shape_out, dtype=x.dtype)
+        rows = self._column_rows(channels, kernel, shape_out, x.itemsize)
+        buffer = xp.empty((channels, prod(kernel), rows) + shape_out[1:], dtype=x.dtype)
+        for sample in range(n):
+            padded = xp.pad(x[sample], [(0, 0)] + [(p, p) for p in pad]) if any(pad) else x[sample]
+            for first in range(0, shape_out[0], rows):
+                last = min(shape_out[0], first + rows)
+                part = (last - first,) + shape_out[1:]
+                columns = buffer[:, :, :last - first]
+                for index, window in _windows(part, kernel, stride, dilation):
+                    # the window's rows, moved to the part's first output row
+                    start = window[0].start + first * stride[0]
+                    rows_window = slice(start, start + stride[0] * (part[0] - 1) + 1, stride[0])
+                    columns[:, index] = padded[(slice(None), rows_window) + window[1:]]
+                product = xp.matmul(filters, columns.reshape(group, -1, prod(part)))
+                y[sample, :, first:last] = product.reshape((outputs,) + part)
+        return y
 
     def _depthwise(self, x, kernel, stride, pad, dilation, shape_out):
         """One filter per channel, summed directly in kernel order as the
