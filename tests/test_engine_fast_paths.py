@@ -151,7 +151,7 @@ def _depthwise_loop(x, w, b, stride, pad, dilation):
     return y
 
 
-@pytest.mark.parametrize("stride,pad,dilation,bias", [(1, 1, 1, True), (2, 1, 1, False), (1, 2, 2, True),
+@pytest.mark.parametrize("stride,pad,dilation,bias", [(1, 1, 1, True), (2, 1, 1, False), (1, 2, 2, True), (1, 0, 1, False),
                                                        (2, 0, 1, True)])
 def test_depthwise_convolution_follows_the_forks_loop(stride, pad, dilation, bias, monkeypatch):
     import blobcast.layers.convolution as convolution

@@ -1,9 +1,12 @@
 """The engine's own threads, for the work BLAS does not do: element-wise
-passes, window copies and depthwise convolutions, split into blocks that
-NumPy runs with the GIL released.
+passes and depthwise convolutions, split into blocks that NumPy runs with
+the GIL released.
 
-The count is every core this process may use, like OpenBLAS's default;
-`set_threads(n)` or BLOBCAST_THREADS=n changes it (the CLI's --threads).
+One thread unless BLOBCAST_THREADS=n or `set_threads(n)` asks for more: on
+the 2-core machine the engine is measured on, a second thread made those
+passes no faster (NumPy's calls on cache-sized blocks are too short for two
+threads to overlap) and the whole pass 7-8% slower beside OpenBLAS's own
+threads, which keep spinning for a while after each product.
 """
 
 from __future__ import annotations
@@ -23,10 +26,7 @@ def _default_threads() -> int:
             return _checked(int(value))
         except ValueError:
             raise BlobcastError(f"BLOBCAST_THREADS={value!r}: give a positive whole number") from None
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
+    return 1
 
 
 def _checked(count: int) -> int:

@@ -10,7 +10,7 @@ import numpy as np
 from ..threads import run_blocks
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
-BLOCK_BYTES = 1 << 18  # a block that stays in a core's L2 cache
+BLOCK_BYTES = 1 << 20  # a block about the size of a core's L2 cache
 # Unfolded columns larger than this are made a part at a time.
 COLUMN_BYTES = 64 << 20
 COLUMN_BYTES_GPU = 1 << 30
@@ -201,39 +201,54 @@ class Convolution(_ConvolutionBase):
     def _depthwise(self, x, kernel, stride, pad, dilation, shape_out):
         """One filter per channel, summed directly in kernel order as the
         forks' ConvolutionDepthwise loops do: an unfolded copy and a batched
-        product of 1-row matrices would cost several times as much. Blocks
-        of a sample's channels stay in cache and run on the engine's threads."""
+        product of 1-row matrices would cost more. Blocks of a sample's
+        channels stay in cache (and run on the engine's threads)."""
         xp = self.xp
         n, channels = x.shape[:2]
         filters = self.weights[0].reshape(channels, prod(kernel))
         bias = self.weights[1] if self.bias else None
         y = xp.empty((n, channels) + shape_out, dtype=x.dtype)
-        padded_plane = prod(size + 2 * p for size, p in zip(x.shape[2:], pad)) * x.itemsize
+        padded = tuple(size + 2 * p for size, p in zip(x.shape[2:], pad))
+        # With stride 1, each kernel offset reads the padded planes, laid flat,
+        # at a fixed shift: one long run per channel instead of a short one per
+        # row. Outputs are made on the padded width, and the extra columns cut.
+        flat = all(s == 1 for s in stride)
+        # one zero row more: the last offset's run ends past the padded plane
+        source_shape = (padded[0] + 1, padded[1]) if flat else padded
         # One block on the GPU, where a kernel call costs more than its memory.
-        width = channels if xp is not np else max(1, min(channels, BLOCK_BYTES // padded_plane))
+        width = channels if xp is not np else \
+            max(1, min(channels, BLOCK_BYTES // (prod(source_shape) * x.itemsize)))
         blocks = -(-channels // width)
-        windows = list(_windows(shape_out, kernel, stride, dilation))
-        rest = (1,) * len(shape_out)
+        if flat:
+            shifts = [a * dilation[0] * padded[1] + b * dilation[1]
+                      for a in range(kernel[0]) for b in range(kernel[1])]
+            length = shape_out[0] * padded[1]
+            reads = [(slice(None), slice(shift, shift + length)) for shift in shifts]
+        else:
+            reads = [(slice(None),) + window for _, window in _windows(shape_out, kernel, stride, dilation)]
 
         def work(block: int) -> None:
             sample, first = divmod(block, blocks)
             chosen = slice(first * width, min(channels, (first + 1) * width))
-            source = x[sample, chosen]
-            if any(pad):
-                source = xp.pad(source, [(0, 0)] + [(p, p) for p in pad])
-            out = y[sample, chosen]
-            term = None
-            for index, window in windows:
+            inside = x[sample, chosen]
+            source = xp.zeros((inside.shape[0],) + source_shape, dtype=x.dtype)
+            source[:, pad[0]:pad[0] + inside.shape[1], pad[1]:pad[1] + inside.shape[2]] = inside
+            if flat:
+                source = source.reshape(inside.shape[0], -1)
+                out = xp.empty((inside.shape[0], length), dtype=x.dtype)
+                rest = (1,)
+            else:
+                out, rest = y[sample, chosen], (1, 1)
+            term = xp.empty_like(out)
+            for index, read in enumerate(reads):
                 weight = filters[chosen, index].reshape((-1,) + rest)
-                if index == 0:
-                    xp.multiply(source[(slice(None),) + window], weight, out=out)
-                    continue
-                if term is None:
-                    term = xp.empty_like(out)
-                xp.multiply(source[(slice(None),) + window], weight, out=term)
-                out += term
+                xp.multiply(source[read], weight, out=out if index == 0 else term)
+                if index:
+                    out += term
             if bias is not None:
                 out += bias[chosen].reshape((-1,) + rest)
+            if flat:
+                y[sample, chosen] = out.reshape(-1, shape_out[0], padded[1])[:, :, :shape_out[1]]
 
         if xp is np:
             run_blocks(work, n * blocks)
