@@ -11,13 +11,14 @@ just "some .h5"), then confirmed from its first bytes.
 
 from __future__ import annotations
 
+import importlib
 import os
 from types import SimpleNamespace
 
 from blobcast.errors import FormatError
 from blobcast.fileio import open_regular
 
-from . import binaryproto, caffe_hdf5, caffemodel, onnx_format, prototxt, solverstate
+from . import binaryproto, caffe_hdf5, caffemodel, onnx_names, prototxt, solverstate
 from .caffe_hdf5 import HDF5_MAGIC
 
 
@@ -29,10 +30,33 @@ def _as_format(module_or_class) -> SimpleNamespace:
         write=module_or_class.write, module=module_or_class)
 
 
+class _ImportedOnUse(SimpleNamespace):
+    """A format record whose module (and the library it needs) is imported
+    when a file of the format is first read or written."""
+
+    def __init__(self, names):
+        super().__init__(name=names.NAME, suffixes=names.SUFFIXES, description=names.DESCRIPTION,
+                         holds=names.HOLDS, magic=None)
+        self._module_name = names.MODULE
+
+    @property
+    def module(self):
+        return importlib.import_module(self._module_name)
+
+    def read(self, *args, **options):
+        return self.module.read(*args, **options)
+
+    def write(self, *args, **options):
+        return self.module.write(*args, **options)
+
+
 def _registry() -> dict:
-    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat, onnx_format,
+    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat,
                solverstate.BinaryFormat, solverstate.HDF5Format]
-    return {f.NAME: _as_format(f) for f in formats}
+    records = [_as_format(f) for f in formats] + [_ImportedOnUse(onnx_names)]
+    order = ["caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy", "onnx"]
+    records.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
+    return {r.name: r for r in records}
 
 
 FORMATS = _registry()

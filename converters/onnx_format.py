@@ -22,6 +22,7 @@ from blobcast.model import Model
 from blobcast.tensor import LazyTensor
 
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, FUNCTION_DOMAIN, build_graph
+from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the format record)
 from .onnx_ops.registry import NEWEST_OPSET
 from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
 from .onnx_tensors import (
@@ -36,10 +37,6 @@ from .onnx_tensors import (
 )
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
-NAME = "onnx"
-SUFFIXES = (".onnx",)
-DESCRIPTION = "an ONNX model"
-HOLDS = frozenset({"architecture", "weights", "graph"})  # a graph its own runtimes run
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
 _GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
 def _tensor_proto(name: str, array, external) -> TensorProto:

@@ -33,10 +33,10 @@ def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Run
         from .engine import Net
 
         return Net(model_or_onnx_path, device=device, **net_options)
-    from . import converters  # file-format code lives apart from the model
+    from .converters import onnx_format  # file-format code lives apart from the model
 
     net_options.pop("skip_unrunnable", None)
-    return converters.onnx_format.OnnxRunner(model_or_onnx_path)
+    return onnx_format.OnnxRunner(model_or_onnx_path)
 
 
 def forward_what_runs(side: Runner, inputs: dict, keep_all: bool = False) -> dict:
