@@ -8,7 +8,7 @@ from blobcast.errors import FormatError
 from blobcast.model import Blob, Layer, Model
 
 from .blobproto import BlobFormatError, blob_to_bytes, decode_blob
-from .caffemodel import map_file
+from .mapping import map_file
 from .wire import WireError
 
 NAME = "binaryproto"

@@ -14,9 +14,10 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from blobcast.model import Blob
-from blobcast.tensor import MAX_AXES, LazyTensor
+from blobcast.tensor import MAX_AXES, FileBytes, LazyTensor
 
 from . import caffe_pb2 as pb
+from .mapping import MappedFile
 from .wire import (
     FIXED32,
     FIXED64,
@@ -48,7 +49,9 @@ def _view(buf, start: int, end: int, dtype: np.dtype, source: str) -> LazyTensor
     def load(buf=buf, start=start, count=count, dtype=dtype):
         return np.frombuffer(buf, dtype=dtype, count=count, offset=start)
 
-    return LazyTensor((count,), dtype, load, source)
+    # Packed repeated floats are little-endian on the wire: the file's bytes are the values.
+    in_file = FileBytes(buf, start) if isinstance(buf, MappedFile) else None
+    return LazyTensor((count,), dtype, load, source, in_file)
 
 
 def decode_blob(buf, start: int, end: int, where: str) -> Blob:
@@ -115,7 +118,8 @@ def _make_blob(shape_dims, legacy, flat: dict, where) -> Blob:
 
 def _reshaped(tensor: LazyTensor, shape) -> LazyTensor:
     shape = tuple(shape)
-    return LazyTensor(shape, tensor.dtype, lambda: tensor.numpy().reshape(shape), tensor.source)
+    return LazyTensor(shape, tensor.dtype, lambda: tensor.numpy().reshape(shape), tensor.source,
+                      tensor.file_bytes)
 
 
 def _decode_with_protobuf(raw: bytes, where: str) -> Blob:

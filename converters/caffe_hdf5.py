@@ -18,12 +18,13 @@ from google.protobuf.message import DecodeError
 from blobcast.errors import BlobcastWarning, FormatError
 from blobcast.limits import check_allocation
 from blobcast.model import Blob, Layer, Model
-from blobcast.tensor import LazyTensor
+from blobcast.tensor import FileBytes, LazyTensor
 from blobcast.weights import WeightSource, attach_weights
 
 from . import caffe_pb2 as pb
 from .caffe_net import architecture_pb, model_from_net
 from .hdf5_guard import check_storage, child, members, open_hdf5, walk_groups
+from .mapping import copy_file_bytes
 from .prototxt import architecture_text, has_unknown_fields, net_from_text
 
 NAME = "caffemodel-h5"
@@ -61,6 +62,8 @@ def _dataset_tensor(dataset, path: str, where: str, file_map=None, copied=None) 
         # descriptor each).
         def load(buf=file_map, offset=offset, shape=shape, dtype=target, count=dataset.size):
             return np.frombuffer(buf(), dtype=dtype, count=count, offset=offset).reshape(shape)
+
+        return LazyTensor(shape, target, load, f"{path}:{where}", FileBytes(file_map, offset))
     else:
         if copied is not None:
             copied.append(dataset.size * target.itemsize)
@@ -79,10 +82,13 @@ class FileMap:
 
     def __call__(self):
         if self._buf is None:
-            from .caffemodel import map_file
+            from .mapping import map_file
 
             self._buf = map_file(self.path)
         return self._buf
+
+    def fileno(self) -> int:
+        return self().fileno()
 
 
 def _blobs_in(group: h5py.Group, diff_group, path: str, layer_name: str, file_map,
@@ -224,6 +230,24 @@ def write(model: Model, path: str, *, compress: str | None = None, progress=None
             raise FormatError(f"unknown compression {compress!r}; use gzip", path)
         options = {"compression": "gzip", "compression_opts": 4}
     owners = model.param_owners()
+    copies = []  # (dataset, tensor): values copied file to file once the file is closed
+
+    def add_dataset(group, name: str, tensor, filters: dict) -> None:
+        file_bytes = getattr(tensor, "file_bytes", None)
+        if file_bytes is None or filters or not tensor.shape or not tensor.size:
+            group.create_dataset(name, data=tensor.numpy(), **filters)
+            if progress is not None:
+                progress(tensor.nbytes)
+            return
+        # Space only, at a fixed place in the file; the values follow below.
+        plist = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+        plist.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+        plist.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+        space = h5py.h5s.create_simple(tensor.shape)
+        kind = h5py.h5t.py_create(tensor.dtype)
+        copies.append((h5py.h5d.create(group.id, name.encode(), kind, space, dcpl=plist).get_offset(),
+                       tensor))
+
     # Values of 4 KiB and more start on 64-byte boundaries, so the engine can
     # use them in place (BLAS is slower on misaligned operands).
     with h5py.File(path, "w", alignment_threshold=4096, alignment_interval=64) as handle:
@@ -237,13 +261,17 @@ def write(model: Model, path: str, *, compress: str | None = None, progress=None
                     continue  # Net::ToHDF5 writes shared parameters under their owner only
                 # HDF5 filters need chunked storage, which a 0-d dataset cannot have.
                 filters = options if blob.shape and blob.data.size else {}
-                group.create_dataset(str(j), data=blob.data.numpy(), **filters)
+                add_dataset(group, str(j), blob.data, filters)
                 if diff_group is not None and blob.diff is not None:
-                    diff_group.create_dataset(str(j), data=blob.diff.numpy(), **filters)
-                if progress is not None:
-                    progress(blob.nbytes)
+                    add_dataset(diff_group, str(j), blob.diff, filters)
         if model.has_architecture:
             _write_architecture(handle, model)
+    if copies:
+        with open(path, "r+b") as output:
+            for offset, tensor in copies:
+                copy_file_bytes(output.fileno(), offset, tensor)
+                if progress is not None:
+                    progress(tensor.nbytes)
 
 
 def _write_architecture(handle: h5py.File, model: Model) -> None:

@@ -7,18 +7,15 @@ messages. Writing streams each blob's bytes straight from its array.
 
 from __future__ import annotations
 
-import mmap
-import os
-
 from google.protobuf.message import DecodeError
 
 from blobcast.errors import FormatError
-from blobcast.fileio import open_regular
 from blobcast.model import Model
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_net import layer_pb, model_from_net, net_settings_pb
+from .mapping import map_file
 from .messages import fork_numbered_fields
 from .upgrade import UpgradeError, net_version, upgrade_net
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
@@ -31,15 +28,6 @@ PROTOBUF_LIMIT = 2**31 - 1  # Caffe's reader refuses messages above INT_MAX byte
 
 _LAYER_V2, _LAYERS_V1 = 100, 2
 _BLOBS_V2, _BLOBS_V1, _V0_LAYER, _BLOBS_V0 = 7, 6, 1, 50
-
-
-def map_file(path: str):
-    """Memory-map a file read-only (an empty file gets empty bytes)."""
-    with open_regular(path) as handle:
-        size = os.fstat(handle.fileno()).st_size
-        if size == 0:
-            raise FormatError("the file is empty", path)
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
 
 def _strip_blobs(buf, start, end, blob_field, where, nested=None):

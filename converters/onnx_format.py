@@ -188,7 +188,7 @@ def map_onnx(path: str):
     The file is memory-mapped and scanned, so protobuf parses only the graph
     (this also reads files over protobuf's 2 GB limit); tensor values are
     viewed in place."""
-    from .caffemodel import map_file
+    from .mapping import map_file
 
     buf = map_file(path)
     raw: dict = {}

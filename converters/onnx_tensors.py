@@ -79,7 +79,7 @@ class ExternalFiles:
 
     def buffer(self, path: str):
         if path not in self._maps:
-            from .caffemodel import map_file
+            from .mapping import map_file
 
             self._maps[path] = map_file(path)
         return self._maps[path]

@@ -18,8 +18,8 @@ from blobcast.solver import SolverState
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_hdf5 import HDF5_MAGIC, FileMap, _dataset_tensor
-from .caffemodel import map_file
 from .hdf5_guard import check_storage, child, members, open_hdf5
+from .mapping import map_file
 from .messages import fill_pb, message_from_pb
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 

@@ -6,6 +6,7 @@ the file allows, that call returns a view of the file's bytes (no copy).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from math import prod
 
@@ -87,6 +88,17 @@ class ArrayTensor(Tensor):
         return self._array
 
 
+class FileBytes:
+    """A tensor's bytes in a file the reader holds open: `handle` has the
+    file's descriptor (fileno()), `offset` the first byte's position."""
+
+    __slots__ = ("handle", "offset")
+
+    def __init__(self, handle, offset: int):
+        self.handle = handle
+        self.offset = offset
+
+
 class LazyTensor(Tensor):
     """A tensor whose data a loader produces on first use (then kept).
 
@@ -94,13 +106,17 @@ class LazyTensor(Tensor):
     readers that map files return views, so keeping it costs no memory.
     """
 
-    __slots__ = ("_loader", "_array", "source")
+    __slots__ = ("_loader", "_array", "source", "file_bytes")
 
-    def __init__(self, shape, dtype, loader: Callable[[], np.ndarray], source: str = ""):
+    def __init__(self, shape, dtype, loader: Callable[[], np.ndarray], source: str = "",
+                 file_bytes: FileBytes | None = None):
         super().__init__(shape, dtype)
         self._loader = loader
         self._array = None
         self.source = source
+        # Where the values lie verbatim (little-endian, packed) in an open
+        # file: writers copy them file to file in the kernel, untouched here.
+        self.file_bytes = file_bytes
 
     @property
     def is_loaded(self) -> bool:
@@ -139,7 +155,62 @@ def same_bits(a: Tensor, b: Tensor) -> bool:
         return False
     if a is b:
         return True
+    in_files = getattr(a, "file_bytes", None), getattr(b, "file_bytes", None)
+    if None not in in_files:
+        return _same_file_bytes(*in_files, a.nbytes)
     bits = np.uint32 if a.dtype.itemsize == 4 else np.uint64
     x = np.ascontiguousarray(a.numpy()).view(bits)
     y = np.ascontiguousarray(b.numpy()).view(bits)
     return bool(np.array_equal(x, y))
+
+
+_COMPARE_BYTES = 1 << 20
+
+
+def _same_file_bytes(a: FileBytes, b: FileBytes, count: int) -> bool:
+    """Compare two tensors' bytes where they lie in files, a piece at a time
+    through small buffers: checking a written copy then maps neither file,
+    which would hold both in memory."""
+    first, second = a.handle.fileno(), b.handle.fileno()
+    for done in range(0, count, _COMPARE_BYTES):
+        size = min(_COMPARE_BYTES, count - done)
+        left = os.pread(first, size, a.offset + done)
+        if len(left) != size or left != os.pread(second, size, b.offset + done):
+            return False
+    return True
+
+
+ALIGNMENT = 64
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = prod(shape) * dtype.itemsize
+    raw = np.empty(nbytes + ALIGNMENT, dtype=np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_values(tensor: Tensor) -> np.ndarray:
+    """The tensor's values starting on a 64-byte boundary (BLAS takes slower
+    paths on others, and their results differ in the last bit): its own
+    array where it does; else an aligned copy, read from the file where the
+    values lie in one, so that the mapping's pages are never brought in."""
+    in_file = getattr(tensor, "file_bytes", None)
+    if in_file is not None and not tensor.is_loaded and in_file.offset % ALIGNMENT:
+        copy = aligned_empty(tensor.shape, tensor.dtype)
+        target = memoryview(copy.reshape(-1)).cast("B")
+        done = 0
+        while done < tensor.nbytes:
+            read = os.preadv(in_file.handle.fileno(), [target[done:]], in_file.offset + done)
+            if read <= 0:
+                raise ValueError(f"{tensor.source or 'tensor'}: the file ended before its values did")
+            done += read
+        return copy
+    array = tensor.numpy()
+    if array.ctypes.data % ALIGNMENT == 0 or array.size == 0:
+        return array
+    copy = aligned_empty(array.shape, array.dtype)
+    copy[...] = array
+    return copy

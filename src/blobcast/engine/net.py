@@ -13,6 +13,7 @@ from ..errors import BlobcastError
 from ..layers.base import LAYER_TYPES, implementation, spec_for
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
+from ..tensor import aligned_values
 from ..threads import run_blocks
 from ..weights import expected_blob_count
 from .python_layer import PythonLayer
@@ -48,24 +49,6 @@ def array_module(device: str = "cpu"):
         raise BlobcastError(f"--device gpu: {problem}; install blobcast[gpu] on a machine "
                             "with an NVIDIA GPU, or use --device cpu")
     return np
-
-
-ALIGNMENT = 64
-
-
-def _aligned(array: np.ndarray) -> np.ndarray:
-    """The array itself when it starts on a 64-byte boundary, else an aligned
-    copy. Views of a mapped .caffemodel mostly start at odd offsets, and BLAS
-    takes slower code paths on those, whose results also differ in the last
-    bit from the aligned path's: the same weights from two files must give
-    the same outputs."""
-    if array.ctypes.data % ALIGNMENT == 0 or array.size == 0:
-        return array
-    copy = np.empty(array.nbytes + ALIGNMENT, dtype=np.uint8)
-    start = -copy.ctypes.data % ALIGNMENT
-    aligned = copy[start:start + array.nbytes].view(array.dtype).reshape(array.shape)
-    aligned[...] = array
-    return aligned
 
 
 _BATCH_SETTINGS = ("data_param", "image_data_param", "hdf5_data_param", "window_data_param")
@@ -271,7 +254,8 @@ class Net:
                 continue
             if layer.type != "Python":
                 check_has_weights(layer)
-            arrays = [blob.data.numpy() for blob in layer.blobs if blob is not None]
+            arrays = [blob.data.numpy() if self.precision not in (None, blob.data.dtype)
+                      else aligned_values(blob.data) for blob in layer.blobs if blob is not None]
             ops.append(self._op(layer, arrays))
         self._ops = ops
         return ops
@@ -340,7 +324,7 @@ class Net:
     def _host_weight(self, array: np.ndarray) -> np.ndarray:
         if self.precision is not None and array.dtype != self.precision:
             return array.astype(self.precision)
-        return _aligned(array)
+        return array
 
     def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None,
                 tolerate_missing: bool = False) -> dict:
