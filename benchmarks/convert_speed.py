@@ -4,7 +4,10 @@ Generates the model, then times each direction against copying the same
 bytes (`cp` through the page cache) and against the plain protobuf path,
 each run in a fresh process so peak memory is its own. Prints medians.
 
-    python benchmarks/convert_speed.py [--runs 3] [--scale 1.0] [--keep DIR]
+    python benchmarks/convert_speed.py [--runs 3] [--scale 1.0] [--keep DIR] [--cli]
+
+With --cli: `blobcast convert` as a user runs it, a fresh process per run,
+every direction with --no-verify and with the default checks, beside `cp`.
 """
 
 from __future__ import annotations
@@ -106,6 +109,68 @@ def make_model(scale: float) -> blobcast.Model:
     return model
 
 
+# The command line as a user runs it, in a fresh interpreter: imports, reading,
+# writing and the checks all count. The peak is VmHWM, read as it exits.
+CLI_CHILD = r"""
+import atexit, sys
+def report():
+    peak_kb = [line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM")][0]
+    sys.stderr.write(f"\nVMHWM {int(peak_kb) * 1024}\n")
+atexit.register(report)
+sys.argv = ["blobcast"] + sys.argv[1:]
+from blobcast.cli import main
+main()
+"""
+
+
+def measure_cli(arguments: list[str], dst: str) -> tuple[float, int]:
+    """Wall seconds and peak bytes of `blobcast ARGUMENTS` in a fresh process
+    (the output removed first, as a first conversion finds no file there)."""
+    for stale in (dst, dst + ".data"):
+        if os.path.exists(stale):
+            os.remove(stale)
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", CLI_CHILD, *arguments], capture_output=True,
+                          text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode:
+        raise SystemExit(f"blobcast {' '.join(arguments)} failed: {done.stderr.strip()}")
+    peak = int(done.stderr.rsplit("VMHWM", 1)[1].split()[0])
+    return seconds, peak
+
+
+def measure_cp(src: str, dst: str) -> float:
+    if os.path.exists(dst):
+        os.remove(dst)
+    start = time.perf_counter()
+    subprocess.run(["cp", src, dst], check=True)
+    return time.perf_counter() - start
+
+
+def cli_table(folder: str, runs: int) -> dict:
+    """Every direction through the command line, with --no-verify and with
+    the default checks, beside `cp` of the same .caffemodel."""
+    binary = os.path.join(folder, "vgg16.caffemodel")
+    sources = {"caffemodel": binary, "h5": os.path.join(folder, "vgg16.caffemodel.h5"),
+               "onnx": os.path.join(folder, "vgg16.onnx")}
+    directions = [("caffemodel", "h5", "cli.caffemodel.h5"), ("h5", "caffemodel", "cli.caffemodel"),
+                  ("caffemodel", "onnx", "cli.onnx"), ("onnx", "caffemodel", "cli_onnx.caffemodel")]
+    copy = statistics.median(measure_cp(binary, os.path.join(folder, "cp.bin")) for _ in range(runs))
+    size = os.path.getsize(binary)
+    rows = []
+    for source, target, name in directions:
+        dst = os.path.join(folder, name)
+        for checks in ("--no-verify", "checked"):
+            arguments = ["convert", sources[source], dst, "--force"]
+            arguments += ["--no-verify"] if checks != "checked" else []
+            runs_done = [measure_cli(arguments, dst) for _ in range(runs)]
+            seconds = statistics.median(r[0] for r in runs_done)
+            peak = statistics.median(r[1] for r in runs_done)
+            rows.append({"case": f"{source} -> {target}, {checks}", "seconds": seconds,
+                         "x_cp": seconds / copy, "peak_mb": peak / 1e6, "peak_x_model": peak / size})
+    return {"cp_seconds": copy, "rows": rows}
+
+
 def measure(kind: str, src: str, dst: str) -> tuple[float, int]:
     result = subprocess.run([sys.executable, "-c", CHILD, kind, src, dst],
                             capture_output=True, text=True, check=True)
@@ -125,6 +190,8 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the model for a quick run")
     parser.add_argument("--keep", help="folder for the generated files (default: a temp folder)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--cli", action="store_true",
+                        help="the command line as a user runs it, every direction, instead")
     options = parser.parse_args()
     folder = options.keep or tempfile.mkdtemp(prefix="blobcast-bench-")
     os.makedirs(folder, exist_ok=True)
@@ -136,6 +203,20 @@ def main() -> None:
     if not os.path.exists(os.path.join(folder, "vgg16.onnx")):
         blobcast.save(blobcast.load(binary), os.path.join(folder, "vgg16.onnx"))
     size = os.path.getsize(binary)
+    if options.cli:
+        table = cli_table(folder, options.runs)
+        if options.json:
+            print(json.dumps({"model_bytes": size, **table}, indent=2))
+        else:
+            print(f"model: {size / 1e6:.0f} MB .caffemodel; `cp` (a process) median "
+                  f"{table['cp_seconds']:.3f} s; medians of {options.runs} runs, each a fresh process")
+            print(f"{'blobcast convert':34} {'seconds':>8} {'x cp':>6} {'peak MB':>8} {'peak/model':>10}")
+            for row in table["rows"]:
+                print(f"{row['case']:34} {row['seconds']:8.3f} {row['x_cp']:6.1f} {row['peak_mb']:8.0f} "
+                      f"{row['peak_x_model']:10.2f}")
+        if not options.keep:
+            shutil.rmtree(folder)
+        return
     cases = [
         ("caffemodel -> h5", "blobcast", binary, os.path.join(folder, "out.caffemodel.h5")),
         ("h5 -> caffemodel", "blobcast", hdf5, os.path.join(folder, "out.caffemodel")),

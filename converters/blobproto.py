@@ -17,7 +17,7 @@ from blobcast.model import Blob
 from blobcast.tensor import MAX_AXES, FileBytes, LazyTensor
 
 from . import caffe_pb2 as pb
-from .mapping import MappedFile
+from .mapping import FileChunk, MappedFile
 from .wire import (
     FIXED32,
     FIXED64,
@@ -142,6 +142,14 @@ def _decode_with_protobuf(raw: bytes, where: str) -> Blob:
 
 
 # -- encoding ---------------------------------------------------------------------
+def _tensor_bytes(tensor):
+    """The tensor's bytes to write: where they lie in an input file, a chunk
+    that the writer copies file to file; else a view of its array."""
+    if getattr(tensor, "file_bytes", None) is not None and tensor.size:
+        return FileChunk(tensor)
+    return _array_bytes(tensor.numpy())
+
+
 def _array_bytes(array: np.ndarray) -> memoryview:
     array = np.ascontiguousarray(array)
     if array.dtype.byteorder == ">":
@@ -165,8 +173,8 @@ def encode_blob(blob: Blob, write_diff: bool = True) -> tuple[list, int]:
         inner = length_delimited(1, len(dims)) + dims
         shape_chunk = (length_delimited(7, len(inner)) + inner) if blob.shape else None
     double = blob.data.dtype == F8
-    data = _array_bytes(blob.data.numpy())
-    diff = _array_bytes(blob.diff.numpy()) if (write_diff and blob.diff is not None) else None
+    data = _tensor_bytes(blob.data)
+    diff = _tensor_bytes(blob.diff) if (write_diff and blob.diff is not None) else None
     if not double:
         if len(data):
             chunks += [length_delimited(5, len(data)), data]

@@ -55,3 +55,32 @@ def copy_file_bytes(destination: int, offset: int, tensor) -> None:
             raise FormatError(f"{tensor.source or 'a tensor'}: the input file ended before its "
                               "values did (was it changed while being read?)")
         start, at, remaining = start + done, at + done, remaining - done
+
+
+class FileChunk:
+    """A tensor's bytes as one chunk of an output file, copied from the input
+    file that holds them (write_chunks copies; bytes() reads them)."""
+
+    __slots__ = ("tensor",)
+
+    def __init__(self, tensor):
+        self.tensor = tensor
+
+    def __len__(self) -> int:
+        return self.tensor.nbytes
+
+    def __bytes__(self) -> bytes:
+        return self.tensor.numpy().tobytes()
+
+
+class MappedOnUse:
+    """The descriptor of a file mapped when first needed: `mapping()` gives
+    the MappedFile (mapped once by whoever holds it)."""
+
+    __slots__ = ("mapping",)
+
+    def __init__(self, mapping):
+        self.mapping = mapping
+
+    def fileno(self) -> int:
+        return self.mapping().fileno()

@@ -12,7 +12,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 from blobcast.errors import FormatError
 from blobcast.fileio import check_regular_file
-from blobcast.tensor import LazyTensor
+from blobcast.tensor import FileBytes, LazyTensor
+
+from .mapping import MappedOnUse
 
 _NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
              TensorProto.INT64: np.dtype("<i8"), TensorProto.INT32: np.dtype("<i4"),
@@ -97,7 +99,8 @@ def external_tensor(tensor: TensorProto, model_path: str, files: ExternalFiles |
                              offset=offset).reshape(shape).copy()
     return LazyTensor(shape, dtype, lambda: np.frombuffer(files.buffer(path), dtype=dtype, count=count,
                                                           offset=offset).reshape(shape),
-                      f"{model_path}:{tensor.name}")
+                      f"{model_path}:{tensor.name}",
+                      FileBytes(MappedOnUse(lambda: files.buffer(path)), offset))
 
 
 def _graph_tensors(graph, where: str):

@@ -9,6 +9,8 @@ Every scanner checks each length against the bytes really there.
 
 from __future__ import annotations
 
+import os
+
 VARINT, FIXED64, LENGTH_DELIMITED, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 
@@ -129,9 +131,17 @@ def splice_at_field(known: bytes, field_number: int, inserted: list) -> list:
 
 def write_chunks(path: str, chunks: list, progress=None) -> None:
     """Write byte chunks (bytes or buffer views) to `path`, reporting progress."""
+    from .mapping import FileChunk, copy_file_bytes
+
     with open(path, "wb") as handle:
         for chunk in chunks:
-            if len(chunk):
+            if not len(chunk):
+                continue
+            if isinstance(chunk, FileChunk):
+                handle.flush()
+                copy_file_bytes(handle.fileno(), handle.tell(), chunk.tensor)
+                handle.seek(len(chunk), os.SEEK_CUR)
+            else:
                 handle.write(chunk)
-                if progress is not None:
-                    progress(len(chunk))
+            if progress is not None:
+                progress(len(chunk))

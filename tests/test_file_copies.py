@@ -75,12 +75,39 @@ def test_the_file_to_file_comparison_finds_one_changed_bit(tmp_path):
     assert model_differences(source, changed) == [f"layer {name!r} blob {j}: values differ"]
 
 
-def test_misaligned_values_are_read_aligned_from_the_file_without_mapping_them():
+def test_values_in_a_file_are_read_aligned_from_it_without_mapping_them():
     model = blobcast.load(ZOO)
-    misaligned = [blob.data for _, _, blob in _all_blobs(model) if blob.data.file_bytes.offset % ALIGNMENT]
-    assert misaligned
-    for tensor in misaligned:
+    tensors = [blob.data for _, _, blob in _all_blobs(model)]
+    assert any(tensor.file_bytes.offset % ALIGNMENT for tensor in tensors)
+    for tensor in tensors:
         values = aligned_values(tensor)
         assert values.ctypes.data % ALIGNMENT == 0
         assert not tensor.is_loaded  # read through the descriptor, not the mapping
         assert np.array_equal(values, tensor.numpy())
+
+
+def test_the_onnx_check_sees_the_graph_without_parsing_the_weights(tmp_path):
+    from onnx import TensorProto, helper, save
+
+    from blobcast.converters.onnx_format import check
+    from blobcast.errors import CheckFailed
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [64, 64, 3, 3],
+                                np.zeros((64, 64, 3, 3), np.float32).tobytes(), raw=True)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64, 8, 8])
+
+    def model(op_type: str, output_channels: int):
+        y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, output_channels, 8, 8])
+        graph = helper.make_graph([helper.make_node(op_type, ["x", "w"], ["y"], pads=[1, 1, 1, 1])],
+                                  "g", [x], [y], [weight])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+    good, unknown, misshapen = (tmp_path / f"{n}.onnx" for n in ("good", "unknown", "misshapen"))
+    save(model("Conv", 64), good)
+    save(model("NoSuchOp", 64), unknown)
+    save(model("Conv", 32), misshapen)  # the weights give 64 channels, the output says 32
+    assert check(str(good)) == "onnx checker (full)"
+    with pytest.raises(CheckFailed, match="NoSuchOp"):
+        check(str(unknown))
+    with pytest.raises(CheckFailed):
+        check(str(misshapen))

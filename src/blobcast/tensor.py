@@ -194,11 +194,13 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 
 def aligned_values(tensor: Tensor) -> np.ndarray:
     """The tensor's values starting on a 64-byte boundary (BLAS takes slower
-    paths on others, and their results differ in the last bit): its own
-    array where it does; else an aligned copy, read from the file where the
-    values lie in one, so that the mapping's pages are never brought in."""
+    paths on others, and their results differ in the last bit). Values that
+    lie in a file are read from it into memory of their own, so that what a
+    run holds is freed when it ends (mapped pages would stay with the
+    mapping); others are the tensor's own array where it starts aligned,
+    else an aligned copy."""
     in_file = getattr(tensor, "file_bytes", None)
-    if in_file is not None and not tensor.is_loaded and in_file.offset % ALIGNMENT:
+    if in_file is not None and tensor.size:
         copy = aligned_empty(tensor.shape, tensor.dtype)
         target = memoryview(copy.reshape(-1)).cast("B")
         done = 0
