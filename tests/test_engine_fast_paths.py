@@ -205,7 +205,9 @@ def _direct_figures(a, b, atol, rtol):
     scale = np.maximum(np.abs(x), np.abs(y))
     return {"max_abs_error": difference.max(), "mismatched": int(np.count_nonzero(difference > atol + rtol * scale)),
             "min_atol": max(0.0, (difference - rtol * scale).max()),
-            "max_rel_error": np.max(np.where(scale > 0, difference / np.where(scale > 0, scale, 1), 0))}
+            "max_rel_error": np.max(np.where(scale > 0, difference / np.where(scale > 0, scale, 1), 0)),
+            "min_rtol": max(0.0, np.max(np.where(difference <= atol, 0.0,
+                                                 (difference - atol) / np.where(scale > 0, scale, 1))))}
 
 
 def test_the_chunked_comparison_gives_the_whole_arrays_figures():
@@ -215,12 +217,14 @@ def test_the_chunked_comparison_gives_the_whole_arrays_figures():
     b = a + rng.standard_normal(size).astype(np.float32) * np.float32(1e-3)
     a[size - 5] = b[size - 5] = np.nan
     a[3] = b[3] = np.inf
+    a[7] = b[7] = 0.0  # 0 / 0 relative error: left out, not NaN
     result = compare_arrays("x", a.reshape(1, -1), b.reshape(1, -1), 1e-5, 1e-3, allow_nonfinite=True)
     expected = _direct_figures(a, b, 1e-5, 1e-3)
     assert result.nonfinite == 2 and result.nan_mismatches == 0
     assert result.max_abs_error == expected["max_abs_error"]
     assert result.max_rel_error == expected["max_rel_error"]
     assert result.min_atol == expected["min_atol"]
+    assert result.min_rtol == expected["min_rtol"] > 0
     assert result.mismatched == expected["mismatched"] > 0
     assert not result.passed
     b[size - 5] = 1.0  # a NaN against a number fails whatever is allowed
