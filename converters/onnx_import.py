@@ -20,6 +20,7 @@ from .onnx_export import CUSTOM_DOMAIN, FUNCTION_DOMAIN, LAYER_ATTRIBUTE
 from .onnx_fold import ConstantFolding, _attributes
 from .onnx_ops import IMPORTERS
 from .onnx_ops.registry import Unsupported
+from .onnx_simplify import simplify
 
 
 class Importer(ConstantFolding):
@@ -143,6 +144,7 @@ class Importer(ConstantFolding):
         if self.problems:
             raise FormatError(f"{len(self.problems)} ONNX node(s) cannot become Caffe layers: "
                               + "; ".join(self.problems), self.path)
+        self.layers = simplify(self.layers, {self.blob(output.name) for output in self.graph.output})
         self._expose_outputs()
         model.layers = self.layers
         model.source_format = "onnx"

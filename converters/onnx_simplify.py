@@ -1,0 +1,140 @@
+"""Fewer, more portable layers after ONNX import, with the same arithmetic.
+
+ONNX spells Caffe's BatchNorm + Scale pair as BatchNormalization (its scale
+and bias at 1 and 0), Mul and Add; imported node by node that is BatchNorm,
+an identity Scale, a Scale and a Bias, and OpenCV 4 cannot create Bias
+layers. Each rule here gives every value exactly what the layers it
+replaces gave:
+
+- a Scale by all ones plus all zeros is dropped (x * 1 + 0 is x);
+- a learned Scale without bias whose only reader is a learned Bias over the
+  same axes becomes one Scale with bias_term (Caffe's Scale multiplies, then
+  adds: the same two operations);
+- a learned per-channel Bias whose only input is a Convolution or
+  InnerProduct without bias becomes that layer's bias (which it adds after
+  the product, as the Bias did);
+- a Reshape or Flatten to (N, K) read only by an InnerProduct on axis 1 is
+  dropped: the InnerProduct flattens its input that way itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from blobcast.model import Layer
+
+
+def _learned(layer: Layer) -> bool:
+    return len(layer.bottoms) == 1 and len(layer.tops) == 1 and all(b is not None for b in layer.blobs)
+
+
+def _values(layer: Layer, index: int) -> np.ndarray:
+    return layer.blobs[index].data.numpy()
+
+
+def _is_identity_scale(layer: Layer) -> bool:
+    if layer.type != "Scale" or not _learned(layer):
+        return False
+    ones = bool(np.all(_values(layer, 0) == 1))
+    zeros = len(layer.blobs) < 2 or bool(np.all(_values(layer, 1) == 0))
+    return ones and zeros
+
+
+def _same_span(scale: Layer, bias: Layer) -> bool:
+    a, b = scale.type_params, bias.type_params
+    return a.axis == b.axis and a.num_axes == b.num_axes and \
+        _values(scale, 0).shape == _values(bias, 0).shape
+
+
+def _readers(layers: list[Layer], outputs: set) -> dict:
+    """How many layers (and graph outputs) read each blob."""
+    counts: dict[str, int] = {name: 1 for name in outputs}
+    for layer in layers:
+        for bottom in layer.bottoms:
+            counts[bottom] = counts.get(bottom, 0) + 1
+    return counts
+
+
+def _rename_after(layers: list[Layer], start: int, old: str, new: str) -> None:
+    for layer in layers[start:]:
+        layer.spec.bottom = [new if b == old else b for b in layer.bottoms]
+
+
+def simplify(layers: list[Layer], outputs: set) -> list[Layer]:
+    """The layers with the rules above applied; `outputs` are the blobs the
+    graph exposes (never renamed away). One pass: after a change the same
+    place is looked at again, and the readers' counts are kept up to date."""
+    layers = list(layers)
+    readers = _readers(layers, outputs)
+    index = 0
+    while index < len(layers):
+        if _simplified_at(layers, index, outputs, readers):
+            continue
+        index += 1
+    return layers
+
+
+def _simplified_at(layers: list[Layer], index: int, outputs: set, readers: dict) -> bool:
+    """Apply the first rule that fits the layer at `index`; whether one did."""
+    layer = layers[index]
+    top = layer.tops[0] if len(layer.tops) == 1 else None
+    if _is_identity_scale(layer) and (top == layer.bottoms[0] or top not in outputs):
+        del layers[index]
+        if top != layer.bottoms[0]:
+            _rename_after(layers, index, top, layer.bottoms[0])
+            readers[layer.bottoms[0]] += readers.pop(top, 0) - 1
+        return True
+    reader = _only_reader(layers, index, top, readers) if _flattens(layer) else None
+    if reader is not None and reader.type == "InnerProduct" and reader.type_params.axis == 1 \
+            and top not in outputs:
+        reader.spec.bottom = [layer.bottoms[0]]
+        del layers[index]
+        return True
+    following = layers[index + 1] if index + 1 < len(layers) else None
+    if following is None or top is None or readers.get(top, 0) != 1 or \
+            following.bottoms != [top] or following.type != "Bias" or not _learned(following):
+        return False
+    merges_scale = layer.type == "Scale" and _learned(layer) and not layer.type_params.bias_term \
+        and _same_span(layer, following)
+    folds_bias = layer.type in ("Convolution", "InnerProduct") and not layer.type_params.bias_term \
+        and len(layer.blobs) == 1 and _per_output(layer, following)
+    if not (merges_scale or folds_bias):
+        return False
+    layer.type_params.bias_term = True
+    layer.blobs = [layer.blobs[0], following.blobs[0]]
+    layer.spec.top = list(following.tops)
+    if merges_scale:
+        layer.name = following.name  # the Add carried the Caffe Scale's name
+    del layers[index + 1]
+    return True
+
+
+def _per_output(layer: Layer, bias: Layer) -> bool:
+    """The Bias adds one value per output channel (axis 1, one axis)."""
+    p = bias.type_params
+    values = _values(bias, 0)
+    outputs = layer.type_params.num_output
+    return layer.type_params.axis == 1 and p.axis == 1 and p.num_axes == 1 and values.ndim == 1 \
+        and values.shape[0] == outputs
+
+
+def _flattens(layer: Layer) -> bool:
+    """A Reshape to (N, -1) or (N, K), or a Flatten from axis 1 to the end:
+    what an InnerProduct on axis 1 does to its input itself."""
+    if len(layer.bottoms) != 1 or len(layer.tops) != 1 or layer.tops == layer.bottoms:
+        return False
+    p = layer.type_params
+    if layer.type == "Flatten":
+        return p.axis == 1 and p.end_axis == -1
+    if layer.type == "Reshape":
+        dims = list(p.shape.dim)
+        return p.axis == 0 and p.num_axes == -1 and len(dims) == 2 and dims[0] == 0 and \
+            (dims[1] == -1 or dims[1] > 0)
+    return False
+
+
+def _only_reader(layers: list[Layer], index: int, top, readers: dict):
+    """The one layer after `index` that reads `top`, if only one does."""
+    if top is None or readers.get(top, 0) != 1:
+        return None
+    return next((later for later in layers[index + 1:] if top in later.bottoms), None)

@@ -1,0 +1,88 @@
+"""ONNX import ends in the fewest, most portable Caffe layers, computing
+exactly what the node-by-node import computed: a Caffe BatchNorm + Scale net
+comes back from ONNX as itself, and OpenCV 4 (which has no Bias layer) runs
+the result."""
+
+from collections import Counter
+
+import cv2
+import numpy as np
+from onnx import TensorProto, helper
+
+import blobcast
+from blobcast.converters.prototxt import net_from_text
+from blobcast.engine import Net
+
+from .test_onnx import _onnx_file, ort_run
+
+NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 12 dim: 12 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 8 kernel_size: 3 pad: 1 bias_term: false } }
+layer { name: "conv1/bn" type: "BatchNorm" bottom: "conv1" top: "conv1" batch_norm_param { use_global_stats: true } }
+layer { name: "conv1/scale" type: "Scale" bottom: "conv1" top: "conv1" scale_param { bias_term: true } }
+layer { name: "conv1/relu" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool" type: "Pooling" bottom: "conv1" top: "pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 5 } }
+layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
+"""
+
+
+def _caffe_net(tmp_path):
+    model = net_from_text(NET, "<bn net>")
+    rng = np.random.default_rng(0)
+    values = {"conv1": [rng.normal(0, 0.3, (8, 3, 3, 3))],
+              "conv1/bn": [rng.normal(0, 0.1, 8), rng.uniform(0.5, 1.5, 8), np.ones(1)],
+              "conv1/scale": [rng.normal(1, 0.1, 8), rng.normal(0, 0.1, 8)],
+              "fc": [rng.normal(0, 0.3, (5, 8)), rng.normal(0, 0.1, 5)]}
+    for name, arrays in values.items():
+        model[name].blobs = [blobcast.Blob(np.asarray(a, np.float32)) for a in arrays]
+    path = tmp_path / "net.caffemodel"
+    blobcast.save(model, path)
+    return model, path
+
+
+def test_a_batchnorm_scale_net_comes_back_from_onnx_as_itself(tmp_path):
+    model, path = _caffe_net(tmp_path)
+    blobcast.convert(path, tmp_path / "net.onnx")
+    blobcast.convert(tmp_path / "net.onnx", tmp_path / "back.caffemodel")
+    back = blobcast.load(tmp_path / "back.caffemodel", prototxt=tmp_path / "back.prototxt")
+    assert Counter(layer.type for layer in back.layers) == Counter(layer.type for layer in model.layers)
+    assert back["conv1/scale"].type_params.bias_term
+    x = np.random.default_rng(1).standard_normal((2, 3, 12, 12)).astype(np.float32)
+    ours, theirs = Net(model).forward({"data": x}, keep_all=True), Net(back).forward({"data": x}, keep_all=True)
+    assert np.array_equal(ours["fc"], theirs["fc"])
+    opencv = cv2.dnn.readNetFromCaffe(str(tmp_path / "back.prototxt"), str(tmp_path / "back.caffemodel"))
+    opencv.setInput(x)
+    np.testing.assert_allclose(opencv.forward("fc"), ours["fc"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_per_channel_add_after_a_convolution_becomes_its_bias(tmp_path):
+    rng = np.random.RandomState(0)
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "b"], ["y"], name="add"),
+             helper.make_node("Relu", ["y"], ["r"], name="relu")]
+    init = {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+            "b": rng.standard_normal((1, 4, 1, 1)).astype(np.float32)}
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                      [V("r", TensorProto.FLOAT, None)], init)
+    report = blobcast.convert(path, tmp_path / "out.caffemodel")
+    assert report.forward["passed"]
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    assert [layer.type for layer in model.layers] == ["Input", "Convolution", "ReLU"]
+    assert model["conv"].type_params.bias_term
+    x = rng.standard_normal((1, 3, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(Net(model).forward({"x": x})["r"], ort_run(path, {"x": x})["r"],
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_an_identity_scale_that_is_a_graph_output_stays(tmp_path):
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="relu"),
+             helper.make_node("Mul", ["r", "ones"], ["y"], name="times_one")]
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+                      [V("y", TensorProto.FLOAT, None)], {"ones": np.ones((1, 3, 1, 1), np.float32)})
+    blobcast.convert(path, tmp_path / "out.caffemodel")
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    assert "y" in [top for layer in model.layers for top in layer.tops]
