@@ -249,3 +249,64 @@ def test_a_convolution_unfolded_in_parts_equals_it_unfolded_whole(stride, pad, d
     parts = Net(model).forward({"data": x})["c"]
     assert parts.shape == whole.shape
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-5)  # GEMM sums in another order
+
+
+@pytest.mark.parametrize("pad,size", [((1, 1), (9, 7)), ((0, 0), (8, 8)), ((2, 1), (5, 6)), ((1, 1), (1, 1))])
+def test_winograd_convolution_computes_the_convolution(pad, size, monkeypatch):
+    import blobcast.layers.winograd as winograd
+
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 5) + size).astype(np.float32)
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 '
+            f'dim: {size[0]} dim: {size[1]} }} }} }}'
+            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { '
+            f'num_output: 4 kernel_size: 3 pad_h: {pad[0]} pad_w: {pad[1]} }} }}')
+    model = net_from_text(text, "<3x3>")
+    model["c"].blobs = [blobcast.Blob(rng.standard_normal((4, 5, 3, 3)).astype(np.float32)),
+                        blobcast.Blob(rng.standard_normal(4).astype(np.float32))]
+    exact = Net(model).forward({"data": x})["c"]
+    fast = Net(model, winograd=True).forward({"data": x})["c"]
+    assert fast.shape == exact.shape
+    np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5)
+
+
+def test_winograd_keeps_a_caffe_forks_own_blobs_within_float32_tolerance(monkeypatch):
+    # Blobs written by the SSD fork itself: eight stride-1 3x3 convolutions.
+    import blobcast.layers.winograd as winograd
+
+    from .conftest import CAFFE
+
+    ssd = CAFFE / "ssd"
+    monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)  # every one of them, small as they are
+    calls = []
+    original = winograd.convolve
+    monkeypatch.setattr(winograd, "convolve", lambda *args: calls.append(1) or original(*args))
+    model = blobcast.load(ssd / "synth_a.caffemodel", prototxt=ssd / "synth_a.prototxt")
+    ours = Net(model, winograd=True).forward({"data": np.load(ssd / "synth_a_input_data.npy")},
+                                             keep_all=True)
+    golden = np.load(ssd / "synth_a_blobs.npz")
+    assert len(calls) == 8
+    for name in golden.files:
+        if not name.startswith("det_"):
+            np.testing.assert_allclose(ours[name], golden[name], atol=1e-5, rtol=1e-5, err_msg=name)
+
+
+def test_run_and_verify_take_winograd(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from blobcast.cli import app
+
+    from .conftest import CAFFE
+
+    zoo = CAFFE / "zoo"
+    runner = CliRunner()
+    done = runner.invoke(app, ["verify", str(zoo / "zoo.caffemodel"), str(zoo / "zoo.caffemodel.h5"),
+                               "--prototxt", str(zoo / "zoo_deploy.prototxt"), "--winograd", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["ok"]
+    done = runner.invoke(app, ["run", str(zoo / "zoo.caffemodel"), "--prototxt", str(zoo / "zoo_deploy.prototxt"),
+                               "--winograd", "--json"])
+    assert done.exit_code == 0, done.output

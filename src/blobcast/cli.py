@@ -71,6 +71,9 @@ InputOption = Annotated[Optional[list[str]], typer.Option(
     help="Input values: a shape (seeded random values) or a .npy file; repeatable.")]
 DeviceOption = Annotated[str, typer.Option(
     "--device", metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
+WinogradOption = Annotated[bool, typer.Option(
+    "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
+    "faster, not bit for bit Caffe's sums (see the README for the measured error).")]
 AtolOption = Annotated[float, typer.Option("--atol", metavar="X", help="Absolute tolerance.")]
 RtolOption = Annotated[float, typer.Option(
     "--rtol", metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")]
@@ -345,14 +348,14 @@ def inspect(
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
-                 random_weights: bool = False, layer_plugins=None):
+                 random_weights: bool = False, layer_plugins=None, winograd: bool = False):
     from .verify import RunOptions
 
     return RunOptions(prototxt=prototxt, inputs=tuple(inputs or ()), seed=seed,
                       all_blobs=all_blobs, device=device,
                       allow_python_layers=allow_python_layers,
                       python_path=tuple(python_path or ()), random_weights=random_weights,
-                      layer_plugins=tuple(layer_plugins or ()))
+                      layer_plugins=tuple(layer_plugins or ()), winograd=winograd)
 
 
 def _format_error(value: float | None) -> str:
@@ -375,6 +378,7 @@ def verify(
     all_blobs: Annotated[bool, typer.Option(
         "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
     device: DeviceOption = "cpu",
+    winograd: WinogradOption = False,
     allow_nonfinite: Annotated[bool, typer.Option(
         "--allow-nonfinite", help="Accept NaN/Inf outputs where both sides hold the same.")] = False,
     allow_python_layers: PythonLayersOption = False,
@@ -389,7 +393,7 @@ def verify(
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
-                               python_path, layer_plugins=layer_plugins)
+                               python_path, layer_plugins=layer_plugins, winograd=winograd)
         report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite)
         if json_output:
             _print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
@@ -438,6 +442,7 @@ def run_command(
     seed: SeedOption = 0,
     all_blobs: Annotated[bool, typer.Option("--all-blobs", help="Keep every blob.")] = False,
     device: DeviceOption = "cpu",
+    winograd: WinogradOption = False,
     save: Annotated[Optional[str], typer.Option(
         "--save", metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
@@ -457,7 +462,7 @@ def run_command(
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
-                               python_path, random_weights, layer_plugins)
+                               python_path, random_weights, layer_plugins, winograd)
         if save:
             for used in [model, prototxt] + [spec.split("=", 1)[1] for spec in inputs or ()
                                              if "=" in spec]:

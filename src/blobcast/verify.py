@@ -95,6 +95,7 @@ class RunOptions:
     python_path: tuple[str, ...] = ()
     random_weights: bool = False  # layers without weights get seeded ones (Caffe's fillers)
     layer_plugins: tuple[str, ...] = ()  # Python files registering layer types (--layer-plugin)
+    winograd: bool = False  # the engine's opt-in fast 3x3 convolutions (--winograd)
 
 
 def _load_model(path: str, prototxt: str | None):
@@ -120,7 +121,8 @@ def _side(path: str, options: RunOptions):
     return runner_for(_load_model(path, options.prototxt), device=options.device,
                       allow_python_layers=options.allow_python_layers, skip_unrunnable=True,
                       python_path=options.python_path,
-                      random_weights=options.seed if options.random_weights else None)
+                      random_weights=options.seed if options.random_weights else None,
+                      winograd=options.winograd)
 
 
 def _notes(side, prefix: str = "") -> list[str]:

@@ -114,7 +114,8 @@ class Net:
 
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),
-                 skip_unrunnable: bool = False, precision=None, random_weights: int | None = None):
+                 skip_unrunnable: bool = False, precision=None, random_weights: int | None = None,
+                 winograd: bool = False):
         if not model.has_architecture:
             raise BlobcastError("the model has weights but no layer definitions; give the "
                                 "architecture with --prototxt")
@@ -125,6 +126,9 @@ class Net:
         self.precision = None if precision is None else np.dtype(precision)
         # A seed: layers without weights get seeded random ones (Caffe's fillers).
         self.random_weights = random_weights
+        # Opt-in: stride-1 3x3 convolutions by Winograd's F(2x2, 3x3), faster,
+        # not Caffe's summation order (layers/winograd.py).
+        self.winograd = winograd
         self.phase = phase
         self.allow_python_layers = allow_python_layers
         self.python_path = tuple(python_path)
@@ -268,6 +272,8 @@ class Net:
             op_class = implementation(layer.type, layer.name)
         weights = [self.xp.asarray(self._host_weight(array)) for array in arrays]
         op = op_class(layer, self.xp, weights, self.phase)
+        if self.winograd and hasattr(op, "winograd"):
+            op.winograd = True
         return op
 
     def _random_op(self, index: int, layer: Layer, bottoms: list):

@@ -8,6 +8,7 @@ from math import prod
 import numpy as np
 
 from ..threads import run_blocks
+from . import winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
 BLOCK_BYTES = 1 << 20  # a block about the size of a core's L2 cache
@@ -83,6 +84,8 @@ class _ConvolutionBase(LayerOp):
         self.group = self.params.group
         self.bias = self.params.bias_term
         self.axis_setting = self.params.axis
+        self.winograd = False  # Net(winograd=True): the opt-in fast 3x3 path
+        self._winograd_filters = None
 
     def _batch_view(self, x):
         axis = canonical_axis(self.axis_setting, x.ndim)
@@ -148,7 +151,11 @@ class Convolution(_ConvolutionBase):
         locations = prod(shape_out)
         per_group = channels // group
         filters = weight.reshape(group, outputs // group, per_group * prod(kernel))
-        if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
+        if self.winograd and winograd.applies(kernel, stride, dilation, group, x.ndim, channels):
+            if self._winograd_filters is None:
+                self._winograd_filters = winograd.transformed_filters(xp, weight)
+            y = winograd.convolve(xp, x, self._winograd_filters, pad)
+        elif all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
             columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
             y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
         elif n * channels * prod(kernel) * locations * x.itemsize <= self._column_bytes():
