@@ -76,45 +76,42 @@ def test_an_in_place_chain_gives_the_layer_by_layer_values_bit_for_bit(keep_all,
     assert 0 < fast["pool"].max() <= 6 + np.abs(net.model["bias"].blobs[0].data.numpy()).max()
 
 
-def test_a_chain_never_writes_an_array_another_blob_names(chains_run):
-    # Dropout hands on its bottom array itself: "kept" and "conv" are one array,
-    # and the ReLU after it must leave "kept" as it was.
+def _conv_then(rest: str, seed: int = 3) -> dict:
+    """Every blob of a 1x1 convolution of a seeded input followed by `rest`."""
     text = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 dim: 4 dim: 4 } } }
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
         convolution_param { num_output: 6 kernel_size: 1 } }
-layer { name: "drop" type: "Dropout" bottom: "conv" top: "kept" }
-layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "add" type: "Eltwise" bottom: "kept" bottom: "conv" top: "sum" }
-"""
-    model = net_from_text(text, "<alias>")
-    rng = np.random.default_rng(3)
+""" + rest
+    model = net_from_text(text, "<conv then>")
+    rng = np.random.default_rng(seed)
     model["conv"].blobs = [blobcast.Blob(rng.normal(0, 1, (6, 6, 1, 1)).astype(np.float32)),
                            blobcast.Blob(np.zeros(6, np.float32))]
     x = rng.standard_normal((1, 6, 4, 4)).astype(np.float32)
-    out = Net(model).forward({"data": x}, keep_all=True)
+    return Net(model).forward({"data": x}, keep_all=True)
+
+
+def test_a_chain_never_writes_an_array_another_blob_names(chains_run):
+    # Dropout hands on its bottom array itself: "kept" and "conv" are one array,
+    # and the ReLU after it must leave "kept" as it was.
+    out = _conv_then("""
+layer { name: "drop" type: "Dropout" bottom: "conv" top: "kept" }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "add" type: "Eltwise" bottom: "kept" bottom: "conv" top: "sum" }
+""")
     assert chains_run == []
     assert (out["kept"] < 0).any()
     assert np.array_equal(out["sum"], out["kept"] + np.maximum(out["kept"], 0))
 
 
-def test_a_chain_never_writes_memory_another_blob_shares(monkeypatch, chains_run):
+def test_a_chain_never_writes_memory_another_blob_shares(chains_run):
     # Flatten gives a view of conv; the ReLU after it must not change that view.
-    text = """
-layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 6 dim: 4 dim: 4 } } }
-layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
-        convolution_param { num_output: 6 kernel_size: 1 } }
+    out = _conv_then("""
 layer { name: "flat" type: "Flatten" bottom: "conv" top: "flat" }
 layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
 layer { name: "add" type: "Eltwise" bottom: "flat" bottom: "flat" top: "sum" }
 layer { name: "relu_out" type: "Flatten" bottom: "conv" top: "rectified" }
-"""
-    model = net_from_text(text, "<view>")
-    rng = np.random.default_rng(3)
-    model["conv"].blobs = [blobcast.Blob(rng.normal(0, 1, (6, 6, 1, 1)).astype(np.float32)),
-                           blobcast.Blob(np.zeros(6, np.float32))]
-    x = rng.standard_normal((1, 6, 4, 4)).astype(np.float32)
-    out = Net(model).forward({"data": x}, keep_all=True)
+""")
     assert chains_run == []
     assert (out["sum"] < 0).any()  # the flattened values kept their negatives
     assert np.array_equal(out["sum"], 2 * out["flat"])
