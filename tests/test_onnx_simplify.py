@@ -86,3 +86,55 @@ def test_an_identity_scale_that_is_a_graph_output_stays(tmp_path):
     blobcast.convert(path, tmp_path / "out.caffemodel")
     model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
     assert "y" in [top for layer in model.layers for top in layer.tops]
+
+
+SE_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 6 dim: 6 } } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" pooling_param { pool: AVE global_pooling: true } }
+layer { name: "fc" type: "InnerProduct" bottom: "pool" top: "fc" inner_product_param { num_output: 4 } }
+layer { name: "gate" type: "Sigmoid" bottom: "fc" top: "gate" }
+layer { name: "excite" type: "Scale" bottom: "data" bottom: "gate" top: "excite" scale_param { axis: 0 } }
+"""
+
+
+def test_a_two_bottom_scale_comes_back_from_onnx_as_itself(tmp_path):
+    model = net_from_text(SE_NET, "<se>")
+    rng = np.random.default_rng(2)
+    model["fc"].blobs = [blobcast.Blob(rng.normal(0, 1, (4, 4)).astype(np.float32)),
+                         blobcast.Blob(rng.normal(0, 1, 4).astype(np.float32))]
+    blobcast.save(model, tmp_path / "se.caffemodel")
+    blobcast.convert(tmp_path / "se.caffemodel", tmp_path / "se.onnx")
+    report = blobcast.convert(tmp_path / "se.onnx", tmp_path / "back.caffemodel")
+    assert report.forward["passed"]
+    back = blobcast.load(tmp_path / "back.caffemodel", prototxt=tmp_path / "back.prototxt")
+    assert [layer.type for layer in back.layers] == [layer.type for layer in model.layers]
+    assert back.layers[-1].bottoms[1] == back.layers[-2].tops[0]  # the gate itself, (N, C)
+    x = rng.standard_normal((2, 4, 6, 6)).astype(np.float32)
+    expected = Net(model).forward({"data": x})["excite"]
+    assert np.array_equal(Net(back).forward({"data": x})["excite"], expected)
+    opencv = cv2.dnn.readNetFromCaffe(str(tmp_path / "back.prototxt"), str(tmp_path / "back.caffemodel"))
+    opencv.setInput(x)
+    np.testing.assert_allclose(opencv.forward(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_style_channel_gating_imports_as_a_two_bottom_scale(tmp_path):
+    # GlobalAveragePool -> 1x1 Conv -> Sigmoid -> Mul(x, gate (N, C, 1, 1)), as torch.onnx writes SE blocks
+    rng = np.random.RandomState(3)
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["squeeze"], name="squeeze"),
+             helper.make_node("Conv", ["squeeze", "w", "b"], ["logits"], name="reduce"),
+             helper.make_node("Sigmoid", ["logits"], ["gate"], name="gate"),
+             helper.make_node("Mul", ["x", "gate"], ["y"], name="excite"),
+             helper.make_node("Add", ["y", "gate"], ["z"], name="shift")]
+    init = {"w": rng.standard_normal((4, 4, 1, 1)).astype(np.float32),
+            "b": rng.standard_normal(4).astype(np.float32)}
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [2, 4, 5, 5])],
+                      [V("z", TensorProto.FLOAT, None)], init)
+    report = blobcast.convert(path, tmp_path / "out.caffemodel")
+    assert report.forward["passed"]
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    types = [layer.type for layer in model.layers]
+    assert types.count("Scale") == 1 and types.count("Bias") == 1 and "Eltwise" not in types
+    x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
+    expected = ort_run(path, {"x": x})["z"]
+    np.testing.assert_allclose(Net(model).forward({"x": x})["z"], expected, rtol=1e-5, atol=1e-6)

@@ -164,7 +164,8 @@ def _binary(im, node, op):
     out = node.output[0]
     if ca is None and cb is None:
         if im.shape(a) != im.shape(b):
-            raise Unsupported("inputs of different shapes (broadcasting) have no Caffe equivalent")
+            _broadcast_pair(im, node, op, a, b)
+            return
         if op == "Div":
             raise Unsupported("division of two tensors has no Caffe equivalent")
         settings = {"operation": "PROD"} if op == "Mul" else {}
@@ -199,6 +200,50 @@ def _binary(im, node, op):
     key = "scale_param" if kind == "Scale" else "bias_param"
     im.layer(node, kind, [x], [out], [squeezed.astype(np.float32) if squeezed.dtype != np.float64
                                       else squeezed], **{key: {"axis": axis, "num_axes": count}})
+
+
+def _leading_span(big: tuple, small: tuple) -> int:
+    """k where `small` is big[:k] followed by ones (k >= 1), else 0."""
+    if len(big) != len(small) or big == small:
+        return 0
+    k = len(small)
+    while k and small[k - 1] == 1:
+        k -= 1
+    return k if k and tuple(small[:k]) == tuple(big[:k]) else 0
+
+
+def _broadcast_pair(im, node, op, a, b):
+    """x * y or x + y, y of shape x[:k] + (1, ...): Caffe's Scale or Bias with
+    a second bottom over x's first k axes (SE-style channel gating, and how
+    blobcast exports a two-bottom Scale)."""
+    sa, sb = tuple(im.shape(a)), tuple(im.shape(b))
+    if op not in ("Mul", "Add") or not (_leading_span(sa, sb) or _leading_span(sb, sa)):
+        raise Unsupported("inputs of different shapes (broadcasting) have no Caffe equivalent "
+                          "beyond a leading-axes operand (N, C, 1, 1) of (N, C, H, W)")
+    x, y = (a, b) if _leading_span(sa, sb) else (b, a)
+    span = _leading_span(tuple(im.shape(x)), tuple(im.shape(y)))
+    operand = _without_trailing_ones(im, node, y, span)
+    kind, key = ("Scale", "scale_param") if op == "Mul" else ("Bias", "bias_param")
+    im.layer(node, kind, [x, operand], [node.output[0]], **{key: {"axis": 0}})
+
+
+def _without_trailing_ones(im, node, name: str, span: int) -> str:
+    """The operand as a blob of its first `span` axes: the input of the
+    Reshape that added the ones when that Reshape feeds nothing else (it goes),
+    else a Reshape that drops them."""
+    blob = im.blob(name)
+    producer = next((layer for layer in reversed(im.layers) if blob in layer.tops), None)
+    readers = im.consumers.get(name, [])
+    outputs = {output.name for output in im.graph.output}
+    if producer is not None and producer.type == "Reshape" and len(readers) == 1 and \
+            name not in outputs and len(im.shape(producer.bottoms[0])) == span:
+        im.layers.remove(producer)
+        return producer.bottoms[0]
+    squeezed = f"{name}/leading"
+    im.layer(node, "Reshape", [name], [squeezed], suffix="/leading",
+             reshape_param={"shape": {"dim": [0] * span}})
+    im.shapes[squeezed] = tuple(im.shape(name)[:span])
+    return squeezed
 
 
 for _op in ("Add", "Sub", "Mul", "Div"):
