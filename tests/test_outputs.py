@@ -121,8 +121,8 @@ def test_a_replaced_onnx_model_never_sits_beside_other_data(tmp_path):
 def test_an_interruption_after_the_rename_says_what_was_written(tmp_path, monkeypatch):
     destination = tmp_path / "done.caffemodel"
 
-    def convert_then_interrupted(source, target, **_options):
-        with atomic_destination(target, overwrite=False) as temporary:
+    def convert_then_interrupted(source, written, **_options):
+        with atomic_destination(written, overwrite=False) as temporary:
             shutil.copy(source, temporary)
         raise KeyboardInterrupt  # the signal lands after the rename
 

@@ -308,8 +308,12 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             destination_format: str | None = None, compress: str | None = None,
             overwrite: bool = False, weights: str | None = None,
             forward_check: bool | ForwardCheck = True, progress_factory=None,
-            onnx_options: dict | None = None) -> ConversionReport:
+            onnx_options: dict | None = None, target: str | None = None) -> ConversionReport:
     """Convert a file; the output appears only once written and checked bit-exact.
+
+    `target` (a runtime that takes Caffe, blobcast.targets): a Caffe output
+    must use only what it accepts, else nothing is written and every
+    offending layer is named.
 
     `forward_check`: False skips running both models; a ForwardCheck gives its
     input shapes, device and tolerances.
@@ -322,15 +326,28 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                           destination_format=destination_format, compress=compress,
                           overwrite=overwrite, weights=weights, forward_check=forward_check,
                           progress_factory=progress_factory, onnx_options=onnx_options,
-                          group=group, after_commit=after_commit)
+                          group=group, after_commit=after_commit, target=target)
     for action in after_commit:
         action()
     return report
 
 
+def _check_target(obj, dst_fmt, target: str, source: str) -> None:
+    from .targets import target_named, target_problems
+
+    chosen = target_named(target)
+    if "graph" in dst_fmt.holds or not isinstance(obj, Model):
+        raise BlobcastError("--target names a runtime that takes Caffe; it goes with a Caffe net "
+                            "written as .caffemodel, .caffemodel.h5 or .prototxt")
+    problems = target_problems(obj, chosen)
+    if problems:
+        raise CheckFailed(f"the net does not fit {chosen.name} ({chosen.description}): "
+                          + "; ".join(problems), source)
+
+
 def _convert(source, destination, *, prototxt, source_format, destination_format, compress,
              overwrite, weights, forward_check, progress_factory, onnx_options,
-             group: OutputGroup, after_commit: list) -> ConversionReport:
+             group: OutputGroup, after_commit: list, target: str | None = None) -> ConversionReport:
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
     check_options = forward_check if isinstance(forward_check, ForwardCheck) else ForwardCheck()
@@ -353,6 +370,8 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                 raise FormatError(f"layer {layer!r} reads blob {bottom!r}, which no earlier layer "
                                   f"produces ({len(missing)} such bottom(s) in all)",
                                   prototxt or source)
+        if target is not None:
+            _check_target(obj, dst_fmt, target, source)
         weights_report = None
         if weights is not None:
             if not isinstance(obj, SolverState):

@@ -71,6 +71,9 @@ InputOption = Annotated[Optional[list[str]], typer.Option(
     help="Input values: a shape (seeded random values) or a .npy file; repeatable.")]
 DeviceOption = Annotated[str, typer.Option(
     "--device", metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
+TargetOption = Annotated[Optional[str], typer.Option(
+    "--target", metavar="NAME", help="A runtime that takes Caffe: caffe, caffe-1.0, opencv, rknn, "
+    "nnie or tidl; the net must use only what it accepts.")]
 WinogradOption = Annotated[bool, typer.Option(
     "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
     "faster, not bit for bit Caffe's sums (see the README for the measured error).")]
@@ -262,6 +265,7 @@ def convert(
         help="ONNX: the shape of a top of a layer blobcast cannot run (written as a custom "
              "node); repeatable.")] = None,
     layer_plugins: LayerPluginOption = None,
+    target: TargetOption = None,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -287,7 +291,7 @@ def convert(
                               destination_format=to_format, compress=compress, overwrite=force,
                               weights=weights, forward_check=check,
                               progress_factory=_progress_factory(json_output),
-                              onnx_options=onnx_options or None)
+                              onnx_options=onnx_options or None, target=target)
         if json_output:
             _print_json({"ok": True, **report.to_dict()})
             return
@@ -327,6 +331,7 @@ def inspect(
     stats: Annotated[bool, typer.Option("--stats", help="Add min/max/mean/std and NaN/Inf "
                                         "counts per tensor (reads the weights).")] = False,
     from_format: FromOption = None,
+    target: TargetOption = None,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -336,13 +341,16 @@ def inspect(
 
     def body():
         facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
-                             file_format=from_format)
+                             file_format=from_format, target=target)
+        fits = facts.get("target", {}).get("fits", True)
         if json_output:
-            _print_json({"ok": True, **facts})
+            _print_json({"ok": fits, **facts, **({} if fits else {"exit_code": 1})})
         else:
             from .render import render
 
             stdout.print(render(facts))
+        if not fits:  # a pipeline's check that a model suits its runtime
+            raise typer.Exit(1)
 
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 

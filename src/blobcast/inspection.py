@@ -10,6 +10,7 @@ from .api import _converters, _reading, load
 from .errors import BlobcastError
 from .model import Model
 from .solver import HISTORY_ROLES, SolverState, learnable_slots, tie_history
+from .targets import target_named, target_problems
 from .tensor import Tensor
 
 
@@ -168,14 +169,24 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
 
 
 def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
-                 solver: str | None = None, file_format: str | None = None) -> dict:
+                 solver: str | None = None, file_format: str | None = None,
+                 target: str | None = None) -> dict:
     obj = load(path, prototxt=prototxt, format=file_format)
     if isinstance(obj, SolverState):
+        if target:
+            raise BlobcastError("--target goes with a net, not a solver state", path)
         facts = state_facts(obj, stats=stats, solver_path=solver)
     else:
         if solver:
             raise BlobcastError("--solver goes with a solver state file", path)
         facts = model_facts(obj, stats=stats)
+        if target:
+            if not obj.has_architecture:
+                raise BlobcastError("--target needs the layer definitions; give --prototxt", path)
+            chosen = target_named(target)
+            problems = target_problems(obj, chosen)
+            facts["target"] = {"name": chosen.name, "description": chosen.description,
+                               "fits": not problems, "problems": problems}
     facts["path"] = os.fspath(path)
     facts["file_bytes"] = os.path.getsize(path)
     if facts["format"] in ("caffemodel-h5", "solverstate-h5"):

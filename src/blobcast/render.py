@@ -85,6 +85,7 @@ def render_model(facts: dict) -> Tree:
             if "diff" in blob:
                 child.add(_tensor_line("diff", blob["diff"]))
     _render_deploy(root, facts.get("runs"))
+    _render_target(root, facts.get("target"))
     totals = facts["totals"]
     root.add(f"totals: {totals['layers']} layers, {totals['tensors']} tensors "
              f"({totals['learnable_tensors']} learnable, {totals['state_tensors']} state), "
@@ -111,6 +112,18 @@ def _render_deploy(root: Tree, runs: dict | None) -> None:
     if runs["dropped_inputs"]:
         node.add(f"[dim]not inputs (read only by layers not run): "
                  f"{escape(', '.join(runs['dropped_inputs']))}[/dim]")
+
+
+def _render_target(root: Tree, target: dict | None) -> None:
+    if not target:
+        return
+    if target["fits"]:
+        root.add(f"[green]fits {escape(target['name'])}[/green] ({escape(target['description'])})")
+        return
+    node = root.add(f"[red]does not fit {escape(target['name'])}[/red] "
+                    f"({escape(target['description'])}): {len(target['problems'])} problem(s)")
+    for problem in target["problems"]:
+        node.add(escape(problem))
 
 
 def render_state(facts: dict) -> Tree:

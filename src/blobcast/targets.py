@@ -1,0 +1,93 @@
+"""What each runtime that still takes Caffe input accepts: one declarative
+record per target (layer types, forbidden settings), checked against a net
+by `inspect --target` and `convert --target`.
+
+Sources: BVLC Caffe's registered layer classes (REGISTER_LAYER_CLASS at
+master; tag 1.0 lacks Clip, Swish and Pooling's round_mode), OpenCV 4's
+dnn/src/init.cpp against them, RKNN-Toolkit2 1.5.2's operator list, the TI
+TIDL user guide's layer table (SDK 08_02) and HiSilicon NNIE's "Caffe 1.0
+plus extension layers". A target's list is what its makers publish; a type
+missing from it may still work there, and one on it may have limits of its
+own (kernel sizes, batch one). Split is on every list: Caffe inserts Split
+layers itself wherever a blob has several readers, and writes them into
+its snapshots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import BlobcastError
+from .model import Model
+
+_TRAINING = frozenset({
+    "Accuracy", "ContrastiveLoss", "Data", "DummyData", "EuclideanLoss", "HDF5Data", "HDF5Output",
+    "HingeLoss", "ImageData", "InfogainLoss", "MemoryData", "MultinomialLogisticLoss",
+    "SigmoidCrossEntropyLoss", "SoftmaxWithLoss", "WindowData"})
+
+BVLC_TYPES = frozenset({
+    "AbsVal", "ArgMax", "BNLL", "BatchNorm", "BatchReindex", "Bias", "Clip", "Concat", "Convolution",
+    "Crop", "Deconvolution", "Dropout", "ELU", "Eltwise", "Embed", "Exp", "Filter", "Flatten", "Im2col",
+    "InnerProduct", "Input", "LRN", "LSTM", "Log", "MVN", "PReLU", "Parameter", "Pooling",
+    "Power", "Python", "RNN", "ReLU", "Reduction", "Reshape", "SPP", "Scale", "Sigmoid", "Silence",
+    "Slice", "Softmax", "Split", "Swish", "TanH", "Threshold", "Tile"}) | _TRAINING
+
+_OPENCV_LACKS = frozenset({
+    "Bias", "ArgMax", "Clip", "Embed", "Filter", "Im2col", "Parameter", "RNN", "Reduction",
+    "SPP", "Threshold", "BatchReindex", "Python", "Tile"})
+_OPENCV_FORKS = frozenset({
+    "ReLU6", "Permute", "PriorBox", "DetectionOutput", "Normalize", "ShuffleChannel", "ROIPooling",
+    "PSROIPooling", "Interp", "ConvolutionDepthwise"})
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    description: str
+    types: frozenset
+    # (layer type, settings message, field): settings the target's Caffe cannot read
+    forbidden: tuple = field(default=())
+
+
+TARGETS = {target.name: target for target in (
+    Target("caffe", "BVLC Caffe master", BVLC_TYPES),
+    Target("caffe-1.0", "BVLC Caffe 1.0 (2017): no Clip, Swish or Pooling round_mode",
+           BVLC_TYPES - {"Clip", "Swish"}, (("Pooling", "pooling_param", "round_mode"),)),
+    Target("opencv", "OpenCV 4 readNetFromCaffe (no Bias, ArgMax, Clip, Reduction, SPP, Threshold, "
+           "Tile, ...; SSD and other fork layers)",
+           (BVLC_TYPES - _OPENCV_LACKS - _TRAINING) | _OPENCV_FORKS),
+    Target("rknn", "Rockchip RKNN-Toolkit2 1.5.2", frozenset({
+        "BatchNorm", "BNLL", "Concat", "Convolution", "ConvolutionDepthwise", "Crop", "Deconvolution",
+        "Dropout", "Eltwise", "Flatten", "InnerProduct", "Input", "LRN", "Normalize", "Permute", "Power",
+        "Pooling", "PReLU", "Reduction", "ReLU", "ReLU6", "Reshape", "ROIPooling", "Scale", "Sigmoid",
+        "Slice", "Softmax", "Split", "TanH", "Tile", "Upsample"})),
+    Target("nnie", "HiSilicon NNIE (Caffe 1.0 plus ROIPooling, Normalize, PSROIPooling, SegNet "
+           "Upsample)", (BVLC_TYPES - {"Clip", "Swish"} - _TRAINING)
+           | {"ROIPooling", "Normalize", "PSROIPooling", "Upsample"},
+           (("Pooling", "pooling_param", "round_mode"),)),
+    Target("tidl", "TI TIDL-RT (the user guide's named layers)", frozenset({
+        "Input", "Convolution", "ConvolutionDepthwise", "Pooling", "ReLU", "Eltwise", "InnerProduct",
+        "Softmax", "Bias", "Concat", "Scale", "BatchNorm", "ReLU6", "DetectionOutput", "ArgMax", "PReLU",
+        "Slice", "Crop", "Flatten", "ShuffleChannel", "Split"})),
+)}
+
+
+def target_named(name: str) -> Target:
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise BlobcastError(f"unknown target {name!r}; targets: {', '.join(TARGETS)}") from None
+
+
+def target_problems(model: Model, target: Target) -> list[str]:
+    """Every layer of the net that the target cannot take, and why."""
+    problems = []
+    for layer in model.layers:
+        if layer.type not in target.types:
+            problems.append(f"layer {layer.name!r}: {target.name} has no {layer.type} layer")
+            continue
+        for kind, message, setting in target.forbidden:
+            if layer.type == kind and layer.spec.has(message) and getattr(layer.spec, message).has(setting):
+                problems.append(f"layer {layer.name!r} ({kind}): {target.name} cannot read "
+                                f"{message}.{setting}")
+    return problems

@@ -1,0 +1,80 @@
+"""Target profiles: inspect says whether a net fits a runtime that takes
+Caffe (exit 1 when not), and convert --target writes only a net that fits."""
+
+import json
+
+import numpy as np
+from onnx import TensorProto, helper
+from typer.testing import CliRunner
+
+import blobcast
+from blobcast.cli import app
+from blobcast.converters.prototxt import net_from_text
+from blobcast.targets import TARGETS, target_named, target_problems
+
+from .conftest import CAFFE
+from .test_onnx import _onnx_file
+
+ZOO = CAFFE / "zoo"
+
+
+def test_every_target_names_real_layer_types():
+    from blobcast.layers.base import SPECS
+
+    for target in TARGETS.values():
+        unknown = sorted(target.types - set(SPECS))
+        assert not unknown, (target.name, unknown)
+
+
+def test_inspect_says_what_does_not_fit_and_exits_1():
+    runner = CliRunner()
+    done = runner.invoke(app, ["inspect", str(ZOO / "zoo.caffemodel"), "--target", "opencv", "--json"])
+    assert done.exit_code == 1
+    report = json.loads(done.output)
+    assert report["ok"] is False and report["target"]["fits"] is False
+    problems = report["target"]["problems"]
+    assert "layer 'spp': opencv has no SPP layer" in problems
+    assert not any("'conv" in p for p in problems)  # convolutions are fine in OpenCV
+    done = runner.invoke(app, ["inspect", str(ZOO / "zoo.caffemodel"), "--target", "caffe"])
+    assert done.exit_code == 0 and "fits caffe" in done.output
+    done = runner.invoke(app, ["inspect", str(ZOO / "zoo.caffemodel"), "--target", "nope"])
+    assert done.exit_code == 2 and "unknown target 'nope'" in done.output
+
+
+def test_caffe_1_0_cannot_read_round_mode():
+    model = net_from_text('layer { name: "data" type: "Input" top: "data" '
+                          'input_param { shape { dim: 1 dim: 1 dim: 4 dim: 4 } } }'
+                          'layer { name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+                          'pooling_param { pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR } }', "<p>")
+    assert target_problems(model, target_named("caffe")) == []
+    assert target_problems(model, target_named("caffe-1.0")) == [
+        "layer 'pool' (Pooling): caffe-1.0 cannot read pooling_param.round_mode"]
+
+
+def test_convert_for_opencv_writes_only_what_opencv_creates(tmp_path):
+    rng = np.random.RandomState(0)
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Add", ["r", "x"], ["sum"], name="sum")]
+    init = {"w": rng.standard_normal((3, 3, 3, 3)).astype(np.float32),
+            "b": rng.standard_normal(3).astype(np.float32)}
+    fits = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                      [V("sum", TensorProto.FLOAT, None)], init, name="fits.onnx")
+    report = blobcast.convert(fits, tmp_path / "fits.caffemodel", target="opencv")
+    assert report.forward["passed"]
+    # A per-channel Add on the network input has no layer to fold into: a Bias,
+    # which OpenCV 4 cannot create.
+    nodes = [helper.make_node("Add", ["x", "shift"], ["y"], name="shift"),
+             helper.make_node("Relu", ["y"], ["r"], name="relu")]
+    lacks = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                       [V("r", TensorProto.FLOAT, None)],
+                       {"shift": rng.standard_normal((1, 3, 1, 1)).astype(np.float32)}, name="lacks.onnx")
+    done = CliRunner().invoke(app, ["convert", str(lacks), str(tmp_path / "lacks.caffemodel"),
+                                    "--target", "opencv"])
+    assert done.exit_code == 1
+    assert "layer 'shift': opencv has no Bias layer" in done.output
+    assert not (tmp_path / "lacks.caffemodel").exists() and not (tmp_path / "lacks.prototxt").exists()
+    done = CliRunner().invoke(app, ["convert", str(ZOO / "zoo.caffemodel"), str(tmp_path / "z.onnx"),
+                                    "--target", "opencv"])
+    assert done.exit_code == 2 and "goes with a Caffe net" in done.output
