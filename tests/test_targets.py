@@ -78,3 +78,49 @@ def test_convert_for_opencv_writes_only_what_opencv_creates(tmp_path):
     done = CliRunner().invoke(app, ["convert", str(ZOO / "zoo.caffemodel"), str(tmp_path / "z.onnx"),
                                     "--target", "opencv"])
     assert done.exit_code == 2 and "goes with a Caffe net" in done.output
+
+
+def _mobilenet_style_onnx(tmp_path):
+    """Conv -> Clip(0, 6) -> depthwise Conv -> Clip(0, 6) -> GlobalAveragePool -> Gemm, as torch.onnx writes it."""
+    rng = np.random.RandomState(1)
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], name="conv1", pads=[1, 1, 1, 1], strides=[2, 2]),
+             helper.make_node("Clip", ["c1", "zero", "six"], ["r1"], name="relu6_1"),
+             helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="dw", pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Clip", ["c2", "zero", "six"], ["r2"], name="relu6_2"),
+             helper.make_node("GlobalAveragePool", ["r2"], ["gap"], name="gap"),
+             helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"),
+             helper.make_node("Gemm", ["flat", "fw", "fb"], ["logits"], name="fc", transB=1)]
+    init = {"w1": rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "b1": rng.standard_normal(8).astype(np.float32),
+            "w2": rng.standard_normal((8, 1, 3, 3)).astype(np.float32), "b2": rng.standard_normal(8).astype(np.float32),
+            "fw": rng.standard_normal((5, 8)).astype(np.float32), "fb": rng.standard_normal(5).astype(np.float32),
+            "zero": np.float32(0), "six": np.float32(6)}
+    return _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                      [V("logits", TensorProto.FLOAT, None)], init, name="mobile.onnx")
+
+
+def test_for_opencv_clip_0_6_becomes_relu6_and_opencv_runs_the_net(tmp_path):
+    path = _mobilenet_style_onnx(tmp_path)
+    report = blobcast.convert(path, tmp_path / "mobile.caffemodel", target="opencv")
+    assert report.forward["passed"]
+    assert any("Clip(0, 6) as ReLU6" in note for note in report.notes)
+    assert any(note.startswith("OpenCV runs it: 1 outputs agree") for note in report.notes)
+    model = blobcast.load(tmp_path / "mobile.caffemodel", prototxt=tmp_path / "mobile.prototxt")
+    assert [layer.type for layer in model.layers] == ["Input", "Convolution", "ReLU6", "Convolution", "ReLU6",
+                                                      "Pooling", "InnerProduct"]
+    # BVLC Caffe has Clip, not the forks' ReLU6: the same net for it keeps Clip.
+    blobcast.convert(path, tmp_path / "bvlc.caffemodel", target="caffe")
+    bvlc = blobcast.load(tmp_path / "bvlc.caffemodel", prototxt=tmp_path / "bvlc.prototxt")
+    assert [layer.type for layer in bvlc.layers].count("Clip") == 2
+
+
+def test_a_net_opencv_computes_differently_is_not_written(tmp_path, monkeypatch):
+    from blobcast.converters import opencv_check
+
+    real = opencv_check.run_in_opencv
+    monkeypatch.setattr(opencv_check, "run_in_opencv",
+                        lambda *args: {name: value + 1 for name, value in real(*args).items()})
+    done = CliRunner().invoke(app, ["convert", str(_mobilenet_style_onnx(tmp_path)),
+                                    str(tmp_path / "out.caffemodel"), "--target", "opencv"])
+    assert done.exit_code == 1 and "OpenCV computes differently: output 'logits'" in done.output
+    assert not (tmp_path / "out.caffemodel").exists()

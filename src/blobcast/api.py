@@ -332,13 +332,43 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
     return report
 
 
+def _opencv_check(written: Model, path: str, dst_fmt, options: ForwardCheck) -> str:
+    """Run the written net in OpenCV 4 as well (--target opencv): its outputs
+    must agree with the engine's. A note says what was compared, or why not."""
+    from .converters import opencv_check
+
+    if dst_fmt.name != "caffemodel":
+        return "OpenCV reads .caffemodel files: the written net was not run in OpenCV"
+    if not opencv_check.opencv_available():
+        return ("OpenCV is not installed (pip install opencv-python-headless): the written net "
+                "was not run in OpenCV")
+    engine = runner_for(written, skip_unrunnable=True)
+    inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0)
+    ours = forward_what_runs(engine, inputs)
+    theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
+    if not theirs:
+        return "OpenCV names none of the net's outputs (each is a second top): not compared"
+    results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)
+               for name in theirs]
+    failed = next((r for r in results if not r.passed), None)
+    if failed is not None:
+        raise CheckFailed(f"OpenCV computes differently: output {failed.name!r} differs by up to "
+                          f"{failed.max_abs_error:.3g}, beyond atol {options.atol:g} + rtol "
+                          f"{options.rtol:g}")
+    worst = max((r.max_abs_error for r in results), default=0.0)
+    return f"OpenCV runs it: {len(results)} outputs agree with the engine (max abs error {worst:.3g})"
+
+
 def _check_target(obj, dst_fmt, target: str, source: str) -> None:
-    from .targets import target_named, target_problems
+    from .targets import lower_for, target_named, target_problems
 
     chosen = target_named(target)
     if "graph" in dst_fmt.holds or not isinstance(obj, Model):
         raise BlobcastError("--target names a runtime that takes Caffe; it goes with a Caffe net "
                             "written as .caffemodel, .caffemodel.h5 or .prototxt")
+    lowered = lower_for(obj, chosen)
+    if lowered:
+        obj.notes = list(getattr(obj, "notes", []) or []) + [f"for {chosen.name}: " + "; ".join(lowered)]
     problems = target_problems(obj, chosen)
     if problems:
         raise CheckFailed(f"the net does not fit {chosen.name} ({chosen.description}): "
@@ -404,7 +434,7 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                 with about(source):  # what export finds wrong is the source's content
                     save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
                          **(onnx_options or {}))
-                forward, forward_note = None, None
+                forward, forward_note, target_note = None, None, None
                 if "graph" in dst_fmt.holds:  # checked by onnx's checker and its runtime
                     check = dst_fmt.module.check(temporary)
                     if forward_check:
@@ -420,6 +450,8 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                             forward, forward_note = _forward_check(source if from_onnx else obj,
                                                                    written, strict=from_onnx,
                                                                    options=check_options)
+                        if target == "opencv":
+                            target_note = _opencv_check(written, temporary, dst_fmt, check_options)
                 if "graph" in src_fmt.holds and dst_fmt.name == "caffemodel":
                     # Tools that take a deploy prototxt and weights get both.
                     _write_beside(obj, destination, ".prototxt", overwrite, group)
@@ -441,7 +473,7 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         report.layers = len(obj.layers)
         report.tensors = len(obj.owned_params())
         report.bytes = obj.nbytes
-        report.notes = list(obj.notes) + ([forward_note] if forward_note else [])
+        report.notes = list(obj.notes) + [note for note in (forward_note, target_note) if note]
         if not obj.has_architecture and "architecture" in dst_fmt.holds:
             report.notes.append("the file carries no layer definitions (weights only): Caffe and "
                                 "OpenCV load it together with the net's deploy prototxt")

@@ -79,6 +79,28 @@ def target_named(name: str) -> Target:
         raise BlobcastError(f"unknown target {name!r}; targets: {', '.join(TARGETS)}") from None
 
 
+def lower_for(model: Model, target: Target) -> list[str]:
+    """Rewrite, in place, the layers the target lacks that have an exact
+    equivalent it takes; say what was rewritten. Clip(0, 6) and ReLU6 are
+    the same operation (min(max(x, 0), 6)), and OpenCV, RKNN, TIDL and the
+    forks have ReLU6 while BVLC Caffe has Clip."""
+    done = []
+    for layer in model.layers:
+        if layer.type in target.types:
+            continue
+        if layer.type == "Clip" and "ReLU6" in target.types and layer.spec.has("clip_param") and \
+                layer.spec.clip_param.min == 0 and layer.spec.clip_param.max == 6:
+            layer.spec.clear("clip_param")
+            layer.type = "ReLU6"
+            done.append(f"layer {layer.name!r}: Clip(0, 6) as ReLU6")
+        elif layer.type == "ReLU6" and "Clip" in target.types:
+            layer.type = "Clip"
+            layer.spec.clip_param.min = 0.0
+            layer.spec.clip_param.max = 6.0
+            done.append(f"layer {layer.name!r}: ReLU6 as Clip(0, 6)")
+    return done
+
+
 def target_problems(model: Model, target: Target) -> list[str]:
     """Every layer of the net that the target cannot take, and why."""
     problems = []
