@@ -14,7 +14,9 @@ replaces gave:
   InnerProduct without bias becomes that layer's bias (which it adds after
   the product, as the Bias did);
 - a Reshape or Flatten to (N, K) read only by an InnerProduct on axis 1 is
-  dropped: the InnerProduct flattens its input that way itself.
+  dropped: the InnerProduct flattens its input that way itself;
+- Reshape (N, g, C/g, H, W) + Permute (0, 2, 1, 3, 4) + Reshape (N, C, H, W)
+  is ShuffleNet's channel shuffle: one ShuffleChannel with group g.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def _simplified_at(layers: list[Layer], index: int, outputs: set, readers: dict)
             _rename_after(layers, index, top, layer.bottoms[0])
             readers[layer.bottoms[0]] += readers.pop(top, 0) - 1
         return True
+    if _channel_shuffle_at(layers, index, outputs, readers):
+        return True
     reader = _only_reader(layers, index, top, readers) if _flattens(layer) else None
     if reader is not None and reader.type == "InnerProduct" and reader.type_params.axis == 1 \
             and top not in outputs:
@@ -138,3 +142,31 @@ def _only_reader(layers: list[Layer], index: int, top, readers: dict):
     if top is None or readers.get(top, 0) != 1:
         return None
     return next((later for later in layers[index + 1:] if top in later.bottoms), None)
+
+
+def _channel_shuffle_at(layers: list[Layer], index: int, outputs: set, readers: dict) -> bool:
+    """Reshape to (N, g, C/g, H, W), Permute (0, 2, 1, 3, 4), Reshape back to
+    (N, C, H, W): ShuffleNet's channel shuffle, written as one ShuffleChannel
+    (the same values moved the same way)."""
+    if index + 2 >= len(layers):
+        return False
+    split, permute, merge = layers[index:index + 3]
+    if split.type != "Reshape" or permute.type != "Permute" or merge.type != "Reshape":
+        return False
+    for earlier, later in ((split, permute), (permute, merge)):
+        if len(earlier.tops) != 1 or later.bottoms != earlier.tops or \
+                readers.get(earlier.tops[0], 0) != 1 or earlier.tops[0] in outputs:
+            return False
+    grouped, merged = list(split.type_params.shape.dim), list(merge.type_params.shape.dim)
+    for reshape in (split, merge):
+        if reshape.type_params.axis != 0 or reshape.type_params.num_axes != -1:
+            return False
+    if list(permute.type_params.order) != [0, 2, 1, 3, 4] or len(grouped) != 5 or len(merged) != 4:
+        return False
+    if min(grouped[1:]) <= 0 or min(merged[1:]) <= 0 or grouped[0] != merged[0] or \
+            merged[1] != grouped[1] * grouped[2] or merged[2:] != grouped[3:]:
+        return False
+    shuffle = Layer(split.name, "ShuffleChannel", bottoms=list(split.bottoms), tops=list(merge.tops),
+                    shuffle_channel_param={"group": grouped[1]})
+    layers[index:index + 3] = [shuffle]
+    return True

@@ -138,3 +138,21 @@ def test_torch_style_channel_gating_imports_as_a_two_bottom_scale(tmp_path):
     x = rng.standard_normal((2, 4, 5, 5)).astype(np.float32)
     expected = ort_run(path, {"x": x})["z"]
     np.testing.assert_allclose(Net(model).forward({"x": x})["z"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_reshape_transpose_reshape_channel_shuffle_imports_as_one_shufflechannel(tmp_path):
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Reshape", ["x", "grouped"], ["g"], name="split_groups"),
+             helper.make_node("Transpose", ["g"], ["t"], name="swap", perm=[0, 2, 1, 3, 4]),
+             helper.make_node("Reshape", ["t", "merged"], ["y"], name="merge"),
+             helper.make_node("Relu", ["y"], ["r"], name="relu")]
+    init = {"grouped": np.array([2, 3, 4, 5, 5], np.int64), "merged": np.array([2, 12, 5, 5], np.int64)}
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [2, 12, 5, 5])],
+                      [V("r", TensorProto.FLOAT, None)], init)
+    report = blobcast.convert(path, tmp_path / "out.caffemodel", target="opencv")
+    assert report.forward["passed"] and any(n.startswith("OpenCV runs it") for n in report.notes)
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    assert [layer.type for layer in model.layers] == ["Input", "ShuffleChannel", "ReLU"]
+    assert model.layers[1].type_params.group == 3
+    x = np.random.default_rng(4).standard_normal((2, 12, 5, 5)).astype(np.float32)
+    assert np.array_equal(Net(model).forward({"x": x})["r"], ort_run(path, {"x": x})["r"])
