@@ -16,7 +16,9 @@ replaces gave:
 - a Reshape or Flatten to (N, K) read only by an InnerProduct on axis 1 is
   dropped: the InnerProduct flattens its input that way itself;
 - Reshape (N, g, C/g, H, W) + Permute (0, 2, 1, 3, 4) + Reshape (N, C, H, W)
-  is ShuffleNet's channel shuffle: one ShuffleChannel with group g.
+  is ShuffleNet's channel shuffle: one ShuffleChannel with group g;
+- a Power that only multiplies, read only by a Power that only adds, is one
+  Power (which multiplies, then adds).
 """
 
 from __future__ import annotations
@@ -95,8 +97,14 @@ def _simplified_at(layers: list[Layer], index: int, outputs: set, readers: dict)
         del layers[index]
         return True
     following = layers[index + 1] if index + 1 < len(layers) else None
-    if following is None or top is None or readers.get(top, 0) != 1 or \
-            following.bottoms != [top] or following.type != "Bias" or not _learned(following):
+    if following is None or top is None or readers.get(top, 0) != 1 or following.bottoms != [top]:
+        return False
+    if _scale_then_shift(layer, following) and top not in outputs:
+        layer.type_params.shift = following.type_params.shift
+        layer.spec.top = list(following.tops)
+        del layers[index + 1]
+        return True
+    if following.type != "Bias" or not _learned(following):
         return False
     merges_scale = layer.type == "Scale" and _learned(layer) and not layer.type_params.bias_term \
         and _same_span(layer, following)
@@ -170,3 +178,12 @@ def _channel_shuffle_at(layers: list[Layer], index: int, outputs: set, readers: 
                     shuffle_channel_param={"group": grouped[1]})
     layers[index:index + 3] = [shuffle]
     return True
+
+
+def _scale_then_shift(first: Layer, second: Layer) -> bool:
+    """Power multiplying, then Power adding: one Power, which multiplies and
+    then adds too (x * a + b either way)."""
+    if first.type != "Power" or second.type != "Power":
+        return False
+    a, b = first.type_params, second.type_params
+    return a.power == 1 and a.shift == 0 and b.power == 1 and b.scale == 1

@@ -156,3 +156,32 @@ def test_a_reshape_transpose_reshape_channel_shuffle_imports_as_one_shufflechann
     assert model.layers[1].type_params.group == 3
     x = np.random.default_rng(4).standard_normal((2, 12, 5, 5)).astype(np.float32)
     assert np.array_equal(Net(model).forward({"x": x})["r"], ort_run(path, {"x": x})["r"])
+
+
+def test_bilinear_resize_with_aligned_corners_imports_as_interp(tmp_path):
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Resize", ["x", "", "", "sizes"], ["y"], name="up", mode="linear",
+                              coordinate_transformation_mode="align_corners")]
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 5, 7])],
+                      [V("y", TensorProto.FLOAT, None)], {"sizes": np.array([1, 3, 9, 13], np.int64)})
+    report = blobcast.convert(path, tmp_path / "out.caffemodel", target="opencv")
+    assert report.forward["passed"] and any(n.startswith("OpenCV runs it") for n in report.notes)
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    assert [layer.type for layer in model.layers] == ["Input", "Interp"]
+    x = np.random.default_rng(5).standard_normal((1, 3, 5, 7)).astype(np.float32)
+    np.testing.assert_allclose(Net(model).forward({"x": x})["y"], ort_run(path, {"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_scalar_multiply_then_add_is_one_power(tmp_path):
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Mul", ["x", "a"], ["m"], name="times"),
+             helper.make_node("Add", ["m", "b"], ["y"], name="plus")]
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                      [V("y", TensorProto.FLOAT, None)], {"a": np.float32(0.017), "b": np.float32(-2.1)})
+    blobcast.convert(path, tmp_path / "out.caffemodel")
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    assert [layer.type for layer in model.layers] == ["Input", "Power"]
+    settings = model.layers[1].type_params
+    assert np.float32(settings.scale) == np.float32(0.017) and np.float32(settings.shift) == np.float32(-2.1)
+    x = np.random.default_rng(6).standard_normal((1, 3, 4, 4)).astype(np.float32)
+    assert np.array_equal(Net(model).forward({"x": x})["y"], ort_run(path, {"x": x})["y"])

@@ -72,8 +72,17 @@ def import_resize(im, node, attrs):
     mode = attrs.get("mode", b"nearest")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     in_shape, out_shape = im.shape(node.input[0]), im.shape(node.output[0])
+    transform = attrs.get("coordinate_transformation_mode", b"half_pixel")
+    transform = transform.decode() if isinstance(transform, bytes) else transform
+    if mode == "linear" and transform == "align_corners" and len(in_shape) == 4 and \
+            in_shape[:2] == out_shape[:2]:
+        # PSPNet/DeepLab's Interp: bilinear with aligned corners, to a given size.
+        im.layer(node, "Interp", [node.input[0]], [node.output[0]],
+                 interp_param={"height": int(out_shape[2]), "width": int(out_shape[3])})
+        return
     if mode != "nearest" or len(in_shape) != 4 or in_shape[:2] != out_shape[:2]:
-        raise Unsupported("only nearest upsampling of height and width")
+        raise Unsupported("only nearest upsampling of height and width, or bilinear with "
+                          "align_corners (Interp)")
     factors = [o // i for i, o in zip(in_shape[2:], out_shape[2:])]
     if any(o != i * f for i, o, f in zip(in_shape[2:], out_shape[2:], factors)) or min(factors) < 1:
         raise Unsupported("only whole-number scale factors")
