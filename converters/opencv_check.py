@@ -2,8 +2,7 @@
 the target itself, as an independent engine, beside blobcast's.
 
 OpenCV (opencv-python-headless 4.x) is optional: without it the check is
-skipped with a note. Only the outputs are compared (those that are
-their layer's first top: OpenCV names outputs by layer), on seeded inputs.
+skipped with a note. Only the outputs are compared, on seeded inputs.
 """
 
 from __future__ import annotations
@@ -14,35 +13,44 @@ import tempfile
 import numpy as np
 
 from blobcast.errors import CheckFailed
+from blobcast.model import Layer, Model
 
 
 def run_in_opencv(model, caffemodel_path: str, inputs: dict, outputs: list[str]) -> dict:
     """The outputs OpenCV computes for `inputs` from the written .caffemodel,
-    read with the net's own prototxt (written to a temporary folder): those
-    of `outputs` it can name."""
+    read with the net's own prototxt (written to a temporary folder)."""
     import cv2
 
     from .prototxt import architecture_text
 
+    # OpenCV names outputs by the layer that makes them, which gives its first
+    # top: an output that is another top gets a Split of its own to name.
+    makers = {}
+    for layer in model.layers:
+        for index, top in enumerate(layer.tops):
+            makers[top] = (layer.name, index)
+    taken = {layer.name for layer in model.layers}
+    layers = list(model.layers)
+    for number, name in enumerate(outputs):
+        if makers.get(name, (None, 1))[1] != 0:
+            alias = f"blobcast_output_{number}"
+            while alias in taken:
+                alias += "_"
+            layers.append(Layer(alias, "Split", bottoms=[name], tops=[alias]))
+            makers[name] = (alias, 0)
     with tempfile.TemporaryDirectory(prefix="blobcast-opencv-") as folder:
         prototxt = os.path.join(folder, "deploy.prototxt")
         with open(prototxt, "w", encoding="utf-8") as handle:
-            handle.write(architecture_text(model))
-        # OpenCV names outputs by the layer that makes them (its first top).
-        makers = {}
-        for layer in model.layers:
-            for index, top in enumerate(layer.tops):
-                makers[top] = (layer.name, index)
-        asked = [name for name in outputs if makers.get(name, (None, 1))[1] == 0]
+            handle.write(architecture_text(Model(net=model.net, layers=layers)))
         try:
             net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel_path)
             for name, value in inputs.items():
                 net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
-            values = net.forward([makers[name][0] for name in asked]) if asked else []
+            values = net.forward([makers[name][0] for name in outputs])
         except cv2.error as error:
             problem = str(error).strip().splitlines()[-1] if str(error).strip() else "an OpenCV error"
             raise CheckFailed(f"OpenCV cannot run the written net: {problem}") from error
-    return dict(zip(asked, values))
+    return dict(zip(outputs, values))
 
 
 def opencv_available() -> bool:

@@ -6,6 +6,7 @@ the result."""
 from collections import Counter
 
 import cv2
+import pytest
 import numpy as np
 from onnx import TensorProto, helper
 
@@ -185,3 +186,27 @@ def test_a_scalar_multiply_then_add_is_one_power(tmp_path):
     assert np.float32(settings.scale) == np.float32(0.017) and np.float32(settings.shift) == np.float32(-2.1)
     x = np.random.default_rng(6).standard_normal((1, 3, 4, 4)).astype(np.float32)
     assert np.array_equal(Net(model).forward({"x": x})["y"], ort_run(path, {"x": x})["y"])
+
+
+@pytest.mark.parametrize("pads,strides", [([0, 1, 2, 1], [1, 1]), ([0, 0, 2, 2], [2, 2]), ([3, 0, 1, 2], [2, 1])])
+def test_asymmetric_convolution_pads_become_symmetric_ones_and_a_slice(pads, strides, tmp_path):
+    rng = np.random.RandomState(7)
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=pads, strides=strides)]
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 9, 8])],
+                      [V("y", TensorProto.FLOAT, None)], {"w": rng.standard_normal((4, 3, 3, 3)).astype(np.float32)})
+    report = blobcast.convert(path, tmp_path / "out.caffemodel", target="opencv")
+    assert report.forward["passed"] and any(n.startswith("OpenCV runs it") for n in report.notes)
+    model = blobcast.load(tmp_path / "out.caffemodel", prototxt=tmp_path / "out.prototxt")
+    assert {layer.type for layer in model.layers} <= {"Input", "Convolution", "Slice", "Silence"}
+    x = rng.standard_normal((1, 3, 9, 8)).astype(np.float32)
+    np.testing.assert_allclose(Net(model).forward({"x": x})["y"], ort_run(path, {"x": x})["y"], rtol=1e-5, atol=1e-5)
+
+
+def test_asymmetric_pads_that_shift_by_part_of_a_stride_are_refused_clearly(tmp_path):
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[0, 0, 1, 1], strides=[2, 2])]
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                      [V("y", TensorProto.FLOAT, None)], {"w": np.ones((4, 3, 3, 3), np.float32)})
+    with pytest.raises(blobcast.FormatError, match="not a whole number of stride-2 outputs"):
+        blobcast.convert(path, tmp_path / "out.caffemodel")

@@ -38,14 +38,52 @@ def import_conv(im, node, attrs):
     weight = im.tensor(node.input[1])
     if weight is None:
         raise Unsupported("the weights must be constant")
-    kernel, strides, pads, dilations = im.spatial(node, attrs, weight.shape)
+    kernel, strides, both_pads, dilations = im.spatial(node, attrs, weight.shape, symmetric=False)
+    ndim = len(kernel)
+    pads = [max(b, e) for b, e in zip(both_pads[:ndim], both_pads[ndim:])]
     bias = im.tensor(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     blobs = [weight] + ([bias] if bias is not None else [])
-    im.layer(node, "Convolution", [node.input[0]], [node.output[0]], blobs,
+    cuts = _asymmetric_cuts(im, node, kernel, strides, both_pads, dilations)
+    top = node.output[0] if not cuts else f"{node.output[0]}/padded"
+    im.layer(node, "Convolution", [node.input[0]], [top], blobs,
              convolution_param={"num_output": weight.shape[0], "kernel_size": im.repeated(kernel),
                                 "stride": im.repeated(strides), "pad": im.repeated(pads),
                                 "dilation": im.repeated(dilations),
                                 "group": attrs.get("group", 1), "bias_term": bias is not None})
+    for axis, first, last, length in cuts:
+        # Caffe pads both sides by the larger pad; the outputs that padding
+        # adds at one end are whole output rows (checked): slice them off.
+        points = [p for p in (first, last) if 0 < p < length]
+        kept = f"{node.output[0]}/axis{axis}" if axis != cuts[-1][0] else node.output[0]
+        parts = [f"{top}/cut{axis}_{i}" for i in range(len(points) + 1)]
+        parts[1 if first else 0] = kept
+        im.layer(node, "Slice", [top], parts, suffix=f"/slice{axis}",
+                 slice_param={"axis": axis, "slice_point": points})
+        unused = [part for part in parts if part != kept]
+        im.layer(node, "Silence", unused, [], suffix=f"/silence{axis}")
+        top = kept
+
+
+def _asymmetric_cuts(im, node, kernel, strides, pads, dilations) -> list:
+    """For each axis padded unequally, (axis, first kept output, end of the kept
+    outputs, outputs with the larger pad on both sides), when the extra
+    padding adds whole outputs; refuses the node otherwise."""
+    ndim = len(kernel)
+    sizes = im.shape(node.input[0])[2:]
+    cuts = []
+    for i in range(ndim):
+        begin, end = pads[i], pads[ndim + i]
+        if begin == end:
+            continue
+        both, stride, reach = max(begin, end), strides[i], dilations[i] * (kernel[i] - 1) + 1
+        if (both - begin) % stride:
+            raise Unsupported(f"asymmetric pads {list(pads)}: Caffe pads both sides equally, and "
+                              f"this difference is not a whole number of stride-{stride} outputs")
+        length = (sizes[i] + 2 * both - reach) // stride + 1
+        wanted = (sizes[i] + begin + end - reach) // stride + 1
+        first = (both - begin) // stride
+        cuts.append((2 + i, first, first + wanted, length))
+    return cuts
 
 
 @importer("ConvTranspose")
