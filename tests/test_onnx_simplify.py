@@ -6,8 +6,8 @@ the result."""
 from collections import Counter
 
 import cv2
-import pytest
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 
 import blobcast
