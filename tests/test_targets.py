@@ -124,3 +124,24 @@ def test_a_net_opencv_computes_differently_is_not_written(tmp_path, monkeypatch)
                                     str(tmp_path / "out.caffemodel"), "--target", "opencv"])
     assert done.exit_code == 1 and "OpenCV computes differently: output 'logits'" in done.output
     assert not (tmp_path / "out.caffemodel").exists()
+
+
+def test_a_real_yolo_net_runs_whole_in_opencv_with_its_upsamples_as_deconvolutions(tmp_path):
+    # yoloface-500k (fixtures/real): darknet's nearest Upsample, which OpenCV 4 cannot create.
+    from pathlib import Path
+
+    from blobcast.engine import Net
+
+    real = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "yoloface-500k"
+    weights, prototxt = real / "yoloface-500k-v2.caffemodel", real / "yoloface-500k-v2.prototxt"
+    report = blobcast.convert(weights, tmp_path / "yolo.caffemodel", prototxt=prototxt, target="opencv")
+    assert any("layer74-upsample': nearest Upsample as a fixed Deconvolution" in n for n in report.notes)
+    assert any(n.startswith("OpenCV runs it: 3 outputs agree") for n in report.notes)
+    lowered = blobcast.load(tmp_path / "yolo.caffemodel")
+    assert "Upsample" not in {layer.type for layer in lowered.layers}
+    original = blobcast.load(weights, prototxt=prototxt)
+    x = np.random.default_rng(9).standard_normal(tuple(Net(original).inputs["data"])).astype(np.float32)
+    ours, theirs = Net(original).forward({"data": x}), Net(lowered).forward({"data": x})
+    assert ours.keys() == theirs.keys()
+    for name in ours:  # the same values: one input times 1.0 for each output
+        assert np.array_equal(ours[name], theirs[name]), name

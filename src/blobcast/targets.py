@@ -83,10 +83,20 @@ def lower_for(model: Model, target: Target) -> list[str]:
     """Rewrite, in place, the layers the target lacks that have an exact
     equivalent it takes; say what was rewritten. Clip(0, 6) and ReLU6 are
     the same operation (min(max(x, 0), 6)), and OpenCV, RKNN, TIDL and the
-    forks have ReLU6 while BVLC Caffe has Clip."""
+    forks have ReLU6 while BVLC Caffe has Clip. The YOLO forks' nearest
+    Upsample by whole factors (and Huawei's, which also multiplies) is a
+    grouped Deconvolution whose kernel is the factor, filled with ones (or
+    the multiplier): each output is one input times that one value."""
     done = []
+    shapes = None
     for layer in model.layers:
         if layer.type in target.types:
+            continue
+        if layer.type == "Upsample" and "Deconvolution" in target.types and len(layer.bottoms) == 1:
+            if shapes is None:
+                shapes = _blob_shapes(model)
+            if _upsample_as_deconvolution(layer, shapes):
+                done.append(f"layer {layer.name!r}: nearest Upsample as a fixed Deconvolution")
             continue
         if layer.type == "Clip" and "ReLU6" in target.types and layer.spec.has("clip_param") and \
                 layer.spec.clip_param.min == 0 and layer.spec.clip_param.max == 6:
@@ -113,3 +123,40 @@ def target_problems(model: Model, target: Target) -> list[str]:
                 problems.append(f"layer {layer.name!r} ({kind}): {target.name} cannot read "
                                 f"{message}.{setting}")
     return problems
+
+
+def _blob_shapes(model: Model) -> dict:
+    from .engine import blob_shapes
+
+    try:
+        return blob_shapes(model, skip_unrunnable=True)[1]
+    except BlobcastError:
+        return {}
+
+
+def _upsample_as_deconvolution(layer, shapes: dict) -> bool:
+    import numpy as np
+
+    from .layers.base import implementation
+    from .model import Blob
+
+    shape = shapes.get(layer.bottoms[0])
+    op = implementation("Upsample", layer.name)(layer, np, [], "TEST")
+    try:
+        if shape is None or len(shape) != 4 or op.unpools():
+            return False
+        scale_h, scale_w = op.scales()
+        multiplier = op.multiplier()
+    except BlobcastError:
+        return False
+    channels = int(shape[1])
+    for name in layer.spec.present_fields():
+        if name.endswith("_param"):
+            layer.spec.clear(name)
+    layer.type = "Deconvolution"
+    settings = layer.spec.mutable("convolution_param")
+    settings.num_output, settings.group, settings.bias_term = channels, channels, False
+    settings.kernel_h, settings.kernel_w = scale_h, scale_w
+    settings.stride_h, settings.stride_w = scale_h, scale_w
+    layer.blobs = [Blob(np.full((channels, 1, scale_h, scale_w), multiplier, np.float32))]
+    return True
