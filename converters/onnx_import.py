@@ -182,11 +182,25 @@ class Importer(ConstantFolding):
         return layer
 
     def _expose_outputs(self):
-        for output in self.graph.output:
-            source = self.blob(output.name)
-            if source != output.name:  # an alias of another blob: copy it under the ONNX name
-                self.layers.append(Layer(f"{output.name}_output", "Split", bottoms=[source],
-                                         tops=[output.name]))
+        outputs = [output.name for output in self.graph.output]
+        for name in outputs:
+            source = self.blob(name)
+            if source == name:
+                continue
+            # An alias of another blob: a blob only its makers name (an
+            # exporter's inner name) takes the ONNX name; one other layers
+            # read keeps its own, and a Split copies it.
+            used = {b for layer in self.layers for b in layer.bottoms + layer.tops}
+            producers = [layer for layer in self.layers if source in layer.tops]
+            read = any(source in layer.bottoms and source not in layer.tops for layer in self.layers)
+            shared = source in [self.blob(other) for other in outputs if other != name]
+            if name in used or shared or read or not producers or producers[0].type == "Input":
+                self.layers.append(Layer(f"{name}_output", "Split", bottoms=[source], tops=[name]))
+                continue
+            for layer in self.layers:
+                layer.spec.bottom = [name if b == source else b for b in layer.bottoms]
+                layer.spec.top = [name if t == source else t for t in layer.tops]
+            self.alias = {k: (name if v == source else v) for k, v in self.alias.items()}
 
     # -- ops ----------------------------------------------------------------------------
     def spatial(self, node, attrs, weight_shape=None, symmetric: bool = True):

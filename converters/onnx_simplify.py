@@ -18,7 +18,9 @@ replaces gave:
 - Reshape (N, g, C/g, H, W) + Permute (0, 2, 1, 3, 4) + Reshape (N, C, H, W)
   is ShuffleNet's channel shuffle: one ShuffleChannel with group g;
 - a Power that only multiplies, read only by a Power that only adds, is one
-  Power (which multiplies, then adds).
+  Power (which multiplies, then adds);
+- an Eltwise SUM of inputs that Powers only multiply is one Eltwise SUM with
+  those coefficients.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ def _simplified_at(layers: list[Layer], index: int, outputs: set, readers: dict)
             readers[layer.bottoms[0]] += readers.pop(top, 0) - 1
         return True
     if _channel_shuffle_at(layers, index, outputs, readers):
+        return True
+    if _weighted_sum_at(layers, index, outputs, readers):
         return True
     reader = _only_reader(layers, index, top, readers) if _flattens(layer) else None
     if reader is not None and reader.type == "InnerProduct" and reader.type_params.axis == 1 \
@@ -187,3 +191,34 @@ def _scale_then_shift(first: Layer, second: Layer) -> bool:
         return False
     a, b = first.type_params, second.type_params
     return a.power == 1 and a.shift == 0 and b.power == 1 and b.scale == 1
+
+
+def _weighted_sum_at(layers: list[Layer], index: int, outputs: set, readers: dict) -> bool:
+    """An Eltwise SUM whose inputs come from Powers that only multiply (and
+    feed nothing else) is one Eltwise SUM with those coefficients: Caffe's
+    sums coefficient times input, input by input, as the Powers and the sum
+    did."""
+    layer = layers[index]
+    if layer.type != "Eltwise" or layer.type_params.operation != "SUM" or \
+            list(layer.type_params.coeff) or len(set(layer.bottoms)) != len(layer.bottoms):
+        return False
+    makers = {}
+    for earlier in layers[:index]:
+        for top in earlier.tops:
+            makers[top] = earlier
+    scaled = {}
+    for bottom in layer.bottoms:
+        maker = makers.get(bottom)
+        if maker is not None and maker.type == "Power" and len(maker.tops) == 1 and \
+                maker.tops != maker.bottoms and readers.get(bottom, 0) == 1 and bottom not in outputs:
+            p = maker.type_params
+            if p.power == 1 and p.shift == 0:
+                scaled[bottom] = maker
+    if not scaled:
+        return False
+    coefficients = [float(scaled[b].type_params.scale) if b in scaled else 1.0 for b in layer.bottoms]
+    layer.spec.bottom = [scaled[b].bottoms[0] if b in scaled else b for b in layer.bottoms]
+    layer.type_params.coeff = coefficients
+    for maker in scaled.values():
+        layers.remove(maker)
+    return True

@@ -210,3 +210,36 @@ def test_asymmetric_pads_that_shift_by_part_of_a_stride_are_refused_clearly(tmp_
                       [V("y", TensorProto.FLOAT, None)], {"w": np.ones((4, 3, 3, 3), np.float32)})
     with pytest.raises(blobcast.FormatError, match="not a whole number of stride-2 outputs"):
         blobcast.convert(path, tmp_path / "out.caffemodel")
+
+
+ROUND_TRIP_NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 4 dim: 6 dim: 6 } } }
+layer { name: "ref" type: "Input" top: "ref" input_param { shape { dim: 2 dim: 4 dim: 4 dim: 4 } } }
+layer { name: "crop" type: "Crop" bottom: "data" bottom: "ref" top: "crop" crop_param { axis: 2 offset: 1 } }
+layer { name: "elt" type: "Eltwise" bottom: "crop" bottom: "ref" top: "elt" eltwise_param { operation: SUM coeff: 0.5 coeff: -2 } }
+layer { name: "flat" type: "Flatten" bottom: "elt" top: "flat" flatten_param { axis: 1 end_axis: 2 } }
+layer { name: "arg" type: "ArgMax" bottom: "flat" top: "arg" argmax_param { axis: 1 } }
+layer { name: "bias" type: "Bias" bottom: "elt" top: "biased" }
+layer { name: "reshape" type: "Reshape" bottom: "biased" top: "r" reshape_param { shape { dim: 0 dim: -1 } } }
+"""
+
+
+def test_crop_eltwise_coefficients_flatten_argmax_bias_and_reshape_come_back_from_onnx(tmp_path):
+    model = net_from_text(ROUND_TRIP_NET, "<round trip>")
+    model["bias"].blobs = [blobcast.Blob(np.arange(4, dtype=np.float32))]
+    blobcast.save(model, tmp_path / "net.caffemodel")
+    blobcast.convert(tmp_path / "net.caffemodel", tmp_path / "net.onnx")
+    report = blobcast.convert(tmp_path / "net.onnx", tmp_path / "back.caffemodel")
+    assert report.forward["passed"]
+    back = blobcast.load(tmp_path / "back.caffemodel", prototxt=tmp_path / "back.prototxt")
+    assert len(back.layers) <= len(model.layers)
+    types = Counter(layer.type for layer in back.layers)
+    assert types["Crop"] == types["ArgMax"] == types["Bias"] == types["Eltwise"] == 1
+    assert "Power" not in types and "Split" not in types
+    assert list(back["elt"].type_params.coeff) == [0.5, -2.0]
+    rng = np.random.default_rng(10)
+    feeds = {"data": rng.standard_normal((2, 4, 6, 6)).astype(np.float32),
+             "ref": rng.standard_normal((2, 4, 4, 4)).astype(np.float32)}
+    ours, theirs = Net(model).forward(feeds), Net(back).forward(feeds)
+    for name in ours:
+        assert np.array_equal(ours[name], theirs[name]), name

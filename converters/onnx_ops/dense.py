@@ -162,3 +162,19 @@ def _reduce(im, node, attrs, operation):
 for _op, _operation in (("ReduceMean", "MEAN"), ("ReduceSum", "SUM"), ("ReduceL1", "ASUM"),
                         ("ReduceSumSquare", "SUMSQ")):
     importer(_op)(lambda im, node, attrs, operation=_operation: _reduce(im, node, attrs, operation))
+
+
+@importer("ArgMax")
+def import_arg_max(im, node, attrs):
+    """ArgMax over one axis, kept: Caffe's ArgMax with that axis (top_k 1).
+    On ties Caffe gives the last index (its sort puts equal values with the
+    larger index first); ONNX gives the last with select_last_index=1, which
+    blobcast writes, and the first otherwise, which a note says."""
+    shape = im.shape(node.input[0])
+    if not attrs.get("keepdims", 1):
+        raise Unsupported("ArgMax with keepdims=0: Caffe's ArgMax keeps the axis")
+    axis = attrs.get("axis", 0) % len(shape)
+    if not attrs.get("select_last_index", 0):
+        im.notes.append(f"ArgMax {node.name!r}: on ties Caffe gives the last index, this ONNX "
+                        "node the first")
+    im.layer(node, "ArgMax", [node.input[0]], [node.output[0]], argmax_param={"axis": axis})

@@ -48,7 +48,7 @@ exporter("Flatten")(_reshape_layer)
 exporter("Reshape")(_reshape_layer)
 
 
-@exporter("Crop")
+@exporter("Crop", as_function=True)
 def export_crop(g, layer, ins, outs):
     p = layer.type_params
     shape, reference = g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1])
