@@ -307,3 +307,15 @@ def test_run_and_verify_take_winograd(tmp_path):
     done = runner.invoke(app, ["run", str(zoo / "zoo.caffemodel"), "--prototxt", str(zoo / "zoo_deploy.prototxt"),
                                "--winograd", "--json"])
     assert done.exit_code == 0, done.output
+
+
+def test_the_callers_input_is_used_as_it_is_and_never_written(chains_run):
+    # Input -> in-place BatchNorm/Scale/ReLU on the input blob itself.
+    net = _chain_net(CHAIN.replace('bottom: "conv" top: "conv" batch_norm_param',
+                                   'bottom: "data" top: "data" batch_norm_param'))
+    x = np.random.default_rng(2).standard_normal((2, 6, 9, 7)).astype(np.float32)
+    before = x.copy()
+    assert np.asarray(x, dtype=net.dtype) is x  # no copy of the input per pass
+    net.forward({"data": x})
+    assert np.array_equal(x, before)
+    assert chains_run == [5]  # the chain on "conv" ran; the one on the caller's input did not

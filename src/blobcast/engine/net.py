@@ -243,7 +243,9 @@ class Net:
         for layer in self.layers:
             for blob in layer.blobs:
                 if blob is not None:
-                    return blob.dtype
+                    # NumPy copies an input asked for as an equal dtype that
+                    # is not its own ('<f4' for float32): every pass did.
+                    return np.dtype(blob.dtype.name) if blob.dtype.isnative else blob.dtype
         return np.dtype(np.float32)
 
     def _build(self):
