@@ -17,14 +17,12 @@ the largest difference of the logits, relative to the largest logit.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
-from nets import NETS, write_net
+from nets import NETS, chosen_nets, measure_and_report, write_net
 
 import blobcast
 from blobcast.engine import Net
@@ -114,10 +112,7 @@ def main() -> None:
     options = parser.parse_args()
     import cv2
 
-    names = [n for n in options.nets.split(",") if n]
-    unknown = [n for n in names if n not in NETS]
-    if unknown:
-        parser.error(f"unknown nets {unknown}; choose from {list(NETS)}")
+    names = chosen_nets(parser, options.nets)
     batches = [int(b) for b in options.batches.split(",")]
     threads = [int(t) for t in options.threads.split(",")]
     header = (f"{'net':<16} {'batch':>5} {'threads':>7} {'blobcast s':>11} {'OpenCV s':>9} "
@@ -127,17 +122,12 @@ def main() -> None:
           f"{engine_threads()}; medians of {options.runs} "
           "interleaved pairs; ratio below 1: blobcast is faster", file=sys.stderr)
     print(header, file=sys.stderr, flush=True)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="blobcast-engine-") as folder:
-        for name in names:
-            rows += measure(name, folder, batches, threads, options.runs, options.device)
-    if options.json:
-        print(json.dumps({"device": options.device, "blas": blas_description(),
-                          "opencv": cv2.__version__, "rows": rows}, indent=2))
-        return
-    print(header)
-    for row in rows:
-        print(_row(row))
+    measure_and_report(
+        names, lambda name, folder: measure(name, folder, batches, threads, options.runs,
+                                            options.device),
+        header, _row, options.json,
+        {"device": options.device, "blas": blas_description(), "opencv": cv2.__version__},
+        "blobcast-engine-")
 
 
 if __name__ == "__main__":

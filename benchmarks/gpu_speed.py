@@ -18,14 +18,12 @@ sides on the CPU instead: a check of the interpreter, not a benchmark.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
-import tempfile
 import time
 
 import numpy as np
-from nets import NETS, write_net
+from nets import NETS, chosen_nets, measure_and_report, write_net
 
 import blobcast
 from blobcast.engine import Net
@@ -174,7 +172,7 @@ def main() -> None:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
-    names = [n for n in options.nets.split(",") if n]
+    names = chosen_nets(parser, options.nets)
     batches = [int(b) for b in options.batches.split(",")]
     header = (f"{'net':<16} {'batch':>5} {'blobcast s':>11} {'torch s':>9} {'ratio':>6} {'logits diff':>12}"
               + (f" {'blobcast MB':>10} {'torch MB':>9}" if options.device == "gpu" else ""))
@@ -182,16 +180,10 @@ def main() -> None:
           f"medians of {options.runs} interleaved pairs; ratio below 1: blobcast is faster",
           file=sys.stderr)
     print(header, file=sys.stderr, flush=True)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="blobcast-gpu-") as folder:
-        for name in names:
-            rows += measure(name, folder, batches, options.runs, options.device, torch)
-    if options.json:
-        print(json.dumps({"device": options.device, "torch": torch.__version__, "rows": rows}, indent=2))
-        return
-    print(header)
-    for row in rows:
-        print(_row(row))
+    measure_and_report(
+        names, lambda name, folder: measure(name, folder, batches, options.runs, options.device, torch),
+        header, _row, options.json, {"device": options.device, "torch": torch.__version__},
+        "blobcast-gpu-")
 
 
 if __name__ == "__main__":

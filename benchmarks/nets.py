@@ -10,7 +10,9 @@ outputs compared against OpenCV are meaningful numbers, not overflow.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -190,3 +192,28 @@ def write_net(name: str, folder: str, seed: int = 0) -> tuple[str, str]:
         handle.write(text)
     blobcast.save(with_weights(text, seed), weights)
     return prototxt, weights
+
+
+def chosen_nets(parser, spec: str) -> list[str]:
+    """The nets named in a comma-separated --nets value (an error names unknown ones)."""
+    names = [name for name in spec.split(",") if name]
+    unknown = [name for name in names if name not in NETS]
+    if unknown:
+        parser.error(f"unknown nets {unknown}; choose from {list(NETS)}")
+    return names
+
+
+def measure_and_report(names, measure_one, header: str, line, as_json: bool, facts: dict,
+                       prefix: str) -> None:
+    """Run measure_one(name, folder) -> rows for each net in a scratch folder,
+    then print the rows as JSON (with `facts`) or as a table under `header`."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix=prefix) as folder:
+        for name in names:
+            rows += measure_one(name, folder)
+    if as_json:
+        print(json.dumps({**facts, "rows": rows}, indent=2))
+        return
+    print(header)
+    for row in rows:
+        print(line(row))

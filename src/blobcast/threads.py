@@ -72,3 +72,22 @@ def run_blocks(work, count: int) -> None:
     finally:
         for future in futures:
             future.result()
+
+
+def run_channel_blocks(work, samples: int, channels: int, channel_bytes: int,
+                       block_bytes: int, threaded: bool = True) -> None:
+    """Call work(sample, channels) for every sample and every run of channels
+    (a slice) that fits in `block_bytes` at `channel_bytes` a channel; on the
+    engine's threads unless `threaded` is false (a GPU's queue)."""
+    width = max(1, min(channels, block_bytes // max(channel_bytes, 1)))
+    blocks = -(-channels // width)
+
+    def block(index: int) -> None:
+        sample, first = divmod(index, blocks)
+        work(sample, slice(first * width, min(channels, (first + 1) * width)))
+
+    if threaded:
+        run_blocks(block, samples * blocks)
+    else:
+        for index in range(samples * blocks):
+            block(index)

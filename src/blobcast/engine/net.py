@@ -14,7 +14,7 @@ from ..layers.base import LAYER_TYPES, implementation, spec_for
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
 from ..tensor import aligned_values
-from ..threads import run_blocks
+from ..threads import run_channel_blocks
 from ..weights import expected_blob_count
 from .python_layer import PythonLayer
 
@@ -454,19 +454,13 @@ def run_in_place(array: np.ndarray, chain: list) -> None:
         for apply in chain:
             apply(array, slice(None))
         return
-    samples, channels = array.shape[:2]
-    per_channel = max(prod(array.shape[2:]) * array.itemsize, 1)
-    width = max(1, min(channels, BLOCK_BYTES // per_channel))
-    blocks = -(-channels // width)
-
-    def work(block: int) -> None:
-        sample, first = divmod(block, blocks)
-        selected = slice(first * width, min(channels, (first + 1) * width))
+    def work(sample: int, selected: slice) -> None:
         view = array[sample, selected]
         for apply in chain:
             apply(view, selected)
 
-    run_blocks(work, samples * blocks)
+    run_channel_blocks(work, array.shape[0], array.shape[1],
+                       prod(array.shape[2:]) * array.itemsize, BLOCK_BYTES)
 
 
 def _check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:

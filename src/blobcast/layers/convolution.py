@@ -7,7 +7,7 @@ from math import prod
 
 import numpy as np
 
-from ..threads import run_blocks
+from ..threads import run_channel_blocks
 from . import winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
@@ -132,6 +132,11 @@ class Convolution(_ConvolutionBase):
         # output, the padded input and the unfolded columns (made in parts past
         # a limit; counted here at 4 bytes a value, at least what they take)
         columns = min(batch * channels * prod(kernel) * out, self._column_bytes() // 4)
+        if self.winograd and winograd.applies(kernel, stride, dilation, self.group,
+                                              len(spatial) + 2, channels):
+            # one sample's tiles before and after their transform (16 values
+            # per 4 outputs and channel), its products and output blocks
+            columns = 8 * channels * out + 5 * self._outputs() * out
         return batch * (self._outputs() * out + channels * padded) + columns
 
     def forward(self, x):
@@ -222,10 +227,6 @@ class Convolution(_ConvolutionBase):
         flat = all(s == 1 for s in stride)
         # one zero row more: the last offset's run ends past the padded plane
         source_shape = (padded[0] + 1, padded[1]) if flat else padded
-        # One block on the GPU, where a kernel call costs more than its memory.
-        width = channels if xp is not np else \
-            max(1, min(channels, BLOCK_BYTES // (prod(source_shape) * x.itemsize)))
-        blocks = -(-channels // width)
         if flat:
             shifts = [a * dilation[0] * padded[1] + b * dilation[1]
                       for a in range(kernel[0]) for b in range(kernel[1])]
@@ -234,9 +235,7 @@ class Convolution(_ConvolutionBase):
         else:
             reads = [(slice(None),) + window for _, window in _windows(shape_out, kernel, stride, dilation)]
 
-        def work(block: int) -> None:
-            sample, first = divmod(block, blocks)
-            chosen = slice(first * width, min(channels, (first + 1) * width))
+        def work(sample: int, chosen: slice) -> None:
             inside = x[sample, chosen]
             source = xp.zeros((inside.shape[0],) + source_shape, dtype=x.dtype)
             source[:, pad[0]:pad[0] + inside.shape[1], pad[1]:pad[1] + inside.shape[2]] = inside
@@ -257,11 +256,11 @@ class Convolution(_ConvolutionBase):
             if flat:
                 y[sample, chosen] = out.reshape(-1, shape_out[0], padded[1])[:, :, :shape_out[1]]
 
-        if xp is np:
-            run_blocks(work, n * blocks)
-        else:
-            for block in range(n * blocks):
-                work(block)
+        # One block on the GPU, where a kernel call costs more than its memory.
+        on_host = xp is np
+        run_channel_blocks(work, n, channels, prod(source_shape) * x.itemsize,
+                           BLOCK_BYTES if on_host else channels * prod(source_shape) * x.itemsize,
+                           threaded=on_host)
         return y
 
 
