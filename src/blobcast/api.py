@@ -146,8 +146,8 @@ class ForwardCheck:
     rtol: float = 1e-3
 
 
-def _forward_check(source, written, strict: bool = False,
-                   options: ForwardCheck | None = None) -> tuple[dict | None, str | None]:
+def _forward_check(source, written, strict: bool = False, options: ForwardCheck | None = None,
+                   record: dict | None = None) -> tuple[dict | None, str | None]:
     """Run the source and the written model (each a Model or an .onnx path) on
     the same seeded inputs.
 
@@ -167,7 +167,7 @@ def _forward_check(source, written, strict: bool = False,
         # Layers (or custom nodes) that cannot run leave out the outputs that need them.
         source_side = runner_for(source, device=options.device, skip_unrunnable=True)
         written_side = runner_for(written, device=options.device, skip_unrunnable=True)
-        return _forward_check_pair(source_side, written_side, options, (source, written))
+        return _forward_check_pair(source_side, written_side, options, (source, written), record)
     except CheckFailed:
         raise
     except BudgetExceeded:
@@ -202,7 +202,10 @@ def _float32_noise(models, inputs: dict, outputs32: dict, name: str, device: str
     return float(np.max(np.abs(_to_host(exact[name]) - _to_host(outputs32[name])), initial=0.0))
 
 
-def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=()) -> tuple[dict | None, str | None]:
+def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
+                        record: dict | None = None) -> tuple[dict | None, str | None]:
+    """`record`, when given, receives the inputs and side B's outputs, for a
+    further check of the same run (OpenCV's) that need not run B again."""
     import numpy as np
 
     inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
@@ -210,6 +213,8 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=()) -> tup
     if hasattr(side_a, "release"):
         side_a.release()  # its weights' copies go before the other side makes its own
     outputs_b = forward_what_runs(side_b, inputs)
+    if record is not None:
+        record.update(inputs=inputs, outputs=outputs_b)
     missing = [name for name in outputs_a if name not in outputs_b and name not in side_b.uncomputed]
     if missing:
         raise CheckFailed("the written model lacks the outputs " + ", ".join(missing))
@@ -332,9 +337,11 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
     return report
 
 
-def _opencv_check(written: Model, path: str, dst_fmt, options: ForwardCheck) -> str:
+def _opencv_check(written: Model, path: str, dst_fmt, options: ForwardCheck,
+                  run: dict) -> str:
     """Run the written net in OpenCV 4 as well (--target opencv): its outputs
-    must agree with the engine's. A note says what was compared, or why not."""
+    must agree with the engine's (those of the forward check's run, `run`,
+    when it ran). A note says what was compared, or why not."""
     from .converters import opencv_check
 
     if dst_fmt.name != "caffemodel":
@@ -342,9 +349,12 @@ def _opencv_check(written: Model, path: str, dst_fmt, options: ForwardCheck) -> 
     if not opencv_check.opencv_available():
         return ("OpenCV is not installed (pip install opencv-python-headless): the written net "
                 "was not run in OpenCV")
-    engine = runner_for(written, skip_unrunnable=True)
-    inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0)
-    ours = forward_what_runs(engine, inputs)
+    if run:
+        inputs, ours = run["inputs"], run["outputs"]
+    else:
+        engine = runner_for(written, skip_unrunnable=True)
+        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0)
+        ours = forward_what_runs(engine, inputs)
     theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
     results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)
                for name in theirs]
@@ -366,7 +376,7 @@ def _check_target(obj, dst_fmt, target: str, source: str) -> None:
                             "written as .caffemodel, .caffemodel.h5 or .prototxt")
     lowered = lower_for(obj, chosen)
     if lowered:
-        obj.notes = list(getattr(obj, "notes", []) or []) + [f"for {chosen.name}: " + "; ".join(lowered)]
+        obj.notes = list(obj.notes) + [f"for {chosen.name}: " + "; ".join(lowered)]
     problems = target_problems(obj, chosen)
     if problems:
         raise CheckFailed(f"the net does not fit {chosen.name} ({chosen.description}): "
@@ -444,12 +454,14 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                     if (forward_check and isinstance(obj, Model) and obj.has_architecture
                             and {"architecture", "weights"} <= dst_fmt.holds):
                         from_onnx = "graph" in src_fmt.holds
+                        run: dict = {}
                         with about(source):
                             forward, forward_note = _forward_check(source if from_onnx else obj,
                                                                    written, strict=from_onnx,
-                                                                   options=check_options)
+                                                                   options=check_options, record=run)
                         if target == "opencv":
-                            target_note = _opencv_check(written, temporary, dst_fmt, check_options)
+                            target_note = _opencv_check(written, temporary, dst_fmt, check_options,
+                                                        run)
                 if "graph" in src_fmt.holds and dst_fmt.name == "caffemodel":
                     # Tools that take a deploy prototxt and weights get both.
                     _write_beside(obj, destination, ".prototxt", overwrite, group)
