@@ -36,6 +36,7 @@ from .onnx_tensors import (
     external_tensor,
     inferred_bytes,
 )
+from .onnx_training import META_NET
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
@@ -109,8 +110,13 @@ def write(model: Model, path: str, *, opset: int | None = None,
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict,
                                            given_shapes=given_shapes)
+    training, training_values, training_metadata = None, [], {}
+    if model.training is not None:
+        from .onnx_training import build_training_info
+
+        training, training_values, training_metadata = build_training_info(model, builder)
     total = sum(int(np.asarray(a.numpy() if hasattr(a, "numpy") else a).nbytes)
-                for _, a in builder.initializers)
+                for _, a in builder.initializers + training_values)
     use_external = external_data if external_data is not None else total > EXTERNAL_DATA_THRESHOLD
     data_name = _data_file_name(path) if use_external else None
     handle = open(os.path.join(os.path.dirname(path), data_name), "wb") if use_external else None
@@ -126,6 +132,10 @@ def write(model: Model, path: str, *, opset: int | None = None,
                     progress(nbytes)
             else:
                 initializer_chunks += _inline_chunks(name, array)
+        for name, array in training_values:
+            nbytes = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes
+            training.algorithm.initializer.append(
+                _tensor_proto(name, array, external if nbytes >= 1024 else None))
     finally:
         if handle is not None:
             handle.close()
@@ -136,9 +146,18 @@ def write(model: Model, path: str, *, opset: int | None = None,
         opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
     if builder.functions:
         opsets.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    if training is not None:
+        from .onnx_training import PREVIEW_DOMAIN, TRAINING_IR_VERSION
+
+        opsets.append(helper.make_opsetid(PREVIEW_DOMAIN, 1))
+    ir_version = helper.find_min_ir_version_for(opsets, True)
+    if training is not None:
+        ir_version = max(ir_version, TRAINING_IR_VERSION)
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
-                                   functions=builder.functions,
-                                   ir_version=helper.find_min_ir_version_for(opsets, True))
+                                   functions=builder.functions, ir_version=ir_version)
+    if training is not None:
+        onnx_model.training_info.append(training)
+        helper.set_model_props(onnx_model, training_metadata)
     onnx_model.ClearField("graph")
     graph_length = sum(len(c) for c in graph_chunks)
     chunks = splice_at_field(onnx_model.SerializeToString(), _GRAPH,
@@ -279,7 +298,13 @@ def read(path: str, **_options) -> Model:
     from .onnx_import import import_model
 
     onnx_model, raw, buf = map_onnx(path)
-    return import_model(onnx_model, initializer_values(onnx_model, path, raw, buf), path)
+    values = initializer_values(onnx_model, path, raw, buf)
+    if onnx_model.training_info and any(p.key == META_NET for p in onnx_model.metadata_props):
+        # A Caffe training snapshot: the training net itself comes back, with its state.
+        from .onnx_training import read_training
+
+        return read_training(onnx_model, values, path)
+    return import_model(onnx_model, values, path)
 
 
 def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:

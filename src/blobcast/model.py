@@ -95,9 +95,10 @@ class Layer:
 
     @property
     def type_params(self) -> Message | None:
-        """The settings message for this layer's type (e.g. convolution_param)."""
+        """The settings message for this layer's type (e.g. convolution_param);
+        reading an absent one does not make it present, setting a field does."""
         field_name = self._type_spec.settings
-        return self.spec.mutable(field_name) if field_name else None
+        return self.spec.settings(field_name) if field_name else None
 
     def key_settings(self) -> dict:
         """A few defining settings of the layer, for listings."""
@@ -116,6 +117,11 @@ class Layer:
             return 0.0  # running statistics: Caffe forces lr_mult 0 (BatchNormLayer::LayerSetUp)
         specs = self.spec.param
         return specs[index].lr_mult if index < len(specs) else 1.0
+
+    def decay_mult(self, index: int) -> float:
+        # Statistics keep decay_mult 1: BatchNormLayer::LayerSetUp sets lr_mult only.
+        specs = self.spec.param
+        return specs[index].decay_mult if index < len(specs) else 1.0
 
     def __repr__(self) -> str:
         return (f"Layer({self.name!r}, {self.type!r}, bottoms={list(self.bottoms)}, "
@@ -172,6 +178,9 @@ class Model:
     source_format: str = ""
     source_version: str = ""
     notes: list[str] = field(default_factory=list)
+    # A training snapshot's solver settings and state: a blobcast.training.Training
+    # (not imported here: that module builds on this one).
+    training: Training | None = None  # noqa: F821
 
     # -- net-level ----------------------------------------------------------
     @property

@@ -120,7 +120,7 @@ FORK_LAYOUTS = {"UpsampleParameter": ("AtcUpsampleParameter",)}
 class Message:
     """One Caffe message: typed fields with presence, defaults and unknown bytes."""
 
-    __slots__ = ("type_name", "_fields", "_values", "unknown_fields", "wire_number")
+    __slots__ = ("type_name", "_fields", "_values", "unknown_fields", "wire_number", "_attach")
 
     def __init__(self, type_name: str, **values):
         if type_name not in MESSAGES:
@@ -134,6 +134,8 @@ class Message:
         # A fork's settings read from another field number than this schema's
         # (OpenCV's norm_param 149, SegNet's upsample_param 137): written back there.
         object.__setattr__(self, "wire_number", None)
+        # Set by `settings`: put this (absent) sub-message in its parent on first write.
+        object.__setattr__(self, "_attach", None)
         for name, value in values.items():
             setattr(self, name, value)
 
@@ -163,6 +165,10 @@ class Message:
 
     def __setattr__(self, name: str, value) -> None:
         number, kind, repeated, default, type_name = self._spec(name)
+        if self._attach is not None:
+            attach = self._attach
+            object.__setattr__(self, "_attach", None)
+            attach(self)
         where = f"{self.type_name}.{name}"
         if value is None:
             self._values.pop(name, None)
@@ -199,9 +205,26 @@ class Message:
         number, kind, repeated, default, type_name = self._spec(name)
         if kind != "message" or repeated:
             raise TypeError(f"{self.type_name}.{name} is not a singular message field")
+        if self._attach is not None:
+            attach = self._attach
+            object.__setattr__(self, "_attach", None)
+            attach(self)
         if name not in self._values:
             self._values[name] = Message(type_name)
         return self._values[name]
+
+    def settings(self, name: str) -> Message:
+        """The sub-message `name`; when absent, a default that becomes present
+        only once a field of it is set (reading never adds it to what is written)."""
+        number, kind, repeated, default, type_name = self._spec(name)
+        if kind != "message" or repeated:
+            raise TypeError(f"{self.type_name}.{name} is not a singular message field")
+        if name in self._values:
+            return self._values[name]
+        detached = Message(type_name)
+        object.__setattr__(detached, "_attach",
+                           lambda child: self._values.setdefault(name, child))
+        return detached
 
     def present_fields(self) -> list[str]:
         """Names of present fields, in schema declaration order."""

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import FormatError
-from .model import Model, layer_included
+from .model import Layer, Model, layer_included
 from .params import Message
 from .tensor import Tensor
 from .weights import expected_blob_count
@@ -87,19 +87,25 @@ class ParamSlot:
     shape: tuple[int, ...] | None
 
 
-def learnable_slots(model: Model) -> list[ParamSlot]:
-    """The TRAIN net's parameters in Caffe's learnable_params_ order."""
+def learnable_params(model: Model) -> list[tuple[Layer, int]]:
+    """(layer, blob index) of the TRAIN net's parameters in Caffe's
+    learnable_params_ order; a blob a file leaves out is counted all the same."""
     train = Model(net=model.net, layers=[layer for layer in model.layers
                                          if layer_included(layer, "TRAIN")])
     owners = train.param_owners()
-    slots = []
+    found = []
     for li, layer in enumerate(train.layers):
         count = len(layer.blobs) if layer.blobs else (expected_blob_count(layer) or 0)
-        for j in range(count):
-            if (li, j) in owners:
-                continue
-            blob = layer.blobs[j] if j < len(layer.blobs) else None
-            slots.append(ParamSlot(layer.name, j, blob.shape if blob is not None else None))
+        found += [(layer, j) for j in range(count) if (li, j) not in owners]
+    return found
+
+
+def learnable_slots(model: Model) -> list[ParamSlot]:
+    """The TRAIN net's parameters in Caffe's learnable_params_ order."""
+    slots = []
+    for layer, j in learnable_params(model):
+        blob = layer.blobs[j] if j < len(layer.blobs) else None
+        slots.append(ParamSlot(layer.name, j, blob.shape if blob is not None else None))
     return slots
 
 

@@ -164,6 +164,8 @@ class Net:
                     if problem:  # fail early, as Caffe's CheckBlobCounts does
                         raise BlobcastError(f"layer {layer.name!r} ({layer.type}) {problem}")
                 self.layers.append(layer)
+        # Every data top, a training net's labels too (a training step reads them).
+        self.declared_inputs = dict(self.inputs)
         self._drop_unused_inputs()
         self.outputs = self._output_names()
         self.uncomputed = self._uncomputed_outputs()

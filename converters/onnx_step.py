@@ -1,0 +1,193 @@
+"""A NumPy executor for the optimizer part of an ONNX training step.
+
+Given the gradients (the outputs of the algorithm graph's Gradient node), it
+evaluates what the graph computes after them: clipping, regularization, the
+learning rate and the update, and returns the new value of every binding.
+It is written by hand because no runtime runs training_info (onnxruntime
+ignores it; onnx's reference evaluator has no Gradient and computes the
+preview ops partly in float64): blobcast needs it to prove, given the same
+gradients, that the step it wrote is Caffe's.
+
+Arithmetic is float32 per op, as Caffe's CPU solver does it. Where an op's
+formula leaves the grouping open, the executor groups as Caffe does:
+Adagrad's and Adam's step is rate * (G / (sqrt(H) + eps)), and Adam's bias
+correction is computed in double and rounded to float32 before it scales
+the rate (AdamSolver::ComputeUpdateValue).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from onnx import helper, numpy_helper
+
+from blobcast.errors import FormatError
+
+from .onnx_tensors import tensor_value
+from .onnx_training import PREVIEW_DOMAIN
+
+_DTYPES = {1: np.float32, 11: np.float64, 7: np.int64, 9: np.bool_, 6: np.int32}
+
+
+def _attributes(node) -> dict:
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _integer_div(a, b):
+    quotient = np.abs(a) // np.abs(b)  # C's truncation toward zero
+    return np.where((a < 0) != (b < 0), -quotient, quotient).astype(np.result_type(a, b))
+
+
+def _cast(x, to: int):
+    if to not in _DTYPES:
+        raise FormatError(f"Cast to ONNX type {to} is not part of a training step")
+    return np.asarray(x).astype(_DTYPES[to])
+
+
+def _sum(*xs):
+    total = xs[0]
+    for x in xs[1:]:
+        total = total + x
+    return total
+
+
+def _sum_of_squares(x, keepdims=1, **_):
+    flat = np.ascontiguousarray(x).reshape(-1)
+    total = np.dot(flat, flat) if flat.dtype == np.float32 else np.sum(flat * flat)
+    total = np.asarray(total, x.dtype)
+    return total.reshape((1,) * x.ndim) if keepdims else total
+
+
+def _regularized(x, g, nc):
+    return g if nc == 0 else np.float32(nc) * x + g
+
+
+def _momentum(r, t, *data, alpha, beta, mode, norm_coefficient):
+    n = len(data) // 3
+    xs, gs, vs = data[:n], data[n:2 * n], data[2 * n:]
+    beta_now = np.float32(beta if t > 0 else 1.0)
+    alpha = np.float32(alpha)
+    new_x, new_v = [], []
+    for x, g, v in zip(xs, gs, vs):
+        g = _regularized(x, g, norm_coefficient)
+        v_next = alpha * v + beta_now * g
+        step = v_next if mode == b"standard" or mode == "standard" else g + alpha * v_next
+        new_x.append(x - (step if np.float32(r) == 1 else np.float32(r) * step))
+        new_v.append(v_next)
+    return new_x + new_v
+
+
+def _adagrad(r, t, *data, epsilon, decay_factor, norm_coefficient):
+    n = len(data) // 3
+    xs, gs, hs = data[:n], data[n:2 * n], data[2 * n:]
+    rate = np.float32(r) if decay_factor == 0 else np.float32(r / (1 + t * decay_factor))
+    new_x, new_h = [], []
+    for x, g, h in zip(xs, gs, hs):
+        g = _regularized(x, g, norm_coefficient)
+        h_next = h + g * g
+        new_x.append(x - rate * (g / (np.sqrt(h_next) + np.float32(epsilon))))
+        new_h.append(h_next)
+    return new_x + new_h
+
+
+def _adam(r, t, *data, alpha, beta, epsilon, norm_coefficient, norm_coefficient_post):
+    n = len(data) // 4
+    xs, gs, vs, hs = data[:n], data[n:2 * n], data[2 * n:3 * n], data[3 * n:]
+    a, b = np.float32(alpha), np.float32(beta)
+    rate = np.float32(r)
+    if t > 0:
+        correction = np.float32(np.sqrt(1.0 - float(b) ** int(t)) / (1.0 - float(a) ** int(t)))
+        rate = rate * correction
+    new_x, new_v, new_h = [], [], []
+    for x, g, v, h in zip(xs, gs, vs, hs):
+        g = _regularized(x, g, norm_coefficient)
+        v_next = a * v + (np.float32(1) - a) * g
+        h_next = b * h + (np.float32(1) - b) * (g * g)
+        x_next = x - rate * (v_next / (np.sqrt(h_next) + np.float32(epsilon)))
+        if norm_coefficient_post:
+            x_next = (np.float32(1) - np.float32(norm_coefficient_post)) * x_next
+        new_x.append(x_next)
+        new_v.append(v_next)
+        new_h.append(h_next)
+    return new_x + new_v + new_h
+
+
+_ELEMENTWISE = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Pow": np.power,
+    "Min": np.minimum, "Max": np.maximum, "Greater": np.greater,
+    "GreaterOrEqual": np.greater_equal, "Less": np.less, "And": np.logical_and,
+    "Sqrt": np.sqrt, "Exp": np.exp, "Sign": np.sign, "Neg": np.negative, "Where": np.where,
+    "Identity": lambda x: x, "Sum": _sum,
+}
+_PREVIEW = {"Momentum": _momentum, "Adagrad": _adagrad, "Adam": _adam}
+
+
+def _run_node(node, inputs: list):
+    attributes = _attributes(node)
+    op = node.op_type
+    if node.domain == PREVIEW_DOMAIN:
+        if op not in _PREVIEW:
+            raise FormatError(f"the training step's {op} node runs before the gradients")
+        r, t = inputs[0], int(np.asarray(inputs[1]))
+        return _PREVIEW[op](np.asarray(r).reshape(()), t, *inputs[2:], **attributes)
+    if op == "Div":
+        a, b = inputs
+        if np.asarray(a).dtype.kind in "iu":
+            return [_integer_div(np.asarray(a), np.asarray(b))]
+        return [np.divide(a, b)]
+    if op == "Cast":
+        return [_cast(inputs[0], attributes["to"])]
+    if op == "ReduceSumSquare":
+        return [_sum_of_squares(inputs[0], **attributes)]
+    if op == "Gather":
+        return [np.take(inputs[0], np.asarray(inputs[1]), axis=attributes.get("axis", 0))]
+    if op == "ConstantOfShape":
+        fill = (numpy_helper.to_array(attributes["value"]) if "value" in attributes
+                else np.zeros(1, np.float32))
+        return [np.full(tuple(int(d) for d in inputs[0]), fill.reshape(-1)[0], fill.dtype)]
+    if op == "Constant":
+        return [numpy_helper.to_array(attributes["value"])]
+    if op in _ELEMENTWISE:
+        return [np.asarray(_ELEMENTWISE[op](*inputs))]
+    raise FormatError(f"the training step has a {op} node, which the executor does not run")
+
+
+def run_step(training_info, values: dict, gradients: dict, model_path: str = "") -> dict:
+    """{binding key: new value} after one step of `training_info`'s algorithm.
+
+    `values`: the inference graph's initializers by name; `gradients`: the
+    Gradient node's outputs by name (or by the parameter they belong to)."""
+    algorithm = training_info.algorithm
+    known = dict(values)
+    for tensor in algorithm.initializer:
+        known[tensor.name] = tensor_value(tensor, model_path, f"training initializer {tensor.name!r}")
+    producers = {}
+    for node in algorithm.node:
+        if node.domain == PREVIEW_DOMAIN and node.op_type == "Gradient":
+            xs = list(_attributes(node)["xs"])
+            for x, output in zip(xs, node.output):
+                x = x.decode() if isinstance(x, bytes) else x
+                given = gradients.get(output, gradients.get(x))
+                if given is None:
+                    raise FormatError(f"no gradient given for {x!r}")
+                known[output] = np.asarray(given, np.float32)
+            continue
+        for output in node.output:
+            producers[output] = node
+    computing: set = set()
+
+    def value(name: str):
+        if name in known:
+            return known[name]
+        node = producers.get(name)
+        if node is None:
+            raise FormatError(f"the training step reads {name!r}, which nothing gives")
+        if id(node) in computing:
+            raise FormatError(f"the training step's values form a cycle at {name!r}")
+        computing.add(id(node))
+        results = _run_node(node, [value(i) for i in node.input])
+        computing.discard(id(node))
+        for output, result in zip(node.output, results):
+            known[output] = result
+        return known[name]
+
+    return {binding.key: value(binding.value) for binding in training_info.update_binding}

@@ -1,0 +1,636 @@
+"""A Caffe training snapshot as ONNX training info (ModelProto.training_info).
+
+The algorithm graph is one Caffe iteration, SGDSolver::ApplyUpdate in order:
+the training-phase loss layers' loss, its gradients (the preview domain's
+Gradient op), ClipGradients, Regularize, the learning rate computed from the
+iteration, and the solver's update. Every state tensor (each parameter, its
+history, the iteration and current step) is an initializer bound in
+update_binding. The initialization graph resets the optimizer state as a
+fresh Caffe run starts it; weights keep their values.
+
+What ONNX has no place for rides in metadata_props, so a snapshot comes back
+byte for byte: the net of every phase (binary NetParameter without blobs),
+the solver's settings (prototxt text), which value holds each Caffe blob and
+history tensor, and the state file's own fields.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+
+import numpy as np
+from google.protobuf import text_format
+from onnx import TensorProto, helper
+
+from blobcast.engine import Net
+from blobcast.model import Model, layer_included
+from blobcast.solver import learnable_params
+from blobcast.training import HISTORY_SUFFIXES
+
+from . import caffe_pb2 as pb
+from .caffemodel import net_chunks
+from .messages import fill_pb
+from .onnx_ops.registry import ExportError
+
+PREVIEW_DOMAIN = "ai.onnx.preview.training"
+TRAINING_IR_VERSION = 7  # ModelProto.training_info
+ITERATION, CURRENT_STEP = "solver.iter", "solver.current_step"
+META_SOLVER = "caffe.solver"              # SolverParameter, prototxt text
+META_NET = "caffe.net"                    # NetParameter without blobs, base64
+META_PARAMS = "caffe.params"              # JSON [[layer, blob, value name, legacy shape], ...]
+META_HISTORY = "caffe.history"            # JSON [value name, ...] in the state's order
+META_LEARNED_NET = "caffe.learned_net"
+META_STATE_EXTRA = "caffe.solverstate_extra"  # fields beyond Caffe's four (a fork's), base64
+LOSS_TYPES = ("SoftmaxWithLoss", "EuclideanLoss")
+_FLOAT, _DOUBLE, _INT64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
+
+
+def f32(value) -> np.float32:
+    return np.float32(value)
+
+
+class StepGraph:
+    """Nodes, initializers, inputs and outputs of the algorithm graph."""
+
+    def __init__(self):
+        self.nodes, self.initializers, self.inputs, self.outputs = [], [], [], []
+        self.bindings: list[tuple[str, str]] = []
+        self._counts = Counter()
+        self._constants: dict = {}
+
+    def fresh(self, hint: str) -> str:
+        self._counts[hint] += 1
+        return f"solver/{hint}" if self._counts[hint] == 1 else f"solver/{hint}_{self._counts[hint]}"
+
+    def const(self, hint: str, value, dtype) -> str:
+        array = np.asarray(value, dtype)
+        key = (hint, array.dtype.str, array.shape, array.tobytes())
+        if key not in self._constants:  # one initializer per distinct constant
+            self._constants[key] = self.fresh(hint)
+            self.initializers.append((self._constants[key], array))
+        return self._constants[key]
+
+    def node(self, op: str, inputs, hint: str, outputs=None, domain: str = "", **attributes):
+        outputs = outputs or [self.fresh(hint)]
+        self.nodes.append(helper.make_node(op, list(inputs), list(outputs), name=outputs[0],
+                                           domain=domain or None, **attributes))
+        return outputs[0] if len(outputs) == 1 else outputs
+
+    def binary(self, op: str, a: str, b: str, hint: str) -> str:
+        return self.node(op, [a, b], hint)
+
+
+# -- the loss of the training net -----------------------------------------------------
+
+def _loss_weight(layer) -> float:
+    weights = list(layer.spec.loss_weight)
+    return float(weights[0]) if weights else 1.0
+
+
+def _softmax_loss(g: StepGraph, layer, scores: str, label: str, shapes: dict) -> str:
+    spec = layer.spec
+    axis = spec.softmax_param.axis if spec.has("softmax_param") else 1
+    score_shape = shapes[layer.bottoms[0]]
+    if axis not in (1, 1 - len(score_shape)):
+        raise ExportError(f"loss layer {layer.name!r}: softmax over axis {axis}; ONNX's "
+                          "SoftmaxCrossEntropyLoss takes classes on axis 1")
+    loss_param = spec.loss_param
+    if loss_param.has("normalization"):
+        mode = loss_param.normalization
+    elif loss_param.has("normalize"):
+        mode = "VALID" if loss_param.normalize else "BATCH_SIZE"
+    else:
+        mode = "VALID"
+    target = [score_shape[0], *score_shape[2:]]
+    labels = g.node("Cast", [label], f"{layer.name}_label_int", to=_INT64)
+    labels = g.node("Reshape", [labels, g.const("label_shape", target, np.int64)],
+                    f"{layer.name}_label")
+    attributes = {}
+    if loss_param.has("ignore_label"):
+        attributes["ignore_index"] = int(loss_param.ignore_label)
+    reduction = "mean" if mode == "VALID" else "sum"
+    loss = g.node("SoftmaxCrossEntropyLoss", [scores, labels], f"{layer.name}_loss",
+                  reduction=reduction, **attributes)
+    count = int(np.prod(target))
+    divisor = {"VALID": None, "FULL": count, "BATCH_SIZE": score_shape[0], "NONE": None}[mode]
+    if divisor is not None:
+        loss = g.binary("Div", loss, g.const("normalizer", float(max(1, divisor)), np.float32),
+                        f"{layer.name}_normalized")
+    return loss
+
+
+def _euclidean_loss(g: StepGraph, layer, a: str, b: str, shapes: dict) -> str:
+    difference = g.binary("Sub", a, b, f"{layer.name}_difference")
+    squares = g.node("ReduceSumSquare", [difference], f"{layer.name}_sum_sq", keepdims=0)
+    batch = shapes[layer.bottoms[0]][0]
+    return g.binary("Div", squares, g.const("normalizer", 2.0 * batch, np.float32),
+                    f"{layer.name}_loss")
+
+
+def _loss(g: StepGraph, model: Model, builder) -> tuple[str, list[str]]:
+    """The training net's total loss, and the training inputs the graph adds."""
+    train = Net(model, phase="TRAIN", skip_unrunnable=True)
+    losses = [layer for layer in model.layers
+              if layer_included(layer, "TRAIN") and (layer.type in LOSS_TYPES
+                                                     or "Loss" in layer.type)]
+    if not losses:
+        raise ExportError("the training net has no loss layer, so a training step has nothing "
+                          "to differentiate")
+    shapes = dict(builder.shapes)
+    added: list[str] = []
+    terms = []
+    for layer in losses:
+        if layer.type not in LOSS_TYPES:
+            raise ExportError(f"loss layer {layer.name!r} is a {layer.type}; the training step "
+                              "is written for " + " and ".join(LOSS_TYPES))
+        values = []
+        for bottom in layer.bottoms:
+            if bottom in builder.latest:
+                values.append(builder.latest[bottom])
+                continue
+            shape = train.declared_inputs.get(bottom)
+            if shape is None:
+                raise ExportError(f"loss layer {layer.name!r} reads {bottom!r}, which neither the "
+                                  "exported graph nor a data layer of the training net gives")
+            if bottom not in added:
+                added.append(bottom)
+                g.inputs.append(helper.make_tensor_value_info(bottom, _FLOAT, list(shape)))
+            shapes[bottom] = tuple(shape)
+            values.append(bottom)
+        write = _softmax_loss if layer.type == "SoftmaxWithLoss" else _euclidean_loss
+        loss = write(g, layer, *values[:2], shapes)
+        weight = _loss_weight(layer)
+        if weight != 1.0:
+            loss = g.binary("Mul", loss, g.const("loss_weight", weight, np.float32),
+                            f"{layer.name}_weighted")
+        terms.append(loss)
+    total = terms[0] if len(terms) == 1 else g.node("Sum", terms, "loss")
+    g.outputs.append(helper.make_tensor_value_info(total, _FLOAT, []))
+    return total, added
+
+
+# -- the learning rate (SGDSolver::GetLearningRate) -------------------------------------
+
+def _learning_rate(g: StepGraph, solver, iteration: str, current_step: str) -> tuple[str, str]:
+    """(the float32 rate, the new current_step), computed from the iteration.
+
+    Caffe computes fixed, step, exp and multistep in double (pow of a float
+    and an int promotes) and casts to float; inv, poly and sigmoid mix float
+    arithmetic, written here in float32 (Pow and Exp as the runtime has them)."""
+    policy = solver.lr_policy
+    base = f32(solver.base_lr)
+    if policy == "fixed":
+        return g.const("rate", base, np.float32), current_step
+    if policy in ("step", "exp", "multistep"):
+        if policy == "step":
+            new_step = g.binary("Div", iteration, g.const("stepsize", solver.stepsize, np.int64),
+                                "current_step_next")
+            exponent = new_step
+        elif policy == "exp":
+            new_step, exponent = current_step, iteration
+        else:
+            values = [int(v) for v in solver.stepvalue] + [np.iinfo(np.int64).max]
+            steps = g.const("stepvalues", values, np.int64)
+            index = g.binary("Min", current_step, g.const("stepvalue_count", len(values) - 1, np.int64),
+                             "stepvalue_index")
+            threshold = g.node("Gather", [steps, index], "stepvalue")
+            reached = g.binary("GreaterOrEqual", iteration, threshold, "step_reached")
+            step_up = g.node("Cast", [reached], "step_up", to=_INT64)
+            new_step = g.binary("Add", current_step, step_up, "current_step_next")
+            exponent = new_step
+        power = g.binary("Pow", g.const("gamma", float(f32(solver.gamma)), np.float64),
+                         g.node("Cast", [exponent], "exponent", to=_DOUBLE), "gamma_pow")
+        rate = g.binary("Mul", g.const("base_lr", float(base), np.float64), power, "rate_double")
+        return g.node("Cast", [rate], "rate", to=_FLOAT), new_step
+    it = g.node("Cast", [iteration], "iter_float", to=_FLOAT)
+    if policy == "inv":
+        grown = g.binary("Add", g.const("one", 1.0, np.float32),
+                         g.binary("Mul", g.const("gamma", f32(solver.gamma), np.float32), it,
+                                  "gamma_iter"), "inv_base")
+        factor = g.binary("Pow", grown, g.const("minus_power", -f32(solver.power), np.float32),
+                          "inv_factor")
+    elif policy == "poly":
+        done = g.binary("Div", it, g.const("max_iter", f32(solver.max_iter), np.float32), "progress")
+        left = g.binary("Sub", g.const("one", 1.0, np.float32), done, "remaining")
+        factor = g.binary("Pow", left, g.const("power", f32(solver.power), np.float32), "poly_factor")
+    else:  # sigmoid
+        offset = g.binary("Sub", it, g.const("stepsize", f32(solver.stepsize), np.float32), "offset")
+        scaled = g.binary("Mul", g.const("minus_gamma", -f32(solver.gamma), np.float32), offset,
+                          "sigmoid_arg")
+        exp = g.node("Exp", [scaled], "sigmoid_exp")
+        factor = g.binary("Div", g.const("one", 1.0, np.float32),
+                          g.binary("Add", g.const("one", 1.0, np.float32), exp, "sigmoid_den"),
+                          "sigmoid_factor")
+    return g.binary("Mul", g.const("base_lr", base, np.float32), factor, "rate"), current_step
+
+
+# -- one iteration --------------------------------------------------------------------
+
+class _Param:
+    """One learnable parameter: its Caffe place, its ONNX value and its multipliers."""
+
+    def __init__(self, layer, index: int, value: str, in_graph: bool):
+        self.layer, self.index, self.value, self.in_graph = layer, index, value, in_graph
+        self.blob = layer.blobs[index]
+        self.lr_mult = f32(layer.lr_mult(index))
+        self.decay_mult = f32(layer.decay_mult(index))
+
+
+def _params(g: StepGraph, model: Model, builder) -> list[_Param]:
+    taken = {name for name, _ in builder.initializers}
+    params = []
+    for layer, index in learnable_params(model):
+        if index >= len(layer.blobs) or layer.blobs[index] is None:
+            raise ExportError(f"layer {layer.name!r} lacks its blob {index}, which the solver "
+                              "state has history for")
+        blob = layer.blobs[index]
+        value = builder.initializer_names.get(id(blob))
+        in_graph = value is not None
+        if value is None:
+            # Used reshaped or not at all by the inference graph: its own state here.
+            value = f"{layer.name}/param{index}"
+            while value in taken:
+                value += "_state"
+            g.initializers.append((value, blob.data))
+        taken.add(value)
+        params.append(_Param(layer, index, value, in_graph))
+    return params
+
+
+def _gradients(g: StepGraph, params: list[_Param], loss: str, data_inputs: list[str]) -> list[str]:
+    trained = [p for p in params if p.lr_mult != 0]
+    for p in trained:
+        if not p.in_graph:
+            raise ExportError(f"the gradient of layer {p.layer.name!r} blob {p.index} cannot be "
+                              "taken: the exported graph uses it in a changed form")
+    names = [f"{p.value}.gradient" for p in trained]
+    if trained:
+        g.node("Gradient", [p.value for p in trained] + data_inputs, "gradient", outputs=names,
+               domain=PREVIEW_DOMAIN, xs=[p.value for p in trained], zs=data_inputs, y=loss)
+    grads, made = [], iter(names)
+    for p in params:
+        if p.lr_mult != 0:
+            grads.append(next(made))
+        else:  # Caffe does not propagate to a parameter with lr_mult 0: its diff stays 0
+            shape = g.const("shape", list(p.blob.shape), np.int64)
+            grads.append(g.node("ConstantOfShape", [shape], f"{p.value}.gradient",
+                                value=helper.make_tensor("zero", _FLOAT, [1], [0.0])))
+    return grads
+
+
+def _clip(g: StepGraph, grads: list[str], clip: float) -> list[str]:
+    """ClipGradients: every gradient scaled by clip / L2 norm when the norm exceeds clip."""
+    squares = [g.node("ReduceSumSquare", [grad], "sum_sq", keepdims=0) for grad in grads]
+    total = squares[0] if len(squares) == 1 else g.node("Sum", squares, "sum_sq_total")
+    norm = g.node("Sqrt", [total], "gradient_norm")
+    limit = g.const("clip_gradients", f32(clip), np.float32)
+    over = g.binary("Greater", norm, limit, "clipping")
+    scale = g.node("Where", [over, g.binary("Div", limit, norm, "clip_scale"),
+                             g.const("one", 1.0, np.float32)], "gradient_scale")
+    return [g.binary("Mul", grad, scale, "clipped") for grad in grads]
+
+
+def _regularized(g: StepGraph, solver, p: _Param, grad: str) -> str:
+    decay = f32(f32(solver.weight_decay) * p.decay_mult)
+    if not decay:
+        return grad
+    term = p.value if solver.regularization_type == "L2" else g.node("Sign", [p.value], "sign")
+    scaled = g.binary("Mul", term, g.const("local_decay", decay, np.float32), "decay_term")
+    return g.binary("Add", grad, scaled, "regularized")
+
+
+def _local_rate(g: StepGraph, rate: str, p: _Param, cache: dict) -> str:
+    if p.lr_mult not in cache:
+        cache[p.lr_mult] = rate if p.lr_mult == 1 else g.binary(
+            "Mul", rate, g.const("lr_mult", p.lr_mult, np.float32), "local_rate")
+    return cache[p.lr_mult]
+
+
+def _groups(params: list[_Param]) -> dict:
+    groups: dict = {}
+    for i, p in enumerate(params):
+        groups.setdefault((float(p.lr_mult), float(p.decay_mult)), []).append(i)
+    return groups
+
+
+def _preview_update(g: StepGraph, kind: str, solver, params, grads, history, rate: str,
+                    next_iter: str, l2: bool) -> tuple[list[str], list[list[str]]]:
+    """Momentum / Adagrad / Adam nodes, one per (lr_mult, decay_mult) group."""
+    new_x = [None] * len(params)
+    new_h = [[None] * len(params) for _ in history]
+    rates: dict = {}
+    for (lr_mult, decay_mult), members in _groups(params).items():
+        decay = float(f32(f32(solver.weight_decay) * f32(decay_mult))) if l2 else 0.0
+        xs = [params[i].value for i in members]
+        gs = [grads[i] for i in members]
+        states = [[h[i] for i in members] for h in history]
+        outs = [[f"{params[i].value}.next" for i in members]] + [
+            [f"{h[i]}.next" for i in members] for h in history]
+        if kind == "SGD":  # fixed rate: beta = local rate, R = 1, T >= 1 so beta applies
+            local = float(f32(f32(solver.base_lr) * f32(lr_mult)))
+            op, inputs = "Momentum", [g.const("one", 1.0, np.float32), next_iter]
+            attributes = dict(alpha=float(f32(solver.momentum)), beta=local, mode="standard",
+                              norm_coefficient=decay)
+        else:
+            first = params[members[0]]
+            inputs = [_local_rate(g, rate, first, rates), next_iter]
+            if kind == "AdaGrad":
+                op, attributes = "Adagrad", dict(epsilon=float(f32(solver.delta)),
+                                                  decay_factor=0.0, norm_coefficient=decay)
+            else:
+                op, attributes = "Adam", dict(alpha=float(f32(solver.momentum)),
+                                              beta=float(f32(solver.momentum2)),
+                                              epsilon=float(f32(solver.delta)),
+                                              norm_coefficient=decay, norm_coefficient_post=0.0)
+        g.node(op, inputs + xs + gs + [s for group in states for s in group], "update",
+               outputs=[name for group in outs for name in group], domain=PREVIEW_DOMAIN,
+               **attributes)
+        for k, i in enumerate(members):
+            new_x[i] = outs[0][k]
+            for s in range(len(history)):
+                new_h[s][i] = outs[1 + s][k]
+    return new_x, new_h
+
+
+def _plain_update(g: StepGraph, kind: str, solver, params, grads, history, rate: str):
+    """SGD with a schedule, Nesterov, RMSProp and AdaDelta in standard ops,
+    term for term as Caffe's ComputeUpdateValue computes them."""
+    new_x, new_h = [], [[] for _ in history]
+    rates: dict = {}
+    momentum = f32(solver.momentum)
+    c = lambda hint, value: g.const(hint, f32(value), np.float32)  # noqa: E731
+    for i, p in enumerate(params):
+        grad, lr = grads[i], _local_rate(g, rate, p, rates)
+        mul = lambda a, b, hint: g.binary("Mul", a, b, hint)  # noqa: E731
+        add = lambda a, b, hint: g.binary("Add", a, b, hint)  # noqa: E731
+        h = [hist[i] for hist in history]
+        if kind in ("SGD", "Nesterov"):
+            # caffe_cpu_axpby(local_rate, diff, momentum, history)
+            h_next = add(mul(h[0], c("momentum", momentum), "momentum_term"),
+                         mul(grad, lr, "rate_term"), "history")
+            step = h_next
+            if kind == "Nesterov":  # axpby(1 + momentum, h_new, -momentum, h_old)
+                step = add(mul(h[0], c("minus_momentum", -momentum), "step_back"),
+                           mul(h_next, c("one_plus_momentum", f32(1) + momentum), "step_over"),
+                           "nesterov_step")
+            news = [h_next]
+        elif kind == "RMSProp":
+            decay = f32(solver.rms_decay)
+            square = mul(grad, grad, "grad_sq")
+            h_next = add(mul(h[0], c("rms_decay", decay), "kept"),
+                         mul(square, c("one_minus_rms_decay", f32(1) - decay), "fresh"), "mean_sq")
+            root = add(g.node("Sqrt", [h_next], "rms"), c("delta", solver.delta), "rms_delta")
+            step = mul(g.binary("Div", grad, root, "scaled_grad"), lr, "rmsprop_step")
+            news = [h_next]
+        else:  # AdaDelta
+            square = mul(grad, grad, "grad_sq")
+            g_next = add(mul(h[0], c("momentum", momentum), "kept"),
+                         mul(square, c("one_minus_momentum", f32(1) - momentum), "fresh"),
+                         "mean_sq_grad")
+            delta = c("delta", solver.delta)
+            ratio = g.binary("Div", add(h[1], delta, "step_delta"), add(g_next, delta, "grad_delta"),
+                             "ratio")
+            update = mul(grad, g.node("Sqrt", [ratio], "rms_ratio"), "adadelta_update")
+            d_next = add(mul(h[1], c("momentum", momentum), "kept"),
+                         mul(mul(update, update, "update_sq"),
+                             c("one_minus_momentum", f32(1) - momentum), "fresh"), "mean_sq_step")
+            step = mul(update, lr, "adadelta_step")
+            news = [g_next, d_next]
+        new_x.append(g.node("Sub", [p.value, step], "", outputs=[f"{p.value}.next"]))
+        for s, name in enumerate(news):
+            new_h[s].append(g.node("Identity", [name], "", outputs=[f"{h[s]}.next"]))
+    return new_x, new_h
+
+
+def _uses_preview(kind: str, solver) -> bool:
+    if kind in ("AdaGrad", "Adam"):
+        return True
+    return kind == "SGD" and solver.lr_policy == "fixed"
+
+
+def _value_info(name: str, array) -> object:
+    array = np.asarray(array.numpy() if hasattr(array, "numpy") else array) \
+        if not hasattr(array, "shape") else array
+    element = helper.np_dtype_to_tensor_dtype(np.dtype(array.dtype))
+    return helper.make_tensor_value_info(name, element, list(array.shape))
+
+
+def build_training_info(model: Model, builder):
+    """(TrainingInfoProto without initializer values, [(name, array)] of its
+    algorithm initializers, metadata {key: value}) for a model carrying training."""
+    training = model.training
+    solver, state, kind = training.solver, training.state, training.solver_type
+    training.check(model)
+    g = StepGraph()
+    params = _params(g, model, builder)
+    suffixes = HISTORY_SUFFIXES[kind]
+    n = len(params)
+    history_names = [f"{params[k % n].value}.{suffixes[k // n]}" for k in range(len(state.history))]
+    for name, tensor in zip(history_names, state.history):
+        g.initializers.append((name, tensor))
+    iteration = ITERATION
+    g.initializers.append((ITERATION, np.array(state.iter, np.int64)))
+    g.initializers.append((CURRENT_STEP, np.array(state.current_step, np.int64)))
+
+    loss, labels = _loss(g, model, builder)
+    grads = _gradients(g, params, loss, list(builder.net.inputs) + labels)
+    if solver.clip_gradients >= 0:
+        grads = _clip(g, grads, solver.clip_gradients)
+    # Normalize (iter_size): the gradient is taken of the batch fed, as one pass; see README.
+    rate, new_step = _learning_rate(g, solver, iteration, CURRENT_STEP)
+    next_iter = g.binary("Add", iteration, g.const("one_step", 1, np.int64), "iter_next")
+    history = [history_names[s * n:(s + 1) * n] for s in range(len(suffixes))]
+    preview = _uses_preview(kind, solver)
+    l2_in_op = preview and solver.regularization_type == "L2"
+    if not l2_in_op:
+        grads = [_regularized(g, solver, p, grad) for p, grad in zip(params, grads)]
+    if preview:
+        new_x, new_h = _preview_update(g, kind, solver, params, grads, history, rate, next_iter,
+                                       l2_in_op)
+    else:
+        new_x, new_h = _plain_update(g, kind, solver, params, grads, history, rate)
+
+    values = dict(g.initializers)
+    values.update({name: array for name, array in builder.initializers})
+    for p, updated in zip(params, new_x):
+        g.bindings.append((p.value, updated))
+        g.outputs.append(_value_info(updated, p.blob.data))
+    for names, updates in zip(history, new_h):
+        for name, updated in zip(names, updates):
+            g.bindings.append((name, updated))
+            g.outputs.append(_value_info(updated, values[name]))
+    g.bindings.append((ITERATION, next_iter))
+    g.outputs.append(helper.make_tensor_value_info(next_iter, _INT64, []))
+    if new_step != CURRENT_STEP:
+        g.bindings.append((CURRENT_STEP, new_step))
+        g.outputs.append(helper.make_tensor_value_info(new_step, _INT64, []))
+
+    algorithm = helper.make_graph(g.nodes, "caffe_training_step", g.inputs, g.outputs,
+                                  doc_string=f"One Caffe {kind} iteration (SGDSolver::ApplyUpdate)")
+    info = helper.make_training_info(algorithm, g.bindings, _initialization(history, values),
+                                     [(name, f"{name}.reset") for names in history for name in names]
+                                     + [(ITERATION, f"{ITERATION}.reset"),
+                                        (CURRENT_STEP, f"{CURRENT_STEP}.reset")])
+    return info, g.initializers, _metadata(model, params, history_names, builder)
+
+
+def _initialization(history: list[list[str]], values: dict):
+    """A fresh Caffe run's optimizer state: zero history, iteration and step 0."""
+    nodes, outputs = [], []
+    for names in history:
+        for name in names:
+            shape = list(np.shape(values[name]))
+            nodes.append(helper.make_node(
+                "ConstantOfShape", [f"{name}.shape"], [f"{name}.reset"], name=f"{name}.reset"))
+            nodes.insert(0, helper.make_node("Constant", [], [f"{name}.shape"],
+                                             value=helper.make_tensor(f"{name}.shape", _INT64,
+                                                                      [len(shape)], shape)))
+            outputs.append(helper.make_tensor_value_info(f"{name}.reset", _FLOAT, shape))
+    for name in (ITERATION, CURRENT_STEP):
+        nodes.append(helper.make_node("Constant", [], [f"{name}.reset"],
+                                      value=helper.make_tensor(name, _INT64, [], [0])))
+        outputs.append(helper.make_tensor_value_info(f"{name}.reset", _INT64, []))
+    return helper.make_graph(nodes, "caffe_optimizer_reset", [], outputs)
+
+
+def _metadata(model: Model, params: list[_Param], history_names: list[str], builder) -> dict:
+    training = model.training
+    bare = Model(net=model.net, layers=[_without_blobs(layer) for layer in model.layers])
+    net_bytes = b"".join(bytes(chunk) for chunk in net_chunks(bare, write_diff=False))
+    places = []
+    learnable = {id(p.blob): p.value for p in params}
+    for li, layer in enumerate(model.layers):
+        for bi, blob in enumerate(layer.blobs):
+            if blob is None:
+                continue
+            value = learnable.get(id(blob)) or builder.initializer_names.get(id(blob))
+            if value is None:
+                raise ExportError(f"layer {layer.name!r} blob {bi} is in no graph; the training "
+                                  "snapshot could not be restored from the ONNX model")
+            legacy = list(blob.legacy_shape) if blob.legacy_shape else None
+            places.append([li, bi, value, legacy])
+    solver = pb.SolverParameter()
+    fill_pb(solver, training.solver)
+    extra = pb.SolverState()
+    fill_pb(extra, training.state.extra)
+    return {
+        META_SOLVER: text_format.MessageToString(solver),
+        META_NET: base64.b64encode(net_bytes).decode("ascii"),
+        META_PARAMS: json.dumps(places),
+        META_HISTORY: json.dumps(history_names),
+        META_LEARNED_NET: training.state.learned_net,
+        META_STATE_EXTRA: base64.b64encode(extra.SerializeToString()).decode("ascii"),
+    }
+
+
+def _without_blobs(layer):
+    from blobcast.model import Layer
+
+    return Layer(spec=layer.spec)
+
+
+# -- reading it back ----------------------------------------------------------------------
+
+def _damaged(problem: str, path: str):
+    from blobcast.errors import FormatError
+
+    return FormatError(f"its Caffe training metadata is damaged: {problem}", path)
+
+
+def _scalar_int(values: dict, name: str, path: str) -> int:
+    value = values.get(name)
+    if value is None or np.asarray(value).size != 1 or np.asarray(value).dtype.kind not in "iu":
+        raise _damaged(f"{name} is not one integer", path)
+    number = int(np.asarray(value).reshape(-1)[0])
+    if not -2**31 <= number < 2**31:  # int32 in SolverState
+        raise _damaged(f"{name} = {number} is out of Caffe's range", path)
+    return number
+
+
+def _places(text: str, layer_count: int, values: dict, path: str) -> list:
+    try:
+        places = json.loads(text)
+    except ValueError as error:
+        raise _damaged(f"{META_PARAMS} is not JSON ({error})", path) from None
+    if not isinstance(places, list):
+        raise _damaged(f"{META_PARAMS} is not a list", path)
+    for place in places:
+        ok = (isinstance(place, list) and len(place) == 4
+              and all(isinstance(v, int) and not isinstance(v, bool) for v in place[:2])
+              and 0 <= place[0] < layer_count and 0 <= place[1] < 64 and isinstance(place[2], str)
+              and (place[3] is None or (isinstance(place[3], list) and len(place[3]) == 4
+                                        and all(isinstance(d, int) and d >= 0 for d in place[3]))))
+        if not ok:
+            raise _damaged(f"{META_PARAMS} holds an entry that is not [layer, blob, value, shape]",
+                           path)
+        if place[2] not in values:
+            raise _damaged(f"blob {place[1]} of layer {place[0]} is value {place[2]!r}, which the "
+                           "model does not hold", path)
+    return places
+
+
+def read_training(onnx_model, values: dict, path: str) -> Model:
+    """The Caffe training net, its weights and its Training, from a model
+    blobcast wrote with training info."""
+    from blobcast.model import Blob
+    from blobcast.solver import SolverState
+    from blobcast.training import Training
+
+    from .caffe_net import model_from_net
+    from .caffemodel import decode_net
+    from .messages import message_from_pb
+    from .onnx_tensors import tensor_value
+    from .prototxt import parse_text
+    from .upgrade import upgrade_net
+
+    meta = {prop.key: prop.value for prop in onnx_model.metadata_props}
+    missing = [key for key in (META_SOLVER, META_NET, META_PARAMS, META_HISTORY) if key not in meta]
+    if missing:
+        raise _damaged("no " + ", ".join(missing), path)
+    info = onnx_model.training_info[0]
+    known = dict(values)
+    for tensor in info.algorithm.initializer:
+        known[tensor.name] = tensor_value(tensor, path, f"training initializer {tensor.name!r}")
+    try:
+        net_bytes = base64.b64decode(meta[META_NET], validate=True)
+        extra_bytes = base64.b64decode(meta.get(META_STATE_EXTRA, ""), validate=True)
+    except ValueError as error:
+        raise _damaged(f"not base64 ({error})", path) from None
+    net, v1_blobs, v2_blobs = decode_net(net_bytes, path)
+    if len(net.layers) or any(v2_blobs):
+        raise _damaged("the stored net is not a blob-free V2 NetParameter", path)
+    places = _places(meta[META_PARAMS], len(net.layer), known, path)
+    blobs: list[list] = [[] for _ in net.layer]
+    made: dict = {}
+    for li, bi, name, legacy in sorted(places, key=lambda p: (p[0], p[1])):
+        if bi != len(blobs[li]):
+            raise _damaged(f"layer {li}'s blobs are not numbered 0, 1, ...", path)
+        if name not in made:
+            made[name] = Blob(known[name], legacy_shape=tuple(legacy) if legacy else None)
+        blobs[li].append(made[name])
+    notes: list[str] = []
+    upgrade_net(net, [], blobs, notes)
+    model = model_from_net(net, blobs, source_format="onnx", source_version="V2", notes=notes,
+                           path=path)
+    try:
+        history_names = json.loads(meta[META_HISTORY])
+    except ValueError as error:
+        raise _damaged(f"{META_HISTORY} is not JSON ({error})", path) from None
+    if not isinstance(history_names, list) or not all(
+            isinstance(n, str) and n in known for n in history_names):
+        raise _damaged(f"{META_HISTORY} names values the model does not hold", path)
+    solver = message_from_pb(parse_text(meta[META_SOLVER], path, pb.SolverParameter))
+    try:
+        extra = message_from_pb(pb.SolverState.FromString(extra_bytes))
+    except Exception as error:  # protobuf's DecodeError and friends
+        raise _damaged(f"the state's own fields do not parse ({error})", path) from None
+    state = SolverState(iter=_scalar_int(known, ITERATION, path),
+                        current_step=_scalar_int(known, CURRENT_STEP, path),
+                        learned_net=meta.get(META_LEARNED_NET, ""),
+                        history=[known[name] for name in history_names], extra=extra,
+                        source_path=path, source_format="onnx")
+    model.training = Training(solver, state)
+    model.training.check(model, path)
+    return model
