@@ -307,6 +307,18 @@ def read(path: str, **_options) -> Model:
     return import_model(onnx_model, values, path)
 
 
+def run_training_step(path: str, gradients: dict) -> dict:
+    """One step of the model's training info by blobcast's executor (onnx_step)."""
+    from .onnx_step import run_step
+
+    onnx_model, raw, buf = map_onnx(path)
+    if not onnx_model.training_info:
+        raise FormatError("holds no training info", path)
+    values = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+              for name, value in initializer_values(onnx_model, path, raw, buf).items()}
+    return run_step(onnx_model.training_info[0], values, gradients, path)
+
+
 def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
     """Refuse, before a runtime allocates it, any value whose inferred size is
     over the memory budget (a 200-byte model can ConstantOfShape 75 GB)."""

@@ -576,6 +576,7 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
     blobcast wrote with training info."""
     from blobcast.model import Blob
     from blobcast.solver import SolverState
+    from blobcast.tensor import as_tensor
     from blobcast.training import Training
 
     from .caffe_net import model_from_net
@@ -629,7 +630,7 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
     state = SolverState(iter=_scalar_int(known, ITERATION, path),
                         current_step=_scalar_int(known, CURRENT_STEP, path),
                         learned_net=meta.get(META_LEARNED_NET, ""),
-                        history=[known[name] for name in history_names], extra=extra,
+                        history=[as_tensor(known[name]) for name in history_names], extra=extra,
                         source_path=path, source_format="onnx")
     model.training = Training(solver, state)
     model.training.check(model, path)

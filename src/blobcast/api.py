@@ -288,6 +288,66 @@ def _write_beside(model: Model, destination: str, suffix: str, overwrite: bool,
         warnings.warn(f"{stem + suffix} not written: {error.problem}", BlobcastWarning, stacklevel=2)
 
 
+def _with_training(state: SolverState, weights: str | None, prototxt: str | None,
+                   solver: str | None, source: str) -> Model:
+    """The training net with its weights, carrying the state and its solver."""
+    from .training import Training
+
+    if solver is None:
+        raise BlobcastError("a training step needs the solver's settings: give the solver "
+                            "with --solver solver.prototxt")
+    weights = weights if weights is not None else state.require_weights()
+    check_distinct(source, weights)
+    converters = _converters()
+    model = load(weights, prototxt=prototxt, format=converters.weights_format(weights))
+    settings = _reading(solver, lambda: converters.prototxt.read_solver(solver))
+    model.training = Training(settings, state)
+    with about(source):
+        model.training.check(model, source)
+    return model
+
+
+def training_step(path: str | os.PathLike, gradients: dict) -> dict:
+    """One step of the training info of an ONNX model blobcast wrote, run by
+    blobcast's NumPy executor from the given gradients (by parameter value
+    name, e.g. "conv1/param0"): {state name: new value} for every binding
+    (each parameter, its history, solver.iter, solver.current_step)."""
+    path = os.fspath(path)
+    converters = _converters()
+    if converters.detect_format(path).name != "onnx":
+        raise FormatError("a training step runs from an .onnx model", path)
+    onnx_format = converters.detect_format(path).module
+    return _reading(path, lambda: onnx_format.run_training_step(path, gradients))
+
+
+def _check_training_read_back(model: Model, temporary: str, fmt) -> str:
+    """The written training snapshot reads back to the same weights and state."""
+    written = _reading(temporary, lambda: fmt.read(temporary))
+    problems = state_differences(model.training.state, written.training.state)
+    problems += model_differences(model, written, architecture=True)
+    if problems:
+        raise CheckFailed("the training state read back from the written model differs: "
+                          + "; ".join(problems[:5]))
+    return "training state read back bit-exact"
+
+
+def _write_weights(model: Model, path: str, overwrite: bool, group: OutputGroup) -> ConversionReport:
+    """The weights of a model that carried its training, beside the restored state."""
+    started = time.perf_counter()
+    converters = _converters()
+    fmt = converters.output_format(path, None)
+    if "weights" not in fmt.holds or "solver_state" in fmt.holds:
+        raise FormatError("--weights takes a .caffemodel or .caffemodel.h5", path)
+    with atomic_destination(path, overwrite=overwrite, group=group) as temporary:
+        save(model, temporary, format=fmt.name)
+        check, _ = _verify_written(model, temporary, fmt, None)
+    report = ConversionReport(model.training.state.source_path, path, "onnx", fmt.name, check=check,
+                              layers=len(model.layers), tensors=len(model.owned_params()),
+                              bytes=model.nbytes)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
 def _plain_relative(folder: str) -> bool:
     """A relative folder without '..' parts: all of a recorded path that may travel."""
     return not os.path.isabs(folder) and ".." not in folder.replace("\\", "/").split("/")
@@ -313,8 +373,15 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             destination_format: str | None = None, compress: str | None = None,
             overwrite: bool = False, weights: str | None = None,
             forward_check: bool | ForwardCheck = True, progress_factory=None,
-            onnx_options: dict | None = None, target: str | None = None) -> ConversionReport:
+            onnx_options: dict | None = None, target: str | None = None,
+            solver: str | None = None) -> ConversionReport:
     """Convert a file; the output appears only once written and checked bit-exact.
+
+    A solver state converts to ONNX with its weights (`weights`, else the
+    learned_net beside it) and `solver` (its .prototxt): the model carries one
+    Caffe iteration as ONNX training info. From such an ONNX model, a
+    .solverstate[.h5] destination restores the state, and `weights` the
+    weights file it names.
 
     `target` (a runtime that takes Caffe, blobcast.targets): a Caffe output
     must use only what it accepts, else nothing is written and every
@@ -331,7 +398,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                           destination_format=destination_format, compress=compress,
                           overwrite=overwrite, weights=weights, forward_check=forward_check,
                           progress_factory=progress_factory, onnx_options=onnx_options,
-                          group=group, after_commit=after_commit, target=target)
+                          group=group, after_commit=after_commit, target=target, solver=solver)
     for action in after_commit:
         action()
     return report
@@ -385,7 +452,8 @@ def _check_target(obj, dst_fmt, target: str, source: str) -> None:
 
 def _convert(source, destination, *, prototxt, source_format, destination_format, compress,
              overwrite, weights, forward_check, progress_factory, onnx_options,
-             group: OutputGroup, after_commit: list, target: str | None = None) -> ConversionReport:
+             group: OutputGroup, after_commit: list, target: str | None = None,
+             solver: str | None = None) -> ConversionReport:
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
     check_options = forward_check if isinstance(forward_check, ForwardCheck) else ForwardCheck()
@@ -396,10 +464,22 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source_is_state = "solver_state" in src_fmt.holds
-        if source_is_state and prototxt is not None and weights is None:
+        if source_is_state and prototxt is not None and weights is None \
+                and "graph" not in dst_fmt.holds:
             raise BlobcastError("with a solver state, --prototxt describes the weights "
                                 "converted by --weights", prototxt)
         obj = load(source, prototxt=None if source_is_state else prototxt, format=source_format)
+        trained_model = None
+        if solver is not None and not (source_is_state and "graph" in dst_fmt.holds):
+            raise BlobcastError("--solver goes with a solver state converted to ONNX")
+        if source_is_state and "graph" in dst_fmt.holds:
+            obj = _with_training(obj, weights, prototxt, solver, source)
+            weights = None  # read, not written
+        elif isinstance(obj, Model) and "solver_state" in dst_fmt.holds:
+            if obj.training is None:
+                raise FormatError("holds no Caffe training state (a model blobcast wrote from a "
+                                  ".solverstate carries one)", source)
+            trained_model, obj = obj, obj.training.state
         _check_kind(obj, dst_fmt, destination)
         if isinstance(obj, Model) and obj.has_architecture:
             missing = obj.unproduced_bottoms()
@@ -411,7 +491,11 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         if target is not None:
             _check_target(obj, dst_fmt, target, source)
         weights_report = None
-        if weights is not None:
+        if weights is not None and trained_model is not None:
+            check_distinct(source, weights)
+            weights_report = _write_weights(trained_model, weights, overwrite, group)
+            obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
+        elif weights is not None:
             if not isinstance(obj, SolverState):
                 raise BlobcastError("--weights goes with a solver state conversion")
             old_weights = obj.require_weights()
@@ -445,6 +529,8 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                 forward, forward_note, target_note = None, None, None
                 if "graph" in dst_fmt.holds:  # checked by onnx's checker and its runtime
                     check = dst_fmt.module.check(temporary)
+                    if isinstance(obj, Model) and obj.training is not None:
+                        check += "; " + _check_training_read_back(obj, temporary, dst_fmt)
                     if forward_check:
                         with about(source):
                             forward, forward_note = _forward_check(obj, temporary, strict=True,

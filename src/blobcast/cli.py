@@ -240,7 +240,12 @@ def convert(
     weights: Annotated[Optional[str], typer.Option(
         "--weights", metavar="WEIGHTS",
         help="With a solver state: also convert its learned_net weights to this file "
-             "and point the new state at it.")] = None,
+             "and point the new state at it. State to ONNX: the weights to read (default: "
+             "its learned_net). ONNX to state: the weights file to write.")] = None,
+    solver: Annotated[Optional[str], typer.Option(
+        "--solver", metavar="SOLVER",
+        help="Solver .prototxt: with a solver state converted to ONNX, the model gets the "
+             "training step it defines.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
     verify_forward: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Also run both models forward on the same inputs and "
@@ -291,7 +296,8 @@ def convert(
                               destination_format=to_format, compress=compress, overwrite=force,
                               weights=weights, forward_check=check,
                               progress_factory=_progress_factory(json_output),
-                              onnx_options=onnx_options or None, target=target)
+                              onnx_options=onnx_options or None, target=target,
+                              solver=solver)
         if json_output:
             _print_json({"ok": True, **report.to_dict()})
             return

@@ -121,18 +121,49 @@ def _state_net(state: SolverState, solver_net: Model | None):
     return None, None
 
 
+_SOLVER_KEYS = ("type", "base_lr", "lr_policy", "gamma", "stepsize", "stepvalue", "power",
+                "momentum", "momentum2", "weight_decay", "delta", "rms_decay", "max_iter",
+                "iter_size", "regularization_type", "clip_gradients")
+
+
+def _solver_settings(solver) -> dict:
+    present = solver.to_dict()
+    return {k: present.get(k, solver.type or "SGD") for k in _SOLVER_KEYS
+            if solver.has(k) or k == "type"}
+
+
+def _grouped_history(entries, solver_type: str | None, stats: bool) -> list[dict]:
+    roles = HISTORY_ROLES.get(solver_type or "", ())
+    grouped: dict[tuple[str, int], dict] = {}
+    for i, entry in enumerate(entries):
+        key = (entry.slot.layer, entry.slot.index)
+        group = grouped.setdefault(key, {"layer": key[0], "blob": key[1], "tensors": []})
+        role = roles[entry.set_index] if entry.set_index < len(roles) else f"set {entry.set_index}"
+        group["tensors"].append({"index": i, "role": role, **_tensor_facts(entry.tensor, stats)})
+    return list(grouped.values())
+
+
+def training_facts(model: Model, stats: bool = False) -> dict:
+    """What a model carrying its training holds: solver, iteration, optimizer state."""
+    from .training import UPDATE_FORMS
+
+    training = model.training
+    kind = training.solver_type
+    entries = training.entries(model)
+    return {"solver_type": kind, "solver": _solver_settings(training.solver),
+            "iter": training.state.iter, "current_step": training.state.current_step,
+            "learned_net": training.state.learned_net, "update": UPDATE_FORMS.get(kind, ""),
+            "history_count": len(entries), "history": _grouped_history(entries, kind, stats),
+            "bytes": training.state.nbytes}
+
+
 def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | None = None) -> dict:
     converters = _converters()
     solver_facts, solver_net, solver_type = None, None, None
     if solver_path:
         solver = _reading(solver_path, lambda: converters.prototxt.read_solver(solver_path))
         solver_type = solver.type
-        keys = ("type", "base_lr", "lr_policy", "gamma", "stepsize", "power", "momentum",
-                "momentum2", "weight_decay", "delta", "rms_decay", "max_iter", "iter_size",
-                "regularization_type", "clip_gradients")
-        present = solver.to_dict()
-        solver_facts = {k: present.get(k, solver.type) for k in keys
-                        if solver.has(k) or k == "type"}
+        solver_facts = _solver_settings(solver)
         solver_net = _reading(solver_path, lambda: converters.prototxt.net_of_solver(
             solver, solver_path))
     weights = state.find_weights()
@@ -154,17 +185,9 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
         facts["note"] = "history not tied to parameters: no net found (give --solver)"
         return facts
     sets = max(e.set_index for e in entries) + 1 if entries else 1
-    kind = solver_type or ("AdaDelta or Adam" if sets == 2 else None)
-    roles = HISTORY_ROLES.get(solver_type or "", ())
-    grouped: dict[tuple[str, int], dict] = {}
-    for i, entry in enumerate(entries):
-        key = (entry.slot.layer, entry.slot.index)
-        group = grouped.setdefault(key, {"layer": key[0], "blob": key[1], "tensors": []})
-        role = roles[entry.set_index] if entry.set_index < len(roles) else f"set {entry.set_index}"
-        group["tensors"].append({"index": i, "role": role, **_tensor_facts(entry.tensor, stats)})
-    facts["history"] = list(grouped.values())
+    facts["history"] = _grouped_history(entries, solver_type, stats)
     facts["history_sets"] = sets
-    facts["solver_type"] = kind
+    facts["solver_type"] = solver_type or ("AdaDelta or Adam" if sets == 2 else None)
     return facts
 
 
@@ -180,6 +203,8 @@ def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
         if solver:
             raise BlobcastError("--solver goes with a solver state file", path)
         facts = model_facts(obj, stats=stats)
+        if obj.training is not None:
+            facts["training"] = training_facts(obj, stats)
         if target:
             if not obj.has_architecture:
                 raise BlobcastError("--target needs the layer definitions; give --prototxt", path)

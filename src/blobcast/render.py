@@ -86,6 +86,7 @@ def render_model(facts: dict) -> Tree:
                 child.add(_tensor_line("diff", blob["diff"]))
     _render_deploy(root, facts.get("runs"))
     _render_target(root, facts.get("target"))
+    _render_training(root, facts.get("training"))
     totals = facts["totals"]
     root.add(f"totals: {totals['layers']} layers, {totals['tensors']} tensors "
              f"({totals['learnable_tensors']} learnable, {totals['state_tensors']} state), "
@@ -126,18 +127,14 @@ def _render_target(root: Tree, target: dict | None) -> None:
         node.add(escape(problem))
 
 
-def render_state(facts: dict) -> Tree:
-    root = Tree(f"[bold]solver state[/bold] ({facts['format']}) {escape(facts['path'])}")
-    root.add(f"iteration {facts['iter']}, current step {facts['current_step']}")
-    found = facts["learned_net_found"]
-    where = (f"[green]found at {escape(found)}[/green]" if found else
-             "[red]missing[/red] (tried " + escape(", ".join(facts["learned_net_tried"])) + ")")
-    root.add(f"learned_net {escape(facts['learned_net'] or '(none)')}: {where}")
-    if facts.get("solver"):
-        solver = root.add(f"solver {escape(str(facts['solver'].get('type')))}")
-        for key, value in facts["solver"].items():
-            if key != "type":
-                solver.add(f"{escape(key)} = {escape(value)}")
+def _render_solver(root: Tree, settings: dict) -> None:
+    solver = root.add(f"solver {escape(str(settings.get('type')))}")
+    for key, value in settings.items():
+        if key != "type":
+            solver.add(f"{escape(key)} = {escape(value)}")
+
+
+def _render_history(root: Tree, facts: dict) -> None:
     label = f"history ({facts['history_count']} tensors"
     if facts.get("solver_type"):
         label += f", {escape(facts['solver_type'])}"
@@ -149,6 +146,29 @@ def render_state(facts: dict) -> Tree:
                 node.add(_tensor_line(f"#{tensor['index']} {tensor['role']}", tensor))
         else:
             history.add(_tensor_line(f"#{group['index']}", group))
+
+
+def _render_training(root: Tree, training: dict | None) -> None:
+    if not training:
+        return
+    node = root.add(f"training: {escape(training['solver_type'])}, iteration {training['iter']}, "
+                    f"current step {training['current_step']}, learned_net "
+                    f"{escape(training['learned_net'] or '(none)')}")
+    _render_solver(node, training["solver"])
+    node.add(f"[dim]update in ONNX: {escape(training['update'])}[/dim]")
+    _render_history(node, training)
+
+
+def render_state(facts: dict) -> Tree:
+    root = Tree(f"[bold]solver state[/bold] ({facts['format']}) {escape(facts['path'])}")
+    root.add(f"iteration {facts['iter']}, current step {facts['current_step']}")
+    found = facts["learned_net_found"]
+    where = (f"[green]found at {escape(found)}[/green]" if found else
+             "[red]missing[/red] (tried " + escape(", ".join(facts["learned_net_tried"])) + ")")
+    root.add(f"learned_net {escape(facts['learned_net'] or '(none)')}: {where}")
+    if facts.get("solver"):
+        _render_solver(root, facts["solver"])
+    _render_history(root, facts)
     if facts.get("note"):
         root.add(f"[dim]note: {escape(facts['note'])}[/dim]")
     return root
