@@ -155,7 +155,9 @@ def run_step(training_info, values: dict, gradients: dict, model_path: str = "")
     """{binding key: new value} after one step of `training_info`'s algorithm.
 
     `values`: the inference graph's initializers by name; `gradients`: the
-    Gradient node's outputs by name (or by the parameter they belong to)."""
+    Gradient node's outputs by name, or by the parameter they belong to
+    (`conv1/param0`; a blob the graph holds reshaped also by its Caffe name
+    and shape)."""
     algorithm = training_info.algorithm
     known = dict(values)
     for tensor in algorithm.initializer:
@@ -167,9 +169,17 @@ def run_step(training_info, values: dict, gradients: dict, model_path: str = "")
             for x, output in zip(xs, node.output):
                 x = x.decode() if isinstance(x, bytes) else x
                 given = gradients.get(output, gradients.get(x))
+                if given is None and x.endswith("_onnx"):  # a reshaped blob, by its Caffe name
+                    given = gradients.get(x[: -len("_onnx")])
                 if given is None:
                     raise FormatError(f"no gradient given for {x!r}")
-                known[output] = np.asarray(given, np.float32)
+                given = np.asarray(given, np.float32)
+                if x in known and given.shape != np.shape(known[x]):
+                    if given.size != np.size(known[x]):
+                        raise FormatError(f"the gradient for {x!r} has shape {list(given.shape)}, "
+                                          f"the parameter {list(np.shape(known[x]))}")
+                    given = given.reshape(np.shape(known[x]))
+                known[output] = given
             continue
         for output in node.output:
             producers[output] = node

@@ -26,7 +26,7 @@ from onnx import TensorProto, helper
 
 from blobcast.engine import Net
 from blobcast.model import Model, layer_included
-from blobcast.solver import learnable_params
+from blobcast.solver import learnable_params, learnable_slots
 from blobcast.training import HISTORY_SUFFIXES
 
 from . import caffe_pb2 as pb
@@ -39,7 +39,7 @@ TRAINING_IR_VERSION = 7  # ModelProto.training_info
 ITERATION, CURRENT_STEP = "solver.iter", "solver.current_step"
 META_SOLVER = "caffe.solver"              # SolverParameter, prototxt text
 META_NET = "caffe.net"                    # NetParameter without blobs, base64
-META_PARAMS = "caffe.params"              # JSON [[layer, blob, value name, legacy shape], ...]
+META_PARAMS = "caffe.params"              # JSON [[layer, blob, value, legacy shape, shape], ...]
 META_HISTORY = "caffe.history"            # JSON [value name, ...] in the state's order
 META_LEARNED_NET = "caffe.learned_net"
 META_STATE_EXTRA = "caffe.solverstate_extra"  # fields beyond Caffe's four (a fork's), base64
@@ -231,31 +231,53 @@ def _learning_rate(g: StepGraph, solver, iteration: str, current_step: str) -> t
 class _Param:
     """One learnable parameter: its Caffe place, its ONNX value and its multipliers."""
 
-    def __init__(self, layer, index: int, value: str, in_graph: bool):
+    def __init__(self, layer, index: int, value: str, in_graph: bool, shape):
         self.layer, self.index, self.value, self.in_graph = layer, index, value, in_graph
         self.blob = layer.blobs[index]
+        self.shape = tuple(shape)  # as the ONNX value has it (a reshape of Caffe's)
         self.lr_mult = f32(layer.lr_mult(index))
         self.decay_mult = f32(layer.decay_mult(index))
 
 
+def _graph_value(builder, layer, index: int, blob, initializers: dict):
+    """(name, shape) of the inference-graph initializer holding this blob's
+    values as they are or merely reshaped (Scale's C as C x 1 x 1), else None."""
+    name = builder.initializer_names.get(id(blob))
+    if name is not None:
+        return name, blob.shape
+    name = f"{layer.name}/param{index}_onnx"
+    array = initializers.get(name)
+    if array is None:
+        return None
+    array = np.asarray(array.numpy() if hasattr(array, "numpy") else array)
+    if array.size != blob.data.size or not np.array_equal(array.reshape(-1),
+                                                          blob.data.numpy().reshape(-1)):
+        return None  # a transformed copy (BatchNorm's statistics divided by their factor)
+    return name, array.shape
+
+
 def _params(g: StepGraph, model: Model, builder) -> list[_Param]:
-    taken = {name for name, _ in builder.initializers}
+    initializers = dict(builder.initializers)
+    taken = set(initializers)
     params = []
     for layer, index in learnable_params(model):
         if index >= len(layer.blobs) or layer.blobs[index] is None:
             raise ExportError(f"layer {layer.name!r} lacks its blob {index}, which the solver "
                               "state has history for")
         blob = layer.blobs[index]
-        value = builder.initializer_names.get(id(blob))
-        in_graph = value is not None
-        if value is None:
-            # Used reshaped or not at all by the inference graph: its own state here.
+        found = _graph_value(builder, layer, index, blob, initializers)
+        if found is None:
+            # Not in the inference graph as it is: its own state here.
             value = f"{layer.name}/param{index}"
             while value in taken:
                 value += "_state"
             g.initializers.append((value, blob.data))
-        taken.add(value)
-        params.append(_Param(layer, index, value, in_graph))
+            found = (value, blob.shape)
+            in_graph = False
+        else:
+            in_graph = True
+        taken.add(found[0])
+        params.append(_Param(layer, index, found[0], in_graph, found[1]))
     return params
 
 
@@ -274,7 +296,7 @@ def _gradients(g: StepGraph, params: list[_Param], loss: str, data_inputs: list[
         if p.lr_mult != 0:
             grads.append(next(made))
         else:  # Caffe does not propagate to a parameter with lr_mult 0: its diff stays 0
-            shape = g.const("shape", list(p.blob.shape), np.int64)
+            shape = g.const("shape", list(p.shape), np.int64)
             grads.append(g.node("ConstantOfShape", [shape], f"{p.value}.gradient",
                                 value=helper.make_tensor("zero", _FLOAT, [1], [0.0])))
     return grads
@@ -428,8 +450,10 @@ def build_training_info(model: Model, builder):
     suffixes = HISTORY_SUFFIXES[kind]
     n = len(params)
     history_names = [f"{params[k % n].value}.{suffixes[k // n]}" for k in range(len(state.history))]
-    for name, tensor in zip(history_names, state.history):
-        g.initializers.append((name, tensor))
+    for k, (name, tensor) in enumerate(zip(history_names, state.history)):
+        shape = params[k % n].shape
+        g.initializers.append((name, tensor if tuple(tensor.shape) == shape
+                               else np.asarray(tensor.numpy()).reshape(shape)))
     iteration = ITERATION
     g.initializers.append((ITERATION, np.array(state.iter, np.int64)))
     g.initializers.append((CURRENT_STEP, np.array(state.current_step, np.int64)))
@@ -456,7 +480,7 @@ def build_training_info(model: Model, builder):
     values.update({name: array for name, array in builder.initializers})
     for p, updated in zip(params, new_x):
         g.bindings.append((p.value, updated))
-        g.outputs.append(_value_info(updated, p.blob.data))
+        g.outputs.append(helper.make_tensor_value_info(updated, _FLOAT, list(p.shape)))
     for names, updates in zip(history, new_h):
         for name, updated in zip(names, updates):
             g.bindings.append((name, updated))
@@ -501,16 +525,18 @@ def _metadata(model: Model, params: list[_Param], history_names: list[str], buil
     net_bytes = b"".join(bytes(chunk) for chunk in net_chunks(bare, write_diff=False))
     places = []
     learnable = {id(p.blob): p.value for p in params}
+    initializers = dict(builder.initializers)
     for li, layer in enumerate(model.layers):
         for bi, blob in enumerate(layer.blobs):
             if blob is None:
                 continue
-            value = learnable.get(id(blob)) or builder.initializer_names.get(id(blob))
+            found = _graph_value(builder, layer, bi, blob, initializers)
+            value = learnable.get(id(blob)) or (found[0] if found else None)
             if value is None:
                 raise ExportError(f"layer {layer.name!r} blob {bi} is in no graph; the training "
                                   "snapshot could not be restored from the ONNX model")
             legacy = list(blob.legacy_shape) if blob.legacy_shape else None
-            places.append([li, bi, value, legacy])
+            places.append([li, bi, value, legacy, list(blob.shape)])
     solver = pb.SolverParameter()
     fill_pb(solver, training.solver)
     extra = pb.SolverState()
@@ -557,17 +583,21 @@ def _places(text: str, layer_count: int, values: dict, path: str) -> list:
     if not isinstance(places, list):
         raise _damaged(f"{META_PARAMS} is not a list", path)
     for place in places:
-        ok = (isinstance(place, list) and len(place) == 4
+        ok = (isinstance(place, list) and len(place) == 5
+              and isinstance(place[4], list) and all(isinstance(d, int) and d >= 0 for d in place[4])
               and all(isinstance(v, int) and not isinstance(v, bool) for v in place[:2])
               and 0 <= place[0] < layer_count and 0 <= place[1] < 64 and isinstance(place[2], str)
               and (place[3] is None or (isinstance(place[3], list) and len(place[3]) == 4
                                         and all(isinstance(d, int) and d >= 0 for d in place[3]))))
         if not ok:
-            raise _damaged(f"{META_PARAMS} holds an entry that is not [layer, blob, value, shape]",
-                           path)
+            raise _damaged(f"{META_PARAMS} holds an entry that is not [layer, blob, value, "
+                           "legacy shape, shape]", path)
         if place[2] not in values:
             raise _damaged(f"blob {place[1]} of layer {place[0]} is value {place[2]!r}, which the "
                            "model does not hold", path)
+        if int(np.prod(place[4])) != int(np.prod(np.shape(values[place[2]]))):
+            raise _damaged(f"blob {place[1]} of layer {place[0]} has shape {place[4]}, but value "
+                           f"{place[2]!r} holds {np.shape(values[place[2]])}", path)
     return places
 
 
@@ -605,11 +635,14 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
     places = _places(meta[META_PARAMS], len(net.layer), known, path)
     blobs: list[list] = [[] for _ in net.layer]
     made: dict = {}
-    for li, bi, name, legacy in sorted(places, key=lambda p: (p[0], p[1])):
+    for li, bi, name, legacy, shape in sorted(places, key=lambda p: (p[0], p[1])):
         if bi != len(blobs[li]):
             raise _damaged(f"layer {li}'s blobs are not numbered 0, 1, ...", path)
         if name not in made:
-            made[name] = Blob(known[name], legacy_shape=tuple(legacy) if legacy else None)
+            value = as_tensor(known[name])
+            if tuple(value.shape) != tuple(shape):
+                value = as_tensor(np.asarray(value.numpy()).reshape(shape))
+            made[name] = Blob(value, legacy_shape=tuple(legacy) if legacy else None)
         blobs[li].append(made[name])
     notes: list[str] = []
     upgrade_net(net, [], blobs, notes)
@@ -627,10 +660,18 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
         extra = message_from_pb(pb.SolverState.FromString(extra_bytes))
     except Exception as error:  # protobuf's DecodeError and friends
         raise _damaged(f"the state's own fields do not parse ({error})", path) from None
+    slots = learnable_slots(model)
+    history = []
+    for k, name in enumerate(history_names):
+        tensor = as_tensor(known[name])
+        shape = slots[k % len(slots)].shape if slots else None
+        if shape is not None and tuple(tensor.shape) != tuple(shape) and tensor.size == int(np.prod(shape)):
+            tensor = as_tensor(np.asarray(tensor.numpy()).reshape(shape))  # stored in the graph's shape
+        history.append(tensor)
     state = SolverState(iter=_scalar_int(known, ITERATION, path),
                         current_step=_scalar_int(known, CURRENT_STEP, path),
                         learned_net=meta.get(META_LEARNED_NET, ""),
-                        history=[as_tensor(known[name]) for name in history_names], extra=extra,
+                        history=history, extra=extra,
                         source_path=path, source_format="onnx")
     model.training = Training(solver, state)
     model.training.check(model, path)

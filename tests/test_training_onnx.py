@@ -236,7 +236,8 @@ def test_an_onnx_model_without_training_has_no_state_to_restore(tmp_path):
 
 
 @pytest.mark.parametrize("key,value,problem", [
-    ("caffe.params", "[[0, 0, \"nowhere\", null]]", "does not hold"),
+    ("caffe.params", "[[0, 0, \"nowhere\", null, [1]]]", "does not hold"),
+    ("caffe.params", "[[0, 0, \"conv1/param0\", null]]", "not \\[layer, blob"),
     ("caffe.params", "{not json", "not JSON"),
     ("caffe.history", "[\"conv1/param0.momentum\", \"missing\"]", "does not hold"),
     ("caffe.net", "!!!", "base64"),
@@ -251,3 +252,130 @@ def test_damaged_training_metadata_is_one_clear_error(key, value, problem, tmp_p
     with pytest.raises(blobcast.FormatError, match=problem) as caught:
         blobcast.load(path)
     assert str(path) in str(caught.value)
+
+
+def test_the_command_line_round_trip_and_its_errors(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from blobcast.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    cli = CliRunner()
+    state = STEPS / "nesterov_iter_3.solverstate"
+    result = cli.invoke(app, ["convert", str(state), "net.onnx", "--json"])
+    assert result.exit_code == 2
+    failure = json.loads(result.stdout)
+    assert failure["ok"] is False and "--solver" in failure["error"]
+    assert not (tmp_path / "net.onnx").exists()
+    result = cli.invoke(app, ["convert", str(state), "net.onnx", "--solver",
+                              str(STEPS / "nesterov_solver.prototxt")])
+    assert result.exit_code == 0, result.output
+    assert "training state read back bit-exact" in result.stdout
+    result = cli.invoke(app, ["inspect", "net.onnx"])
+    assert "training: Nesterov, iteration 3" in result.stdout
+    result = cli.invoke(app, ["convert", "net.onnx", "nesterov_iter_3.solverstate",
+                              "--weights", "nesterov_iter_3.caffemodel", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["weights"]["check"] == "bit-exact"
+    assert (tmp_path / "nesterov_iter_3.solverstate").read_bytes() == state.read_bytes()
+    assert (tmp_path / "nesterov_iter_3.caffemodel").read_bytes() == \
+        (STEPS / "nesterov_iter_3.caffemodel").read_bytes()
+
+
+BN_NET = """
+name: "bn"
+layer { name: "data" type: "Input" top: "data" top: "label"
+        input_param { shape { dim: 4 dim: 3 dim: 6 dim: 6 } shape { dim: 4 } } }
+layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
+        param { lr_mult: 1 decay_mult: 1 } param { lr_mult: 2 decay_mult: 0 }
+        convolution_param { num_output: 5 kernel_size: 3 } }
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv"
+        batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
+layer { name: "fc" type: "InnerProduct" bottom: "conv" top: "fc" inner_product_param { num_output: 3 } }
+"""
+
+
+def test_statistics_and_multiplier_groups_follow_caffe(tmp_path):
+    """BatchNorm statistics (lr_mult 0, decay_mult 1) get a zero gradient and no
+    weight change, but their Adam moments still take the weight decay term, as
+    Caffe's Regularize and AdamSolver do; lr_mult/decay_mult groups each get a node."""
+    from blobcast.solver import SolverState, learnable_slots
+    from blobcast.training import Training
+
+    from .netgen import with_random_weights
+
+    model = with_random_weights(BN_NET, {"data": (4, 3, 6, 6), "label": (4,)}, seed=3)
+    model.layers.append(blobcast.Layer("loss", "SoftmaxWithLoss", bottoms=["fc", "label"],
+                                       tops=["loss"]))
+    rng = np.random.RandomState(4)
+    for layer in model.layers:  # statistics must be positive; scale factor 1
+        if layer.type == "BatchNorm":
+            layer.blobs[1] = blobcast.Blob(np.abs(layer.blobs[1].data.numpy()) + 0.5)
+            layer.blobs[2] = blobcast.Blob(np.ones(1, np.float32))
+    slots = learnable_slots(model)
+    history = [rng.uniform(0.01, 0.1, s.shape).astype(np.float32) for _ in range(2) for s in slots]
+    from blobcast.converters.prototxt import read_solver
+
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('type: "Adam" base_lr: 0.01 momentum: 0.9 momentum2: 0.999 delta: 1e-8 '
+                      'lr_policy: "fixed" weight_decay: 0.01\n')
+    model.training = Training(read_solver(str(solver)), SolverState(iter=7, history=history))
+    path = tmp_path / "bn.onnx"
+    blobcast.save(model, path)
+    info = onnx.load(path).training_info[0]
+    adams = [n for n in info.algorithm.node if n.op_type == "Adam"]
+    # (lr 1, decay 1): conv w, scale, fc; (2, 0): conv b; (0, 1): the three statistics
+    assert sorted((len(n.input) - 2) // 4 for n in adams) == [1, 3, 5]
+    assert sorted(round(a.f, 4) for n in adams for a in n.attribute
+                  if a.name == "norm_coefficient") == [0.0, 0.01, 0.01]
+    grads = {f"{s.layer}/param{s.index}": rng.normal(0, 1, s.shape).astype(np.float32)
+             for s in slots}
+    after = blobcast.training_step(path, grads)
+    names = {(s.layer, s.index): i for i, s in enumerate(slots)}
+    for index in range(3):
+        statistic = next(layer for layer in model.layers if layer.type == "BatchNorm").blobs[index]
+        value = statistic.data.numpy()
+        np.testing.assert_array_equal(after[f"bn/param{index}"], value)
+        m = history[names[("bn", index)]]
+        expected_m = np.float32(0.9) * m + np.float32(0.1) * (np.float32(0.01) * value)
+        np.testing.assert_allclose(after[f"bn/param{index}.adam_m"], expected_m, rtol=1e-6)
+    back = blobcast.load(path)
+    assert back.training.state.iter == 7
+    assert all(np.array_equal(a, b.numpy()) and a.shape == b.shape
+               for a, b in zip(history, back.training.state.history))
+    blobcast.save(model, tmp_path / "before.caffemodel")
+    blobcast.save(back, tmp_path / "after.caffemodel")  # Scale's blob held as C x 1 x 1 in ONNX
+    assert (tmp_path / "before.caffemodel").read_bytes() == (tmp_path / "after.caffemodel").read_bytes()
+
+
+def test_shared_weights_stay_one_parameter_with_one_history(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shared = CAFFE / "shared" / "snapshots"
+    (tmp_path / "snapshots").mkdir()
+    for suffix in ("solverstate", "caffemodel"):
+        shutil.copy(shared / f"shared_bp_iter_4.{suffix}", tmp_path / "snapshots")
+    state, weights = (tmp_path / "snapshots" / f"shared_bp_iter_4.{s}" for s in ("solverstate", "caffemodel"))
+    original = state.read_bytes(), weights.read_bytes()
+    blobcast.convert(state, "shared.onnx", solver=CAFFE / "shared" / "solver_shared_bp.prototxt")
+    info = onnx.load("shared.onnx").training_info[0]
+    history = [b.key for b in info.update_binding if b.key.endswith(".momentum")]
+    assert len(history) == len(blobcast.load(state).history) == 3
+    state.unlink()
+    weights.unlink()
+    blobcast.convert("shared.onnx", state, weights=weights)
+    assert (state.read_bytes(), weights.read_bytes()) == original
+
+
+@pytest.mark.parametrize("run", ["sgd_clip", "adadelta"])
+def test_a_forks_extra_state_fields_come_back(run, tmp_path, monkeypatch):
+    """The SSD fork's states end with two fields BVLC does not have
+    (steps/MANIFEST.md): they ride in the ONNX metadata and come back."""
+    monkeypatch.chdir(tmp_path)
+    source = STEPS / f"{run}_iter_3.solverstate"
+    assert source.read_bytes().endswith(bytes.fromhex("2dffff7f7f3022"))
+    blobcast.convert(source, "m.onnx", solver=STEPS / f"{run}_solver.prototxt")
+    blobcast.convert("m.onnx", f"{run}_iter_3.solverstate", weights=f"{run}_iter_3.caffemodel")
+    assert (tmp_path / f"{run}_iter_3.solverstate").read_bytes() == source.read_bytes()

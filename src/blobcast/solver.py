@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 from .model import Layer, Model, layer_included
 from .params import Message
-from .tensor import Tensor
+from .tensor import Tensor, as_tensor
 from .weights import expected_blob_count
 
 HISTORY_SETS = {"SGD": 1, "Nesterov": 1, "AdaGrad": 1, "RMSProp": 1, "AdaDelta": 2, "Adam": 2}
@@ -38,6 +38,9 @@ class SolverState:
     extra: Message = field(default_factory=lambda: Message("SolverState"))
     source_path: str = ""
     source_format: str = ""
+
+    def __post_init__(self):
+        self.history = [as_tensor(t) for t in self.history]
 
     def weights_candidates(self) -> list[str]:
         """Where the learned_net file may be: as written (relative to where
