@@ -25,6 +25,7 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 
 from blobcast.engine import Net
+from blobcast.limits import check_allocation
 from blobcast.model import Model, layer_included
 from blobcast.solver import learnable_params, learnable_slots
 from blobcast.training import HISTORY_SUFFIXES
@@ -622,6 +623,9 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
         raise _damaged("no " + ", ".join(missing), path)
     info = onnx_model.training_info[0]
     known = dict(values)
+    declared = sum(int(np.prod(t.dims, dtype=np.float64)) * 8 for t in info.algorithm.initializer
+                   if t.data_location != TensorProto.EXTERNAL)
+    check_allocation(declared, "reading the training state's tensors", path)
     for tensor in info.algorithm.initializer:
         known[tensor.name] = tensor_value(tensor, path, f"training initializer {tensor.name!r}")
     try:

@@ -15,7 +15,7 @@ from blobcast.converters.onnx_training import PREVIEW_DOMAIN
 from .conftest import CAFFE, SOLVER_TYPES
 
 LENET = CAFFE / "lenet"
-STEPS = CAFFE / "steps"
+STEPS = CAFFE.parent / "steps"  # written by the SSD fork of Caffe (its MANIFEST.md)
 # One real Caffe update (t=3 -> t=4) per run; steps/MANIFEST.md says how each was made.
 STEP_RUNS = SOLVER_TYPES + ["sgd_fixed", "sgd_clip", "sgd_l1"]
 PARAMS = [("conv1", 0), ("conv1", 1), ("ip1", 0), ("ip1", 1), ("ip2", 0), ("ip2", 1)]
