@@ -35,12 +35,14 @@ from .onnx_tensors import (
     check_external_data,
     external_tensor,
     inferred_bytes,
+    tensor_value,
 )
 from .onnx_training import META_NET
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
 _GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
+_TRAINING_INFO, _ALGORITHM = 20, 2  # ModelProto.training_info, TrainingInfoProto.algorithm
 def _tensor_proto(name: str, array, external) -> TensorProto:
     array = np.asarray(array.numpy() if hasattr(array, "numpy") else array)
     if external is None:
@@ -121,21 +123,11 @@ def write(model: Model, path: str, *, opset: int | None = None,
     data_name = _data_file_name(path) if use_external else None
     handle = open(os.path.join(os.path.dirname(path), data_name), "wb") if use_external else None
     initializer_chunks: list = []
+    training_chunks: list = []
     try:
         external = (handle, data_name) if use_external else None
-        for name, array in builder.initializers:
-            nbytes = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes
-            if external is not None and nbytes >= 1024:
-                tensor = _tensor_proto(name, array, external).SerializeToString()
-                initializer_chunks += [length_delimited(_INITIALIZER, len(tensor)), tensor]
-                if progress is not None:
-                    progress(nbytes)
-            else:
-                initializer_chunks += _inline_chunks(name, array)
-        for name, array in training_values:
-            nbytes = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes
-            training.algorithm.initializer.append(
-                _tensor_proto(name, array, external if nbytes >= 1024 else None))
+        initializer_chunks = _initializer_chunks(builder.initializers, external, progress)
+        training_chunks = _initializer_chunks(training_values, external, progress)
     finally:
         if handle is not None:
             handle.close()
@@ -156,13 +148,41 @@ def write(model: Model, path: str, *, opset: int | None = None,
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
                                    functions=builder.functions, ir_version=ir_version)
     if training is not None:
-        onnx_model.training_info.append(training)
         helper.set_model_props(onnx_model, training_metadata)
     onnx_model.ClearField("graph")
     graph_length = sum(len(c) for c in graph_chunks)
-    chunks = splice_at_field(onnx_model.SerializeToString(), _GRAPH,
-                             [length_delimited(_GRAPH, graph_length), *graph_chunks])
+    # Graph and training info are spliced in as chunks: tensor values are
+    # written from their own buffers, never copied into protobuf messages.
+    head, *trained = splice_at_field(onnx_model.SerializeToString(), _TRAINING_INFO,
+                                     _training_chunks(training, training_chunks) if training else [])
+    chunks = [*splice_at_field(head, _GRAPH, [length_delimited(_GRAPH, graph_length), *graph_chunks]),
+              *trained]
     write_chunks(path, chunks, None if use_external else progress)
+
+
+def _initializer_chunks(initializers, external, progress) -> list:
+    """GraphProto.initializer chunks: inline raw data, or external above 1 KB."""
+    chunks: list = []
+    for name, array in initializers:
+        nbytes = np.asarray(array.numpy() if hasattr(array, "numpy") else array).nbytes
+        if external is not None and nbytes >= 1024:
+            tensor = _tensor_proto(name, array, external).SerializeToString()
+            chunks += [length_delimited(_INITIALIZER, len(tensor)), tensor]
+            if progress is not None:
+                progress(nbytes)
+        else:
+            chunks += _inline_chunks(name, array)
+    return chunks
+
+
+def _training_chunks(info, initializer_chunks: list) -> list:
+    """A TrainingInfoProto whose algorithm graph gets `initializer_chunks`, as chunks."""
+    algorithm = splice_at_field(info.algorithm.SerializeToString(), _INITIALIZER, initializer_chunks)
+    algorithm_length = sum(len(c) for c in algorithm)
+    info.ClearField("algorithm")
+    body = splice_at_field(info.SerializeToString(), _ALGORITHM,
+                           [length_delimited(_ALGORITHM, algorithm_length), *algorithm])
+    return [length_delimited(_TRAINING_INFO, sum(len(c) for c in body)), *body]
 
 
 _CHECKED_INLINE_BYTES = 1 << 16
@@ -211,7 +231,21 @@ def load_onnx(path: str):
         raise FormatError(f"not a valid ONNX model ({type(error).__name__}: {error})", path) from error
 
 
-def _strip_raw_data(buf, start, end, raw: dict) -> bytes:
+TRAINING = "training_info"  # key prefix in map_onnx's spans for training tensors
+
+
+def _strip_graph(buf, start: int, end: int, raw: dict, training: int | None) -> bytes:
+    graph = bytearray()
+    for number, wire, tag, vstart, vend in iter_fields(buf, start, end):
+        if number == _INITIALIZER and wire == 2:
+            tensor = _strip_raw_data(buf, vstart, vend, raw, training)
+            graph += length_delimited(_INITIALIZER, len(tensor)) + tensor
+        else:
+            graph += buf[tag:vend]
+    return bytes(graph)
+
+
+def _strip_raw_data(buf, start, end, raw: dict, training: int | None = None) -> bytes:
     """A TensorProto's bytes without raw_data; its range goes into `raw` by name."""
     kept = bytearray()
     span = None
@@ -224,7 +258,7 @@ def _strip_raw_data(buf, start, end, raw: dict) -> bytes:
             name = bytes(buf[vstart:vend]).decode("utf-8", "replace")
         kept += buf[tag_start:vend]
     if span is not None:
-        raw[name] = span
+        raw[name if training is None else (TRAINING, training, name)] = span
     return bytes(kept)
 
 
@@ -240,18 +274,24 @@ def map_onnx(path: str):
     raw: dict = {}
     try:
         stripped = bytearray()
+        training = 0
         for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, len(buf)):
-            if number != _GRAPH or wire_type != 2:
+            if number == _GRAPH and wire_type == 2:
+                graph = _strip_graph(buf, vstart, vend, raw, None)
+                stripped += length_delimited(_GRAPH, len(graph)) + graph
+            elif number == _TRAINING_INFO and wire_type == 2:
+                # The algorithm graph's tensors too: (TRAINING, index, name) in `raw`.
+                info = bytearray()
+                for t_number, t_wire, t_tag, t_start, t_end in iter_fields(buf, vstart, vend):
+                    if t_number == _ALGORITHM and t_wire == 2:
+                        graph = _strip_graph(buf, t_start, t_end, raw, training)
+                        info += length_delimited(_ALGORITHM, len(graph)) + graph
+                    else:
+                        info += buf[t_tag:t_end]
+                stripped += length_delimited(_TRAINING_INFO, len(info)) + info
+                training += 1
+            else:
                 stripped += buf[tag_start:vend]
-                continue
-            graph = bytearray()
-            for g_number, g_wire, g_tag, g_start, g_end in iter_fields(buf, vstart, vend):
-                if g_number == _INITIALIZER and g_wire == 2:
-                    tensor = _strip_raw_data(buf, g_start, g_end, raw)
-                    graph += length_delimited(_INITIALIZER, len(tensor)) + tensor
-                else:
-                    graph += buf[g_tag:g_end]
-            stripped += length_delimited(_GRAPH, len(graph)) + graph
         model = onnx.ModelProto.FromString(bytes(stripped))
     except (WireError, Exception) as error:
         if isinstance(error, FormatError):
@@ -294,6 +334,18 @@ def initializer_values(onnx_model, path: str, raw: dict | None = None, buf=None)
     return values
 
 
+def training_values(onnx_model, path: str, raw: dict, buf, index: int = 0) -> dict:
+    """The algorithm initializers of training_info[index], viewed in place where stored raw."""
+    values = {}
+    for tensor in onnx_model.training_info[index].algorithm.initializer:
+        span = raw.get((TRAINING, index, tensor.name))
+        if span is not None:
+            values[tensor.name] = _raw_tensor(tensor, buf, span, path)
+        else:
+            values[tensor.name] = tensor_value(tensor, path, f"training initializer {tensor.name!r}")
+    return values
+
+
 def read(path: str, **_options) -> Model:
     from .onnx_import import import_model
 
@@ -303,7 +355,7 @@ def read(path: str, **_options) -> Model:
         # A Caffe training snapshot: the training net itself comes back, with its state.
         from .onnx_training import read_training
 
-        return read_training(onnx_model, values, path)
+        return read_training(onnx_model, values, training_values(onnx_model, path, raw, buf), path)
     return import_model(onnx_model, values, path)
 
 
@@ -314,8 +366,10 @@ def run_training_step(path: str, gradients: dict) -> dict:
     onnx_model, raw, buf = map_onnx(path)
     if not onnx_model.training_info:
         raise FormatError("holds no training info", path)
+    values = {**initializer_values(onnx_model, path, raw, buf),
+              **training_values(onnx_model, path, raw, buf)}
     values = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-              for name, value in initializer_values(onnx_model, path, raw, buf).items()}
+              for name, value in values.items()}
     return run_step(onnx_model.training_info[0], values, gradients, path)
 
 

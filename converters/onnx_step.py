@@ -161,7 +161,8 @@ def run_step(training_info, values: dict, gradients: dict, model_path: str = "")
     algorithm = training_info.algorithm
     known = dict(values)
     for tensor in algorithm.initializer:
-        known[tensor.name] = tensor_value(tensor, model_path, f"training initializer {tensor.name!r}")
+        if tensor.name not in known:
+            known[tensor.name] = tensor_value(tensor, model_path, f"training initializer {tensor.name!r}")
     producers = {}
     for node in algorithm.node:
         if node.domain == PREVIEW_DOMAIN and node.op_type == "Gradient":

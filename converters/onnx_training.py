@@ -25,7 +25,6 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 
 from blobcast.engine import Net
-from blobcast.limits import check_allocation
 from blobcast.model import Model, layer_included
 from blobcast.solver import learnable_params, learnable_slots
 from blobcast.training import HISTORY_SUFFIXES
@@ -602,7 +601,7 @@ def _places(text: str, layer_count: int, values: dict, path: str) -> list:
     return places
 
 
-def read_training(onnx_model, values: dict, path: str) -> Model:
+def read_training(onnx_model, values: dict, state_values: dict, path: str) -> Model:
     """The Caffe training net, its weights and its Training, from a model
     blobcast wrote with training info."""
     from blobcast.model import Blob
@@ -613,7 +612,6 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
     from .caffe_net import model_from_net
     from .caffemodel import decode_net
     from .messages import message_from_pb
-    from .onnx_tensors import tensor_value
     from .prototxt import parse_text
     from .upgrade import upgrade_net
 
@@ -621,13 +619,7 @@ def read_training(onnx_model, values: dict, path: str) -> Model:
     missing = [key for key in (META_SOLVER, META_NET, META_PARAMS, META_HISTORY) if key not in meta]
     if missing:
         raise _damaged("no " + ", ".join(missing), path)
-    info = onnx_model.training_info[0]
-    known = dict(values)
-    declared = sum(int(np.prod(t.dims, dtype=np.float64)) * 8 for t in info.algorithm.initializer
-                   if t.data_location != TensorProto.EXTERNAL)
-    check_allocation(declared, "reading the training state's tensors", path)
-    for tensor in info.algorithm.initializer:
-        known[tensor.name] = tensor_value(tensor, path, f"training initializer {tensor.name!r}")
+    known = {**values, **state_values}
     try:
         net_bytes = base64.b64decode(meta[META_NET], validate=True)
         extra_bytes = base64.b64decode(meta.get(META_STATE_EXTRA, ""), validate=True)
