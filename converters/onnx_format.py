@@ -234,15 +234,22 @@ def load_onnx(path: str):
 TRAINING = "training_info"  # key prefix in map_onnx's spans for training tensors
 
 
-def _strip_graph(buf, start: int, end: int, raw: dict, training: int | None) -> bytes:
-    graph = bytearray()
+def _rewritten(buf, start: int, end: int, rewrites: dict) -> bytes:
+    """A message's bytes with each length-delimited field whose number is in
+    `rewrites` replaced by rewrites[number](value start, value end)."""
+    kept = bytearray()
     for number, wire, tag, vstart, vend in iter_fields(buf, start, end):
-        if number == _INITIALIZER and wire == 2:
-            tensor = _strip_raw_data(buf, vstart, vend, raw, training)
-            graph += length_delimited(_INITIALIZER, len(tensor)) + tensor
+        if number in rewrites and wire == 2:
+            value = rewrites[number](vstart, vend)
+            kept += length_delimited(number, len(value)) + value
         else:
-            graph += buf[tag:vend]
-    return bytes(graph)
+            kept += buf[tag:vend]
+    return bytes(kept)
+
+
+def _strip_graph(buf, start: int, end: int, raw: dict, training: int | None) -> bytes:
+    return _rewritten(buf, start, end, {_INITIALIZER: lambda a, b: _strip_raw_data(
+        buf, a, b, raw, training)})
 
 
 def _strip_raw_data(buf, start, end, raw: dict, training: int | None = None) -> bytes:
@@ -273,25 +280,16 @@ def map_onnx(path: str):
     buf = map_file(path)
     raw: dict = {}
     try:
-        stripped = bytearray()
-        training = 0
-        for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, len(buf)):
-            if number == _GRAPH and wire_type == 2:
-                graph = _strip_graph(buf, vstart, vend, raw, None)
-                stripped += length_delimited(_GRAPH, len(graph)) + graph
-            elif number == _TRAINING_INFO and wire_type == 2:
-                # The algorithm graph's tensors too: (TRAINING, index, name) in `raw`.
-                info = bytearray()
-                for t_number, t_wire, t_tag, t_start, t_end in iter_fields(buf, vstart, vend):
-                    if t_number == _ALGORITHM and t_wire == 2:
-                        graph = _strip_graph(buf, t_start, t_end, raw, training)
-                        info += length_delimited(_ALGORITHM, len(graph)) + graph
-                    else:
-                        info += buf[t_tag:t_end]
-                stripped += length_delimited(_TRAINING_INFO, len(info)) + info
-                training += 1
-            else:
-                stripped += buf[tag_start:vend]
+        infos = iter(range(len(buf)))  # training_info's index, for its tensors' keys in `raw`
+
+        def training_info(start: int, end: int) -> bytes:
+            index = next(infos)
+            return _rewritten(buf, start, end, {_ALGORITHM: lambda a, b: _strip_graph(
+                buf, a, b, raw, index)})
+
+        stripped = _rewritten(buf, 0, len(buf), {
+            _GRAPH: lambda a, b: _strip_graph(buf, a, b, raw, None),
+            _TRAINING_INFO: training_info})
         model = onnx.ModelProto.FromString(bytes(stripped))
     except (WireError, Exception) as error:
         if isinstance(error, FormatError):
