@@ -87,12 +87,30 @@ def _link_duplicated_shared_params(model: Model, path: str) -> None:
     model.link_shared_params()
 
 
+def _input_fields_layer(model: Model):
+    """The Input layer written as the net's input/input_shape fields, if any."""
+    first = model.layers[0] if model.layers else None
+    if model.legacy_inputs and first is not None and first.type == "Input" and first.name == "input":
+        return first
+    return None
+
+
+def written_layers(model: Model) -> list[Layer]:
+    """The layers a file lists (an Input layer held for the net's input fields is not one)."""
+    return model.layers[1:] if _input_fields_layer(model) is not None else model.layers
+
+
 def net_settings_pb(model: Model, with_unknown: bool = True):
     """The net-level NetParameter fields (no layers)."""
     net = pb.NetParameter()
     _fill(net, model.net, with_unknown)
     net.ClearField("layer")
     net.ClearField("layers")
+    inputs = _input_fields_layer(model)
+    if inputs is not None:
+        net.input.extend(inputs.tops)
+        for shape in inputs.spec.input_param.shape:
+            net.input_shape.add().dim.extend(shape.dim)
     return net
 
 
@@ -118,6 +136,6 @@ def _fill(target, message: Message, with_unknown: bool, skip_fork_numbered: bool
 def architecture_pb(model: Model):
     """The whole NetParameter without blobs (what a .prototxt holds)."""
     net = net_settings_pb(model)
-    for layer in model.layers:
+    for layer in written_layers(model):
         net.layer.append(layer_pb(layer))
     return net

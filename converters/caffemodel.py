@@ -14,7 +14,7 @@ from blobcast.model import Model
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
-from .caffe_net import layer_pb, model_from_net, net_settings_pb
+from .caffe_net import layer_pb, model_from_net, net_settings_pb, written_layers
 from .mapping import map_file
 from .messages import fork_numbered_fields
 from .upgrade import UpgradeError, net_version, upgrade_net
@@ -145,7 +145,7 @@ def net_chunks(model: Model, write_diff: bool = True) -> list:
     """All chunks of the binary NetParameter for `model` (V2 form)."""
     head = net_settings_pb(model, with_unknown=False).SerializeToString()
     chunks = [head]
-    for layer in model.layers:
+    for layer in written_layers(model):
         layer_chunks = _layer_chunks(layer, write_diff)
         chunks.append(length_delimited(_LAYER_V2, sum(len(c) for c in layer_chunks)))
         chunks += layer_chunks

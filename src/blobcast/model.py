@@ -178,6 +178,11 @@ class Model:
     source_format: str = ""
     source_version: str = ""
     notes: list[str] = field(default_factory=list)
+    # Write the inputs as the net's input/input_shape fields, for toolchains
+    # without Input layers (targets.py): they are held as one Input layer
+    # named "input", as Caffe's upgrade of those fields makes it. Reading such
+    # a file gives the Input layer, as Caffe does.
+    legacy_inputs: bool = False
     # A training snapshot's solver settings and state: a blobcast.training.Training
     # (not imported here: that module builds on this one).
     training: Training | None = None  # noqa: F821

@@ -47,6 +47,11 @@ class Target:
     types: frozenset
     # (layer type, settings message, field): settings the target's Caffe cannot read
     forbidden: tuple = field(default=())
+    # Which of Upsample's meanings the target's Upsample has: "nearest" (the
+    # YOLO forks'; one bottom) or "unpool" (SegNet's; data and pooling mask).
+    upsample: str = "nearest"
+    # "layer": Input layers; "net": only the net's own input/input_shape fields.
+    inputs: str = "layer"
 
 
 TARGETS = {target.name: target for target in (
@@ -64,7 +69,13 @@ TARGETS = {target.name: target for target in (
     Target("nnie", "HiSilicon NNIE (Caffe 1.0 plus ROIPooling, Normalize, PSROIPooling, SegNet "
            "Upsample)", (BVLC_TYPES - {"Clip", "Swish"} - _TRAINING)
            | {"ROIPooling", "Normalize", "PSROIPooling", "Upsample"},
-           (("Pooling", "pooling_param", "round_mode"),)),
+           (("Pooling", "pooling_param", "round_mode"),), upsample="unpool"),
+    Target("ncsdk", "Intel Movidius NCSDK (its Caffe layer list; inputs only as the net's "
+           "input/input_shape fields)", frozenset({
+               "Bias", "ELU", "PReLU", "ReLU", "Scale", "Sigmoid", "TanH", "InnerProduct",
+               "BatchNorm", "LRN", "Concat", "Eltwise", "Flatten", "Parameter", "Reshape", "Slice",
+               "Softmax", "Convolution", "Deconvolution", "Pooling", "Split", "Dropout", "Input"}),
+           inputs="net"),
     Target("tidl", "TI TIDL-RT (the user guide's named layers)", frozenset({
         "Input", "Convolution", "ConvolutionDepthwise", "Pooling", "ReLU", "Eltwise", "InnerProduct",
         "Softmax", "Bias", "Concat", "Scale", "BatchNorm", "ReLU6", "DetectionOutput", "ArgMax", "PReLU",
@@ -79,36 +90,117 @@ def target_named(name: str) -> Target:
         raise BlobcastError(f"unknown target {name!r}; targets: {', '.join(TARGETS)}") from None
 
 
+_MEANINGS = {"nearest": "the YOLO forks' nearest one", "unpool": "SegNet's unpooling"}
+
+
+def _upsample_kind(layer) -> str:
+    return "unpool" if len(layer.bottoms) == 2 else "nearest"
+
+
 def lower_for(model: Model, target: Target) -> list[str]:
-    """Rewrite, in place, the layers the target lacks that have an exact
-    equivalent it takes; say what was rewritten. Clip(0, 6) and ReLU6 are
-    the same operation (min(max(x, 0), 6)), and OpenCV, RKNN, TIDL and the
-    forks have ReLU6 while BVLC Caffe has Clip. The YOLO forks' nearest
-    Upsample by whole factors (and Huawei's, which also multiplies) is a
-    grouped Deconvolution whose kernel is the factor, filled with ones (or
-    the multiplier): each output is one input times that one value."""
+    """Rewrite, in place, what the target lacks where an exact equivalent it
+    takes exists; say what was rewritten.
+
+    Clip(0, 6) and ReLU6 are one operation, min(max(x, 0), 6): OpenCV, RKNN,
+    TIDL and the forks have ReLU6, BVLC Caffe has Clip, and Caffe 1.0 (NNIE)
+    has neither, so there it becomes ReLU / Eltwise MAX / Power layers that
+    compute it exactly. The YOLO forks' nearest Upsample by whole factors (and
+    Huawei's, which also multiplies) is a grouped Deconvolution whose kernel
+    is the factor, filled with ones (or the multiplier). A target that reads
+    inputs only as the net's input fields gets them so."""
     done = []
     shapes = None
-    for layer in model.layers:
-        if layer.type in target.types:
-            continue
-        if layer.type == "Upsample" and "Deconvolution" in target.types and len(layer.bottoms) == 1:
+    for layer in list(model.layers):
+        clip = _clip_bounds(layer)
+        if layer.type == "Upsample" and _upsample_kind(layer) == "nearest" and (
+                "Upsample" not in target.types or target.upsample != "nearest") \
+                and "Deconvolution" in target.types:
             if shapes is None:
                 shapes = _blob_shapes(model)
             if _upsample_as_deconvolution(layer, shapes):
                 done.append(f"layer {layer.name!r}: nearest Upsample as a fixed Deconvolution")
+        elif layer.type in target.types or clip is None:
             continue
-        if layer.type == "Clip" and "ReLU6" in target.types and layer.spec.has("clip_param") and \
-                layer.spec.clip_param.min == 0 and layer.spec.clip_param.max == 6:
+        elif clip == (0.0, 6.0) and "ReLU6" in target.types:
             layer.spec.clear("clip_param")
             layer.type = "ReLU6"
             done.append(f"layer {layer.name!r}: Clip(0, 6) as ReLU6")
-        elif layer.type == "ReLU6" and "Clip" in target.types:
+        elif "Clip" in target.types:
             layer.type = "Clip"
-            layer.spec.clip_param.min = 0.0
-            layer.spec.clip_param.max = 6.0
+            settings = layer.spec.mutable("clip_param")
+            settings.min, settings.max = clip
             done.append(f"layer {layer.name!r}: ReLU6 as Clip(0, 6)")
+        elif {"ReLU", "Eltwise", "Power"} <= target.types:
+            _clip_as_max_and_power(model, layer, clip)
+            done.append(f"layer {layer.name!r}: {layer.type}({clip[0]:g}, {clip[1]:g}) as ReLU, "
+                        "Eltwise MAX and Power layers")
+    if target.inputs == "net" and not model.legacy_inputs:
+        if _inputs_as_net_fields(model):
+            done.append("the net's inputs as its input/input_shape fields")
     return done
+
+
+def _clip_bounds(layer) -> tuple[float, float] | None:
+    if layer.type == "ReLU6":
+        return 0.0, 6.0
+    if layer.type == "Clip" and layer.spec.has("clip_param"):
+        return float(layer.spec.clip_param.min), float(layer.spec.clip_param.max)
+    return None
+
+
+def _clip_as_max_and_power(model: Model, layer, clip: tuple[float, float]) -> None:
+    """min(max(x, lo), hi) from layers every Caffe has, exactly: max(x, lo)
+    is ReLU when lo is 0, else Eltwise MAX with a blob of lo; min(y, hi) is
+    -max(-y, -hi). Power with scale 0 fills its top with shift**power without
+    reading its bottom's values, which makes the constant blobs; negation is
+    exact."""
+    from .model import Layer
+
+    low, high = clip
+    name, bottom, top = layer.name, layer.bottoms[0], layer.tops[0]
+
+    def power(suffix, source, scale, shift, output=None):
+        return Layer(f"{name}/{suffix}", "Power", bottoms=[source],
+                     tops=[output or f"{name}/{suffix}"], power_param={"scale": scale, "shift": shift})
+
+    if low == 0:
+        first = [Layer(f"{name}/relu", "ReLU", bottoms=[bottom], tops=[f"{name}/relu"])]
+    else:
+        first = [power("low", bottom, 0.0, low),
+                 Layer(f"{name}/max_low", "Eltwise", bottoms=[bottom, f"{name}/low"],
+                       tops=[f"{name}/max_low"], eltwise_param={"operation": "MAX"})]
+    lifted = first[-1].tops[0]
+    rest = [power("negated", lifted, -1.0, 0.0),
+            power("minus_high", lifted, 0.0, -high),
+            Layer(f"{name}/max", "Eltwise", bottoms=[f"{name}/negated", f"{name}/minus_high"],
+                  tops=[f"{name}/max"], eltwise_param={"operation": "MAX"}),
+            power("out", f"{name}/max", -1.0, 0.0, output=top)]
+    rest[-1].name = name  # the last layer keeps the name and the top
+    index = model.layers.index(layer)
+    model.layers[index:index + 1] = first + rest
+
+
+def _inputs_as_net_fields(model: Model) -> bool:
+    """The Input layers as one layer named as Caffe's upgrade names the net's
+    input fields, written back as those fields (Model.legacy_inputs)."""
+    inputs = [layer for layer in model.layers if layer.type == "Input"]
+    if not inputs:
+        return False
+    from .model import Layer
+
+    merged = Layer("input", "Input", tops=[top for layer in inputs for top in layer.tops])
+    shapes = merged.spec.mutable("input_param").shape
+    for layer in inputs:
+        given = list(layer.spec.input_param.shape) if layer.spec.has("input_param") else []
+        for i in range(len(layer.tops)):
+            shape = given[i] if i < len(given) else (given[0] if len(given) == 1 else None)
+            if shape is None:
+                raise BlobcastError(f"input {layer.tops[i]!r} has no shape; the net's "
+                                    "input_shape needs one (give --input NAME=SHAPE)")
+            shapes.add(dim=list(shape.dim))
+    model.layers = [merged] + [layer for layer in model.layers if layer.type != "Input"]
+    model.legacy_inputs = True
+    return True
 
 
 def target_problems(model: Model, target: Target) -> list[str]:
@@ -118,6 +210,13 @@ def target_problems(model: Model, target: Target) -> list[str]:
         if layer.type not in target.types:
             problems.append(f"layer {layer.name!r}: {target.name} has no {layer.type} layer")
             continue
+        kind = _upsample_kind(layer) if layer.type == "Upsample" else None
+        if kind is not None and kind != target.upsample:
+            problems.append(f"layer {layer.name!r}: {target.name}'s Upsample is "
+                            f"{_MEANINGS[target.upsample]}; this one is {_MEANINGS[kind]}")
+        if layer.type == "Input" and target.inputs == "net" and not model.legacy_inputs:
+            problems.append(f"layer {layer.name!r}: {target.name} reads inputs only as the net's "
+                            "input/input_shape fields (convert --target writes them so)")
         for kind, message, setting in target.forbidden:
             if layer.type == kind and layer.spec.has(message) and getattr(layer.spec, message).has(setting):
                 problems.append(f"layer {layer.name!r} ({kind}): {target.name} cannot read "
