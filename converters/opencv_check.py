@@ -46,7 +46,10 @@ def run_in_opencv(model, caffemodel_path: str, inputs: dict, outputs: list[str])
             net = cv2.dnn.readNetFromCaffe(prototxt, caffemodel_path)
             for name, value in inputs.items():
                 net.setInput(np.ascontiguousarray(value, dtype=np.float32), name)
-            values = net.forward([makers[name][0] for name in outputs])
+            # OpenCV 4.14 names some layers (Convolution) after their top instead.
+            known = set(net.getLayerNames())
+            values = net.forward([makers[name][0] if makers[name][0] in known or name not in known
+                                  else name for name in outputs])
         except cv2.error as error:
             problem = str(error).strip().splitlines()[-1] if str(error).strip() else "an OpenCV error"
             raise CheckFailed(f"OpenCV cannot run the written net: {problem}") from error

@@ -4,6 +4,7 @@ Caffe (exit 1 when not), and convert --target writes only a net that fits."""
 import json
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper
 from typer.testing import CliRunner
 
@@ -145,3 +146,108 @@ def test_a_real_yolo_net_runs_whole_in_opencv_with_its_upsamples_as_deconvolutio
     assert ours.keys() == theirs.keys()
     for name in ours:  # the same values: one input times 1.0 for each output
         assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_for_bvlc_caffe_relu6_becomes_clip_with_its_bounds(tmp_path):
+    from blobcast.engine import Net
+    from blobcast.targets import lower_for
+
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }\n'
+            'layer { name: "r6" type: "ReLU6" bottom: "data" top: "out" }\n')
+    model = net_from_text(text, "<relu6>")
+    assert lower_for(model, target_named("caffe")) == ["layer 'r6': ReLU6 as Clip(0, 6)"]
+    assert model["r6"].type == "Clip" and model["r6"].spec.clip_param.to_dict() == {"min": 0.0, "max": 6.0}
+    x = np.linspace(-10, 10, 32, dtype=np.float32).reshape(1, 2, 4, 4)
+    assert np.array_equal(Net(model).forward({"data": x})["out"], np.clip(x, 0, 6))
+
+
+@pytest.mark.parametrize("target", ["caffe-1.0", "nnie"])
+def test_without_clip_or_relu6_a_clip_is_written_exactly_in_caffe_1_0_layers(target, tmp_path):
+    import cv2
+
+    from blobcast.engine import Net
+
+    path = _mobilenet_style_onnx(tmp_path)
+    report = blobcast.convert(path, tmp_path / "m.caffemodel", target=target)
+    assert any("Clip(0, 6) as ReLU, Eltwise MAX and Power layers" in note for note in report.notes)
+    lowered = blobcast.load(tmp_path / "m.caffemodel", prototxt=tmp_path / "m.prototxt")
+    kinds = [layer.type for layer in lowered.layers]
+    assert "Clip" not in kinds and "ReLU6" not in kinds and not target_problems(lowered, target_named(target))
+    plain = blobcast.load(_convert_plain(path, tmp_path))
+    x = np.random.default_rng(3).normal(0, 4, (1, 3, 16, 16)).astype(np.float32)
+    theirs, ours = Net(plain).forward({"x": x}, keep_all=True), Net(lowered).forward({"x": x}, keep_all=True)
+    assert np.array_equal(ours["logits"], theirs["logits"])  # exact, not close
+    inner = next(layer.tops[0] for layer in plain.layers if layer.type == "Clip")
+    assert np.array_equal(ours[inner], theirs[inner]) and (theirs[inner] == 6).any()
+    net = cv2.dnn.readNetFromCaffe(str(tmp_path / "m.prototxt"), str(tmp_path / "m.caffemodel"))
+    net.setInput(x)
+    np.testing.assert_allclose(net.forward().reshape(1, 5), theirs["logits"], rtol=1e-5, atol=1e-5)
+
+
+def _convert_plain(path, tmp_path):
+    out = tmp_path / "plain.caffemodel"
+    blobcast.convert(path, out)
+    return out
+
+
+def test_a_clip_with_a_lower_bound_is_exact_too():
+    from blobcast.engine import Net
+    from blobcast.targets import lower_for
+
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 8 dim: 8 } } }\n'
+            'layer { name: "c" type: "Clip" bottom: "data" top: "out" clip_param { min: -1.5 max: 0.25 } }\n')
+    model = net_from_text(text, "<clip>")
+    lower_for(model, target_named("caffe-1.0"))
+    assert [layer.type for layer in model.layers][1:] == ["Power", "Eltwise", "Power", "Power", "Eltwise", "Power"]
+    assert model.layers[-1].name == "c" and model.layers[-1].tops == ["out"]
+    x = np.random.default_rng(0).normal(0, 2, (1, 1, 8, 8)).astype(np.float32)
+    assert np.array_equal(Net(model).forward({"data": x})["out"], np.clip(x, np.float32(-1.5), np.float32(0.25)))
+
+
+UPSAMPLES = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }\n'
+             'layer { name: "up" type: "Upsample" bottom: "data" top: "up" upsample_param { scale: 2 } }\n')
+
+
+def test_each_target_gets_the_upsample_it_has():
+    from blobcast.targets import lower_for
+
+    for name, kind in (("rknn", "Upsample"), ("nnie", "Deconvolution"), ("opencv", "Deconvolution")):
+        model = net_from_text(UPSAMPLES, "<up>")
+        lower_for(model, target_named(name))
+        assert model["up"].type == kind, name
+        assert not target_problems(model, target_named(name))
+    # NNIE's Upsample is SegNet's unpooling: a nearest one left as it is does not fit
+    problems = target_problems(net_from_text(UPSAMPLES, "<up>"), target_named("nnie"))
+    assert problems == ["layer 'up': nnie's Upsample is SegNet's unpooling; this one is the YOLO "
+                        "forks' nearest one"]
+
+
+def test_for_ncsdk_inputs_are_written_as_the_nets_input_fields(tmp_path):
+    import cv2
+
+    from blobcast.engine import Net
+
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }\n'
+            'layer { name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+            'convolution_param { num_output: 4 kernel_size: 3 } }\n'
+            'layer { name: "relu" type: "ReLU" bottom: "conv" top: "out" }\n')
+    model = net_from_text(text, "<ncsdk>")
+    rng = np.random.default_rng(1)
+    model["conv"].blobs = [blobcast.Blob(rng.normal(0, 1, s).astype(np.float32)) for s in ((4, 3, 3, 3), (4,))]
+    assert target_problems(model, target_named("ncsdk")) == [
+        "layer 'data': ncsdk reads inputs only as the net's input/input_shape fields (convert "
+        "--target writes them so)"]
+    source = tmp_path / "net.caffemodel"
+    blobcast.save(model, source)
+    out = tmp_path / "ncsdk.caffemodel"
+    report = blobcast.convert(source, out, target="ncsdk")
+    assert "for ncsdk: the net's inputs as its input/input_shape fields" in report.notes
+    blobcast.convert(out, tmp_path / "ncsdk.prototxt", target="ncsdk")
+    written = (tmp_path / "ncsdk.prototxt").read_text()
+    assert 'input: "data"' in written and "input_shape" in written and 'type: "Input"' not in written
+    back = blobcast.load(out)  # read as Caffe reads it: an Input layer named "input"
+    assert (back.layers[0].name, back.layers[0].type) == ("input", "Input")
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    net = cv2.dnn.readNetFromCaffe(str(tmp_path / "ncsdk.prototxt"), str(out))
+    net.setInput(x)
+    np.testing.assert_allclose(net.forward(), Net(model).forward({"data": x})["out"], rtol=1e-5, atol=1e-5)
