@@ -243,3 +243,21 @@ def test_crop_eltwise_coefficients_flatten_argmax_bias_and_reshape_come_back_fro
     ours, theirs = Net(model).forward(feeds), Net(back).forward(feeds)
     for name in ours:
         assert np.array_equal(ours[name], theirs[name]), name
+
+
+def test_transpose_becomes_permute_and_a_sub_range_slice_leaves_the_rest_to_silence(tmp_path):
+    rng = np.random.default_rng(2)
+    V = helper.make_tensor_value_info
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], name="nhwc", perm=[0, 2, 3, 1]),
+             helper.make_node("Slice", ["t", "starts", "ends", "axes"], ["part"], name="part")]
+    init = {"starts": np.array([1], np.int64), "ends": np.array([3], np.int64), "axes": np.array([3], np.int64)}
+    path = _onnx_file(tmp_path, nodes, [V("x", TensorProto.FLOAT, [1, 4, 5, 6])],
+                      [V("part", TensorProto.FLOAT, None)], init, name="permute.onnx")
+    report = blobcast.convert(path, tmp_path / "p.caffemodel")
+    assert report.forward["passed"] and report.forward["max_abs_error"] == 0
+    model = blobcast.load(tmp_path / "p.caffemodel", prototxt=tmp_path / "p.prototxt")
+    kinds = [layer.type for layer in model.layers]
+    assert kinds[:3] == ["Input", "Permute", "Slice"] and "Silence" in kinds
+    assert list(model["nhwc"].spec.permute_param.order) == [0, 2, 3, 1]
+    x = rng.standard_normal((1, 4, 5, 6)).astype(np.float32)
+    assert np.array_equal(Net(model).forward({"x": x})["part"], ort_run(path, {"x": x})["part"])
