@@ -15,6 +15,7 @@ from blobcast.model import Model
 from blobcast.schema import LAYER_TYPE_FIELDS
 
 from . import caffe_pb2 as pb
+from . import modular
 from .blobproto import BlobFormatError, decode_blob
 from .caffe_net import architecture_pb, model_from_net
 from .messages import message_from_pb, pb_from_message
@@ -139,6 +140,15 @@ def read(path: str, **_options) -> Model:
         raise FormatError("not a text file (a binary model with the wrong suffix?)", path) from error
     if not text.strip():
         raise FormatError("the file is empty", path)
+    if modular.is_modular(text):  # modules, instances, imports: flattened here
+        def imported(name: str) -> str:
+            try:
+                return read_text(name)
+            except (OSError, UnicodeDecodeError) as error:
+                raise FormatError(f"cannot be read ({error})", name) from error
+
+        return modular.flatten(modular.parse_file(path, text, imported), parse_text, model_from_net,
+                               upgrade_net)
     return net_from_text(text, path)
 
 

@@ -71,6 +71,8 @@ class Layer:
             setattr(self.spec, key, value)
         self.blobs: list[Blob | None] = [
             b if isinstance(b, Blob) or b is None else Blob(b) for b in blobs]
+        # The module instances this layer came from, outermost first (modules.py).
+        self.module_path: tuple[str, ...] = ()
 
     name = property(lambda self: self.spec.name, lambda self, v: setattr(self.spec, "name", v))
     type = property(lambda self: self.spec.type, lambda self, v: setattr(self.spec, "type", v))
@@ -183,6 +185,8 @@ class Model:
     # named "input", as Caffe's upgrade of those fields makes it. Reading such
     # a file gives the Input layer, as Caffe does.
     legacy_inputs: bool = False
+    # Module instances by qualified name (modules.ModuleInstance), in net order.
+    modules: dict = field(default_factory=dict)
     # A training snapshot's solver settings and state: a blobcast.training.Training
     # (not imported here: that module builds on this one).
     training: Training | None = None  # noqa: F821

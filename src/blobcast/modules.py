@@ -1,0 +1,73 @@
+"""Module instances in a net: which layers came from which block, as Caffe
+issue #1169 asked for.
+
+A modular net file (converters/modular.py) defines a block once and
+instantiates it; flattened, every layer keeps `module_path`, the qualified
+names of the instances it sits in (outermost first), and the model keeps
+one `ModuleInstance` per instance. Discovery (module_discovery.py) fills the
+same structure for nets written flat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import Model
+
+
+@dataclass
+class ModuleInstance:
+    name: str                     # qualified: "inception_3a", "stage2.block1"
+    module: str                   # the module it instantiates
+    params: dict[str, str] = field(default_factory=dict)
+    bottoms: list[str] = field(default_factory=list)
+    tops: list[str] = field(default_factory=list)
+    parent: str | None = None
+    share_weights: bool = False
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "module": self.module, "params": dict(self.params),
+                "bottoms": list(self.bottoms), "tops": list(self.tops), "parent": self.parent,
+                "share_weights": self.share_weights}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModuleInstance:
+        return cls(name=str(data["name"]), module=str(data["module"]),
+                   params={str(k): str(v) for k, v in dict(data.get("params", {})).items()},
+                   bottoms=[str(b) for b in data.get("bottoms", [])],
+                   tops=[str(t) for t in data.get("tops", [])],
+                   parent=None if data.get("parent") is None else str(data["parent"]),
+                   share_weights=bool(data.get("share_weights", False)))
+
+
+def layers_of(model: Model, instance: str) -> list:
+    """The layers inside an instance, nested instances included."""
+    return [layer for layer in model.layers if instance in layer.module_path]
+
+
+def module_tree(model: Model) -> list[dict]:
+    """The instances as a tree (top level first, in net order): each with its
+    module, parameters, bottoms -> tops, layer and parameter counts, children."""
+    owners = model.param_owners()
+    counted = {id(layer): sum(blob.data.size for j, blob in enumerate(layer.blobs)
+                              if blob is not None and (li, j) not in owners)
+               for li, layer in enumerate(model.layers)}
+    nodes: dict[str, dict] = {}
+    roots: list[dict] = []
+    for name, instance in model.modules.items():
+        inside = layers_of(model, name)
+        node = {**instance.to_dict(), "layers": len(inside),
+                "parameters": sum(counted[id(layer)] for layer in inside), "children": []}
+        nodes[name] = node
+        parent = nodes.get(instance.parent) if instance.parent else None
+        (parent["children"] if parent is not None else roots).append(node)
+    return roots
+
+
+def module_summary(model: Model) -> list[dict]:
+    """Each module with its instances' names, in first-use order."""
+    summary: dict[str, dict] = {}
+    for instance in model.modules.values():
+        entry = summary.setdefault(instance.module, {"module": instance.module, "instances": []})
+        entry["instances"].append(instance.name)
+    return list(summary.values())
