@@ -37,9 +37,11 @@ from blobcast.errors import FormatError
 from blobcast.model import Model
 from blobcast.modules import ModuleInstance
 
-from . import caffe_pb2 as pb
-
-_TOKEN = re.compile(r'''\s+|#[^\n]*|"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*'|[{}\[\]<>:;,]|[^\s{}\[\]<>:;,"'#]+''')
+_TOKEN = re.compile(r'\s+|#[^\n]*'                      # space, comments
+                    r'|"(?:[^"\\\n]|\\.)*"'              # strings
+                    r"|'(?:[^'\\\n]|\\.)*'"
+                    r'|[{}\[\]<>:;,]'                    # punctuation
+                    r'''|[^\s{}\[\]<>:;,"'#]+''')          # names, numbers, enums
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.+\-/ ]*$")  # what a parameter may be: no quotes, braces, comments
 MAX_LAYERS = 200_000   # flattened layers: nesting multiplies, so a small file can ask for billions
