@@ -141,15 +141,21 @@ def read(path: str, **_options) -> Model:
     if not text.strip():
         raise FormatError("the file is empty", path)
     if modular.is_modular(text):  # modules, instances, imports: flattened here
-        def imported(name: str) -> str:
-            try:
-                return read_text(name)
-            except (OSError, UnicodeDecodeError) as error:
-                raise FormatError(f"cannot be read ({error})", name) from error
-
-        return modular.flatten(modular.parse_file(path, text, imported), parse_text, model_from_net,
-                               upgrade_net)
+        return flatten_modular(text, path, _read_import)
     return net_from_text(text, path)
+
+
+def _read_import(name: str) -> str:
+    try:
+        return read_text(name)
+    except (OSError, UnicodeDecodeError) as error:
+        raise FormatError(f"cannot be read ({error})", name) from error
+
+
+def flatten_modular(text: str, path: str, read_import=_read_import) -> Model:
+    """The plain net of a modular net file's text (modular.py)."""
+    return modular.flatten(modular.parse_file(path, text, read_import), parse_text, model_from_net,
+                           upgrade_net)
 
 
 def has_unknown_fields(model: Model) -> bool:

@@ -320,6 +320,41 @@ def training_step(path: str | os.PathLike, gradients: dict) -> dict:
     return _reading(path, lambda: onnx_format.run_training_step(path, gradients))
 
 
+def modularize(source: str | os.PathLike, destination: str | os.PathLike, *,
+               prototxt: str | None = None, overwrite: bool = False) -> dict:
+    """Write the modular form of a flat net: its repeated blocks found and
+    written once as modules, each occurrence an instance. The text is
+    flattened again and must give the same layers and settings before it is
+    written. Returns what was found."""
+    from .compare import model_differences
+    from .module_discovery import discover_modules
+
+    source, destination = os.fspath(source), os.fspath(destination)
+    check_distinct(source, destination)
+    model = load(source, prototxt=prototxt)
+    if not isinstance(model, Model) or not model.has_architecture:
+        raise FormatError("modularize needs a net with its layer definitions (give --prototxt "
+                          "with a weights file)", source)
+    if model.modules:
+        raise BlobcastError("the net is already written with modules", source)
+    found = discover_modules(model)
+    converters = _converters()
+    text = converters.modular.modular_text(model, found)
+    back = converters.prototxt.flatten_modular(text, destination)
+    problems = model_differences(model, back, tensors=False)
+    if problems:
+        raise CheckFailed("the modular form does not flatten back to the net: " + "; ".join(problems[:3]))
+    with atomic_destination(destination, overwrite=overwrite) as temporary:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+    return {"source": source, "destination": destination,
+            "modules": [{"module": m.name, "instances": m.instance_names, "params": list(m.params),
+                         "layers": len(m.regions[0].layers)} for m in found],
+            "layers": len(model.layers),
+            "lines": {"flat": len(converters.prototxt.architecture_text(model).splitlines()),
+                      "modular": len(text.splitlines())}}
+
+
 def _check_training_read_back(model: Model, temporary: str, fmt) -> str:
     """The written training snapshot reads back to the same weights and state."""
     written = _reading(temporary, lambda: fmt.read(temporary))

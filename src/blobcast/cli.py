@@ -338,6 +338,9 @@ def inspect(
                                         "counts per tensor (reads the weights).")] = False,
     from_format: FromOption = None,
     target: TargetOption = None,
+    modules: Annotated[bool, typer.Option(
+        "--modules", help="Show the net as module instances, one line each (blocks of a net "
+        "written flat are found).")] = False,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -347,7 +350,7 @@ def inspect(
 
     def body():
         facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
-                             file_format=from_format, target=target)
+                             file_format=from_format, target=target, modules=modules)
         fits = facts.get("target", {}).get("fits", True)
         if json_output:
             _print_json({"ok": fits, **facts, **({} if fits else {"exit_code": 1})})
@@ -376,6 +379,33 @@ def _format_error(value: float | None) -> str:
     if value is None:
         return "-"
     return "inf" if value == float("inf") else f"{value:.3g}"
+
+
+@app.command(cls=_PlainCommand, short_help="Write a flat net with its repeated blocks as modules.")
+def modularize(
+    source: Annotated[str, typer.Argument(metavar="NET", help="Net (.prototxt, or weights with "
+                                          "--prototxt).", show_default=False)],
+    destination: Annotated[str, typer.Argument(metavar="OUT", help="The modular .prototxt to write.",
+                                               show_default=False)],
+    prototxt: PrototxtOption = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    debug: DebugOption = False,
+    json_output: JsonOption = False,
+):
+    """Find the blocks a flat net repeats and write it with each defined once as a module
+    and instantiated where it occurs; checked to flatten back to the same net."""
+    from .api import modularize as modularize_net
+
+    def body():
+        report = modularize_net(source, destination, prototxt=prototxt, overwrite=force)
+        if json_output:
+            _print_json({"ok": True, **report})
+            return
+        found = ", ".join(f"{m['module']} x{len(m['instances'])}" for m in report["modules"])
+        stdout.print(f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
+                     f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
+
+    _run(body, json_output=json_output, debug=debug)
 
 
 @app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")

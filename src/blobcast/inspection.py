@@ -81,6 +81,24 @@ def model_facts(model: Model, stats: bool = False) -> dict:
     }
 
 
+def module_facts(model: Model) -> dict:
+    """The net as module instances: each top-level instance (with its nested
+    ones) in place of its layers, plain layers as they are."""
+    from .modules import module_summary, module_tree
+
+    tree = {node["name"]: node for node in module_tree(model)}
+    view, shown = [], set()
+    for layer in model.layers:
+        if not layer.module_path:
+            view.append({"kind": "layer", "name": layer.name, "type": layer.type,
+                         "bottoms": list(layer.bottoms), "tops": list(layer.tops)})
+        elif layer.module_path[0] not in shown:
+            shown.add(layer.module_path[0])
+            view.append({"kind": "instance", **tree[layer.module_path[0]]})
+    return {"modules": module_summary(model), "view": view,
+            "instances": len(model.modules)}
+
+
 def _phase_rules(layer) -> str:
     """A layer's include/exclude rules as one line ('include phase TEST')."""
     parts = []
@@ -193,7 +211,7 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
 
 def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
                  solver: str | None = None, file_format: str | None = None,
-                 target: str | None = None) -> dict:
+                 target: str | None = None, modules: bool = False) -> dict:
     obj = load(path, prototxt=prototxt, format=file_format)
     if isinstance(obj, SolverState):
         if target:
@@ -203,6 +221,14 @@ def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
         if solver:
             raise BlobcastError("--solver goes with a solver state file", path)
         facts = model_facts(obj, stats=stats)
+        if modules:
+            if not obj.has_architecture:
+                raise BlobcastError("--modules needs the layer definitions; give --prototxt", path)
+            if not obj.modules:
+                from .module_discovery import discover_modules
+
+                discover_modules(obj)
+            facts["module_view"] = module_facts(obj)
         if obj.training is not None:
             facts["training"] = training_facts(obj, stats)
         if target:

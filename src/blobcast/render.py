@@ -54,14 +54,7 @@ def _settings(settings: dict) -> str:
     return " [dim]" + escape(", ".join(parts)) + "[/dim]"
 
 
-def render_model(facts: dict) -> Tree:
-    version = f", Caffe {facts['caffe_version']}" if facts.get("caffe_version") else ""
-    name = escape(facts["name"] or "(unnamed net)")
-    root = Tree(f"[bold]{name}[/bold] ({facts['format']}{version}) {escape(facts['path'])}")
-    if facts["inputs"]:
-        inputs = root.add("inputs")
-        for blob, shape in facts["inputs"].items():
-            inputs.add(f"{escape(blob)} {shape if shape is not None else '(shape unset)'}")
+def _render_layers(root: Tree, facts: dict) -> None:
     layers = root.add(f"layers ({facts['totals']['layers']})")
     for layer in facts["layers"]:
         flow = ""
@@ -84,6 +77,46 @@ def render_model(facts: dict) -> Tree:
             child = node.add(line)
             if "diff" in blob:
                 child.add(_tensor_line("diff", blob["diff"]))
+
+
+def _instance_line(node: dict) -> str:
+    params = ", ".join(f"{k}={v}" for k, v in node["params"].items())
+    shared = " [yellow]shared weights[/yellow]" if node.get("share_weights") else ""
+    return (f"[bold]{escape(node['name'])}[/bold] [green]{escape(node['module'])}[/green]"
+            f"[dim]({escape(params)})[/dim] {escape(', '.join(node['bottoms']))} -> "
+            f"{escape(', '.join(node['tops']))}: {node['layers']} layers, "
+            f"{node['parameters']:,} parameters{shared}")
+
+
+def _render_instance(parent: Tree, node: dict) -> None:
+    branch = parent.add(_instance_line(node))
+    for child in node["children"]:
+        _render_instance(branch, child)
+
+
+def _render_modules(root: Tree, view: dict) -> None:
+    summary = ", ".join(f"{escape(m['module'])} x{len(m['instances'])}" for m in view["modules"])
+    items = root.add(f"modules ({summary or 'none found'})")
+    for item in view["view"]:
+        if item["kind"] == "instance":
+            _render_instance(items, item)
+        else:
+            flow = f" {escape(', '.join(item['bottoms']))} -> {escape(', '.join(item['tops']))}"
+            items.add(f"[bold]{escape(item['name'])}[/bold] [cyan]{escape(item['type'])}[/cyan]{flow}")
+
+
+def render_model(facts: dict) -> Tree:
+    version = f", Caffe {facts['caffe_version']}" if facts.get("caffe_version") else ""
+    name = escape(facts["name"] or "(unnamed net)")
+    root = Tree(f"[bold]{name}[/bold] ({facts['format']}{version}) {escape(facts['path'])}")
+    if facts["inputs"]:
+        inputs = root.add("inputs")
+        for blob, shape in facts["inputs"].items():
+            inputs.add(f"{escape(blob)} {shape if shape is not None else '(shape unset)'}")
+    if facts.get("module_view") is not None:
+        _render_modules(root, facts["module_view"])
+    else:
+        _render_layers(root, facts)
     _render_deploy(root, facts.get("runs"))
     _render_target(root, facts.get("target"))
     _render_training(root, facts.get("training"))
