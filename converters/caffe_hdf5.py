@@ -18,6 +18,7 @@ from google.protobuf.message import DecodeError
 from blobcast.errors import BlobcastWarning, FormatError
 from blobcast.limits import check_allocation
 from blobcast.model import Blob, Layer, Model
+from blobcast.modules import apply_modules_json, modules_json
 from blobcast.tensor import FileBytes, LazyTensor
 from blobcast.weights import WeightSource, attach_weights
 
@@ -35,6 +36,7 @@ HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 MAGIC = HDF5_MAGIC
 ARCHITECTURE = "architecture"
 ARCHITECTURE_BINARY = "architecture_pb"  # present only when text cannot hold everything
+MODULES = "modules"  # JSON: module instances and each layer's path (blobcast.modules)
 
 
 def _dataset_tensor(dataset, path: str, where: str, file_map=None, copied=None) -> LazyTensor:
@@ -140,26 +142,34 @@ def _architecture(handle: h5py.File, path: str) -> Model | None:
             raise FormatError(f"/{ARCHITECTURE_BINARY} is not a NetParameter ({error})", path) from error
         return model_from_net(net, [[] for _ in net.layer], source_format=NAME,
                               source_version="V2", notes=[], path=path)
-    dataset = child(handle, ARCHITECTURE, path)
+    text = _string_dataset(handle, ARCHITECTURE, path)
+    if text is None:
+        return None
+    return net_from_text(text, f"{path}:/{ARCHITECTURE}")
+
+
+def _string_dataset(handle: h5py.File, name: str, path: str) -> str | None:
+    """A scalar fixed-length UTF-8 string dataset blobcast wrote, or None."""
+    dataset = child(handle, name, path)
     if dataset is None:
         return None
     if not isinstance(dataset, h5py.Dataset) or dataset.shape != ():
-        raise FormatError(f"/{ARCHITECTURE} is not a single string", path)
+        raise FormatError(f"/{name} is not a single string", path)
     info = h5py.check_string_dtype(dataset.dtype)
     if info is None:
-        raise FormatError(f"/{ARCHITECTURE} is not a string", path)
+        raise FormatError(f"/{name} is not a string", path)
     if info.length is None:
         # Variable-length strings live in HDF5's global heap, where a damaged
         # file can make the library loop forever; blobcast writes fixed-length.
-        raise FormatError(f"/{ARCHITECTURE} is a variable-length string; blobcast writes (and "
+        raise FormatError(f"/{name} is a variable-length string; blobcast writes (and "
                           "reads) a fixed-length one", path)
-    check_storage(dataset, path, f"/{ARCHITECTURE}")
+    check_storage(dataset, path, f"/{name}")
     text = dataset[()]
     try:
         text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
     except UnicodeDecodeError as error:
-        raise FormatError(f"/{ARCHITECTURE} is not valid UTF-8", path) from error
-    return net_from_text(text.rstrip("\0"), f"{path}:/{ARCHITECTURE}")
+        raise FormatError(f"/{name} is not valid UTF-8", path) from error
+    return text.rstrip("\0")
 
 
 def read_sources(handle: h5py.File, path: str) -> list[WeightSource]:
@@ -203,6 +213,12 @@ def read(path: str, *, architecture: Model | None = None, **_options) -> Model:
         return model
     attach_weights(model, sources, weights_path=path, absent_shared_ok=True,
                    check_definitions=architecture is not None)
+    record = _string_dataset(handle, MODULES, path) if architecture is None else None
+    if record is not None:
+        try:
+            apply_modules_json(model, record)
+        except ValueError as error:
+            raise FormatError(f"/{MODULES}: {error}", path) from None
     model.source_format = NAME
     return model
 
@@ -274,14 +290,21 @@ def write(model: Model, path: str, *, compress: str | None = None, progress=None
                     progress(tensor.nbytes)
 
 
-def _write_architecture(handle: h5py.File, model: Model) -> None:
-    raw = architecture_text(model).encode("utf-8")
+def _write_string(handle: h5py.File, name: str, text: str) -> None:
+    raw = text.encode("utf-8")
     # Fixed-length, so the text lies in the dataset itself: variable-length
     # strings live in HDF5's global heap, where a damaged file can make the
     # HDF5 library loop forever.
     string_type = h5py.string_dtype("utf-8", max(len(raw), 1))
-    handle.create_dataset(ARCHITECTURE, data=np.array(raw, dtype=string_type), dtype=string_type)
+    handle.create_dataset(name, data=np.array(raw, dtype=string_type), dtype=string_type)
+
+
+def _write_architecture(handle: h5py.File, model: Model) -> None:
+    _write_string(handle, ARCHITECTURE, architecture_text(model))
     handle[ARCHITECTURE].attrs["format"] = np.bytes_(b"caffe.NetParameter text (prototxt), blobs omitted")
+    record = modules_json(model)
+    if record is not None:  # which layers came from which module instance
+        _write_string(handle, MODULES, record)
     if has_unknown_fields(model):
         raw = architecture_pb(model).SerializeToString()
         handle.create_dataset(ARCHITECTURE_BINARY, data=np.frombuffer(raw, np.uint8))

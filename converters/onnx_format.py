@@ -19,6 +19,7 @@ from blobcast.errors import BlobcastError, FormatError
 from blobcast.fileio import final_path
 from blobcast.limits import check_allocation
 from blobcast.model import Model
+from blobcast.modules import apply_modules_json, modules_json
 from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import FileChunk, MappedFile
@@ -42,6 +43,7 @@ from .wire import WireError, iter_fields, length_delimited, splice_at_field, wri
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
 _GRAPH, _INITIALIZER, _RAW_DATA = 7, 5, 9  # ModelProto.graph, GraphProto.initializer, TensorProto.raw_data
+MODULES_KEY = "blobcast.modules"  # metadata: module instances (blobcast.modules.modules_json)
 _TRAINING_INFO, _ALGORITHM = 20, 2  # ModelProto.training_info, TrainingInfoProto.algorithm
 def _tensor_proto(name: str, array, external) -> TensorProto:
     array = np.asarray(array.numpy() if hasattr(array, "numpy") else array)
@@ -147,8 +149,10 @@ def write(model: Model, path: str, *, opset: int | None = None,
         ir_version = max(ir_version, TRAINING_IR_VERSION)
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
                                    functions=builder.functions, ir_version=ir_version)
-    if training is not None:
-        helper.set_model_props(onnx_model, training_metadata)
+    record = modules_json(model)
+    if training is not None or record is not None:
+        helper.set_model_props(onnx_model, {**training_metadata,
+                                            **({MODULES_KEY: record} if record else {})})
     onnx_model.ClearField("graph")
     graph_length = sum(len(c) for c in graph_chunks)
     # Graph and training info are spliced in as chunks: tensor values are
@@ -354,7 +358,14 @@ def read(path: str, **_options) -> Model:
         from .onnx_training import read_training
 
         return read_training(onnx_model, values, training_values(onnx_model, path, raw, buf), path)
-    return import_model(onnx_model, values, path)
+    model = import_model(onnx_model, values, path)
+    record = next((p.value for p in onnx_model.metadata_props if p.key == MODULES_KEY), None)
+    if record is not None:
+        try:  # the module instances the layers came from, where the import kept the layers
+            apply_modules_json(model, record, strict=False)
+        except ValueError as error:
+            raise FormatError(f"metadata {MODULES_KEY}: {error}", path) from None
+    return model
 
 
 def run_training_step(path: str, gradients: dict) -> dict:

@@ -71,3 +71,36 @@ def module_summary(model: Model) -> list[dict]:
         entry = summary.setdefault(instance.module, {"module": instance.module, "instances": []})
         entry["instances"].append(instance.name)
     return list(summary.values())
+
+
+def modules_json(model: Model) -> str | None:
+    """The model's instances and each layer's module path, as JSON (or None)."""
+    import json
+
+    if not model.modules:
+        return None
+    return json.dumps({"instances": [instance.to_dict() for instance in model.modules.values()],
+                       "layers": {layer.name: list(layer.module_path) for layer in model.layers
+                                  if layer.module_path}})
+
+
+def apply_modules_json(model: Model, text: str, strict: bool = True) -> None:
+    """Restore what modules_json wrote; ValueError names what is wrong.
+    strict=False: layers the record names that the net no longer has (an
+    import may merge layers) are passed over."""
+    import json
+
+    try:
+        data = json.loads(text)
+        instances = [ModuleInstance.from_dict(item) for item in data["instances"]]
+        paths = {str(name): tuple(str(p) for p in path) for name, path in data["layers"].items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"the module record does not read ({type(error).__name__}: {error})") from None
+    known = {instance.name for instance in instances}
+    by_name = {layer.name: layer for layer in model.layers}
+    for name, path in paths.items():
+        if not set(path) <= known or (strict and name not in by_name):
+            raise ValueError(f"the module record names layer {name!r} or instances the net lacks")
+        if name in by_name:
+            by_name[name].module_path = path
+    model.modules = {instance.name: instance for instance in instances}
