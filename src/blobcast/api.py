@@ -339,7 +339,9 @@ def modularize(source: str | os.PathLike, destination: str | os.PathLike, *,
         raise BlobcastError("the net is already written with modules", source)
     found = discover_modules(model)
     converters = _converters()
-    text = converters.modular.modular_text(model, found)
+    from .converters.modular_writer import modular_text
+
+    text = modular_text(model, found)
     back = converters.prototxt.flatten_modular(text, destination)
     problems = model_differences(model, back, tensors=False)
     if problems:

@@ -226,7 +226,7 @@ def _onnx_options(opset, dynamic_batch, external_data, strict) -> dict:
 
 
 @app.command(cls=_PlainCommand,
-             short_help="Convert between Caffe formats and ONNX, checked before the output appears.")
+             short_help="Convert between formats, checked before the output appears.")
 def convert(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="File to read.", show_default=False)],
     destination: Annotated[str, typer.Argument(

@@ -1,0 +1,194 @@
+"""Nets built from modules: a GoogLeNet written with one Inception module
+flattens to BVLC's flat layers, runs the same in the engine and OpenCV, keeps
+its module tree through .caffemodel.h5 and ONNX; blocks are found in flat
+GoogLeNet and ResNet-50 nets; errors are one line."""
+
+import json
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import blobcast
+from blobcast.cli import app
+from blobcast.engine import Net, blob_shapes
+from blobcast.fillers import random_weights
+from blobcast.module_discovery import discover_modules
+
+from .module_nets import googlenet_flat, googlenet_modular, resnet50_flat
+
+
+def _with_weights(model, seed=0):
+    _, shapes = blob_shapes(model)
+    rng = np.random.RandomState(seed)
+    for layer in model.layers:
+        if layer.type != "Input":
+            layer.blobs = [blobcast.Blob(w.astype(np.float32))
+                           for w in random_weights(layer, [shapes[b] for b in layer.bottoms], rng)]
+    return model
+
+
+def _write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_modular_googlenet_flattens_to_bvlcs_flat_layers(tmp_path):
+    modular = blobcast.load(_write(tmp_path, "g.prototxt", googlenet_modular()))
+    flat = blobcast.load(_write(tmp_path, "flat.prototxt", googlenet_flat()))
+    assert [layer.spec.to_dict() for layer in modular.layers] == [layer.spec.to_dict() for layer in flat.layers]
+    assert modular.net.to_dict() == flat.net.to_dict()
+    assert len(modular.layers) == 140 and len(modular.modules) == 9
+    assert modular["inception_4e/3x3"].module_path == ("inception_4e",)
+    assert modular.modules["inception_4e"].params["n3x3"] == "40"
+    # written as a plain prototxt: BVLC's layers, nothing of the modules
+    blobcast.convert(tmp_path / "g.prototxt", tmp_path / "plain.prototxt")
+    text = (tmp_path / "plain.prototxt").read_text()
+    assert "module" not in text and 'name: "inception_5b/pool_proj"' in text
+
+
+def test_the_flattened_net_runs_the_same_in_the_engine_and_in_opencv(tmp_path):
+    model = _with_weights(blobcast.load(_write(tmp_path, "g.prototxt", googlenet_modular())))
+    blobcast.save(model, tmp_path / "g.caffemodel")
+    blobcast.save(model, tmp_path / "deploy.prototxt")
+    x = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    ours = Net(model).forward({"data": x})["prob"]
+    net = cv2.dnn.readNetFromCaffe(str(tmp_path / "deploy.prototxt"), str(tmp_path / "g.caffemodel"))
+    net.setInput(x)
+    np.testing.assert_allclose(net.forward(), ours, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".caffemodel.h5", ".onnx"])
+def test_the_module_tree_survives_hdf5_and_onnx(suffix, tmp_path):
+    model = _with_weights(blobcast.load(_write(tmp_path, "g.prototxt", googlenet_modular())))
+    blobcast.save(model, tmp_path / "g.caffemodel")
+    assert not blobcast.load(tmp_path / "g.caffemodel").modules  # a .caffemodel keeps no modules
+    with warnings.catch_warnings():  # '/' names in HDF5 (Caffe's loader cannot read them)
+        warnings.simplefilter("ignore", blobcast.BlobcastWarning)
+        blobcast.save(model, tmp_path / f"g{suffix}")
+    back = blobcast.load(tmp_path / f"g{suffix}")
+    assert {n: i.to_dict() for n, i in back.modules.items()} == {n: i.to_dict() for n, i in model.modules.items()}
+    assert [layer.module_path for layer in back.layers if layer.name in {other.name for other in model.layers}] == \
+        [layer.module_path for layer in model.layers if layer.name in {other.name for other in back.layers}]
+
+
+def test_blocks_are_found_in_a_flat_googlenet(tmp_path):
+    model = blobcast.load(_write(tmp_path, "flat.prototxt", googlenet_flat()))
+    found = discover_modules(model)
+    assert [(m.name, m.instance_names) for m in found] == [
+        ("Inception", ["inception_3a", "inception_3b", "inception_4a", "inception_4b", "inception_4c",
+                       "inception_4d", "inception_4e", "inception_5a", "inception_5b"])]
+    assert found[0].separator == "/" and len(found[0].regions[0].layers) == 14
+    assert model.modules["inception_3a"].bottoms == ["pool2/3x3_s2"]
+    assert model.modules["inception_3a"].tops == ["inception_3a/output"]
+    assert sorted(found[0].params) == ["p_1x1_num_output", "p_3x3_num_output", "p_3x3_reduce_num_output",
+                                       "p_5x5_num_output", "p_5x5_reduce_num_output", "pool_proj_num_output"]
+
+
+def test_blocks_are_found_in_a_flat_resnet50(tmp_path):
+    model = blobcast.load(_write(tmp_path, "r.prototxt", resnet50_flat()))
+    found = discover_modules(model)
+    by_count = {len(m.instance_names): m for m in found}
+    assert sorted(by_count) == [4, 12]
+    assert by_count[4].instance_names == ["res2a", "res3a", "res4a", "res5a"]   # with the projection
+    assert by_count[12].instance_names[:3] == ["res2b", "res2c", "res3b"]        # without
+    assert len(by_count[4].regions[0].layers) == 16 and len(by_count[12].regions[0].layers) == 13
+    stride = [p for p in by_count[4].params if p.endswith("stride")]
+    assert stride and [by_count[4].params[p] for p in stride][0] == ["1", "2", "2", "2"]
+
+
+@pytest.mark.parametrize("net", [googlenet_flat, resnet50_flat])
+def test_modularize_writes_a_form_that_flattens_back_to_the_same_net(net, tmp_path):
+    flat_path = _write(tmp_path, "flat.prototxt", net())
+    done = CliRunner().invoke(app, ["modularize", str(flat_path), str(tmp_path / "m.prototxt"), "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["lines"]["modular"] < report["lines"]["flat"] / 2
+    again = blobcast.load(tmp_path / "m.prototxt")
+    flat = blobcast.load(flat_path)
+    assert [layer.spec.to_dict() for layer in again.layers] == [layer.spec.to_dict() for layer in flat.layers]
+    assert len(again.modules) == sum(len(m["instances"]) for m in report["modules"])
+
+
+def test_inspect_modules_folds_each_instance_to_one_line(tmp_path):
+    path = _write(tmp_path, "g.prototxt", googlenet_modular())
+    done = CliRunner().invoke(app, ["inspect", str(path), "--modules", "--json"])
+    assert done.exit_code == 0, done.output
+    view = json.loads(done.stdout)["module_view"]
+    assert view["modules"] == [{"module": "Inception", "instances": [
+        "inception_3a", "inception_3b", "inception_4a", "inception_4b", "inception_4c", "inception_4d",
+        "inception_4e", "inception_5a", "inception_5b"]}]
+    instances = [item for item in view["view"] if item["kind"] == "instance"]
+    assert len(instances) == 9 and instances[0]["layers"] == 14
+    assert len(view["view"]) == 140 - 9 * 14 + 9
+    text = CliRunner().invoke(app, ["inspect", str(path), "--modules"]).stdout
+    assert "inception_3a Inception(n1x1=8" in text and "inception_3a/1x1" not in text
+
+
+NESTED = """
+module_separator: "."
+module { name: "ConvRelu" input: "x" output: "y" param { name: "n" } param { name: "k" default: "3" }
+  layer { name: "conv" type: "Convolution" bottom: "x" top: "y" convolution_param { num_output: ${n} kernel_size: ${k} pad: 1 } }
+  layer { name: "relu" type: "ReLU" bottom: "y" top: "y" } }
+module { name: "Pair" input: "x" output: "out" param { name: "n" }
+  layer { name: "a" module: "ConvRelu" bottom: "x" top: "mid" module_param { key: "n" value: "${n}" } }
+  layer { name: "b" module: "ConvRelu" bottom: "mid" top: "out" module_param { key: "n" value: "${n}" } } }
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 6 dim: 6 } } }
+layer { name: "p1" module: "Pair" bottom: "data" top: "p1" module_param { key: "n" value: "4" } share_weights: true }
+layer { name: "p2" module: "Pair" bottom: "p1" top: "p2" module_param { key: "n" value: "4" } share_weights: true }
+"""
+
+
+def test_nested_modules_qualify_names_and_share_weights_on_request(tmp_path):
+    model = blobcast.load(_write(tmp_path, "n.prototxt", NESTED))
+    assert [layer.name for layer in model.layers] == [
+        "data", "p1.a.conv", "p1.a.relu", "p1.b.conv", "p1.b.relu", "p2.a.conv", "p2.a.relu",
+        "p2.b.conv", "p2.b.relu"]
+    assert model["p1.b.conv"].bottoms == ["p1.mid"] and model["p2.a.conv"].bottoms == ["p1"]
+    assert model["p2.b.conv"].module_path == ("p2", "p2.b")
+    assert model.modules["p2.b"].parent == "p2"
+    # shared across instances: Caffe's param { name } sharing, one blob per module layer
+    assert model["p1.a.conv"].param_name(0) == model["p2.a.conv"].param_name(0) == "Pair.a.conv.0"
+    assert model["p1.b.conv"].param_name(0) == "Pair.b.conv.0"
+    _with_weights(model)
+    model.link_shared_params()
+    assert len(model.owned_params()) < sum(len(layer.blobs) for layer in model.layers)
+
+
+@pytest.mark.parametrize("text,problem", [
+    ('layer { name: "i" module: "Nope" bottom: "data" top: "o" }', "instance 'i': unknown module 'Nope'"),
+    ('module { name: "M" input: "x" output: "y" param { name: "n" } layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }\n'
+     'layer { name: "i" module: "M" bottom: "data" top: "o" }', "instance 'i' of module 'M': parameter 'n' is not given"),
+    ('module { name: "M" input: "x" output: "y" layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }\n'
+     'layer { name: "i" module: "M" bottom: "data" top: "o" module_param { key: "q" value: "1" } }',
+     "instance 'i' of module 'M': unknown parameter 'q'"),
+    ('module { name: "A" input: "x" output: "y" layer { name: "b" module: "B" bottom: "x" top: "y" } }\n'
+     'module { name: "B" input: "x" output: "y" layer { name: "a" module: "A" bottom: "x" top: "y" } }\n'
+     'layer { name: "i" module: "A" bottom: "data" top: "o" }', "module cycle A -> B -> A"),
+    ('import: "../outside.prototxt"', "import '../outside.prototxt' leads outside the folder of the net file"),
+    ('module { name: "M" input: "x" output: "y" param { name: "n" } layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }\n'
+     'layer { name: "i" module: "M" bottom: "data" top: "o" module_param { key: "n" value: "1 } layer {" } }',
+     "may hold only letters"),
+])
+def test_module_errors_are_one_line_and_exit_2(text, problem, tmp_path):
+    folder = tmp_path / "nets"
+    folder.mkdir()
+    (tmp_path / "outside.prototxt").write_text("module { name: \"X\" }\n")
+    path = _write(folder, "bad.prototxt",
+                  'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }\n' + text)
+    done = CliRunner().invoke(app, ["convert", str(path), str(tmp_path / "out.prototxt")])
+    assert done.exit_code == 2, done.output
+    assert problem in done.output and len(done.output.strip().splitlines()) == 1, done.output
+    assert not (tmp_path / "out.prototxt").exists()
+
+
+def test_a_module_imported_from_a_file_beside_the_net(tmp_path):
+    from .module_nets import INCEPTION_MODULE
+
+    (tmp_path / "inception.prototxt").write_text(INCEPTION_MODULE)
+    text = googlenet_modular().replace(INCEPTION_MODULE, 'import: "inception.prototxt"\n')
+    model = blobcast.load(_write(tmp_path, "g.prototxt", text))
+    assert len(model.modules) == 9 and len(model.layers) == 140
