@@ -28,6 +28,7 @@ from blobcast.layers import spec_for
 from blobcast.model import Model
 
 from .caffemodel import layer_settings_bytes
+from .onnx_modules import module_call, module_spans
 from .onnx_ops import EXPORTERS, exported_as_function
 from .onnx_ops.registry import ELEMENT_TYPE, ExportError, NoStandardForm  # noqa: F401  (ExportError: this module's interface)
 
@@ -55,7 +56,8 @@ class GraphBuilder:
         self.initializer_names: dict[int, str] = {}
         self.constant_count = Counter()
         self.custom_layers: list[str] = []
-        self.functions: list = []           # FunctionProtos, one per function-exported layer
+        self.functions: list = []           # FunctionProtos: function-exported layers, modules
+        self.module_functions: dict = {}    # canonical module body -> function name
         self._body: list | None = None      # the nodes of the function being written
         self._function_inputs: list[str] = []
         self.symbolic_shapes: dict[str, list] = {}  # data-dependent outputs: dims, names for unknowns
@@ -117,7 +119,13 @@ class GraphBuilder:
 
     # -- the graph ------------------------------------------------------------
     def build(self):
+        plan = module_spans(self.layers, lambda layer: layer.type in EXPORTERS) \
+            if self.model.modules else {}
+        capture = None
         for li, layer in enumerate(self.layers):
+            if li in plan:  # a module instance: its nodes become one function call
+                capture = (*plan[li], self._body, self._function_inputs)
+                self._body, self._function_inputs = [], []
             ins = [self.latest[b] for b in layer.bottoms]
             outs = [self.top_names[(li, ti)] for ti in range(len(layer.tops))]
             handler = EXPORTERS.get(layer.type)
@@ -135,6 +143,9 @@ class GraphBuilder:
             for top, out in zip(layer.tops, outs):
                 self.latest[top] = out
             self._declare_data_dependent_shapes(layer, outs)
+            if capture is not None and li == capture[1]:
+                self._call_module(self.model.modules[capture[0]], li, capture)
+                capture = None
         if self.custom_layers:
             message = ("layers with no ONNX equivalent were written as custom "
                        f"'{CUSTOM_DOMAIN}' nodes: " + ", ".join(self.custom_layers))
@@ -151,14 +162,24 @@ class GraphBuilder:
                 self.symbolic_shapes[out] = [f"{layer.name}_{top}_{i}" if d is None else d
                                              for i, d in enumerate(dims)]
 
+    def _call_module(self, instance, last: int, capture) -> None:
+        body = self._body
+        self._body, self._function_inputs = capture[2], capture[3]
+        later = {self.latest[b] for layer in self.layers[last + 1:] for b in layer.bottoms
+                 if b in self.latest}
+        outputs = {self.latest[name] for name in self.net.outputs if name in self.latest}
+        call = module_call(self, instance, body, later, outputs)
+        (self.nodes if self._body is None else self._body).append(call)
+
     def _function(self, handler, layer, ins, outs):
         """The layer as a call of a function whose body `handler` writes."""
+        outer = self._body, self._function_inputs  # a module's body, when inside one
         self._body, self._function_inputs = [], []
         try:
             handler(self, layer, ins, outs)
             body, weights = self._body, self._function_inputs
         finally:
-            self._body = None
+            self._body, self._function_inputs = outer
         taken = {f.name for f in self.functions}
         name = layer.type if layer.type not in taken else next(
             f"{layer.type}_{i}" for i in range(2, len(taken) + 2) if f"{layer.type}_{i}" not in taken)

@@ -23,7 +23,8 @@ from blobcast.modules import apply_modules_json, modules_json
 from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import FileChunk, MappedFile
-from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, FUNCTION_DOMAIN, build_graph
+from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
+from .onnx_modules import inline_module_calls
 from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the format record)
 from .onnx_ops.registry import NEWEST_OPSET
 from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
@@ -138,8 +139,8 @@ def write(model: Model, path: str, *, opset: int | None = None,
     opsets = [helper.make_opsetid("", opset)]
     if builder.custom_layers:
         opsets.append(helper.make_opsetid(CUSTOM_DOMAIN, 1))
-    if builder.functions:
-        opsets.append(helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    for domain in sorted({function.domain for function in builder.functions}):
+        opsets.append(helper.make_opsetid(domain, 1))  # fork layers' and modules' functions
     if training is not None:
         from .onnx_training import PREVIEW_DOMAIN, TRAINING_IR_VERSION
 
@@ -358,6 +359,10 @@ def read(path: str, **_options) -> Model:
         from .onnx_training import read_training
 
         return read_training(onnx_model, values, training_values(onnx_model, path, raw, buf), path)
+    try:  # module instances were written as function calls: the flat graph first
+        inline_module_calls(onnx_model)
+    except ValueError as error:
+        raise FormatError(str(error), path) from None
     model = import_model(onnx_model, values, path)
     record = next((p.value for p in onnx_model.metadata_props if p.key == MODULES_KEY), None)
     if record is not None:

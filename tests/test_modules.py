@@ -192,3 +192,50 @@ def test_a_module_imported_from_a_file_beside_the_net(tmp_path):
     text = googlenet_modular().replace(INCEPTION_MODULE, 'import: "inception.prototxt"\n')
     model = blobcast.load(_write(tmp_path, "g.prototxt", text))
     assert len(model.modules) == 9 and len(model.layers) == 140
+
+
+def test_modules_export_as_onnx_functions_that_onnxruntime_runs_like_the_flat_graph(tmp_path):
+    import onnx
+
+    from .test_onnx import ort_run
+
+    model = _with_weights(blobcast.load(_write(tmp_path, "g.prototxt", googlenet_modular())))
+    report = blobcast.convert(_save(model, tmp_path / "g.caffemodel.h5"), tmp_path / "g.onnx")
+    assert report.check == "onnx checker (full)" and report.forward["passed"]
+    written = onnx.load(tmp_path / "g.onnx")
+    assert [(f.domain, f.name) for f in written.functions] == [("ai.blobcast.module", "Inception")]
+    calls = [n for n in written.graph.node if n.domain == "ai.blobcast.module"]
+    assert [n.name for n in calls] == list(model.modules) and len(written.graph.node) < 25
+    flat = blobcast.load(tmp_path / "g.caffemodel.h5")
+    flat.modules = {}
+    for layer in flat.layers:
+        layer.module_path = ()
+    blobcast.save(flat, tmp_path / "flat.onnx")
+    x = np.random.default_rng(4).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    assert np.array_equal(ort_run(tmp_path / "g.onnx", {"data": x})["prob"],
+                          ort_run(tmp_path / "flat.onnx", {"data": x})["prob"])
+    back = blobcast.load(tmp_path / "g.onnx")  # the calls inlined: the Caffe layers and modules again
+    assert len(back.modules) == 9 and back["inception_5b/pool_proj"].module_path == ("inception_5b",)
+    assert [layer.name for layer in back.layers] == [layer.name for layer in blobcast.load(tmp_path / "flat.onnx").layers]
+
+
+def test_discovered_resnet_blocks_export_as_functions(tmp_path):
+    import onnx
+
+    model = _with_weights(blobcast.load(_write(tmp_path, "r.prototxt", resnet50_flat())))
+    discover_modules(model)
+    report = blobcast.convert(_save(model, tmp_path / "r.caffemodel.h5"), tmp_path / "r.onnx")
+    assert report.forward["passed"]
+    written = onnx.load(tmp_path / "r.onnx")
+    calls = [n for n in written.graph.node if n.domain == "ai.blobcast.module"]
+    assert len(calls) == 16
+    # a body holds its BatchNorm's per-channel constants, so each stage's width (and the
+    # stride-1 projection) is a function of its own: 4 stages x 2 kinds
+    assert len(written.functions) == 8
+
+
+def _save(model, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", blobcast.BlobcastWarning)
+        blobcast.save(model, path)
+    return path
