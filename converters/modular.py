@@ -35,7 +35,7 @@ from google.protobuf import text_format
 
 from blobcast.errors import FormatError
 from blobcast.model import Model
-from blobcast.modules import ModuleInstance
+from blobcast.modules import ModuleInstance, share_parameters
 
 _TOKEN = re.compile(r'\s+|#[^\n]*'                      # space, comments
                     r'|"(?:[^"\\\n]|\\.)*"'              # strings
@@ -439,19 +439,6 @@ def flatten(modular: ModularFile, parse_text, model_from_net, upgrade_net) -> Mo
     for layer, (_, module_path, share_key) in zip(model.layers[offset:], layers):
         layer.module_path = module_path
         if share_key is not None:
-            _share(layer, share_key, modular.separator)
+            share_parameters(layer, share_key, modular.separator)
     model.modules = instances
     return model
-
-
-def _share(layer, key: str, separator: str) -> None:
-    """Caffe's sharing by name for each blob of a layer in a shared instance."""
-    from blobcast.weights import expected_blob_count
-
-    count = expected_blob_count(layer) or 0
-    specs = layer.spec.param
-    for index in range(count):
-        while len(specs) <= index:
-            specs.add()
-        if not specs[index].name:
-            specs[index].name = f"{key}{separator}{index}"

@@ -239,3 +239,76 @@ def _save(model, path):
         warnings.simplefilter("ignore", blobcast.BlobcastWarning)
         blobcast.save(model, path)
     return path
+
+
+def test_a_net_built_in_python_from_a_module_is_the_modular_googlenet(tmp_path):
+    from blobcast.compose import NetBuilder, module
+
+    from .module_nets import INCEPTIONS, POOL_AFTER
+
+    @module("Inception")
+    def inception(net, x, *, n1x1, n3x3_reduce, n3x3, n5x5_reduce, n5x5, pool_proj):
+        def conv_relu(bottom, n, k, name, pad=0):
+            return net.relu(net.conv(bottom, n, k, pad=pad, name=name), name=f"relu_{name}")
+        branches = [conv_relu(x, n1x1, 1, "1x1"),
+                    conv_relu(conv_relu(x, n3x3_reduce, 1, "3x3_reduce"), n3x3, 3, "3x3", pad=1),
+                    conv_relu(conv_relu(x, n5x5_reduce, 1, "5x5_reduce"), n5x5, 5, "5x5", pad=2),
+                    conv_relu(net.pool(x, "MAX", 3, 1, 1, name="pool"), pool_proj, 1, "pool_proj")]
+        return net.concat(*branches, name="output")
+
+    c = lambda n: n // 8  # noqa: E731
+    net = NetBuilder("GoogleNet", separator="/")
+    x = net.input("data", [1, 3, 64, 64])
+    x = net.relu(net.conv(x, c(64), 7, stride=2, pad=3, name="conv1/7x7_s2"), name="conv1/relu_7x7")
+    x = net.pool(x, "MAX", 3, 2, name="pool1/3x3_s2")
+    x = net.relu(net.conv(x, c(64), 1, name="conv2/3x3_reduce"), name="conv2/relu_3x3_reduce")
+    x = net.relu(net.conv(x, c(192), 3, pad=1, name="conv2/3x3"), name="conv2/relu_3x3")
+    x = net.pool(x, "MAX", 3, 2, name="pool2/3x3_s2")
+    for name, *sizes in INCEPTIONS:
+        keys = dict(zip(("n1x1", "n3x3_reduce", "n3x3", "n5x5_reduce", "n5x5", "pool_proj"), map(c, sizes)))
+        x = inception(net, x, name=name, **keys)
+        if name in POOL_AFTER:
+            x = net.pool(x, "MAX", 3, 2, name=POOL_AFTER[name])
+    x = net.pool(x, name="pool5/7x7_s1", kind="AVE", global_pooling=True)
+    net.softmax(net.fc(x, 1000 // 8, name="loss3/classifier"), name="prob")
+    built = net.model()
+    written = blobcast.load(_write(tmp_path, "g.prototxt", googlenet_modular()))
+    assert [layer.spec.to_dict() for layer in built.layers] == [layer.spec.to_dict() for layer in written.layers]
+    assert {n: i.to_dict() for n, i in built.modules.items()} == {n: i.to_dict() for n, i in written.modules.items()}
+    assert [layer.module_path for layer in built.layers] == [layer.module_path for layer in written.layers]
+
+
+def test_draw_shows_instances_collapsed_or_as_clusters_and_colours_the_first_bad_layer(tmp_path):
+    import re
+    import shutil
+
+    model = _with_weights(blobcast.load(_write(tmp_path, "g.prototxt", googlenet_modular())))
+    _save(model, tmp_path / "g.caffemodel.h5")
+    done = CliRunner().invoke(app, ["draw", str(tmp_path / "g.caffemodel.h5"), str(tmp_path / "g.dot")])
+    assert done.exit_code == 0, done.output
+    collapsed = (tmp_path / "g.dot").read_text()
+    assert collapsed.count("Inception(n1x1=") == 9 and "inception_3a/1x1" not in collapsed
+    assert "subgraph" not in collapsed and collapsed.count('[label="pool2/3x3_s2 1x24x8x8"]') == 1
+    CliRunner().invoke(app, ["draw", str(tmp_path / "g.caffemodel.h5"), str(tmp_path / "x.dot"), "--expand"])
+    expanded = (tmp_path / "x.dot").read_text()
+    assert len(re.findall(r"subgraph cluster_", expanded)) == 9 and "inception_3a/1x1\\nConvolution" in expanded
+    assert expanded.count("{") == expanded.count("}")
+    # B: one weight of inception_4a/3x3 changed; its top is the first blob that differs
+    changed = blobcast.load(tmp_path / "g.caffemodel.h5")
+    weights = changed["inception_4a/3x3"].blobs[0].data.numpy().copy()
+    weights.flat[0] += 1.0
+    changed["inception_4a/3x3"].blobs[0] = blobcast.Blob(weights)
+    _save(changed, tmp_path / "b.caffemodel.h5")
+    done = CliRunner().invoke(app, ["draw", str(tmp_path / "g.caffemodel.h5"), str(tmp_path / "e.dot"),
+                                    "--expand", "--against", str(tmp_path / "b.caffemodel.h5"), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["first_mismatch"] == "inception_4a/3x3"
+    text = (tmp_path / "e.dot").read_text()
+    bad = next(line for line in text.splitlines() if 'label="inception_4a/3x3\\nConvolution"' in line)
+    assert "fillcolor" in bad and text.count('color="#c62828"') > 0 and text.count('color="#2e7d32"') > 0
+    if shutil.which("dot") is None:  # SVG and PNG need Graphviz: the error names it
+        done = CliRunner().invoke(app, ["draw", str(tmp_path / "g.caffemodel.h5"), str(tmp_path / "g.svg")])
+        assert done.exit_code == 2 and "Graphviz's dot" in done.output and not (tmp_path / "g.svg").exists()
+    else:
+        done = CliRunner().invoke(app, ["draw", str(tmp_path / "g.caffemodel.h5"), str(tmp_path / "g.svg")])
+        assert done.exit_code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")

@@ -408,6 +408,43 @@ def modularize(
     _run(body, json_output=json_output, debug=debug)
 
 
+@app.command(cls=_PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
+def draw(
+    source: Annotated[str, typer.Argument(metavar="NET", help="Model or net definition.",
+                                          show_default=False)],
+    destination: Annotated[str, typer.Argument(
+        metavar="OUT", help="Drawing to write: .dot (text), or .svg/.png/.pdf with Graphviz.",
+        show_default=False)],
+    prototxt: PrototxtOption = None,
+    expand: Annotated[bool, typer.Option("--expand", help="Show each module instance's layers "
+                                         "inside a cluster, not one box per instance.")] = False,
+    against: Annotated[Optional[str], typer.Option(
+        "--against", metavar="B", help="Colour each blob by its error against model B (or an "
+        ".npz of blobs), as verify --all-blobs measures it.")] = None,
+    inputs: Annotated[Optional[list[str]], typer.Option(
+        "--input", metavar="NAME=SHAPE", help="An input shape for the comparison.")] = None,
+    debug: DebugOption = False,
+    json_output: JsonOption = False,
+):
+    """Draw the net as Caffe's draw_net.py does, with module instances as clusters (found in
+    flat nets), blob shapes on the edges, and with --against the error of each blob."""
+    from .api import draw as draw_net
+
+    def body():
+        from .verify import RunOptions
+
+        report = draw_net(source, destination, prototxt=prototxt, expand=expand, against=against,
+                          options=RunOptions(inputs=tuple(inputs or ())))
+        if json_output:
+            _print_json({"ok": True, **report})
+            return
+        first = f"; first bad blob: {report['first_mismatch']}" if report["first_mismatch"] else ""
+        stdout.print(f"{escape(source)} -> {escape(destination)} ({report['format']}): "
+                     f"{report['layers']} layers, {report['instances']} module instances{first}")
+
+    _run(body, json_output=json_output, debug=debug)
+
+
 @app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
 def verify(
     a: Annotated[str, typer.Argument(metavar="A", help="A model (any format with layers).",

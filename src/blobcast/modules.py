@@ -104,3 +104,17 @@ def apply_modules_json(model: Model, text: str, strict: bool = True) -> None:
         if name in by_name:
             by_name[name].module_path = path
     model.modules = {instance.name: instance for instance in instances}
+
+
+def share_parameters(layer, key: str, separator: str) -> None:
+    """Caffe's sharing by name (`param { name }`) for each blob of a layer
+    made by a shared instance: `<key><separator><blob index>`, unless named."""
+    from .weights import expected_blob_count
+
+    count = expected_blob_count(layer) or 0
+    specs = layer.spec.param
+    for index in range(count):
+        while len(specs) <= index:
+            specs.add()
+        if not specs[index].name:
+            specs[index].name = f"{key}{separator}{index}"
