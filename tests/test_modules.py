@@ -312,3 +312,14 @@ def test_draw_shows_instances_collapsed_or_as_clusters_and_colours_the_first_bad
     else:
         done = CliRunner().invoke(app, ["draw", str(tmp_path / "g.caffemodel.h5"), str(tmp_path / "g.svg")])
         assert done.exit_code == 0 and (tmp_path / "g.svg").read_text().lstrip().startswith("<?xml")
+
+
+def test_an_instances_phase_rules_reach_every_layer_it_makes(tmp_path):
+    text = NESTED.replace('layer { name: "p2" module: "Pair" bottom: "p1" top: "p2" module_param { key: "n" value: "4" } share_weights: true }',
+                          'layer { name: "p2" module: "Pair" bottom: "p1" top: "p2" module_param { key: "n" value: "4" } '
+                          'include { phase: TRAIN } }')
+    model = blobcast.load(_write(tmp_path, "n.prototxt", text))
+    assert all(layer.spec.include[0].phase == "TRAIN" for layer in model.layers if layer.name.startswith("p2."))
+    test_net = Net(model, random_weights=0)  # Caffe's TEST phase: the p2 instance is left out
+    assert not any(layer.name.startswith("p2.") for layer in test_net.layers)
+    assert test_net.outputs == ["p1"]
