@@ -323,3 +323,23 @@ def test_an_instances_phase_rules_reach_every_layer_it_makes(tmp_path):
     test_net = Net(model, random_weights=0)  # Caffe's TEST phase: the p2 instance is left out
     assert not any(layer.name.startswith("p2.") for layer in test_net.layers)
     assert test_net.outputs == ["p1"]
+
+
+def test_the_readme_googlenet_is_bvlcs_googlenet():
+    from .conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("**From Python**")[1].split("```python")[1].split("```")[0]
+    assert len(code.strip().splitlines()) < 40
+    namespace: dict = {}
+    exec(code, namespace)
+    built = namespace["model"]
+    from blobcast.converters.prototxt import net_from_text
+
+    flat = net_from_text(googlenet_flat(shrink=1, size=224), "<flat>")
+    assert [layer.spec.to_dict() for layer in built.layers] == [layer.spec.to_dict() for layer in flat.layers]
+    assert len(built.modules) == 9
+    _with_weights(built)
+    from blobcast.modules import module_tree
+
+    assert module_tree(built)[0]["parameters"] == 163_696  # inception_3a, as the README says

@@ -357,42 +357,6 @@ def modularize(source: str | os.PathLike, destination: str | os.PathLike, *,
                       "modular": len(text.splitlines())}}
 
 
-def draw(source: str | os.PathLike, destination: str | os.PathLike, *, prototxt: str | None = None,
-         expand: bool = False, against: str | None = None, options=None) -> dict:
-    """Draw the net (DOT; SVG/PNG/PDF with Graphviz) with its module instances
-    collapsed or, with `expand`, as clusters; with `against`, each blob's error
-    against that model (or .npz) colours its edge and the first bad layer."""
-    from .draw import dot_text, write_drawing
-    from .engine import blob_shapes
-    from .module_discovery import discover_modules
-
-    source, destination = os.fspath(source), os.fspath(destination)
-    check_distinct(source, destination)
-    model = load(source, prototxt=prototxt)
-    if not isinstance(model, Model) or not model.has_architecture:
-        raise FormatError("drawing needs the layer definitions (give --prototxt with weights)", source)
-    if not model.modules:
-        discover_modules(model)
-    try:
-        shapes = blob_shapes(model, skip_unrunnable=True)[1]
-    except BlobcastError:
-        shapes = {}
-    comparisons, report = {}, None
-    if against is not None:
-        from .verify import RunOptions, verify_files
-
-        run = options or RunOptions()
-        run.all_blobs, run.prototxt = True, prototxt
-        report = verify_files(source, os.fspath(against), run)
-        comparisons = {c.name: c for c in report.compared}
-    kind = write_drawing(dot_text(model, expand=expand, shapes=shapes, comparisons=comparisons),
-                         destination)
-    first = report.first_mismatch if report is not None else None
-    return {"source": source, "destination": destination, "format": kind,
-            "instances": len(model.modules), "layers": len(model.layers),
-            "compared": len(comparisons), "first_mismatch": first.name if first else None}
-
-
 def _check_training_read_back(model: Model, temporary: str, fmt) -> str:
     """The written training snapshot reads back to the same weights and state."""
     written = _reading(temporary, lambda: fmt.read(temporary))

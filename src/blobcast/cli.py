@@ -389,6 +389,7 @@ def modularize(
                                                show_default=False)],
     prototxt: PrototxtOption = None,
     force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
+    memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
 ):
@@ -405,7 +406,7 @@ def modularize(
         stdout.print(f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
                      f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
 
-    _run(body, json_output=json_output, debug=debug)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
 @app.command(cls=_PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
@@ -423,12 +424,13 @@ def draw(
         ".npz of blobs), as verify --all-blobs measures it.")] = None,
     inputs: Annotated[Optional[list[str]], typer.Option(
         "--input", metavar="NAME=SHAPE", help="An input shape for the comparison.")] = None,
+    memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
 ):
     """Draw the net as Caffe's draw_net.py does, with module instances as clusters (found in
     flat nets), blob shapes on the edges, and with --against the error of each blob."""
-    from .api import draw as draw_net
+    from .draw import draw_file as draw_net
 
     def body():
         from .verify import RunOptions
@@ -442,7 +444,7 @@ def draw(
         stdout.print(f"{escape(source)} -> {escape(destination)} ({report['format']}): "
                      f"{report['layers']} layers, {report['instances']} module instances{first}")
 
-    _run(body, json_output=json_output, debug=debug)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
 @app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
