@@ -381,6 +381,14 @@ def _format_error(value: float | None) -> str:
     return "inf" if value == float("inf") else f"{value:.3g}"
 
 
+def _say(report: dict, json_output: bool, line: str) -> None:
+    """A command's report: the JSON object, or its one line."""
+    if json_output:
+        _print_json({"ok": True, **report})
+    else:
+        stdout.print(line)
+
+
 @app.command(cls=_PlainCommand, short_help="Write a flat net with its repeated blocks as modules.")
 def modularize(
     source: Annotated[str, typer.Argument(metavar="NET", help="Net (.prototxt, or weights with "
@@ -399,12 +407,10 @@ def modularize(
 
     def body():
         report = modularize_net(source, destination, prototxt=prototxt, overwrite=force)
-        if json_output:
-            _print_json({"ok": True, **report})
-            return
         found = ", ".join(f"{m['module']} x{len(m['instances'])}" for m in report["modules"])
-        stdout.print(f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
-                     f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
+        _say(report, json_output,
+             f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
+             f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
 
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
@@ -437,12 +443,10 @@ def draw(
 
         report = draw_net(source, destination, prototxt=prototxt, expand=expand, against=against,
                           options=RunOptions(inputs=tuple(inputs or ())))
-        if json_output:
-            _print_json({"ok": True, **report})
-            return
         first = f"; first bad blob: {report['first_mismatch']}" if report["first_mismatch"] else ""
-        stdout.print(f"{escape(source)} -> {escape(destination)} ({report['format']}): "
-                     f"{report['layers']} layers, {report['instances']} module instances{first}")
+        _say(report, json_output,
+             f"{escape(source)} -> {escape(destination)} ({report['format']}): "
+             f"{report['layers']} layers, {report['instances']} module instances{first}")
 
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
