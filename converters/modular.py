@@ -45,6 +45,7 @@ _TOKEN = re.compile(r'\s+|#[^\n]*'                      # space, comments
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.+\-/ ]*$")  # what a parameter may be: no quotes, braces, comments
 MAX_LAYERS = 200_000   # flattened layers: nesting multiplies, so a small file can ask for billions
+MAX_DEPTH = 64         # modules inside modules
 MODULE_FIELDS = ("name", "input", "output", "param", "layer", "share_weights")
 INSTANCE_FIELDS = ("name", "module", "bottom", "top", "module_param", "share_weights", "include",
                    "exclude")
@@ -316,7 +317,35 @@ class _Flattener:
             raise FormatError("a modular net is written with V2 'layer' fields, not V1 'layers'", where)
         return list(parsed.layer)
 
+    def estimate(self, module: str, seen: tuple = ()) -> int:
+        """Layers one instance of `module` flattens to, counted from the text
+        before anything is parsed (modules named by a parameter count as one)."""
+        if module in self._counts:
+            return self._counts[module]
+        definition = self.modular.modules.get(module)
+        if definition is None or module in seen:
+            return 1  # reported properly when expanded
+        total = 0
+        for entry in entries(definition.body, 0, len(definition.body), definition.where):
+            inner = next((f for f in entries(definition.body, *entry.body, definition.where)
+                          if f.name == "module"), None) if entry.body else None
+            if inner is None or "${" in (inner.value or ""):
+                total += 1
+            else:
+                name = _string(inner, definition.body, definition.where, "module")
+                total += self.estimate(name, seen + (module,))
+            if total > MAX_LAYERS:
+                break
+        self._counts[module] = total
+        return total
+
     def run(self):
+        self._counts: dict[str, int] = {}
+        planned = 0
+        for kind, item in self.modular.items:
+            planned += 1 if kind == "layer" else self.estimate(item.module)
+            if planned > MAX_LAYERS:
+                raise FormatError(f"the net flattens to more than {MAX_LAYERS} layers", self.path)
         for kind, item in self.modular.items:
             if kind == "layer":
                 for layer in self.layer_text(item, self.path):
@@ -336,6 +365,8 @@ class _Flattener:
             raise FormatError(f"{who}: unknown module {spec.module!r} (modules: {known})", self.path)
         if spec.module in stack:
             raise FormatError(f"{who}: module cycle {' -> '.join(stack + [spec.module])}", self.path)
+        if len(stack) >= MAX_DEPTH:
+            raise FormatError(f"{who}: modules nest more than {MAX_DEPTH} deep", self.path)
         who = f"instance {spec.name!r} of module {module.name!r}"
         if len(spec.bottoms) != len(module.inputs) or len(spec.tops) != len(module.outputs):
             raise FormatError(f"{who}: the module takes {len(module.inputs)} bottom(s) and "

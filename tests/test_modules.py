@@ -343,3 +343,24 @@ def test_the_readme_googlenet_is_bvlcs_googlenet():
     from blobcast.modules import module_tree
 
     assert module_tree(built)[0]["parameters"] == 163_696  # inception_3a, as the README says
+
+
+def test_hostile_modular_files_are_refused_in_bounded_time(tmp_path):
+    # ten modules, each instantiating the next ten times: 10**10 layers if flattened
+    text = ['layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }']
+    for level in range(10):
+        inner = ('layer { name: "r" type: "ReLU" bottom: "x" top: "y" }' if level == 9 else
+                 " ".join(f'layer {{ name: "i{k}" module: "M{level + 1}" bottom: "x" top: "y{k}" }}' for k in range(10)))
+        text.append(f'module {{ name: "M{level}" input: "x" output: "y" {inner} '
+                    + ("" if level == 9 else 'layer { name: "y" type: "Concat" bottom: "y0" bottom: "y1" top: "y" }') + " }")
+    text.append('layer { name: "top" module: "M0" bottom: "data" top: "out" }')
+    path = _write(tmp_path, "bomb.prototxt", "\n".join(text))
+    done = CliRunner().invoke(app, ["inspect", str(path)])
+    assert done.exit_code == 2 and "flattens to more than 200000 layers" in done.output
+    # modules nested deeper than 64
+    deep = [text[0]] + [f'module {{ name: "D{k}" input: "x" output: "y" layer {{ name: "i" module: "D{k + 1}" bottom: "x" top: "y" }} }}'
+                         for k in range(80)]
+    deep += ['module { name: "D80" input: "x" output: "y" layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }',
+             'layer { name: "top" module: "D0" bottom: "data" top: "out" }']
+    done = CliRunner().invoke(app, ["inspect", str(_write(tmp_path, "deep.prototxt", "\n".join(deep)))])
+    assert done.exit_code == 2 and "nest more than 64 deep" in done.output
