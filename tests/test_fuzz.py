@@ -22,7 +22,14 @@ def sources(tmp_path_factory):
     blob = folder / "mean.binaryproto"
     np.save(folder / "mean.npy", np.random.RandomState(0).rand(1, 3, 4, 4).astype(np.float32))
     blobcast.convert(folder / "mean.npy", blob)
-    return [str(p) for p in (
+    modular = folder / "modular.prototxt"
+    from .test_modules import NESTED
+
+    modular.write_text(NESTED)
+    steps = ROOT / "fixtures" / "steps"
+    trained = folder / "trained.onnx"
+    blobcast.convert(steps / "adam_iter_3.solverstate", trained, solver=steps / "adam_solver.prototxt")
+    return [str(p) for p in (modular, trained,
         GENERATED / "lenet.caffemodel", CAFFE / "v1" / "lenet_v0.caffemodel",
         CAFFE / "shared" / "snapshots" / "shared_h5_iter_4.caffemodel.h5", own_h5,
         CAFFE / "lenet" / "lenet_deploy.prototxt",
