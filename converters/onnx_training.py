@@ -43,6 +43,7 @@ META_PARAMS = "caffe.params"              # JSON [[layer, blob, value, legacy sh
 META_HISTORY = "caffe.history"            # JSON [value name, ...] in the state's order
 META_LEARNED_NET = "caffe.learned_net"
 META_STATE_EXTRA = "caffe.solverstate_extra"  # fields beyond Caffe's four (a fork's), base64
+META_HDF5_TIMES = "caffe.solverstate_hdf5_times"  # JSON {dataset: mtime} of a .solverstate.h5
 LOSS_TYPES = ("SoftmaxWithLoss", "EuclideanLoss")
 _FLOAT, _DOUBLE, _INT64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
 
@@ -548,6 +549,8 @@ def _metadata(model: Model, params: list[_Param], history_names: list[str], buil
         META_HISTORY: json.dumps(history_names),
         META_LEARNED_NET: training.state.learned_net,
         META_STATE_EXTRA: base64.b64encode(extra.SerializeToString()).decode("ascii"),
+        **({META_HDF5_TIMES: json.dumps(training.state.hdf5_times)} if training.state.hdf5_times
+           else {}),
     }
 
 
@@ -664,11 +667,26 @@ def read_training(onnx_model, values: dict, state_values: dict, path: str) -> Mo
         if shape is not None and tuple(tensor.shape) != tuple(shape) and tensor.size == int(np.prod(shape)):
             tensor = as_tensor(np.asarray(tensor.numpy()).reshape(shape))  # stored in the graph's shape
         history.append(tensor)
+    times = _hdf5_times(meta.get(META_HDF5_TIMES), path)
     state = SolverState(iter=_scalar_int(known, ITERATION, path),
                         current_step=_scalar_int(known, CURRENT_STEP, path),
                         learned_net=meta.get(META_LEARNED_NET, ""),
-                        history=history, extra=extra,
+                        history=history, extra=extra, hdf5_times=times,
                         source_path=path, source_format="onnx")
     model.training = Training(solver, state)
     model.training.check(model, path)
     return model
+
+
+def _hdf5_times(text: str | None, path: str) -> dict[str, int]:
+    if text is None:
+        return {}
+    try:
+        times = json.loads(text)
+    except ValueError as error:
+        raise _damaged(f"{META_HDF5_TIMES} is not JSON ({error})", path) from None
+    if not isinstance(times, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
+            for k, v in times.items()):
+        raise _damaged(f"{META_HDF5_TIMES} is not a map of names to times", path)
+    return times

@@ -148,30 +148,67 @@ class HDF5Format:
         history = [_dataset_tensor(entries[str(i)], path, f"/history/{i}", file_map, copied)
                    for i in range(len(keys))]
         check_allocation(sum(copied), "reading the datasets that are not stored plainly", path)
+        names = ["iter", "learned_net", "current_step"] + [f"history/{i}" for i in range(len(keys))]
+        times = {}
+        for name in names:
+            try:
+                times[name] = int(h5py.h5g.get_objinfo(handle.id, name.encode()).mtime)
+            except (KeyError, RuntimeError):
+                continue
         return SolverState(iter=iteration, current_step=current_step, learned_net=learned_net,
-                           history=history, source_path=path, source_format=HDF5Format.NAME)
+                           history=history, source_path=path, source_format=HDF5Format.NAME,
+                           hdf5_times={k: v for k, v in times.items() if v})
 
     @staticmethod
     def write(state: SolverState, path: str, *, progress=None, **_options) -> None:
+        times = bool(state.hdf5_times)  # Caffe's HDF5 library stamps each dataset
         with h5py.File(path, "w") as handle:
-            handle.create_dataset("iter", data=np.array([state.iter], dtype="<i4"))
-            _write_c_string(handle, "learned_net", state.learned_net)
-            handle.create_dataset("current_step", data=np.array([state.current_step], dtype="<i4"))
+            handle.create_dataset("iter", data=np.array([state.iter], dtype="<i4"), track_times=times)
+            _write_c_string(handle, "learned_net", state.learned_net, times)
+            handle.create_dataset("current_step", data=np.array([state.current_step], dtype="<i4"),
+                                  track_times=times)
             group = handle.create_group("history")
             for i, tensor in enumerate(state.history):
-                group.create_dataset(str(i), data=tensor.numpy())
+                group.create_dataset(str(i), data=tensor.numpy(), track_times=times)
                 if progress is not None:
                     progress(tensor.nbytes)
+        if times:
+            _restore_times(path, state.hdf5_times)
 
 
-def _write_c_string(handle: h5py.File, name: str, text: str) -> None:
+# An object modification time message in a version-1 object header: type 0x12,
+# size 8, flags and reserved, then version 1, reserved, and the seconds.
+_TIME_MESSAGE = bytes.fromhex("120008000000000001000000")
+
+
+def _restore_times(path: str, times: dict[str, int]) -> None:
+    """Put the recorded modification time in each dataset's header, where HDF5
+    just wrote the current time (it has no call to set one). Headers of
+    another layout are left as they are."""
+    with h5py.File(path, "r") as handle:
+        places = {name: h5py.h5g.get_objinfo(handle.id, name.encode()).objno[0] for name in times
+                  if name in handle}
+    with open(path, "r+b") as raw:
+        for name, address in places.items():
+            raw.seek(address)
+            header = raw.read(4096)
+            at = header.find(_TIME_MESSAGE)
+            if at < 0:
+                continue
+            raw.seek(address + at + len(_TIME_MESSAGE))
+            raw.write(int(times[name]).to_bytes(4, "little"))
+
+
+def _write_c_string(handle: h5py.File, name: str, text: str, track_times: bool = False) -> None:
     """A scalar, null-terminated ASCII string, as HDF5's H5LTmake_dataset_string makes."""
     raw = text.encode("ascii")
     string_type = h5py.h5t.C_S1.copy()
     string_type.set_size(len(raw) + 1)
     string_type.set_strpad(h5py.h5t.STR_NULLTERM)
     space = h5py.h5s.create(h5py.h5s.SCALAR)
-    dataset = h5py.h5d.create(handle.id, name.encode(), string_type, space)
+    creation = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    creation.set_obj_track_times(track_times)
+    dataset = h5py.h5d.create(handle.id, name.encode(), string_type, space, dcpl=creation)
     dataset.write(h5py.h5s.ALL, h5py.h5s.ALL, np.array(raw + b"\0", dtype=f"S{len(raw) + 1}"))
 
 

@@ -38,6 +38,9 @@ class SolverState:
     extra: Message = field(default_factory=lambda: Message("SolverState"))
     source_path: str = ""
     source_format: str = ""
+    # When read from HDF5: each dataset's modification time as the file
+    # recorded it, so the state can be written back byte for byte.
+    hdf5_times: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         self.history = [as_tensor(t) for t in self.history]
