@@ -2,6 +2,7 @@
 the engine against OpenCV, and the ONNX export against onnxruntime."""
 
 import json
+import re
 
 import cv2
 import numpy as np
@@ -95,3 +96,37 @@ def test_the_yolo_net_converts_to_onnx_in_standard_ops_and_between_caffe_formats
         step = runner.invoke(app, ["convert", str(source), str(target), "--json"])
         assert step.exit_code == 0, step.output
     assert (tmp_path / "y.caffemodel").read_bytes() == YOLO_WEIGHTS.read_bytes()
+
+
+def test_the_yolo_net_with_interp_for_its_upsamples_as_its_repository_instructs(tmp_path):
+    # The repository's README tells MNN users to replace each Upsample with an Interp layer
+    # of the upsampled height and width (PSPNet/DeepLab's bilinear, align-corners resize).
+    # That edit of the real net: run against OpenCV (which has Interp), exported to ONNX and
+    # run in onnxruntime, and imported back to Interp layers.
+    from .test_onnx import ort_run
+
+    text = YOLO_NET.read_text()
+    for name, (height, width) in (("layer74-upsample", (18, 22)), ("layer86-upsample", (36, 44))):
+        text = re.sub(rf'(name: "{name}"\s*)type: "Upsample"\s*upsample_param \{{[^}}]*\}}',
+                      rf'\1type: "Interp" interp_param {{ height: {height} width: {width} }}', text)
+    assert text.count('type: "Interp"') == 2 and 'type: "Upsample"' not in text
+    net_path = tmp_path / "interp.prototxt"
+    net_path.write_text(text)
+    model = blobcast.load(YOLO_WEIGHTS, prototxt=net_path)
+    x = np.random.RandomState(3).uniform(0, 1, size=(1, 3, 288, 352)).astype(np.float32)
+    ours = Net(model).forward({"data": x})
+    reference = cv2.dnn.readNetFromCaffe(str(net_path), str(YOLO_WEIGHTS))
+    reference.setInput(x)
+    for name, theirs in zip(YOLO_OUTPUTS, reference.forward(YOLO_OUTPUTS)):
+        np.testing.assert_allclose(ours[name], theirs, atol=2e-4, rtol=1e-4, err_msg=name)
+    result = runner.invoke(app, ["convert", str(YOLO_WEIGHTS), str(tmp_path / "i.onnx"), "--prototxt",
+                                 str(net_path), "--strict", "--json"])
+    assert result.exit_code == 0, result.output
+    exported = ort_run(tmp_path / "i.onnx", {"data": x})
+    for name in YOLO_OUTPUTS:
+        np.testing.assert_allclose(exported[name], ours[name], atol=1e-4, rtol=1e-4, err_msg=name)
+    back = runner.invoke(app, ["convert", str(tmp_path / "i.onnx"), str(tmp_path / "back.caffemodel"),
+                               "--json"])
+    assert back.exit_code == 0, back.output
+    again = blobcast.load(tmp_path / "back.caffemodel", prototxt=tmp_path / "back.prototxt")
+    assert [layer.type for layer in again.layers].count("Interp") == 2
