@@ -36,12 +36,12 @@ def _segments(model: Model) -> list[list[int]]:
     for i, layer in enumerate(layers):
         for blob in layer.bottoms:
             last_use[blob] = i
-    produced: set[str] = set()
+    live: set[str] = set()  # blobs made so far that a later layer still reads
     segments, current = [], []
     for i, layer in enumerate(layers):
         current.append(i)
-        produced.update(layer.tops)
-        live = {blob for blob in produced if last_use.get(blob, -1) > i}
+        live.difference_update(b for b in layer.bottoms if last_use.get(b) == i)
+        live.update(t for t in layer.tops if last_use.get(t, -1) > i)
         if len(live) <= 1:
             segments.append(current)
             current = []
