@@ -251,3 +251,20 @@ def test_for_ncsdk_inputs_are_written_as_the_nets_input_fields(tmp_path):
     net = cv2.dnn.readNetFromCaffe(str(tmp_path / "ncsdk.prototxt"), str(out))
     net.setInput(x)
     np.testing.assert_allclose(net.forward(), Net(model).forward({"data": x})["out"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("beta", [1.0, 1.5])
+def test_swish_is_written_for_caffe_1_0_as_the_sigmoid_and_product_it_computes(beta):
+    from blobcast.engine import Net
+    from blobcast.targets import lower_for
+
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 3 dim: 5 dim: 5 } } }\n'
+            f'layer {{ name: "s" type: "Swish" bottom: "data" top: "out" swish_param {{ beta: {beta} }} }}\n')
+    model = net_from_text(text, "<swish>")
+    x = np.random.default_rng(2).normal(0, 3, (2, 3, 5, 5)).astype(np.float32)
+    expected = Net(model).forward({"data": x})["out"]
+    assert lower_for(model, target_named("caffe-1.0")) == ["layer 's': Swish as Sigmoid and Eltwise PROD layers"]
+    kinds = [layer.type for layer in model.layers][1:]
+    assert kinds == (["Sigmoid", "Eltwise"] if beta == 1 else ["Power", "Sigmoid", "Eltwise"])
+    assert not target_problems(model, target_named("caffe-1.0"))
+    np.testing.assert_allclose(Net(model).forward({"data": x})["out"], expected, rtol=2e-7, atol=1e-7)

@@ -104,13 +104,19 @@ def lower_for(model: Model, target: Target) -> list[str]:
     Clip(0, 6) and ReLU6 are one operation, min(max(x, 0), 6): OpenCV, RKNN,
     TIDL and the forks have ReLU6, BVLC Caffe has Clip, and Caffe 1.0 (NNIE)
     has neither, so there it becomes ReLU / Eltwise MAX / Power layers that
-    compute it exactly. The YOLO forks' nearest Upsample by whole factors (and
+    compute it exactly. Swish (not in Caffe 1.0) becomes the Sigmoid and
+    product its layer computes inside. The YOLO forks' nearest Upsample by whole factors (and
     Huawei's, which also multiplies) is a grouped Deconvolution whose kernel
     is the factor, filled with ones (or the multiplier). A target that reads
     inputs only as the net's input fields gets them so."""
     done = []
     shapes = None
     for layer in list(model.layers):
+        if layer.type == "Swish" and layer.type not in target.types and \
+                {"Sigmoid", "Eltwise", "Power"} <= target.types:
+            _swish_as_sigmoid_product(model, layer)
+            done.append(f"layer {layer.name!r}: Swish as Sigmoid and Eltwise PROD layers")
+            continue
         clip = _clip_bounds(layer)
         if layer.type == "Upsample" and _upsample_kind(layer) == "nearest" and (
                 "Upsample" not in target.types or target.upsample != "nearest") \
@@ -178,6 +184,26 @@ def _clip_as_max_and_power(model: Model, layer, clip: tuple[float, float]) -> No
     rest[-1].name = name  # the last layer keeps the name and the top
     index = model.layers.index(layer)
     model.layers[index:index + 1] = first + rest
+
+
+def _swish_as_sigmoid_product(model: Model, layer) -> None:
+    """x * sigmoid(beta * x) as Caffe's SwishLayer computes it (an inner
+    Sigmoid layer on beta * x, then the product), from Caffe 1.0's layers."""
+    from .model import Layer
+
+    name, bottom, top = layer.name, layer.bottoms[0], layer.tops[0]
+    beta = float(layer.spec.swish_param.beta) if layer.spec.has("swish_param") else 1.0
+    made = []
+    source = bottom
+    if beta != 1.0:
+        made.append(Layer(f"{name}/scaled", "Power", bottoms=[bottom], tops=[f"{name}/scaled"],
+                          power_param={"scale": beta}))
+        source = f"{name}/scaled"
+    made.append(Layer(f"{name}/sigmoid", "Sigmoid", bottoms=[source], tops=[f"{name}/sigmoid"]))
+    made.append(Layer(name, "Eltwise", bottoms=[bottom, f"{name}/sigmoid"], tops=[top],
+                      eltwise_param={"operation": "PROD"}))
+    index = model.layers.index(layer)
+    model.layers[index:index + 1] = made
 
 
 def _inputs_as_net_fields(model: Model) -> bool:
