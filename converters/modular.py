@@ -207,10 +207,17 @@ class ModularFile:
 
 
 def is_modular(text: str) -> bool:
-    """Whether a prototxt uses anything beyond Caffe's schema (a quick look first)."""
-    # A false alarm (the words inside a string) costs only the slower, equivalent path.
-    return bool(re.search(r"(^|[\s{;,])(module\s*\{|module\s*:|import\s*:|module_separator\s*:)",
-                          text))
+    """Whether a prototxt uses anything beyond Caffe's schema: a module, an
+    import, a separator, or a layer that instantiates a module (a Python
+    layer's python_param { module } is Caffe's own)."""
+    if not re.search(r"\b(module|import|module_separator)\s*[:{]", text):
+        return False  # the quick look: most nets
+    try:
+        top = entries(text, 0, len(text), "")
+    except FormatError:
+        return False  # Caffe's parser names the syntax error
+    return any(entry.name in ("module", "import", "module_separator")
+               or is_instance(text, entry, "") for entry in top)
 
 
 def parse_file(path: str, text: str, read_text) -> ModularFile:

@@ -364,3 +364,11 @@ def test_hostile_modular_files_are_refused_in_bounded_time(tmp_path):
              'layer { name: "top" module: "D0" bottom: "data" top: "out" }']
     done = CliRunner().invoke(app, ["inspect", str(_write(tmp_path, "deep.prototxt", "\n".join(deep)))])
     assert done.exit_code == 2 and "nest more than 64 deep" in done.output
+
+
+def test_a_python_layers_module_setting_is_not_a_module_instance(tmp_path):
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 } } }\n'
+            'layer { name: "py" type: "Python" bottom: "data" top: "out" '
+            'python_param { module: "my_layers" layer: "Double" } }\n')
+    model = blobcast.load(_write(tmp_path, "py.prototxt", text))
+    assert model["py"].spec.python_param.module == "my_layers" and not model.modules
