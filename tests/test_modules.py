@@ -372,3 +372,17 @@ def test_a_python_layers_module_setting_is_not_a_module_instance(tmp_path):
             'python_param { module: "my_layers" layer: "Double" } }\n')
     model = blobcast.load(_write(tmp_path, "py.prototxt", text))
     assert model["py"].spec.python_param.module == "my_layers" and not model.modules
+
+
+def test_convert_with_modules_writes_a_flat_nets_blocks_as_onnx_functions(tmp_path):
+    import onnx
+
+    model = _with_weights(blobcast.load(_write(tmp_path, "flat.prototxt", googlenet_flat())))
+    blobcast.save(model, tmp_path / "flat.caffemodel")
+    done = CliRunner().invoke(app, ["convert", str(tmp_path / "flat.caffemodel"), str(tmp_path / "g.onnx"),
+                                    "--modules", "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["forward"]["passed"]
+    written = onnx.load(tmp_path / "g.onnx")
+    assert [f.name for f in written.functions] == ["Inception"]
+    assert len(blobcast.load(tmp_path / "g.onnx").modules) == 9

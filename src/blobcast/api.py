@@ -411,7 +411,7 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
             overwrite: bool = False, weights: str | None = None,
             forward_check: bool | ForwardCheck = True, progress_factory=None,
             onnx_options: dict | None = None, target: str | None = None,
-            solver: str | None = None) -> ConversionReport:
+            solver: str | None = None, find_modules: bool = False) -> ConversionReport:
     """Convert a file; the output appears only once written and checked bit-exact.
 
     A solver state converts to ONNX with its weights (`weights`, else the
@@ -435,7 +435,8 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
                           destination_format=destination_format, compress=compress,
                           overwrite=overwrite, weights=weights, forward_check=forward_check,
                           progress_factory=progress_factory, onnx_options=onnx_options,
-                          group=group, after_commit=after_commit, target=target, solver=solver)
+                          group=group, after_commit=after_commit, target=target, solver=solver,
+                          find_modules=find_modules)
     for action in after_commit:
         action()
     return report
@@ -490,7 +491,7 @@ def _check_target(obj, dst_fmt, target: str, source: str) -> None:
 def _convert(source, destination, *, prototxt, source_format, destination_format, compress,
              overwrite, weights, forward_check, progress_factory, onnx_options,
              group: OutputGroup, after_commit: list, target: str | None = None,
-             solver: str | None = None) -> ConversionReport:
+             solver: str | None = None, find_modules: bool = False) -> ConversionReport:
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
     check_options = forward_check if isinstance(forward_check, ForwardCheck) else ForwardCheck()
@@ -518,6 +519,13 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                                   ".solverstate carries one)", source)
             trained_model, obj = obj, obj.training.state
         _check_kind(obj, dst_fmt, destination)
+        if find_modules:
+            if not isinstance(obj, Model) or not obj.has_architecture:
+                raise BlobcastError("--modules needs a net with its layer definitions")
+            if not obj.modules:
+                from .module_discovery import discover_modules
+
+                discover_modules(obj)
         if isinstance(obj, Model) and obj.has_architecture:
             missing = obj.unproduced_bottoms()
             if missing:

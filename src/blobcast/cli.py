@@ -246,6 +246,9 @@ def convert(
         "--solver", metavar="SOLVER",
         help="Solver .prototxt: with a solver state converted to ONNX, the model gets the "
              "training step it defines.")] = None,
+    find_modules: Annotated[bool, typer.Option(
+        "--modules", help="Find the blocks a flat net repeats and write them as modules "
+        "(ONNX functions, the .caffemodel.h5 module record).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace DESTINATION if it exists.")] = False,
     verify_forward: Annotated[bool, typer.Option(
         "--verify/--no-verify", help="Also run both models forward on the same inputs and "
@@ -297,7 +300,7 @@ def convert(
                               weights=weights, forward_check=check,
                               progress_factory=_progress_factory(json_output),
                               onnx_options=onnx_options or None, target=target,
-                              solver=solver)
+                              solver=solver, find_modules=find_modules)
         if json_output:
             _print_json({"ok": True, **report.to_dict()})
             return
