@@ -386,3 +386,21 @@ def test_convert_with_modules_writes_a_flat_nets_blocks_as_onnx_functions(tmp_pa
     written = onnx.load(tmp_path / "g.onnx")
     assert [f.name for f in written.functions] == ["Inception"]
     assert len(blobcast.load(tmp_path / "g.onnx").modules) == 9
+
+
+def test_training_side_branches_do_not_split_the_blocks_they_leave(tmp_path):
+    # GoogLeNet's train_val has auxiliary classifiers after inception_4a and 4d, written
+    # between the blocks and run in training only
+    text = googlenet_flat()
+    aux = ('layer {{ name: "{n}/ave_pool" type: "Pooling" bottom: "{b}" top: "{n}/ave_pool" '
+           'pooling_param {{ pool: AVE global_pooling: true }} include {{ phase: TRAIN }} }}\n'
+           'layer {{ name: "{n}/fc" type: "InnerProduct" bottom: "{n}/ave_pool" top: "{n}/fc" '
+           'inner_product_param {{ num_output: 5 }} include {{ phase: TRAIN }} }}\n')
+    for block, name in (("inception_4a", "loss1"), ("inception_4d", "loss2")):
+        anchor = f'layer {{ name: "{block}/output"'
+        end = text.index("\n", text.index(anchor)) + 1
+        text = text[:end] + aux.format(n=name, b=f"{block}/output") + text[end:]
+    model = blobcast.load(_write(tmp_path, "train_val.prototxt", text))
+    found = discover_modules(model)
+    assert [(m.name, len(m.instance_names)) for m in found] == [("Inception", 9)]
+    assert not model["loss1/fc"].module_path

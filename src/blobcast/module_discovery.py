@@ -21,7 +21,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .model import Model
+from .model import Model, layer_included
 from .modules import ModuleInstance
 from .params import Message
 
@@ -30,15 +30,19 @@ _NAMES = ("name", "bottom", "top")
 
 
 def _segments(model: Model) -> list[list[int]]:
-    """Layer index runs between single-blob cuts, in-place runs joined to their producer."""
+    """Layer index runs between single-blob cuts, in-place runs joined to their
+    producer. The TEST phase's layers only: a training net's side branches
+    (GoogLeNet's auxiliary classifiers) do not split the blocks they leave."""
     layers = model.layers
+    chosen = [i for i, layer in enumerate(layers) if layer_included(layer, "TEST")]
     last_use: dict[str, int] = {}
-    for i, layer in enumerate(layers):
-        for blob in layer.bottoms:
+    for i in chosen:
+        for blob in layers[i].bottoms:
             last_use[blob] = i
     live: set[str] = set()  # blobs made so far that a later layer still reads
     segments, current = [], []
-    for i, layer in enumerate(layers):
+    for i in chosen:
+        layer = layers[i]
         current.append(i)
         live.difference_update(b for b in layer.bottoms if last_use.get(b) == i)
         live.update(t for t in layer.tops if last_use.get(t, -1) > i)
@@ -123,8 +127,9 @@ def find_repeats(model: Model) -> list[list[Region]]:
     """Groups of two or more regions that are one module, in first-use order."""
     last_use: dict[str, int] = {}
     for i, layer in enumerate(model.layers):
-        for blob in layer.bottoms:
-            last_use[blob] = i
+        if layer_included(layer, "TEST"):
+            for blob in layer.bottoms:
+                last_use[blob] = i
     groups: dict[tuple, list[Region]] = defaultdict(list)
     for indices in _segments(model):
         if len(indices) < 2 or any(model.layers[i].type in ("Input",) or not model.layers[i].bottoms
