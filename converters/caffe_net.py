@@ -7,7 +7,7 @@ import warnings
 from blobcast.errors import BlobcastWarning
 from blobcast.model import Blob, Layer, Model
 from blobcast.params import Message
-from blobcast.tensor import LazyTensor, same_bits
+from blobcast.tensor import reshaped, same_bits
 
 from . import caffe_pb2 as pb
 from .messages import fill_pb, message_from_pb
@@ -33,12 +33,8 @@ def _natural_shape(layer_type: str, index: int, blob: Blob) -> tuple[int, ...] |
 
 
 def _with_shape(blob: Blob, shape) -> Blob:
-    def reshape(t):
-        if t is None:
-            return None
-        return LazyTensor(shape, t.dtype, lambda: t.numpy().reshape(shape), getattr(t, "source", ""))
-
-    return Blob(reshape(blob.data), reshape(blob.diff), blob.legacy_shape)
+    diff = reshaped(blob.diff, shape) if blob.diff is not None else None
+    return Blob(reshaped(blob.data, shape), diff, blob.legacy_shape)
 
 
 def model_from_net(net, blobs_per_layer: list[list[Blob]], *, source_format: str,

@@ -356,7 +356,7 @@ def read(path: str, **_options) -> Model:
     values = initializer_values(onnx_model, path, raw, buf)
     if onnx_model.training_info and any(p.key == META_NET for p in onnx_model.metadata_props):
         # A Caffe training snapshot: the training net itself comes back, with its state.
-        from .onnx_training import read_training
+        from .onnx_training_read import read_training
 
         return read_training(onnx_model, values, training_values(onnx_model, path, raw, buf), path)
     try:  # module instances were written as function calls: the flat graph first

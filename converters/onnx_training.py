@@ -25,8 +25,9 @@ from google.protobuf import text_format
 from onnx import TensorProto, helper
 
 from blobcast.engine import Net
-from blobcast.model import Model, layer_included
-from blobcast.solver import learnable_params, learnable_slots
+from blobcast.model import Layer, Model, layer_included
+from blobcast.solver import learnable_params
+from blobcast.tensor import reshaped
 from blobcast.training import HISTORY_SUFFIXES
 
 from . import caffe_pb2 as pb
@@ -134,8 +135,7 @@ def _loss(g: StepGraph, model: Model, builder) -> tuple[str, list[str]]:
     """The training net's total loss, and the training inputs the graph adds."""
     train = Net(model, phase="TRAIN", skip_unrunnable=True)
     losses = [layer for layer in model.layers
-              if layer_included(layer, "TRAIN") and (layer.type in LOSS_TYPES
-                                                     or "Loss" in layer.type)]
+              if layer_included(layer, "TRAIN") and "Loss" in layer.type]
     if not losses:
         raise ExportError("the training net has no loss layer, so a training step has nothing "
                           "to differentiate")
@@ -384,10 +384,10 @@ def _plain_update(g: StepGraph, kind: str, solver, params, grads, history, rate:
     rates: dict = {}
     momentum = f32(solver.momentum)
     c = lambda hint, value: g.const(hint, f32(value), np.float32)  # noqa: E731
+    mul = lambda a, b, hint: g.binary("Mul", a, b, hint)  # noqa: E731
+    add = lambda a, b, hint: g.binary("Add", a, b, hint)  # noqa: E731
     for i, p in enumerate(params):
         grad, lr = grads[i], _local_rate(g, rate, p, rates)
-        mul = lambda a, b, hint: g.binary("Mul", a, b, hint)  # noqa: E731
-        add = lambda a, b, hint: g.binary("Add", a, b, hint)  # noqa: E731
         h = [hist[i] for hist in history]
         if kind in ("SGD", "Nesterov"):
             # caffe_cpu_axpby(local_rate, diff, momentum, history)
@@ -433,13 +433,6 @@ def _uses_preview(kind: str, solver) -> bool:
     return kind == "SGD" and solver.lr_policy == "fixed"
 
 
-def _value_info(name: str, array) -> object:
-    array = np.asarray(array.numpy() if hasattr(array, "numpy") else array) \
-        if not hasattr(array, "shape") else array
-    element = helper.np_dtype_to_tensor_dtype(np.dtype(array.dtype))
-    return helper.make_tensor_value_info(name, element, list(array.shape))
-
-
 def build_training_info(model: Model, builder):
     """(TrainingInfoProto without initializer values, [(name, array)] of its
     algorithm initializers, metadata {key: value}) for a model carrying training."""
@@ -451,11 +444,11 @@ def build_training_info(model: Model, builder):
     suffixes = HISTORY_SUFFIXES[kind]
     n = len(params)
     history_names = [f"{params[k % n].value}.{suffixes[k // n]}" for k in range(len(state.history))]
-    for k, (name, tensor) in enumerate(zip(history_names, state.history)):
-        shape = params[k % n].shape
-        g.initializers.append((name, tensor if tuple(tensor.shape) == shape
-                               else np.asarray(tensor.numpy()).reshape(shape)))
-    iteration = ITERATION
+    # each history tensor in its parameter's shape in the graph: (name, element type, shape)
+    typed = [(name, helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype)), params[k % n].shape)
+             for k, (name, tensor) in enumerate(zip(history_names, state.history))]
+    for (name, _, shape), tensor in zip(typed, state.history):
+        g.initializers.append((name, reshaped(tensor, shape)))
     g.initializers.append((ITERATION, np.array(state.iter, np.int64)))
     g.initializers.append((CURRENT_STEP, np.array(state.current_step, np.int64)))
 
@@ -464,28 +457,27 @@ def build_training_info(model: Model, builder):
     if solver.clip_gradients >= 0:
         grads = _clip(g, grads, solver.clip_gradients)
     # Normalize (iter_size): the gradient is taken of the batch fed, as one pass; see README.
-    rate, new_step = _learning_rate(g, solver, iteration, CURRENT_STEP)
-    next_iter = g.binary("Add", iteration, g.const("one_step", 1, np.int64), "iter_next")
-    history = [history_names[s * n:(s + 1) * n] for s in range(len(suffixes))]
+    rate, new_step = _learning_rate(g, solver, ITERATION, CURRENT_STEP)
+    next_iter = g.binary("Add", ITERATION, g.const("one_step", 1, np.int64), "iter_next")
+    history = [typed[s * n:(s + 1) * n] for s in range(len(suffixes))]
+    history_values = [[name for name, _, _ in names] for names in history]
     preview = _uses_preview(kind, solver)
     l2_in_op = preview and solver.regularization_type == "L2"
     if not l2_in_op:
         grads = [_regularized(g, solver, p, grad) for p, grad in zip(params, grads)]
     if preview:
-        new_x, new_h = _preview_update(g, kind, solver, params, grads, history, rate, next_iter,
-                                       l2_in_op)
+        new_x, new_h = _preview_update(g, kind, solver, params, grads, history_values, rate,
+                                       next_iter, l2_in_op)
     else:
-        new_x, new_h = _plain_update(g, kind, solver, params, grads, history, rate)
+        new_x, new_h = _plain_update(g, kind, solver, params, grads, history_values, rate)
 
-    values = dict(g.initializers)
-    values.update({name: array for name, array in builder.initializers})
     for p, updated in zip(params, new_x):
         g.bindings.append((p.value, updated))
         g.outputs.append(helper.make_tensor_value_info(updated, _FLOAT, list(p.shape)))
     for names, updates in zip(history, new_h):
-        for name, updated in zip(names, updates):
+        for (name, element, shape), updated in zip(names, updates):
             g.bindings.append((name, updated))
-            g.outputs.append(_value_info(updated, values[name]))
+            g.outputs.append(helper.make_tensor_value_info(updated, element, list(shape)))
     g.bindings.append((ITERATION, next_iter))
     g.outputs.append(helper.make_tensor_value_info(next_iter, _INT64, []))
     if new_step != CURRENT_STEP:
@@ -494,25 +486,24 @@ def build_training_info(model: Model, builder):
 
     algorithm = helper.make_graph(g.nodes, "caffe_training_step", g.inputs, g.outputs,
                                   doc_string=f"One Caffe {kind} iteration (SGDSolver::ApplyUpdate)")
-    info = helper.make_training_info(algorithm, g.bindings, _initialization(history, values),
-                                     [(name, f"{name}.reset") for names in history for name in names]
+    info = helper.make_training_info(algorithm, g.bindings, _initialization(typed),
+                                     [(name, f"{name}.reset") for name in history_names]
                                      + [(ITERATION, f"{ITERATION}.reset"),
                                         (CURRENT_STEP, f"{CURRENT_STEP}.reset")])
     return info, g.initializers, _metadata(model, params, history_names, builder)
 
 
-def _initialization(history: list[list[str]], values: dict):
+def _initialization(history: list[tuple]):
     """A fresh Caffe run's optimizer state: zero history, iteration and step 0."""
     nodes, outputs = [], []
-    for names in history:
-        for name in names:
-            shape = list(np.shape(values[name]))
-            nodes.append(helper.make_node(
-                "ConstantOfShape", [f"{name}.shape"], [f"{name}.reset"], name=f"{name}.reset"))
-            nodes.insert(0, helper.make_node("Constant", [], [f"{name}.shape"],
-                                             value=helper.make_tensor(f"{name}.shape", _INT64,
-                                                                      [len(shape)], shape)))
-            outputs.append(helper.make_tensor_value_info(f"{name}.reset", _FLOAT, shape))
+    for name, element, shape in history:
+        shape = list(shape)
+        nodes.append(helper.make_node(
+            "ConstantOfShape", [f"{name}.shape"], [f"{name}.reset"], name=f"{name}.reset"))
+        nodes.insert(0, helper.make_node("Constant", [], [f"{name}.shape"],
+                                         value=helper.make_tensor(f"{name}.shape", _INT64,
+                                                                  [len(shape)], shape)))
+        outputs.append(helper.make_tensor_value_info(f"{name}.reset", element, shape))
     for name in (ITERATION, CURRENT_STEP):
         nodes.append(helper.make_node("Constant", [], [f"{name}.reset"],
                                       value=helper.make_tensor(name, _INT64, [], [0])))
@@ -531,8 +522,10 @@ def _metadata(model: Model, params: list[_Param], history_names: list[str], buil
         for bi, blob in enumerate(layer.blobs):
             if blob is None:
                 continue
-            found = _graph_value(builder, layer, bi, blob, initializers)
-            value = learnable.get(id(blob)) or (found[0] if found else None)
+            value = learnable.get(id(blob))
+            if value is None:  # not trained: found in the inference graph, or nowhere
+                found = _graph_value(builder, layer, bi, blob, initializers)
+                value = found[0] if found else None
             if value is None:
                 raise ExportError(f"layer {layer.name!r} blob {bi} is in no graph; the training "
                                   "snapshot could not be restored from the ONNX model")
@@ -555,138 +548,4 @@ def _metadata(model: Model, params: list[_Param], history_names: list[str], buil
 
 
 def _without_blobs(layer):
-    from blobcast.model import Layer
-
     return Layer(spec=layer.spec)
-
-
-# -- reading it back ----------------------------------------------------------------------
-
-def _damaged(problem: str, path: str):
-    from blobcast.errors import FormatError
-
-    return FormatError(f"its Caffe training metadata is damaged: {problem}", path)
-
-
-def _scalar_int(values: dict, name: str, path: str) -> int:
-    value = values.get(name)
-    if value is None or np.asarray(value).size != 1 or np.asarray(value).dtype.kind not in "iu":
-        raise _damaged(f"{name} is not one integer", path)
-    number = int(np.asarray(value).reshape(-1)[0])
-    if not -2**31 <= number < 2**31:  # int32 in SolverState
-        raise _damaged(f"{name} = {number} is out of Caffe's range", path)
-    return number
-
-
-def _places(text: str, layer_count: int, values: dict, path: str) -> list:
-    try:
-        places = json.loads(text)
-    except ValueError as error:
-        raise _damaged(f"{META_PARAMS} is not JSON ({error})", path) from None
-    if not isinstance(places, list):
-        raise _damaged(f"{META_PARAMS} is not a list", path)
-    for place in places:
-        ok = (isinstance(place, list) and len(place) == 5
-              and isinstance(place[4], list) and all(isinstance(d, int) and d >= 0 for d in place[4])
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in place[:2])
-              and 0 <= place[0] < layer_count and 0 <= place[1] < 64 and isinstance(place[2], str)
-              and (place[3] is None or (isinstance(place[3], list) and len(place[3]) == 4
-                                        and all(isinstance(d, int) and d >= 0 for d in place[3]))))
-        if not ok:
-            raise _damaged(f"{META_PARAMS} holds an entry that is not [layer, blob, value, "
-                           "legacy shape, shape]", path)
-        if place[2] not in values:
-            raise _damaged(f"blob {place[1]} of layer {place[0]} is value {place[2]!r}, which the "
-                           "model does not hold", path)
-        if int(np.prod(place[4])) != int(np.prod(np.shape(values[place[2]]))):
-            raise _damaged(f"blob {place[1]} of layer {place[0]} has shape {place[4]}, but value "
-                           f"{place[2]!r} holds {np.shape(values[place[2]])}", path)
-    return places
-
-
-def read_training(onnx_model, values: dict, state_values: dict, path: str) -> Model:
-    """The Caffe training net, its weights and its Training, from a model
-    blobcast wrote with training info."""
-    from blobcast.model import Blob
-    from blobcast.solver import SolverState
-    from blobcast.tensor import as_tensor
-    from blobcast.training import Training
-
-    from .caffe_net import model_from_net
-    from .caffemodel import decode_net
-    from .messages import message_from_pb
-    from .prototxt import parse_text
-    from .upgrade import upgrade_net
-
-    meta = {prop.key: prop.value for prop in onnx_model.metadata_props}
-    missing = [key for key in (META_SOLVER, META_NET, META_PARAMS, META_HISTORY) if key not in meta]
-    if missing:
-        raise _damaged("no " + ", ".join(missing), path)
-    known = {**values, **state_values}
-    try:
-        net_bytes = base64.b64decode(meta[META_NET], validate=True)
-        extra_bytes = base64.b64decode(meta.get(META_STATE_EXTRA, ""), validate=True)
-    except ValueError as error:
-        raise _damaged(f"not base64 ({error})", path) from None
-    net, v1_blobs, v2_blobs = decode_net(net_bytes, path)
-    if len(net.layers) or any(v2_blobs):
-        raise _damaged("the stored net is not a blob-free V2 NetParameter", path)
-    places = _places(meta[META_PARAMS], len(net.layer), known, path)
-    blobs: list[list] = [[] for _ in net.layer]
-    made: dict = {}
-    for li, bi, name, legacy, shape in sorted(places, key=lambda p: (p[0], p[1])):
-        if bi != len(blobs[li]):
-            raise _damaged(f"layer {li}'s blobs are not numbered 0, 1, ...", path)
-        if name not in made:
-            value = as_tensor(known[name])
-            if tuple(value.shape) != tuple(shape):
-                value = as_tensor(np.asarray(value.numpy()).reshape(shape))
-            made[name] = Blob(value, legacy_shape=tuple(legacy) if legacy else None)
-        blobs[li].append(made[name])
-    notes: list[str] = []
-    upgrade_net(net, [], blobs, notes)
-    model = model_from_net(net, blobs, source_format="onnx", source_version="V2", notes=notes,
-                           path=path)
-    try:
-        history_names = json.loads(meta[META_HISTORY])
-    except ValueError as error:
-        raise _damaged(f"{META_HISTORY} is not JSON ({error})", path) from None
-    if not isinstance(history_names, list) or not all(
-            isinstance(n, str) and n in known for n in history_names):
-        raise _damaged(f"{META_HISTORY} names values the model does not hold", path)
-    solver = message_from_pb(parse_text(meta[META_SOLVER], path, pb.SolverParameter))
-    try:
-        extra = message_from_pb(pb.SolverState.FromString(extra_bytes))
-    except Exception as error:  # protobuf's DecodeError and friends
-        raise _damaged(f"the state's own fields do not parse ({error})", path) from None
-    slots = learnable_slots(model)
-    history = []
-    for k, name in enumerate(history_names):
-        tensor = as_tensor(known[name])
-        shape = slots[k % len(slots)].shape if slots else None
-        if shape is not None and tuple(tensor.shape) != tuple(shape) and tensor.size == int(np.prod(shape)):
-            tensor = as_tensor(np.asarray(tensor.numpy()).reshape(shape))  # stored in the graph's shape
-        history.append(tensor)
-    times = _hdf5_times(meta.get(META_HDF5_TIMES), path)
-    state = SolverState(iter=_scalar_int(known, ITERATION, path),
-                        current_step=_scalar_int(known, CURRENT_STEP, path),
-                        learned_net=meta.get(META_LEARNED_NET, ""),
-                        history=history, extra=extra, hdf5_times=times,
-                        source_path=path, source_format="onnx")
-    model.training = Training(solver, state)
-    model.training.check(model, path)
-    return model
-
-
-def _hdf5_times(text: str | None, path: str) -> dict[str, int]:
-    if text is None:
-        return {}
-    try:
-        times = json.loads(text)
-    except ValueError as error:
-        raise _damaged(f"{META_HDF5_TIMES} is not JSON ({error})", path) from None
-    if not isinstance(times, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**32
-            for k, v in times.items()):
-        raise _damaged(f"{META_HDF5_TIMES} is not a map of names to times", path)
-    return times

@@ -142,6 +142,16 @@ class LazyTensor(Tensor):
         return self._array
 
 
+def reshaped(tensor: Tensor, shape) -> Tensor:
+    """The same values in another shape, read only when asked for (and still
+    copied file to file where they lie verbatim in one)."""
+    shape = tuple(int(d) for d in shape)
+    if tuple(tensor.shape) == shape:
+        return tensor
+    return LazyTensor(shape, tensor.dtype, lambda: tensor.numpy().reshape(shape),
+                      getattr(tensor, "source", ""), getattr(tensor, "file_bytes", None))
+
+
 def as_tensor(value) -> Tensor:
     """Accept a Tensor or anything NumPy can turn into a float array."""
     if isinstance(value, Tensor):
