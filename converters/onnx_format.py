@@ -37,7 +37,6 @@ from .onnx_tensors import (
     check_external_data,
     external_tensor,
     inferred_bytes,
-    tensor_value,
 )
 from .onnx_training import META_NET
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
@@ -321,32 +320,35 @@ def _raw_tensor(tensor: TensorProto, buf, span, path: str):
                       f"{path}:{tensor.name}", in_file)
 
 
-def initializer_values(onnx_model, path: str, raw: dict | None = None, buf=None) -> dict:
+def _tensor_values(tensors, spans, path: str, buf, what: str) -> dict:
+    """{name: values} for TensorProtos: views of the file where map_onnx found
+    their raw data (spans(name) -> (start, end) or None), external data mapped
+    once per file, anything else decoded."""
     values = {}
     files = ExternalFiles()
-    for tensor in onnx_model.graph.initializer:
-        if raw is not None and tensor.name in raw:
-            values[tensor.name] = _raw_tensor(tensor, buf, raw[tensor.name], path)
+    for tensor in tensors:
+        span = spans(tensor.name)
+        if span is not None:
+            values[tensor.name] = _raw_tensor(tensor, buf, span, path)
         elif tensor.data_location == TensorProto.EXTERNAL:
-            values[tensor.name] = external_tensor(tensor, path, files)
+            values[tensor.name] = external_tensor(tensor, path, files, f"{what} {tensor.name!r}")
         else:
             try:
                 values[tensor.name] = numpy_helper.to_array(tensor)
             except Exception as error:
-                raise FormatError(f"initializer {tensor.name!r} cannot be read ({error})", path) from error
+                raise FormatError(f"{what} {tensor.name!r} cannot be read ({error})", path) from error
     return values
+
+
+def initializer_values(onnx_model, path: str, raw: dict | None = None, buf=None) -> dict:
+    return _tensor_values(onnx_model.graph.initializer, (raw or {}).get, path, buf, "initializer")
 
 
 def training_values(onnx_model, path: str, raw: dict, buf, index: int = 0) -> dict:
     """The algorithm initializers of training_info[index], viewed in place where stored raw."""
-    values = {}
-    for tensor in onnx_model.training_info[index].algorithm.initializer:
-        span = raw.get((TRAINING, index, tensor.name))
-        if span is not None:
-            values[tensor.name] = _raw_tensor(tensor, buf, span, path)
-        else:
-            values[tensor.name] = tensor_value(tensor, path, f"training initializer {tensor.name!r}")
-    return values
+    return _tensor_values(onnx_model.training_info[index].algorithm.initializer,
+                          lambda name: raw.get((TRAINING, index, name)), path, buf,
+                          "training initializer")
 
 
 def read(path: str, **_options) -> Model:
