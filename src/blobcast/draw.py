@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from dataclasses import replace
 
 from .errors import BlobcastError, FormatError
 from .model import Model
@@ -47,14 +48,12 @@ def dot_text(model: Model, *, expand: bool = False, shapes: dict | None = None,
         lines.append(f"  label={_quote(model.name)}; labelloc=t;")
     layer_lines: dict[str | None, list[str]] = {}
     for index, layer in enumerate(model.layers):
-        if layer.type == "Input":
-            continue
+        if layer.type == "Input" or (layer.module_path and not expand):
+            continue  # inputs are drawn with their blob; collapsed layers as their instance
         style = ', style=filled, fillcolor="#f4cccc", penwidth=2' if layer is first_bad else ""
-        text = f"  {node_of(index)} [label={_quote(layer.name + chr(10) + layer.type)}{style}];"
-        owner = layer.module_path[-1] if expand and layer.module_path else None
-        if not expand and layer.module_path:
-            continue
-        layer_lines.setdefault(owner, []).append(text)
+        owner = layer.module_path[-1] if layer.module_path else None
+        layer_lines.setdefault(owner, []).append(
+            f"  {node_of(index)} [label={_quote(layer.name + chr(10) + layer.type)}{style}];")
     if not expand:
         for name, instance in model.modules.items():
             if instance.parent is None:
@@ -112,7 +111,7 @@ def _clusters(model: Model, parent: str | None, layer_lines: dict, indent: str) 
         if instance.parent != parent:
             continue
         params = ", ".join(f"{k}={v}" for k, v in instance.params.items())
-        lines.append(f"{indent}subgraph cluster_{abs(hash(name)) % 10**9}_{number} {{")
+        lines.append(f"{indent}subgraph cluster_{number} {{")
         lines.append(f"{indent}  label={_quote(f'{name}: {instance.module}({params})')}; "
                      'style="rounded,filled"; fillcolor="#f3f6fc";')
         lines += [indent + line for line in layer_lines.get(name, [])]
@@ -174,8 +173,7 @@ def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prot
     if against is not None:
         from .verify import RunOptions, verify_files
 
-        run = options or RunOptions()
-        run.all_blobs, run.prototxt = True, prototxt
+        run = replace(options or RunOptions(), all_blobs=True, prototxt=prototxt)
         report = verify_files(source, os.fspath(against), run)
         comparisons = {c.name: c for c in report.compared}
     kind = write_drawing(dot_text(model, expand=expand, shapes=shapes, comparisons=comparisons),
