@@ -206,32 +206,34 @@ class ModularFile:
     items: list = field(default_factory=list)  # ("layer", text) | ("instance", InstanceSpec)
 
 
-def is_modular(text: str) -> bool:
-    """Whether a prototxt uses anything beyond Caffe's schema: a module, an
-    import, a separator, or a layer that instantiates a module (a Python
-    layer's python_param { module } is Caffe's own)."""
+def modular_entries(text: str) -> list[Entry] | None:
+    """The top-level fields of a prototxt that uses anything beyond Caffe's
+    schema (a module, an import, a separator, a layer that instantiates a
+    module), else None. A Python layer's python_param { module } is Caffe's own."""
     if not re.search(r"\b(module|import|module_separator)\s*[:{]", text):
-        return False  # the quick look: most nets
+        return None  # the quick look: most nets
     try:
         top = entries(text, 0, len(text), "")
     except FormatError:
-        return False  # Caffe's parser names the syntax error
-    return any(entry.name in ("module", "import", "module_separator")
-               or is_instance(text, entry, "") for entry in top)
+        return None  # Caffe's parser names the syntax error
+    modular = any(entry.name in ("module", "import", "module_separator")
+                  or is_instance(text, entry, "") for entry in top)
+    return top if modular else None
 
 
-def parse_file(path: str, text: str, read_text) -> ModularFile:
-    """Split a modular file; read its imports (relative to it, inside its folder tree)."""
+def parse_file(path: str, text: str, read_text, top: list[Entry] | None = None) -> ModularFile:
+    """Split a modular file (`top`: its fields, when already scanned); read its
+    imports (relative to it, inside its folder tree)."""
     result = ModularFile(path, text)
     root = os.path.dirname(os.path.realpath(path))
-    _collect(result, path, text, read_text, root, {os.path.realpath(path)}, top=True)
+    _collect(result, path, text, read_text, root, {os.path.realpath(path)}, top=True, found=top)
     return result
 
 
 def _collect(result: ModularFile, path: str, text: str, read_text, root: str, seen: set,
-             top: bool) -> None:
+             top: bool, found: list[Entry] | None = None) -> None:
     net_parts = []
-    for entry in entries(text, 0, len(text), path):
+    for entry in found if found is not None else entries(text, 0, len(text), path):
         if entry.name == "module" and entry.body is not None:
             definition = _module_def(text, entry, path)
             if definition.name in result.modules:

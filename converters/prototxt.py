@@ -140,8 +140,9 @@ def read(path: str, **_options) -> Model:
         raise FormatError("not a text file (a binary model with the wrong suffix?)", path) from error
     if not text.strip():
         raise FormatError("the file is empty", path)
-    if modular.is_modular(text):  # modules, instances, imports: flattened here
-        return flatten_modular(text, path, _read_import)
+    top = modular.modular_entries(text)
+    if top is not None:  # modules, instances, imports: flattened here
+        return flatten_modular(text, path, _read_import, top)
     return net_from_text(text, path)
 
 
@@ -152,10 +153,11 @@ def _read_import(name: str) -> str:
         raise FormatError(f"cannot be read ({error})", name) from error
 
 
-def flatten_modular(text: str, path: str, read_import=_read_import) -> Model:
-    """The plain net of a modular net file's text (modular.py)."""
-    return modular.flatten(modular.parse_file(path, text, read_import), parse_text, model_from_net,
-                           upgrade_net)
+def flatten_modular(text: str, path: str, read_import=_read_import, top=None) -> Model:
+    """The plain net of a modular net file's text (modular.py); `top`: its
+    top-level fields, when already scanned."""
+    return modular.flatten(modular.parse_file(path, text, read_import, top), parse_text,
+                           model_from_net, upgrade_net)
 
 
 def has_unknown_fields(model: Model) -> bool:
