@@ -16,13 +16,12 @@ the largest difference of the logits, relative to the largest logit.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 
 import numpy as np
-from nets import NETS, chosen_nets, measure_and_report, write_net
+from nets import benchmark_parser, chosen_nets, measure_and_report, write_net
 
 import blobcast
 from blobcast.engine import Net
@@ -102,13 +101,10 @@ def _row(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--nets", default=",".join(NETS))
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     import cv2
 

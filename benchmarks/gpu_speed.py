@@ -17,13 +17,12 @@ sides on the CPU instead: a check of the interpreter, not a benchmark.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
 
 import numpy as np
-from nets import NETS, chosen_nets, measure_and_report, write_net
+from nets import benchmark_parser, chosen_nets, measure_and_report, write_net
 
 import blobcast
 from blobcast.engine import Net
@@ -147,12 +146,9 @@ def _row(row: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--nets", default=",".join(NETS))
+    parser = benchmark_parser(__doc__, runs=10)
     parser.add_argument("--batches", default="1,8,32,64")
     parser.add_argument("--device", default="gpu", choices=["gpu", "cpu"])
-    parser.add_argument("--json", action="store_true")
     options = parser.parse_args()
     try:
         import torch

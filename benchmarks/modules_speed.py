@@ -7,28 +7,16 @@ reading the flat prototxt (the reference). Medians of --runs in one process.
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nets import NETS, chosen_nets, measure_and_report  # noqa: E402
+from nets import NETS, benchmark_parser, chosen_nets, measure_and_report, median_seconds  # noqa: E402
 
 import blobcast  # noqa: E402
 from blobcast.api import modularize  # noqa: E402
 from blobcast.module_discovery import discover_modules  # noqa: E402
-
-
-def median_seconds(action, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        action()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def measure(name: str, folder: str, runs: int) -> list[dict]:
@@ -52,10 +40,7 @@ def measure(name: str, folder: str, runs: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nets", default="ResNet-50,GoogLeNet-style,MobileNet-v1")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
+    parser = benchmark_parser(__doc__, nets="ResNet-50,GoogLeNet-style,MobileNet-v1")
     args = parser.parse_args()
     header = (f"{'net':<16} {'layers':>6} {'operation':<22} {'time':>8} {'flat read':>9} {'ratio':>6}  "
               "modules found (lines flat -> modular)")

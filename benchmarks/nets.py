@@ -10,9 +10,12 @@ outputs compared against OpenCV are meaningful numbers, not overflow.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import statistics
 import tempfile
+import time
 
 import numpy as np
 
@@ -192,6 +195,25 @@ def write_net(name: str, folder: str, seed: int = 0) -> tuple[str, str]:
         handle.write(text)
     blobcast.save(with_weights(text, seed), weights)
     return prototxt, weights
+
+
+def benchmark_parser(doc: str, nets: str = ",".join(NETS), runs: int = 5) -> argparse.ArgumentParser:
+    """The options every benchmark takes: --nets, --runs and --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--nets", default=nets)
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def median_seconds(action, runs: int) -> float:
+    """The median time of `runs` calls of action()."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def chosen_nets(parser, spec: str) -> list[str]:

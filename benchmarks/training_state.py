@@ -17,18 +17,15 @@ allocate during one run (tracemalloc; files mapped in place are not counted):
 
 from __future__ import annotations
 
-import argparse
 import os
-import statistics
 import sys
-import time
 import tracemalloc
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from nets import NETS, chosen_nets, measure_and_report, with_weights  # noqa: E402
+from nets import NETS, benchmark_parser, chosen_nets, measure_and_report, median_seconds, with_weights  # noqa: E402
 
 import blobcast  # noqa: E402
 from blobcast.solver import SolverState, learnable_slots  # noqa: E402
@@ -76,16 +73,13 @@ def numpy_adam(values: dict, gradients: dict, state: dict) -> None:
 
 
 def timed(run, runs: int) -> tuple[float, int]:
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        seconds.append(time.perf_counter() - start)
+    """The median time, then the peak of what one more run allocates."""
+    seconds = median_seconds(run, runs)
     tracemalloc.start()
     run()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    return statistics.median(seconds), peak
+    return seconds, peak
 
 
 def measure(name: str, folder: str, runs: int) -> list[dict]:
@@ -139,10 +133,7 @@ def measure(name: str, folder: str, runs: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--nets", default="ResNet-50,MobileNet-v1")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--json", action="store_true")
+    parser = benchmark_parser(__doc__, nets="ResNet-50,MobileNet-v1")
     args = parser.parse_args()
     names = chosen_nets(parser, args.nets)
     header = (f"{'net':<10} {'operation':<24} {'time':>8} {'peak':>9}   {'reference':<22} "
