@@ -118,6 +118,8 @@ class NetBuilder:
 def module(name: str):
     """Make `f(net, *input_blobs, **params)` a module named `name`: each call
     (with `name=` for the instance) adds its layers under that instance."""
+    module_name = name  # the instance's keyword is `name` too
+
     def wrap(function):
         signature = inspect.signature(function)
 
@@ -141,5 +143,4 @@ def module(name: str):
 
         return instance
 
-    module_name = name
     return wrap

@@ -151,7 +151,7 @@ def _scope(names: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def _varying(values: list[str]) -> tuple[str, list[str], str] | None:
+def _varying(values: list[str]) -> tuple[str, list[str], str]:
     """(common prefix, the middles, common suffix) of names that differ."""
     prefix = os.path.commonprefix(values)
     reversed_rest = [v[len(prefix):][::-1] for v in values]
@@ -256,16 +256,16 @@ def _module_name(instances: list[str], taken: set[str]) -> str:
 def discover_modules(model: Model) -> list[FoundModule]:
     """Find repeated blocks and record them as module instances on the model."""
     found, taken = [], set()
+    instances = []  # (first layer index, instance)
     for regions in find_repeats(model):
         module = describe(model, regions, taken)
         found.append(module)
-        for name, region, index in zip(module.instance_names, regions, range(len(regions))):
+        for index, (name, region) in enumerate(zip(module.instance_names, regions)):
             params = {p: values[index] for p, values in module.params.items()}
-            model.modules[name] = ModuleInstance(name, module.name, params, list(region.inputs),
-                                                 list(region.outputs))
+            instances.append((region.layers[0], ModuleInstance(
+                name, module.name, params, list(region.inputs), list(region.outputs))))
             for i in region.layers:
                 model.layers[i].module_path = (name,)
-    order = {name: min(i for i, layer in enumerate(model.layers) if name in layer.module_path)
-             for name in model.modules}
-    model.modules = dict(sorted(model.modules.items(), key=lambda item: order[item[0]]))
+    model.modules.update((instance.name, instance) for _, instance in sorted(
+        instances, key=lambda item: item[0]))  # in net order
     return found
