@@ -40,24 +40,23 @@ class ModuleInstance:
                    share_weights=bool(data.get("share_weights", False)))
 
 
-def layers_of(model: Model, instance: str) -> list:
-    """The layers inside an instance, nested instances included."""
-    return [layer for layer in model.layers if instance in layer.module_path]
-
-
 def module_tree(model: Model) -> list[dict]:
     """The instances as a tree (top level first, in net order): each with its
     module, parameters, bottoms -> tops, layer and parameter counts, children."""
     owners = model.param_owners()
-    counted = {id(layer): sum(blob.data.size for j, blob in enumerate(layer.blobs)
-                              if blob is not None and (li, j) not in owners)
-               for li, layer in enumerate(model.layers)}
+    layers, parameters = {name: 0 for name in model.modules}, {name: 0 for name in model.modules}
+    for li, layer in enumerate(model.layers):  # a layer counts in every instance it sits in
+        own = sum(blob.data.size for j, blob in enumerate(layer.blobs)
+                  if blob is not None and (li, j) not in owners)
+        for name in layer.module_path:
+            if name in layers:
+                layers[name] += 1
+                parameters[name] += own
     nodes: dict[str, dict] = {}
     roots: list[dict] = []
     for name, instance in model.modules.items():
-        inside = layers_of(model, name)
-        node = {**instance.to_dict(), "layers": len(inside),
-                "parameters": sum(counted[id(layer)] for layer in inside), "children": []}
+        node = {**instance.to_dict(), "layers": layers[name], "parameters": parameters[name],
+                "children": []}
         nodes[name] = node
         parent = nodes.get(instance.parent) if instance.parent else None
         (parent["children"] if parent is not None else roots).append(node)
