@@ -10,6 +10,7 @@ same structure for nets written flat.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .model import Model
@@ -74,8 +75,6 @@ def module_summary(model: Model) -> list[dict]:
 
 def modules_json(model: Model) -> str | None:
     """The model's instances and each layer's module path, as JSON (or None)."""
-    import json
-
     if not model.modules:
         return None
     return json.dumps({"instances": [instance.to_dict() for instance in model.modules.values()],
@@ -87,8 +86,6 @@ def apply_modules_json(model: Model, text: str, strict: bool = True) -> None:
     """Restore what modules_json wrote; ValueError names what is wrong.
     strict=False: layers the record names that the net no longer has (an
     import may merge layers) are passed over."""
-    import json
-
     try:
         data = json.loads(text)
         instances = [ModuleInstance.from_dict(item) for item in data["instances"]]

@@ -105,10 +105,11 @@ def lower_for(model: Model, target: Target) -> list[str]:
     TIDL and the forks have ReLU6, BVLC Caffe has Clip, and Caffe 1.0 (NNIE)
     has neither, so there it becomes ReLU / Eltwise MAX / Power layers that
     compute it exactly. Swish (not in Caffe 1.0) becomes the Sigmoid and
-    product its layer computes inside. The YOLO forks' nearest Upsample by whole factors (and
-    Huawei's, which also multiplies) is a grouped Deconvolution whose kernel
-    is the factor, filled with ones (or the multiplier). A target that reads
-    inputs only as the net's input fields gets them so."""
+    product its layer computes inside. The YOLO forks' nearest Upsample by
+    whole factors (and Huawei's, which also multiplies) is a grouped
+    Deconvolution whose kernel is the factor, filled with ones (or the
+    multiplier). A target that reads inputs only as the net's input fields
+    gets them so."""
     done = []
     shapes = None
     for layer in list(model.layers):
