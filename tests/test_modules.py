@@ -12,11 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 import blobcast
+from blobcast.api import modularize
 from blobcast.cli import app
 from blobcast.engine import Net, blob_shapes
 from blobcast.fillers import random_weights
 from blobcast.module_discovery import discover_modules
 
+from .conftest import ROOT
 from .module_nets import googlenet_flat, googlenet_modular, resnet50_flat
 
 
@@ -404,3 +406,39 @@ def test_training_side_branches_do_not_split_the_blocks_they_leave(tmp_path):
     found = discover_modules(model)
     assert [(m.name, len(m.instance_names)) for m in found] == [("Inception", 9)]
     assert not model["loss1/fc"].module_path
+
+
+REAL = ROOT / "fixtures" / "real"
+
+
+@pytest.mark.parametrize("path,expected", [
+    ("bvlc_googlenet/deploy.prototxt", {"Inception": 9}),
+    ("bvlc_googlenet/train_val.prototxt", {"Inception": 9, "Loss": 2}),  # the auxiliary classifiers
+    ("resnet/ResNet-50-deploy.prototxt", {"Res": 4, "Res2": 12}),
+    ("resnet/ResNet-152-deploy.prototxt", {"Res": 4, "Res2": 46}),
+])
+def test_the_blocks_of_real_public_nets_are_found_and_modularized(path, expected, tmp_path):
+    flat = blobcast.load(REAL / path)
+    found = discover_modules(blobcast.load(REAL / path))
+    assert {m.name: len(m.instance_names) for m in found} == expected
+    if "googlenet" in path:
+        inception = next(m for m in found if m.name == "Inception")
+        assert inception.instance_names[0] == "inception_3a" and inception.separator == "/"
+    modularize(REAL / path, tmp_path / "m.prototxt")
+    again = blobcast.load(tmp_path / "m.prototxt")
+    assert [layer.spec.to_dict() for layer in again.layers] == [layer.spec.to_dict() for layer in flat.layers]
+    assert len((tmp_path / "m.prototxt").read_text().splitlines()) < len(
+        (REAL / path).read_text().splitlines()) / 2
+
+
+def test_the_real_googlenet_exports_its_inceptions_as_one_onnx_function(tmp_path):
+    import onnx
+
+    model = blobcast.load(REAL / "bvlc_googlenet" / "deploy.prototxt")
+    model["data"].spec.input_param.shape[0].dim[0] = 1
+    _save(_with_weights(model), tmp_path / "g.caffemodel")
+    report = blobcast.convert(tmp_path / "g.caffemodel", tmp_path / "g.onnx", find_modules=True)
+    assert report.forward["passed"]
+    written = onnx.load(tmp_path / "g.onnx")
+    assert [f.name for f in written.functions] == ["Inception"]
+    assert sum(node.domain == "ai.blobcast.module" for node in written.graph.node) == 9

@@ -21,6 +21,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from .errors import BlobcastError
 from .model import Model, layer_included
 from .modules import ModuleInstance
 from .params import Message
@@ -29,16 +30,33 @@ SEPARATORS = "/._-"
 _NAMES = ("name", "bottom", "top")
 
 
-def _segments(model: Model) -> list[list[int]]:
-    """Layer index runs between single-blob cuts, in-place runs joined to their
-    producer. The TEST phase's layers only: a training net's side branches
-    (GoogLeNet's auxiliary classifiers) do not split the blocks they leave."""
-    layers = model.layers
-    chosen = [i for i, layer in enumerate(layers) if layer_included(layer, "TEST")]
+def _run_layers(model: Model) -> list[int]:
+    """Indices of the layers the deploy net runs: Caffe's TEST phase without
+    data, loss and accuracy layers (a training net's labels, read by its last
+    layer, would otherwise be live everywhere and cut nothing)."""
+    from .engine import Net
+
+    try:
+        net = Net(model, skip_unrunnable=True)
+    except BlobcastError:  # not runnable as it is: the TEST phase's layers
+        return [i for i, layer in enumerate(model.layers) if layer_included(layer, "TEST")]
+    running = {id(layer) for layer in net.layers + net.unrun}
+    return [i for i, layer in enumerate(model.layers) if id(layer) in running]
+
+
+def _last_uses(model: Model, chosen: list[int]) -> dict[str, int]:
     last_use: dict[str, int] = {}
     for i in chosen:
-        for blob in layers[i].bottoms:
+        for blob in model.layers[i].bottoms:
             last_use[blob] = i
+    return last_use
+
+
+def _segments(model: Model, chosen: list[int], last_use: dict[str, int]) -> list[list[int]]:
+    """Runs of the `chosen` layers between single-blob cuts, in-place runs
+    joined to their producer. Side branches of a training net (GoogLeNet's
+    auxiliary classifiers) become runs of their own, between the blocks."""
+    layers = model.layers
     live: set[str] = set()  # blobs made so far that a later layer still reads
     segments, current = [], []
     for i in chosen:
@@ -125,13 +143,10 @@ def _region(model: Model, indices: list[int], consumed_later: dict[str, int]) ->
 
 def find_repeats(model: Model) -> list[list[Region]]:
     """Groups of two or more regions that are one module, in first-use order."""
-    last_use: dict[str, int] = {}
-    for i, layer in enumerate(model.layers):
-        if layer_included(layer, "TEST"):
-            for blob in layer.bottoms:
-                last_use[blob] = i
+    chosen = _run_layers(model)
+    last_use = _last_uses(model, chosen)
     groups: dict[tuple, list[Region]] = defaultdict(list)
-    for indices in _segments(model):
+    for indices in _segments(model, chosen, last_use):
         if len(indices) < 2 or any(model.layers[i].type in ("Input",) or not model.layers[i].bottoms
                                    for i in indices):
             continue
