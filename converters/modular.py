@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from google.protobuf import text_format
 
 from blobcast.errors import FormatError
+from blobcast.limits import check_allocation
 from blobcast.model import Model
 from blobcast.modules import ModuleInstance, share_parameters
 
@@ -204,6 +205,7 @@ class ModularFile:
     modules: dict[str, ModuleDef] = field(default_factory=dict)
     net_text: str = ""
     items: list = field(default_factory=list)  # ("layer", text) | ("instance", InstanceSpec)
+    text_bytes: int = 0  # of the file and its imports, held at once
 
 
 def modular_entries(text: str) -> list[Entry] | None:
@@ -224,7 +226,7 @@ def modular_entries(text: str) -> list[Entry] | None:
 def parse_file(path: str, text: str, read_text, top: list[Entry] | None = None) -> ModularFile:
     """Split a modular file (`top`: its fields, when already scanned); read its
     imports (relative to it, inside its folder tree)."""
-    result = ModularFile(path, text)
+    result = ModularFile(path, text, text_bytes=len(text))
     root = os.path.dirname(os.path.realpath(path))
     _collect(result, path, text, read_text, root, {os.path.realpath(path)}, top=True, found=top)
     return result
@@ -268,7 +270,10 @@ def _import(result: ModularFile, path: str, name: str, read_text, root: str, see
     if target in seen:
         return  # imported once already (or the file itself)
     seen.add(target)
-    _collect(result, target, read_text(target), read_text, root, seen, top=False)
+    text = read_text(target)
+    result.text_bytes += len(text)  # each file is checked on reading; all of them together too
+    check_allocation(result.text_bytes, "the net file and its imports", path)
+    _collect(result, target, text, read_text, root, seen, top=False)
 
 
 def _module_def(text: str, entry: Entry, path: str) -> ModuleDef:

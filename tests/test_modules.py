@@ -442,3 +442,16 @@ def test_the_real_googlenet_exports_its_inceptions_as_one_onnx_function(tmp_path
     written = onnx.load(tmp_path / "g.onnx")
     assert [f.name for f in written.functions] == ["Inception"]
     assert sum(node.domain == "ai.blobcast.module" for node in written.graph.node) == 9
+
+
+def test_imports_count_against_the_memory_budget_together(tmp_path):
+    # each imported file alone is within the budget; all of them together are not
+    module = 'module { name: "M%d" input: "x" output: "y" layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }\n'
+    for k in range(4):
+        (tmp_path / f"m{k}.prototxt").write_text(module % k + "# " + "x" * 300_000 + "\n")
+    imports = "".join(f'import: "m{k}.prototxt"\n' for k in range(4))
+    path = _write(tmp_path, "net.prototxt", imports + 'layer { name: "data" type: "Input" top: "data" '
+                  'input_param { shape { dim: 1 } } }\n')
+    done = CliRunner().invoke(app, ["inspect", str(path), "--memory-budget", "1M"])
+    assert done.exit_code == 2 and "the net file and its imports needs" in done.output, done.output
+    assert CliRunner().invoke(app, ["inspect", str(path), "--memory-budget", "2M"]).exit_code == 0
