@@ -17,7 +17,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from blobcast.errors import BlobcastError, FormatError
 from blobcast.fileio import final_path
-from blobcast.limits import check_allocation
 from blobcast.model import Model
 from blobcast.modules import apply_modules_json, modules_json
 from blobcast.tensor import FileBytes, LazyTensor
@@ -27,16 +26,11 @@ from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
 from .onnx_modules import inline_module_calls
 from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the format record)
 from .onnx_ops.registry import NEWEST_OPSET
-from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
 from .onnx_tensors import (
-    _NUMPY_OF,
-    SHAPE_VALUES,
     ExternalFiles,
     _layout,
-    all_tensors,
     check_external_data,
     external_tensor,
-    inferred_bytes,
 )
 from .onnx_training import META_NET
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
@@ -387,125 +381,3 @@ def run_training_step(path: str, gradients: dict) -> dict:
     values = {name: np.asarray(value.numpy() if hasattr(value, "numpy") else value)
               for name, value in values.items()}
     return run_step(onnx_model.training_info[0], values, gradients, path)
-
-
-def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
-    """Refuse, before a runtime allocates it, any value whose inferred size is
-    over the memory budget (a 200-byte model can ConstantOfShape 75 GB)."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(onnx_model)
-    for tensor in probe.graph.initializer:
-        dtype = _NUMPY_OF.get(tensor.data_type)
-        if tensor.name in raw and dtype is not None and dtype.kind in "iub":
-            start, end = raw[tensor.name]
-            if end - start <= SHAPE_VALUES * dtype.itemsize:
-                tensor.raw_data = bytes(buf[start:end])
-    try:
-        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
-    except Exception:
-        return  # the runtime reports what it cannot run
-    producers = {out: node for node in inferred.graph.node for out in node.output}
-    for value in list(inferred.graph.value_info) + list(inferred.graph.output):
-        nbytes = inferred_bytes(value, 4)
-        if nbytes is None:
-            continue
-        node = producers.get(value.name)
-        what = (f"running the {node.op_type} node {node.name or value.name!r}" if node is not None
-                else f"the value {value.name!r}")
-        check_allocation(nbytes, what, path)
-
-
-class OnnxRunner:
-    """Runs an .onnx file for verify: with onnxruntime when it is installed,
-    else with onnx's own reference evaluator (NumPy, slower; its grouped
-    ConvTranspose is wrong in onnx 1.23, so verification of such models needs
-    onnxruntime)."""
-
-    def __init__(self, path: str):
-        self.path = path
-        # The graph alone: tensor values are read by whichever engine runs it.
-        onnx_model, raw, buf = map_onnx(path)  # every external reference checked before any is read
-        graph = onnx_model.graph
-        _check_value_sizes(onnx_model, raw, buf, path)
-        self.external = any(t.data_location == TensorProto.EXTERNAL for _, t in all_tensors(onnx_model))
-        initializer_names = {t.name for t in graph.initializer}
-        self.inputs = {}
-        for item in graph.input:
-            if item.name in initializer_names:
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else None
-                    for d in item.type.tensor_type.shape.dim]
-            self.inputs[item.name] = None if None in dims else dims
-        self.outputs = [item.name for item in graph.output]
-        # Outputs behind custom nodes: the rest is run without them.
-        self.uncomputed = blocked_outputs(onnx_model)
-        self.skipped = [SkippedNode(node.name or node.output[0], node.op_type,
-                                    f"not run: a custom node of domain '{node.domain}', which no "
-                                    "ONNX runtime implements")
-                        for node in unrunnable_nodes(onnx_model)]
-        try:
-            import onnxruntime  # noqa: F401
-
-            self.engine = "onnxruntime"
-        except ImportError:
-            self.engine = "onnx reference evaluator"
-
-    def _full_model(self, keep_all: bool):
-        """The model with its data in memory (and every value an output with
-        keep_all), reduced to what runs without its custom nodes."""
-        model = onnx.load(self.path, load_external_data=True)
-        names = list(self.outputs)
-        if keep_all:
-            inferred = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info}
-            existing = set(names)
-            for node in model.graph.node:
-                for output in node.output:
-                    if output and output not in existing and output in inferred:
-                        model.graph.output.append(inferred[output])
-                        existing.add(output)
-                        names.append(output)
-        blocked = blocked_outputs(model)
-        if blocked:
-            names = [name for name in names if name not in blocked]
-            keep_outputs(model, names)
-        return model, names
-
-    def forward(self, inputs: dict, keep_all: bool = False, tolerate_missing: bool = True) -> dict:
-        """The outputs (every value with keep_all) that do not depend on a custom node."""
-        from blobcast.errors import BlobcastError
-
-        feeds = {k: np.asarray(v) for k, v in inputs.items()}
-        try:
-            if self.engine == "onnxruntime":
-                import onnxruntime
-
-                options = onnxruntime.SessionOptions()
-                options.log_severity_level = 4  # failures are reported as blobcast errors
-                # Pre-packed weights pay off over many runs; a check runs once,
-                # and they cost a copy of the weights (VGG16: 3.0 s, 1.12 GB -> 1.4 s, 1.0 GB).
-                options.add_session_config_entry("session.disable_prepacking", "1")
-                if keep_all or self.uncomputed:
-                    if self.external:  # onnxruntime finds external data only beside a file
-                        raise BlobcastError("every blob of a model with external data cannot be "
-                                            "kept; compare outputs only" if keep_all else
-                                            "a model with external data is run whole, and its "
-                                            "custom nodes cannot run", self.path)
-                    model, names = self._full_model(keep_all)
-                    if keep_all:  # every value as the graph states it, none fused away
-                        options.graph_optimization_level = \
-                            onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-                    source = model.SerializeToString()
-                else:
-                    names, source = list(self.outputs), self.path  # onnxruntime reads external data
-                session = onnxruntime.InferenceSession(source, options,
-                                                       providers=["CPUExecutionProvider"])
-                return dict(zip(names, session.run(names, feeds)))
-            from onnx.reference import ReferenceEvaluator
-
-            model, names = self._full_model(keep_all)
-            return dict(zip(names, ReferenceEvaluator(model).run(None, feeds)))
-        except BlobcastError:
-            raise
-        except Exception as error:  # onnxruntime and the evaluator raise their own types
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BlobcastError(f"{self.engine} could not run the model: {message}", self.path) from error

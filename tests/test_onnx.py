@@ -112,7 +112,7 @@ def test_resnet_class_net_round_trips_through_onnx(resnet, tmp_path, opset):
     caffe_net = Net(blobcast.load(resnet))
     ours = caffe_net.forward({"data": x}, keep_all=True)
     assert_close("prob", ours["prob"], ort_run(onnx_path, {"data": x})["prob"])
-    from blobcast.converters.onnx_format import OnnxRunner
+    from blobcast.converters.onnx_runner import OnnxRunner
 
     every = OnnxRunner(str(onnx_path)).forward({"data": x}, keep_all=True)
     assert_close("fc", ours["fc"], every["fc"])  # the logits, before the softmax flattens them

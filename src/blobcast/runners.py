@@ -31,12 +31,11 @@ def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Run
     for the path of an .onnx file (which runs around its custom nodes itself)."""
     if isinstance(model_or_onnx_path, Model):
         from .engine import Net
-
         return Net(model_or_onnx_path, device=device, **net_options)
-    from .converters import onnx_format  # file-format code lives apart from the model
+    from .converters import onnx_runner  # file-format code lives apart from the model
 
     net_options.pop("skip_unrunnable", None)
-    return onnx_format.OnnxRunner(model_or_onnx_path)
+    return onnx_runner.OnnxRunner(model_or_onnx_path)
 
 
 def forward_what_runs(side: Runner, inputs: dict, keep_all: bool = False) -> dict:
