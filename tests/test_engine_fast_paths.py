@@ -319,3 +319,28 @@ def test_the_callers_input_is_used_as_it_is_and_never_written(chains_run):
     net.forward({"data": x})
     assert np.array_equal(x, before)
     assert chains_run == [5]  # the chain on "conv" ran; the one on the caller's input did not
+
+
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_weights_read_layer_by_layer_give_the_held_weights_values(keep_all, chains_run):
+    held = _chain_net()
+    streamed = Net(held.model, hold_weights=False)
+    x = np.random.default_rng(4).standard_normal((2, 6, 9, 7)).astype(np.float32)
+    expected = held.forward({"data": x}, keep_all=keep_all)
+    for _ in range(2):  # a second run reads them again
+        got = streamed.forward({"data": x}, keep_all=keep_all)
+        assert got.keys() == expected.keys()
+        for name in got:
+            assert np.array_equal(got[name], expected[name]), name
+        # Nothing is left built once the run is over: the weights are freed.
+        assert all(op is engine_net._UNBUILT for op in streamed._ops)
+    assert chains_run == [6, 6, 6]  # the in-place chain still runs as one pass
+
+
+def test_random_weights_are_the_same_when_read_layer_by_layer():
+    model = net_from_text(CHAIN, "<chain>")
+    x = np.random.default_rng(5).standard_normal((2, 6, 9, 7)).astype(np.float32)
+    held = Net(model, random_weights=3).forward({"data": x})
+    streamed = Net(model, random_weights=3, hold_weights=False)
+    for _ in range(2):
+        assert np.array_equal(streamed.forward({"data": x})["pool"], held["pool"])

@@ -28,9 +28,13 @@ class Runner(Protocol):
 
 def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Runner:
     """The engine for a Model (options as Net takes them), the ONNX runner
-    for the path of an .onnx file (which runs around its custom nodes itself)."""
+    for the path of an .onnx file (which runs around its custom nodes itself).
+    A runner serves one run (a check, verify, run): the engine reads each
+    layer's weights as the layer comes, unless hold_weights=True is given."""
     if isinstance(model_or_onnx_path, Model):
         from .engine import Net
+
+        net_options.setdefault("hold_weights", False)
         return Net(model_or_onnx_path, device=device, **net_options)
     from .converters import onnx_runner  # file-format code lives apart from the model
 

@@ -52,6 +52,7 @@ def array_module(device: str = "cpu"):
 
 
 _BATCH_SETTINGS = ("data_param", "image_data_param", "hdf5_data_param", "window_data_param")
+_UNBUILT = object()  # an op not built yet, or freed after a run (hold_weights=False)
 
 
 def data_layer_shapes(layer: Layer, net_layers: list[Layer]) -> list[list[int] | None]:
@@ -115,7 +116,7 @@ class Net:
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),
                  skip_unrunnable: bool = False, precision=None, random_weights: int | None = None,
-                 winograd: bool = False):
+                 winograd: bool = False, hold_weights: bool = True):
         if not model.has_architecture:
             raise BlobcastError("the model has weights but no layer definitions; give the "
                                 "architecture with --prototxt")
@@ -129,6 +130,10 @@ class Net:
         # Opt-in: stride-1 3x3 convolutions by Winograd's F(2x2, 3x3), faster,
         # not Caffe's summation order (layers/winograd.py).
         self.winograd = winograd
+        # False for a net run once (a check): each layer's weights are read
+        # just before it runs and freed after, so the run holds the largest
+        # layer's, not the whole net's (VGG16: 411 of 553 MB).
+        self.hold_weights = hold_weights
         self.phase = phase
         self.allow_python_layers = allow_python_layers
         self.python_path = tuple(python_path)
@@ -250,23 +255,24 @@ class Net:
                     return np.dtype(blob.dtype.name) if blob.dtype.isnative else blob.dtype
         return np.dtype(np.float32)
 
-    def _build(self):
-        """One op per layer; None for a layer whose random weights wait for
-        its bottoms' shapes (with random_weights)."""
-        if self._ops is not None:
-            return self._ops
-        ops = []
-        for layer in self.layers:
+    def _op_at(self, index: int):
+        """The op of layer `index`, built on first use; None for a layer whose
+        random weights wait for its bottoms' shapes (with random_weights)."""
+        if self._ops is None:
+            self._ops = [_UNBUILT] * len(self.layers)
+        op = self._ops[index]
+        if op is _UNBUILT:
+            layer = self.layers[index]
             if self.random_weights is not None and _lacks_weights(layer):
-                ops.append(None)
-                continue
-            if layer.type != "Python":
-                check_has_weights(layer)
-            arrays = [blob.data.numpy() if self.precision not in (None, blob.data.dtype)
-                      else aligned_values(blob.data) for blob in layer.blobs if blob is not None]
-            ops.append(self._op(layer, arrays))
-        self._ops = ops
-        return ops
+                op = None
+            else:
+                if layer.type != "Python":
+                    check_has_weights(layer)
+                arrays = [blob.data.numpy() if self.precision not in (None, blob.data.dtype)
+                          else aligned_values(blob.data) for blob in layer.blobs if blob is not None]
+                op = self._op(layer, arrays)
+            self._ops[index] = op
+        return op
 
     def _op(self, layer: Layer, arrays: list):
         if layer.type == "Python":
@@ -306,7 +312,7 @@ class Net:
         included); they are built again if it runs again."""
         self._ops = None
 
-    def _in_place_chain(self, index: int, ops: list, bottoms: list, kept: dict) -> list:
+    def _in_place_chain(self, index: int, bottoms: list, kept: dict) -> list:
         """The apply functions of the run of element-wise layers from `index`
         that rewrite one blob in place (BatchNorm, Scale, ReLU, ...), when that
         blob's memory is the engine's alone: no other blob, input or caller
@@ -321,9 +327,12 @@ class Net:
             return []
         name, shape = layer.tops[0], bottoms[0].shape
         chain = []
-        for later, op in zip(self.layers[index:], ops[index:]):
-            if op is None or later.bottoms != [name] or later.tops != [name] or \
-                    later.type not in LAYER_TYPES:
+        for position in range(index, len(self.layers)):
+            later = self.layers[position]
+            if later.bottoms != [name] or later.tops != [name] or later.type not in LAYER_TYPES:
+                break
+            op = self._op_at(position)
+            if op is None:
                 break
             apply = op.in_place(shape)
             if apply is None:
@@ -364,9 +373,8 @@ class Net:
                 last_use[bottom] = index
         keep = set(self.outputs)
         kept = dict(values) if keep_all else {}
-        ops = list(self._build())
         run_until = 0  # layers before this index ran in place, in a chain
-        for index, (layer, op) in enumerate(zip(self.layers, ops)):
+        for index, layer in enumerate(self.layers):
             if index < run_until:
                 continue
             if tolerate_missing and any(name not in values for name in layer.bottoms):
@@ -376,11 +384,14 @@ class Net:
             except KeyError as missing:
                 raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
                                     "never produced") from None
+            op = self._op_at(index)
             if op is None:
                 op = self._random_op(index, layer, bottoms)
             if check_budget:
                 self._check_budget(layer, op, bottoms, values, kept)
-            chain = self._in_place_chain(index, ops, bottoms, kept)
+            chain = self._in_place_chain(index, bottoms, kept)
+            if not self.hold_weights:  # the local references keep them for this run
+                self._ops[index:index + max(len(chain), 1)] = [_UNBUILT] * max(len(chain), 1)
             if chain:
                 try:
                     run_in_place(bottoms[0], chain)
@@ -389,6 +400,7 @@ class Net:
                                         f"layers after it cannot run on a blob of shape "
                                         f"{list(bottoms[0].shape)}: {error}") from error
                 run_until = index + len(chain)
+                chain = op = None
                 if on_blob is not None:
                     on_blob(layer.tops[0], bottoms[0])
                 continue
@@ -408,7 +420,7 @@ class Net:
                     kept[name] = value
                 if on_blob is not None:
                     on_blob(name, value)
-            tops = value = None  # the tops are held by `values` alone, for _in_place_chain
+            tops = value = op = None  # the tops are held by `values` alone, for _in_place_chain
             for name in layer.bottoms:  # free what no later layer needs
                 if last_use.get(name) == index and name not in keep and name not in layer.tops:
                     values.pop(name, None)
