@@ -33,6 +33,7 @@ from .onnx_tensors import (
     external_tensor,
 )
 from .onnx_training import META_NET
+from .onnx_versions import default_opset
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
@@ -102,9 +103,9 @@ def _data_file_name(path: str) -> str:
 def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
           strict: bool = False, given_shapes=None, progress=None, **_options) -> None:
-    # By default the newest opset that onnxruntime runs for every layer type present.
-    opset = opset or min([DEFAULT_OPSET] + [NEWEST_OPSET[layer.type] for layer in model.layers
-                                            if layer.type in NEWEST_OPSET])
+    # By default the newest opset that onnx, onnxruntime and every layer type present take.
+    opset = check_opset(opset) if opset else default_opset(min([DEFAULT_OPSET] + [
+        NEWEST_OPSET[layer.type] for layer in model.layers if layer.type in NEWEST_OPSET]))
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict,
                                            given_shapes=given_shapes)

@@ -11,7 +11,6 @@ from the scan that found each value's bytes, and name only the model file.
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import onnx
@@ -23,17 +22,10 @@ from blobcast.limits import check_allocation
 from .onnx_format import map_onnx
 from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
 from .onnx_tensors import _NUMPY_OF, SHAPE_VALUES, all_tensors, inferred_bytes
+from .onnx_versions import maps_values_in_place, runtime_newest_opset
 
-# onnxruntime 1.21 is the first to resolve a model-from-bytes' external data
-# against a folder it is told (older ones need the model's path itself).
+# Where onnxruntime looks for the external data of a model given as bytes.
 _FOLDER_KEY = "session.model_external_initializers_file_folder_path"
-
-
-def maps_values_in_place(version: str) -> bool:
-    """Whether this onnxruntime version can be given the graph and the file's
-    folder (else it reads the file itself, values and all)."""
-    found = re.match(r"(\d+)\.(\d+)", version)
-    return bool(found) and (int(found[1]), int(found[2])) >= (1, 21)
 
 
 def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
@@ -165,6 +157,14 @@ class OnnxRunner:
 
     def _session(self, keep_all: bool):
         import onnxruntime
+
+        stamped = next((o.version for o in self._graph_only.opset_import if o.domain in ("", "ai.onnx")),
+                       None)
+        newest = runtime_newest_opset(onnxruntime.__version__)
+        if stamped is not None and newest is not None and stamped > newest:
+            raise BlobcastError(f"onnxruntime {onnxruntime.__version__} runs opsets up to {newest}, "
+                                f"and the model is opset {stamped}: write it with --opset {newest}, "
+                                "or upgrade onnxruntime", self.path)
 
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 4  # failures are reported as blobcast errors

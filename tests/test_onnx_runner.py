@@ -8,8 +8,9 @@ import pytest
 from onnx import TensorProto
 
 import blobcast
-from blobcast.converters import onnx_runner
-from blobcast.converters.onnx_runner import OnnxRunner, maps_values_in_place
+from blobcast.converters import onnx_runner, onnx_versions
+from blobcast.converters.onnx_runner import OnnxRunner
+from blobcast.converters.onnx_versions import maps_values_in_place
 
 from .netgen import with_random_weights
 from .test_onnx import RESNET
@@ -71,10 +72,38 @@ def test_values_given_in_place_run_as_the_whole_file_does(exported, keep_all, mo
     assert got.keys() == expected.keys() and len(got) > (20 if keep_all else 0)
     for name in got:
         assert np.array_equal(got[name], expected[name]), name
-    if keep_all:  # before, a model with external data could not keep every blob
+    if keep_all and in_place.in_place:  # before, a model with external data could not keep every blob
         with pytest.raises(blobcast.BlobcastError, match="external data"):
             OnnxRunner(str(external)).forward({"data": x}, keep_all=True)
         monkeypatch.setattr(onnx_runner, "maps_values_in_place", maps_values_in_place)
         from_external = OnnxRunner(str(external)).forward({"data": x}, keep_all=True)
         for name in got:
             assert np.array_equal(from_external[name], got[name]), name
+
+
+@pytest.mark.parametrize("version,newest", [("1.17.3", 20), ("1.18.0", 21), ("1.20.1", 21),
+                                            ("1.21.0", 22), ("1.23.2", 23), ("1.24.4", 25),
+                                            ("1.32.0", 26), ("1.16.3", None), (None, None)])
+def test_each_runtime_release_has_its_newest_opset(version, newest):
+    assert onnx_versions.runtime_newest_opset(version) == newest
+
+
+def test_the_default_opset_is_the_newest_onnx_and_the_runtime_take(monkeypatch):
+    monkeypatch.setattr(onnx_versions.onnx.defs, "onnx_opset_version", lambda: 22)
+    for runtime, expected in [("1.17.3", 20), ("1.32.0", 22), (None, 22)]:
+        monkeypatch.setattr(onnx_versions, "installed_runtime", lambda runtime=runtime: runtime)
+        assert onnx_versions.default_opset(26) == expected
+    assert onnx_versions.default_opset(19) == 19  # a layer type's own newest
+
+
+def test_a_model_newer_than_the_runtime_is_refused_with_the_opset_to_use(exported, monkeypatch):
+    inline, _ = exported
+    stamped = onnx.load(inline).opset_import[0].version
+    monkeypatch.setattr(onnx_runner, "runtime_newest_opset", lambda version: stamped - 1)
+    with pytest.raises(blobcast.BlobcastError, match=f"runs opsets up to {stamped - 1}, and the model "
+                       f"is opset {stamped}: write it with --opset {stamped - 1}"):
+        OnnxRunner(str(inline)).forward({"data": np.zeros((2, 3, 32, 32), np.float32)})
+
+
+def test_the_installed_runtime_is_read_without_importing_it():
+    assert onnx_versions.installed_runtime() == ort.__version__

@@ -1,0 +1,69 @@
+"""What the installed onnx and onnxruntime can take: the opset blobcast
+writes by default, and how a model is handed to onnxruntime.
+
+A model stamped with an opset newer than the installed onnx knows is written
+with the wrong IR version and fails onnx's checker; one newer than the
+installed onnxruntime runs is refused by it, so the forward check fails. The
+default opset is the newest all three (blobcast, onnx, onnxruntime) take.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from importlib import metadata
+
+import onnx
+
+# The newest opset each onnxruntime release runs (found by stamping a model
+# with each opset and opening it; releases after the last run its opset).
+_RUNTIME_NEWEST_OPSET = [((1, 17), 20), ((1, 18), 21), ((1, 21), 22), ((1, 23), 23),
+                         ((1, 24), 25), ((1, 25), 26)]
+_RUNTIME_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                          "onnxruntime-directml", "onnxruntime-silicon")
+
+
+def _release(version: str) -> tuple[int, int] | None:
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+@lru_cache(maxsize=1)
+def installed_runtime() -> str | None:
+    """The installed onnxruntime's version, read from its metadata (importing
+    onnxruntime takes 0.15 s); None when none is installed."""
+    for name in _RUNTIME_DISTRIBUTIONS:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def runtime_newest_opset(version: str | None) -> int | None:
+    """The newest opset that onnxruntime `version` runs; None when unknown."""
+    release = _release(version) if version else None
+    if release is None:
+        return None
+    newest = None
+    for first, opset in _RUNTIME_NEWEST_OPSET:
+        if release >= first:
+            newest = opset
+    return newest
+
+
+def default_opset(blobcast_newest: int) -> int:
+    """The newest opset blobcast, the installed onnx and onnxruntime all take."""
+    candidates = [blobcast_newest, onnx.defs.onnx_opset_version()]
+    runtime = runtime_newest_opset(installed_runtime())
+    if runtime is not None:
+        candidates.append(runtime)
+    return min(candidates)
+
+
+def maps_values_in_place(version: str) -> bool:
+    """Whether this onnxruntime can be given the graph alone and the model's
+    folder for its external data (1.21 and newer; older ones need the file's
+    path and read the file themselves, values and all)."""
+    release = _release(version)
+    return release is not None and release >= (1, 21)
