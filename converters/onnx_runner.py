@@ -22,7 +22,7 @@ from blobcast.limits import check_allocation
 from .onnx_format import map_onnx
 from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
 from .onnx_tensors import _NUMPY_OF, SHAPE_VALUES, all_tensors, inferred_bytes
-from .onnx_versions import maps_values_in_place, runtime_newest_opset
+from .onnx_versions import installed_runtime, maps_values_in_place, runtime_loads, runtime_newest_opset
 
 # Where onnxruntime looks for the external data of a model given as bytes.
 _FOLDER_KEY = "session.model_external_initializers_file_folder_path"
@@ -108,14 +108,15 @@ class OnnxRunner:
                                     f"not run: a custom node of domain '{node.domain}', which no "
                                     "ONNX runtime implements")
                         for node in unrunnable_nodes(onnx_model)]
-        try:
-            import onnxruntime
+        self.engine, self.in_place = "onnx reference evaluator", False
+        if runtime_loads(installed_runtime(), np.__version__):
+            try:
+                import onnxruntime
 
-            self.engine = "onnxruntime"
-            self.in_place = maps_values_in_place(onnxruntime.__version__)
-        except ImportError:
-            self.engine = "onnx reference evaluator"
-            self.in_place = False
+                self.engine = "onnxruntime"
+                self.in_place = maps_values_in_place(onnxruntime.__version__)
+            except ImportError:
+                pass
 
     def _what_runs(self, model, keep_all: bool) -> list:
         """The output names to fetch, `model` changed in place: every value an

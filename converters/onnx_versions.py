@@ -61,6 +61,16 @@ def default_opset(blobcast_newest: int) -> int:
     return min(candidates)
 
 
+def runtime_loads(version: str | None, numpy_version: str) -> bool:
+    """Whether an installed onnxruntime can be imported at all: 1.17 (which,
+    unlike 1.18, does not require NumPy 1) was built for NumPy 1, and under
+    NumPy 2 its import fails after printing NumPy's traceback."""
+    release, numpy_release = _release(version or ""), _release(numpy_version)
+    if release is None:
+        return False
+    return not (release < (1, 18) and numpy_release is not None and numpy_release >= (2, 0))
+
+
 def maps_values_in_place(version: str) -> bool:
     """Whether this onnxruntime can be given the graph alone and the model's
     folder for its external data (1.21 and newer; older ones need the file's

@@ -107,3 +107,10 @@ def test_a_model_newer_than_the_runtime_is_refused_with_the_opset_to_use(exporte
 
 def test_the_installed_runtime_is_read_without_importing_it():
     assert onnx_versions.installed_runtime() == ort.__version__
+
+
+@pytest.mark.parametrize("runtime,numpy_version,loads", [
+    ("1.17.3", "2.4.6", False), ("1.17.3", "1.26.4", True), ("1.18.1", "1.26.4", True),
+    ("1.19.2", "2.0.0", True), (None, "2.4.6", False)])
+def test_a_runtime_built_for_numpy_1_is_not_imported_under_numpy_2(runtime, numpy_version, loads):
+    assert onnx_versions.runtime_loads(runtime, numpy_version) is loads
