@@ -213,3 +213,38 @@ def test_a_net_definition_alone_names_the_layer_without_weights(tmp_path):
                                          "file (a .caffemodel, or weights with --prototxt), or run "
                                          "--random-weights for a shape and speed check")
     assert list(tmp_path.iterdir()) == []
+
+
+def _zoo():
+    return blobcast.load(CAFFE / "zoo" / "zoo.caffemodel", prototxt=CAFFE / "zoo" / "zoo_deploy.prototxt")
+
+
+def test_final_versions_are_the_blobs_keep_all_returns():
+    x = np.load(CAFFE / "zoo" / "zoo_input.npy")
+    kept = Net(_zoo()).forward({"data": x}, keep_all=True)
+    seen = []
+    Net(_zoo()).forward({"data": x}, final_only=True,
+                        on_blob=lambda name, value: seen.append((name, np.array(value))))
+    names = [name for name, _ in seen]
+    assert len(names) == len(set(names))  # each blob once, however often it is rewritten in place
+    assert set(names) == set(kept) - {"data"}
+    for name, value in seen:
+        assert np.array_equal(value, kept[name]), name
+
+
+def test_all_blobs_compared_as_produced_match_the_blobs_compared_after(tmp_path, monkeypatch):
+    import blobcast.verify as verify
+
+    weights = tmp_path / "zoo.caffemodel.h5"
+    blobcast.save(_zoo(), weights)
+    options = verify.RunOptions(prototxt=str(CAFFE / "zoo" / "zoo_deploy.prototxt"), all_blobs=True)
+    streamed = verify.verify_files(str(CAFFE / "zoo" / "zoo.caffemodel"), str(weights), options)
+    calls = []
+    original = verify._compare_as_produced
+    monkeypatch.setattr(verify, "_compare_as_produced", lambda *a: calls.append(1) or original(*a))
+    verify.verify_files(str(CAFFE / "zoo" / "zoo.caffemodel"), str(weights), options)
+    assert calls == [1]  # an engine net as B is compared as it runs
+    monkeypatch.setattr(verify, "Net", type("NotTheEngine", (), {}))  # everything kept, then compared
+    kept = verify.verify_files(str(CAFFE / "zoo" / "zoo.caffemodel"), str(weights), options)
+    assert len(streamed.compared) == len(kept.compared) > 60
+    assert [c.__dict__ for c in streamed.compared] == [c.__dict__ for c in kept.compared]

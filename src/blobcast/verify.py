@@ -17,6 +17,7 @@ from .compare import (  # noqa: F401  (part of this module's interface)
     _to_host,
     compare_arrays,
 )
+from .engine import Net
 from .errors import BlobcastError, about
 from .inputs import _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
 from .runners import forward_what_runs, runner_for
@@ -168,6 +169,21 @@ def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], atol, rtol,
     return results
 
 
+def _compare_as_produced(net, inputs: dict, a_blobs: dict, atol, rtol,
+                         allow_nonfinite: bool) -> dict:
+    """Run the engine net B and compare each blob with A's as soon as its last
+    version is made, then let it go: B's blobs are never all held at once,
+    and each is compared while it is still in the cache."""
+    compared = {}
+
+    def compare(name, value):
+        if name in a_blobs and name not in inputs:
+            compared[name] = compare_arrays(name, a_blobs[name], value, atol, rtol, allow_nonfinite)
+
+    net.forward(inputs, on_blob=compare, final_only=True)
+    return compared
+
+
 def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_ATOL,
                  rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False) -> VerifyReport:
     """Run A and B on the same inputs and compare their blobs; B may be an .npz
@@ -180,6 +196,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         net_a = _side(a, options)
     notes = _notes(net_a) + _uncomputed_notes(net_a)
     sources = {name: "--input" for name in given}
+    results = None
     if b.lower().endswith(".npz"):
         reference, reference_inputs = load_reference(b)
         if not reference_inputs:
@@ -211,19 +228,27 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
             a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
-        with about(b):
-            b_blobs = forward_what_runs(net_b, inputs, options.all_blobs)
-        if options.all_blobs:
-            order = [name for name in a_blobs if name in b_blobs and name not in inputs]
+        if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:
+            with about(b):
+                compared = _compare_as_produced(net_b, inputs, a_blobs, atol, rtol, allow_nonfinite)
+            order = [name for name in a_blobs if name in compared and name not in inputs]
+            results = [compared[name] for name in order]
         else:
-            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs
-                     and name not in net_b.uncomputed]
+            with about(b):
+                b_blobs = forward_what_runs(net_b, inputs, options.all_blobs)
+            if options.all_blobs:
+                order = [name for name in a_blobs if name in b_blobs and name not in inputs]
+            else:
+                order = [name for name in net_a.outputs if name not in inputs and name in a_blobs
+                         and name not in net_b.uncomputed]
+    if results is None:
+        results = _compare_runs(a_blobs, b_blobs, order, atol, rtol, allow_nonfinite)
     for name in inputs:
         sources.setdefault(name, f"random normal(0, 1), seed {options.seed}")
     notes = [f"input {name!r} {list(np.shape(inputs[name]))}: {where}"
              for name, where in sources.items() if name in inputs] + notes
     report = VerifyReport(a, b, {name: list(np.shape(v)) for name, v in inputs.items()},
-                          _compare_runs(a_blobs, b_blobs, order, atol, rtol, allow_nonfinite),
+                          results,
                           atol, rtol, "gpu" if getattr(net_a, "xp", np) is not np else "cpu",
                           notes=notes, all_blobs=options.all_blobs,
                           input_sources={k: v for k, v in sources.items() if k in inputs})

@@ -346,10 +346,12 @@ class Net:
         return array
 
     def forward(self, inputs: dict, *, keep_all: bool = False, on_blob=None,
-                tolerate_missing: bool = False) -> dict:
+                final_only: bool = False, tolerate_missing: bool = False) -> dict:
         """Run the net; return its outputs (every blob with keep_all) as device arrays.
 
-        `on_blob(name, array)` is called for every top as it is produced.
+        `on_blob(name, array)` is called for every top as it is produced;
+        with final_only, only for a blob's last version (no later layer
+        rewrites it in place), which is the value keep_all returns.
         """
         xp = self.xp
         values = {}
@@ -367,10 +369,12 @@ class Net:
         # Memory depends on the shapes alone: planned once per set of input shapes.
         signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
         check_budget = signature not in self._budget_checked
-        last_use = {}
+        last_use, last_write = {}, {}
         for index, layer in enumerate(self.layers):
             for bottom in layer.bottoms:
                 last_use[bottom] = index
+            for top in layer.tops:
+                last_write[top] = index
         keep = set(self.outputs)
         kept = dict(values) if keep_all else {}
         run_until = 0  # layers before this index ran in place, in a chain
@@ -401,7 +405,7 @@ class Net:
                                         f"{list(bottoms[0].shape)}: {error}") from error
                 run_until = index + len(chain)
                 chain = op = None
-                if on_blob is not None:
+                if on_blob is not None and (not final_only or last_write[layer.tops[0]] < run_until):
                     on_blob(layer.tops[0], bottoms[0])
                 continue
             try:
@@ -418,7 +422,7 @@ class Net:
                 values[name] = value
                 if keep_all:
                     kept[name] = value
-                if on_blob is not None:
+                if on_blob is not None and (not final_only or last_write[name] == index):
                     on_blob(name, value)
             tops = value = op = None  # the tops are held by `values` alone, for _in_place_chain
             for name in layer.bottoms:  # free what no later layer needs
