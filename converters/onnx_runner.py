@@ -54,14 +54,9 @@ def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
         check_allocation(nbytes, what, path)
 
 
-_MAPPED_BYTES = 4096  # smaller values are copied inline: a page is the least a mapping costs
-
-
-def _maps_well(tensor: TensorProto, nbytes: int) -> bool:
-    """Whether an initializer's values go to onnxruntime as external data
-    (floating point, a page or more) rather than inline."""
-    dtype = _NUMPY_OF.get(tensor.data_type)
-    return nbytes >= _MAPPED_BYTES and dtype is not None and dtype.kind == "f"
+# Values under a page stay inline: a mapping costs a page, and shape
+# inference reads the small integer ones (shapes, axes, sizes).
+_MAPPED_BYTES = 4096
 
 
 def _point_at_file(tensor: TensorProto, file_name: str, span: tuple[int, int]) -> None:
@@ -80,20 +75,28 @@ class OnnxRunner:
 
     def __init__(self, path: str):
         self.path = path
+        self.engine, self.in_place = "onnx reference evaluator", False
+        if runtime_loads(installed_runtime(), np.__version__):
+            try:
+                import onnxruntime
+
+                self.engine = "onnxruntime"
+                self.in_place = maps_values_in_place(onnxruntime.__version__)
+            except ImportError:
+                pass
         # The graph alone: tensor values are read by whichever engine runs it.
         onnx_model, raw, buf = map_onnx(path)  # every external reference checked before any is read
+        graph = onnx_model.graph
+        initializer_names = {t.name for t in graph.initializer}
         try:
             _check_value_sizes(onnx_model, raw, buf, path)
-            # Small and integer values stay inline: shape inference reads them.
-            initializers = {t.name: t for t in onnx_model.graph.initializer}
             self._inline = {name: bytes(buf[start:end]) for name, (start, end) in raw.items()
-                            if name in initializers and not _maps_well(initializers[name], end - start)}
+                            if self.in_place and name in initializer_names
+                            and end - start < _MAPPED_BYTES}
         finally:
             buf.close()
         self._graph_only, self._raw_spans = onnx_model, raw
-        graph = onnx_model.graph
         self.external = any(t.data_location == TensorProto.EXTERNAL for _, t in all_tensors(onnx_model))
-        initializer_names = {t.name for t in graph.initializer}
         self.inputs = {}
         for item in graph.input:
             if item.name in initializer_names:
@@ -108,15 +111,6 @@ class OnnxRunner:
                                     f"not run: a custom node of domain '{node.domain}', which no "
                                     "ONNX runtime implements")
                         for node in unrunnable_nodes(onnx_model)]
-        self.engine, self.in_place = "onnx reference evaluator", False
-        if runtime_loads(installed_runtime(), np.__version__):
-            try:
-                import onnxruntime
-
-                self.engine = "onnxruntime"
-                self.in_place = maps_values_in_place(onnxruntime.__version__)
-            except ImportError:
-                pass
 
     def _what_runs(self, model, keep_all: bool) -> list:
         """The output names to fetch, `model` changed in place: every value an

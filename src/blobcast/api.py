@@ -210,8 +210,6 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
 
     inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
     outputs_a = forward_what_runs(side_a, inputs)
-    if hasattr(side_a, "release"):
-        side_a.release()  # its weights' copies go before the other side makes its own
     outputs_b = forward_what_runs(side_b, inputs)
     if record is not None:
         record.update(inputs=inputs, outputs=outputs_b)

@@ -231,7 +231,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:
             with about(b):
                 compared = _compare_as_produced(net_b, inputs, a_blobs, atol, rtol, allow_nonfinite)
-            order = [name for name in a_blobs if name in compared and name not in inputs]
+            order = [name for name in a_blobs if name in compared]
             results = [compared[name] for name in order]
         else:
             with about(b):
