@@ -223,13 +223,6 @@ def external_data_files(path: str) -> set[str]:
     return check_external_data(map_onnx(path)[0], path)
 
 
-def load_onnx(path: str):
-    try:
-        return onnx.load(path, load_external_data=False)
-    except Exception as error:  # protobuf raises several types on garbage
-        raise FormatError(f"not a valid ONNX model ({type(error).__name__}: {error})", path) from error
-
-
 TRAINING = "training_info"  # key prefix in map_onnx's spans for training tensors
 
 
