@@ -92,30 +92,44 @@ layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
 
 
 def test_a_chain_never_writes_an_array_another_blob_names(chains_run):
-    # Dropout hands on its bottom array itself: "kept" and "conv" are one array,
-    # and the ReLU after it must leave "kept" as it was.
+    # Dropout hands on its bottom array itself: "kept" and "conv" are one array
+    # here, two blobs in Caffe (DropoutLayer copies), and the ReLU on "kept"
+    # must leave "conv" as it was.
     out = _conv_then("""
 layer { name: "drop" type: "Dropout" bottom: "conv" top: "kept" }
-layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "add" type: "Eltwise" bottom: "kept" bottom: "conv" top: "sum" }
+layer { name: "relu" type: "ReLU" bottom: "kept" top: "kept" }
 """)
     assert chains_run == []
-    assert (out["kept"] < 0).any()
-    assert np.array_equal(out["sum"], out["kept"] + np.maximum(out["kept"], 0))
+    assert (out["conv"] < 0).any()
+    assert np.array_equal(out["kept"], np.maximum(out["conv"], 0))
 
 
-def test_a_chain_never_writes_memory_another_blob_shares(chains_run):
-    # Flatten gives a view of conv; the ReLU after it must not change that view.
+def test_an_in_place_layer_on_a_flatten_top_changes_its_bottom_as_in_caffe(chains_run):
+    # Flatten's top is its bottom's memory in Caffe: the ReLU on "flat"
+    # rewrites "conv" too, and a later reader of "conv" sees rectified values.
     out = _conv_then("""
 layer { name: "flat" type: "Flatten" bottom: "conv" top: "flat" }
-layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }
-layer { name: "add" type: "Eltwise" bottom: "flat" bottom: "flat" top: "sum" }
-layer { name: "relu_out" type: "Flatten" bottom: "conv" top: "rectified" }
+layer { name: "relu" type: "ReLU" bottom: "flat" top: "flat" }
+layer { name: "twice" type: "Eltwise" bottom: "conv" bottom: "conv" top: "sum" }
 """)
     assert chains_run == []
-    assert (out["sum"] < 0).any()  # the flattened values kept their negatives
-    assert np.array_equal(out["sum"], 2 * out["flat"])
-    assert (out["rectified"] >= 0).all()
+    assert (out["flat"] >= 0).all() and (out["flat"] > 0).any()
+    assert np.array_equal(out["conv"], out["flat"].reshape(out["conv"].shape))
+    assert np.array_equal(out["sum"], 2 * out["conv"])
+
+
+@pytest.mark.parametrize("rest,blob,reader", [
+    ('layer { name: "drop" type: "Dropout" bottom: "conv" top: "kept" }'
+     'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }', "conv", "drop"),
+    ('layer { name: "flat" type: "Flatten" bottom: "conv" top: "flat" }'
+     'layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" }'
+     'layer { name: "add" type: "Eltwise" bottom: "flat" bottom: "conv" top: "sum" }', "conv", "flat"),
+])
+def test_an_in_place_layer_on_a_blob_another_layer_read_is_refused_as_caffe_does(rest, blob, reader):
+    with pytest.raises(BlobcastError, match=f"Top blob '{blob}' produced by multiple sources: "
+                                            f"layer 'relu' rewrites '{blob}' in place while "
+                                            f"layer '{reader}' reads it too"):
+        _conv_then(rest)
 
 
 def test_an_output_the_caller_holds_from_an_earlier_pass_is_never_rewritten():
@@ -310,15 +324,17 @@ def test_run_and_verify_take_winograd(tmp_path):
 
 
 def test_the_callers_input_is_used_as_it_is_and_never_written(chains_run):
-    # Input -> in-place BatchNorm/Scale/ReLU on the input blob itself.
-    net = _chain_net(CHAIN.replace('bottom: "conv" top: "conv" batch_norm_param',
-                                   'bottom: "data" top: "data" batch_norm_param'))
+    # Input -> in-place BatchNorm on the input blob itself, then the convolution.
+    lines = CHAIN.strip().splitlines()
+    conv, batch_norm = lines[1:3], lines[3].replace('"conv"', '"data"')
+    net = _chain_net("\n".join([lines[0], batch_norm] + conv + lines[4:]))
     x = np.random.default_rng(2).standard_normal((2, 6, 9, 7)).astype(np.float32)
     before = x.copy()
     assert np.asarray(x, dtype=net.dtype) is x  # no copy of the input per pass
-    net.forward({"data": x})
+    out = net.forward({"data": x}, keep_all=True)
     assert np.array_equal(x, before)
     assert chains_run == [5]  # the chain on "conv" ran; the one on the caller's input did not
+    assert not np.array_equal(out["data"], x)  # the blob holds BatchNorm's values, as in Caffe
 
 
 @pytest.mark.parametrize("keep_all", [False, True])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from math import prod
 
@@ -14,8 +13,9 @@ from ..layers.base import LAYER_TYPES, implementation, spec_for
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
 from ..tensor import aligned_values
-from ..threads import run_channel_blocks
 from ..weights import expected_blob_count
+from .caffe_rules import check_net
+from .memory import makes_new_memory, plan_memory, run_in_place
 from .python_layer import PythonLayer
 
 
@@ -139,6 +139,8 @@ class Net:
         self.python_path = tuple(python_path)
         chosen = [layer for layer in model.layers if layer_included(layer, phase, level, stages)]
         self._chosen = chosen
+        # What Caffe refuses is refused; the layers as Caffe connects them (its Split layers).
+        self.caffe_layers = check_net(chosen)
         self.inputs: dict[str, list[int] | None] = {}
         self.skipped: list[SkippedLayer] = []
         self.layers: list[Layer] = []
@@ -174,6 +176,7 @@ class Net:
         self._drop_unused_inputs()
         self.outputs = self._output_names()
         self.uncomputed = self._uncomputed_outputs()
+        self.memory = plan_memory(self.layers, self.inputs, self.outputs)
         self._ops = None
         self._budget_checked: set = set()
 
@@ -312,18 +315,16 @@ class Net:
         included); they are built again if it runs again."""
         self._ops = None
 
-    def _in_place_chain(self, index: int, bottoms: list, kept: dict) -> list:
+    def _in_place_chain(self, index: int, bottoms: list, owned: set) -> list:
         """The apply functions of the run of element-wise layers from `index`
         that rewrite one blob in place (BatchNorm, Scale, ReLU, ...), when that
-        blob's memory is the engine's alone: no other blob, input or caller
-        sees it. Empty when the layers must run one by one."""
+        blob's memory is the engine's alone (`owned`: made this pass by a layer
+        that allocates its tops, read by no other layer). Empty when the layers
+        must run one by one."""
         layer = self.layers[index]
         if self.xp is not np or len(bottoms) != 1 or layer.tops != layer.bottoms or \
-                not isinstance(bottoms[0], np.ndarray):
-            return []
-        # held by `values`, the bottoms list and, keeping every blob, `kept`
-        holders = 2 + int(kept.get(layer.tops[0]) is bottoms[0])
-        if not sole_reference(bottoms[0], holders):
+                layer.tops[0] not in owned or not isinstance(bottoms[0], np.ndarray) or \
+                not bottoms[0].flags.writeable:
             return []
         name, shape = layer.tops[0], bottoms[0].shape
         chain = []
@@ -339,6 +340,45 @@ class Net:
                 break
             chain.append(apply)
         return chain
+
+    def _share(self, layer: Layer, name: str, values: dict, kept: dict) -> list[str]:
+        """After `layer` rewrote `name` in place: the blobs that share its
+        memory in Caffe (Split, Flatten, Reshape) take the new value too.
+        Returns the names given it, `name` first."""
+        if name not in layer.bottoms:
+            return [name]
+        value, given = values[name], [name]
+        for member in sorted(self.memory.shared.get(name, ())):
+            held = values.get(member, kept.get(member))
+            if member == name or held is None or held.size != value.size:
+                continue
+            view = value.reshape(held.shape)
+            for blobs in (values, kept):
+                if member in blobs:
+                    blobs[member] = view
+            given.append(member)
+        return given
+
+    def _run_chain(self, layer: Layer, array, chain: list) -> None:
+        try:
+            run_in_place(array, chain)
+        except (ValueError, TypeError, FloatingPointError) as error:
+            raise BlobcastError(f"layer {layer.name!r} ({layer.type}) and the in-place layers "
+                                f"after it cannot run on a blob of shape {list(array.shape)}: "
+                                f"{error}") from error
+
+    def _run_layer(self, layer: Layer, op, bottoms: list):
+        try:
+            tops = op.forward(*bottoms)
+        except (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError) as error:
+            # Settings or weights that do not fit the data: the file's problem.
+            shapes = [list(b.shape) for b in bottoms]
+            raise BlobcastError(f"layer {layer.name!r} ({layer.type}) cannot run on inputs of "
+                                f"shape {shapes}: {str(error).strip()}") from error
+        if len(tops) != len(layer.tops):
+            raise BlobcastError(f"layer {layer.name!r} gave {len(tops)} outputs for "
+                                f"{len(layer.tops)} tops")
+        return tops
 
     def _host_weight(self, array: np.ndarray) -> np.ndarray:
         if self.precision is not None and array.dtype != self.precision:
@@ -369,14 +409,10 @@ class Net:
         # Memory depends on the shapes alone: planned once per set of input shapes.
         signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
         check_budget = signature not in self._budget_checked
-        last_use, last_write = {}, {}
-        for index, layer in enumerate(self.layers):
-            for bottom in layer.bottoms:
-                last_use[bottom] = index
-            for top in layer.tops:
-                last_write[top] = index
-        keep = set(self.outputs)
         kept = dict(values) if keep_all else {}
+        # Blobs whose array this pass allocated and no other blob, caller or
+        # weight sees: only they are rewritten in their own memory.
+        owned: set[str] = set()
         run_until = 0  # layers before this index ran in place, in a chain
         for index, layer in enumerate(self.layers):
             if index < run_until:
@@ -393,92 +429,40 @@ class Net:
                 op = self._random_op(index, layer, bottoms)
             if check_budget:
                 self._check_budget(layer, op, bottoms, values, kept)
-            chain = self._in_place_chain(index, bottoms, kept)
+            chain = self._in_place_chain(index, bottoms, owned)
             if not self.hold_weights:  # the local references keep them for this run
                 self._ops[index:index + max(len(chain), 1)] = [_UNBUILT] * max(len(chain), 1)
             if chain:
-                try:
-                    run_in_place(bottoms[0], chain)
-                except (ValueError, TypeError, FloatingPointError) as error:
-                    raise BlobcastError(f"layer {layer.name!r} ({layer.type}) and the in-place "
-                                        f"layers after it cannot run on a blob of shape "
-                                        f"{list(bottoms[0].shape)}: {error}") from error
                 run_until = index + len(chain)
-                chain = op = None
-                if on_blob is not None and (not final_only or last_write[layer.tops[0]] < run_until):
-                    on_blob(layer.tops[0], bottoms[0])
-                continue
-            try:
-                tops = op.forward(*bottoms)
-            except (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError) as error:
-                # Settings or weights that do not fit the data: the file's problem.
-                shapes = [list(b.shape) for b in bottoms]
-                raise BlobcastError(f"layer {layer.name!r} ({layer.type}) cannot run on inputs of "
-                                    f"shape {shapes}: {str(error).strip()}") from error
-            if len(tops) != len(layer.tops):
-                raise BlobcastError(f"layer {layer.name!r} gave {len(tops)} outputs for "
-                                    f"{len(layer.tops)} tops")
+                self._run_chain(layer, bottoms[0], chain)
+                tops = [bottoms[0]]
+            else:
+                run_until = index + 1
+                tops = self._run_layer(layer, op, bottoms)
+                for name in layer.tops:  # reported (on_blob) versions stay as they are
+                    if makes_new_memory(layer) and (on_blob is None or final_only):
+                        owned.add(name)
+                    else:
+                        owned.discard(name)
+            chain = op = bottoms = None
             for name, value in zip(layer.tops, tops):
                 values[name] = value
-                if keep_all:
-                    kept[name] = value
-                if on_blob is not None and (not final_only or last_write[name] == index):
-                    on_blob(name, value)
-            tops = value = op = None  # the tops are held by `values` alone, for _in_place_chain
-            for name in layer.bottoms:  # free what no later layer needs
-                if last_use.get(name) == index and name not in keep and name not in layer.tops:
+                for given in self._share(layer, name, values, kept):
+                    if given != name:  # a view of another blob's new value
+                        owned.discard(given)
+                    if keep_all:
+                        kept[given] = values[given]
+                    if on_blob is not None and (not final_only or
+                                                self.memory.final_at[given] < run_until):
+                        on_blob(given, values[given])
+            tops = value = None
+            for ran in range(index, run_until):  # free what no later layer needs
+                for name in self.memory.release_after.get(ran, ()):
                     values.pop(name, None)
         self._budget_checked.add(signature)
         if keep_all:
             return kept
         return {name: values[name] for name in self.outputs if name in values}
-
-
-def _probe_count(array) -> int:
-    return sys.getrefcount(array)
-
-
-# What sys.getrefcount counts, inside a function, of an array held nowhere
-# else (the parameter, the call's own): it differs between interpreters.
-_REFERENCE_OFFSET = _probe_count(np.empty(1))
-
-
-def sole_reference(array: np.ndarray, holders: int) -> bool:
-    """Whether the array's memory is reachable only through the `holders`
-    references the caller knows of: no view of it, nor of what it views, is
-    held anywhere else (an input the caller still has, a weight, a blob
-    that shares it). Arrays over memory NumPy did not allocate (a mapped
-    file) never are."""
-    if sys.getrefcount(array) - _REFERENCE_OFFSET != holders:
-        return False
-    base = array.base
-    while base is not None:
-        # held by its one view alone (`base` here stands where `array` did)
-        if not isinstance(base, np.ndarray) or sys.getrefcount(base) - _REFERENCE_OFFSET != 1:
-            return False
-        base = base.base
-    return True
-
-
-BLOCK_BYTES = 1 << 18  # a block of a blob that stays in a core's L2 cache
-
-
-def run_in_place(array: np.ndarray, chain: list) -> None:
-    """Apply each function of `chain` to the array in place, block by block
-    (per sample, a run of channels), on the engine's threads. Each value goes
-    through the same operations as layer by layer, so the results are
-    identical."""
-    if array.ndim < 2 or array.size == 0:
-        for apply in chain:
-            apply(array, slice(None))
-        return
-    def work(sample: int, selected: slice) -> None:
-        view = array[sample, selected]
-        for apply in chain:
-            apply(view, selected)
-
-    run_channel_blocks(work, array.shape[0], array.shape[1],
-                       prod(array.shape[2:]) * array.itemsize, BLOCK_BYTES)
 
 
 def _check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:
