@@ -239,7 +239,9 @@ def _without_trailing_ones(im, node, name: str, span: int) -> str:
             name not in outputs and len(im.shape(producer.bottoms[0])) == span:
         im.layers.remove(producer)
         return producer.bottoms[0]
-    squeezed = f"{name}/leading"
+    squeezed = f"{name}/leading" if span == 2 else f"{name}/leading{span}"
+    if any(squeezed in layer.tops for layer in im.layers):
+        return squeezed  # made for an earlier reader: one blob has one producer in Caffe
     im.layer(node, "Reshape", [name], [squeezed], suffix="/leading",
              reshape_param={"shape": {"dim": [0] * span}})
     im.shapes[squeezed] = tuple(im.shape(name)[:span])
