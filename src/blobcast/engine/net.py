@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 import numpy as np
@@ -15,6 +15,7 @@ from ..model import Layer, Model, layer_included
 from ..tensor import aligned_values
 from ..weights import expected_blob_count
 from .caffe_rules import check_net
+from .data_shapes import data_layer_shapes
 from .memory import makes_new_memory, plan_memory, run_in_place
 from .python_layer import PythonLayer
 
@@ -51,40 +52,7 @@ def array_module(device: str = "cpu"):
     return np
 
 
-_BATCH_SETTINGS = ("data_param", "image_data_param", "hdf5_data_param", "window_data_param")
 _UNBUILT = object()  # an op not built yet, or freed after a run (hold_weights=False)
-
-
-def data_layer_shapes(layer: Layer, net_layers: list[Layer]) -> list[list[int] | None]:
-    """The shapes a data layer (Data, ImageData, ...) feeds its tops, from its
-    settings as Caffe's TEST phase would: the batch size, the crop size (or
-    ImageData's new_height/new_width), channels from ImageData's is_color,
-    from the per-channel mean values, or from the weights of the first
-    convolution that reads the data. None where the settings cannot say (the
-    image size is in the database): --input NAME=SHAPE gives it."""
-    spec = layer.spec
-    batch = next((getattr(spec, f).batch_size for f in _BATCH_SETTINGS if spec.has(f)), 0)
-    transform = spec.transform_param
-    height = width = transform.crop_size or 0
-    channels = 0
-    if layer.type == "ImageData" and spec.has("image_data_param"):
-        image = spec.image_data_param
-        channels = 3 if image.is_color else 1
-        if not height:
-            height, width = image.new_height, image.new_width
-    elif layer.type == "Data" and spec.has("data_param") and not height:
-        height = width = spec.data_param.crop_size  # the pre-transform_param spelling
-    if not channels and len(transform.mean_value) > 1:
-        channels = len(transform.mean_value)
-    if not channels and layer.tops:
-        consumer = next((other for other in net_layers if layer.tops[0] in other.bottoms), None)
-        blob = consumer.blobs[0] if consumer is not None and consumer.blobs else None
-        if consumer is not None and consumer.type == "Convolution" and blob is not None \
-                and len(blob.shape) >= 2:
-            channels = blob.shape[1] * consumer.spec.convolution_param.group
-    data = [batch, channels, height, width] if batch and channels and height and width else None
-    label = [batch] if batch else None
-    return [data, label][: len(layer.tops)]
 
 
 def _lacks_weights(layer: Layer) -> bool:
@@ -108,6 +76,28 @@ class SkippedLayer:
     name: str
     type: str
     reason: str
+
+
+@dataclass
+class _Pass:
+    """One forward pass's blobs: `values` by name (what later layers read),
+    `kept` (every blob, with keep_all), `owned` (blobs whose array this pass
+    allocated and no other blob, caller or weight sees: only they are
+    rewritten in their own memory), and how blobs are reported."""
+
+    values: dict
+    kept: dict
+    keep_all: bool
+    on_blob: object
+    final_only: bool
+    check_budget: bool
+    owned: set = field(default_factory=set)
+
+    def report(self, name: str, final: bool) -> None:
+        if self.keep_all:
+            self.kept[name] = self.values[name]
+        if self.on_blob is not None and (final or not self.final_only):
+            self.on_blob(name, self.values[name])
 
 
 class Net:
@@ -391,14 +381,32 @@ class Net:
 
         `on_blob(name, array)` is called for every top as it is produced;
         with final_only, only for a blob's last version (no later layer
-        rewrites it in place), which is the value keep_all returns.
+        rewrites it or a blob sharing its memory), which is the value keep_all
+        returns.
         """
-        xp = self.xp
+        values = self._bind_inputs(inputs)
+        # Memory depends on the shapes alone: planned once per set of input shapes.
+        signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
+        run = _Pass(values, dict(values) if keep_all else {}, keep_all, on_blob, final_only,
+                    check_budget=signature not in self._budget_checked)
+        run_until = 0  # layers before this index ran in place, in a chain
+        for index, layer in enumerate(self.layers):
+            if index < run_until:
+                continue
+            if tolerate_missing and any(name not in values for name in layer.bottoms):
+                continue  # downstream of a layer that was not run
+            run_until = self._step(index, run)
+        self._budget_checked.add(signature)
+        if keep_all:
+            return run.kept
+        return {name: values[name] for name in self.outputs if name in values}
+
+    def _bind_inputs(self, inputs: dict) -> dict:
         values = {}
         for name, shape in self.inputs.items():
             if name not in inputs:
                 raise BlobcastError(f"the net input {name!r} needs a value")
-            array = xp.asarray(inputs[name], dtype=self.dtype)
+            array = self.xp.asarray(inputs[name], dtype=self.dtype)
             if shape is not None and list(array.shape) != list(shape) and len(shape) != array.ndim:
                 raise BlobcastError(f"input {name!r} has shape {list(array.shape)}; the net "
                                     f"declares {shape}")
@@ -406,65 +414,48 @@ class Net:
         extra = set(inputs) - set(self.inputs)
         if extra:
             raise BlobcastError("the net has no input named " + ", ".join(sorted(extra)))
-        # Memory depends on the shapes alone: planned once per set of input shapes.
-        signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
-        check_budget = signature not in self._budget_checked
-        kept = dict(values) if keep_all else {}
-        # Blobs whose array this pass allocated and no other blob, caller or
-        # weight sees: only they are rewritten in their own memory.
-        owned: set[str] = set()
-        run_until = 0  # layers before this index ran in place, in a chain
-        for index, layer in enumerate(self.layers):
-            if index < run_until:
-                continue
-            if tolerate_missing and any(name not in values for name in layer.bottoms):
-                continue  # downstream of a layer that was not run
-            try:
-                bottoms = [values[name] for name in layer.bottoms]
-            except KeyError as missing:
-                raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
-                                    "never produced") from None
-            op = self._op_at(index)
-            if op is None:
-                op = self._random_op(index, layer, bottoms)
-            if check_budget:
-                self._check_budget(layer, op, bottoms, values, kept)
-            chain = self._in_place_chain(index, bottoms, owned)
-            if not self.hold_weights:  # the local references keep them for this run
-                self._ops[index:index + max(len(chain), 1)] = [_UNBUILT] * max(len(chain), 1)
-            if chain:
-                run_until = index + len(chain)
-                self._run_chain(layer, bottoms[0], chain)
-                tops = [bottoms[0]]
-            else:
-                run_until = index + 1
-                tops = self._run_layer(layer, op, bottoms)
-                for name in layer.tops:  # reported (on_blob) versions stay as they are
-                    if makes_new_memory(layer) and (on_blob is None or final_only):
-                        owned.add(name)
-                    else:
-                        owned.discard(name)
-            chain = op = bottoms = None
-            for name, value in zip(layer.tops, tops):
-                values[name] = value
-                for given in self._share(layer, name, values, kept):
-                    if given != name:  # a view of another blob's new value
-                        owned.discard(given)
-                    if keep_all:
-                        kept[given] = values[given]
-                    if on_blob is not None and (not final_only or
-                                                self.memory.final_at[given] < run_until):
-                        on_blob(given, values[given])
-            tops = value = None
-            for ran in range(index, run_until):  # free what no later layer needs
-                for name in self.memory.release_after.get(ran, ()):
-                    values.pop(name, None)
-        self._budget_checked.add(signature)
-        if keep_all:
-            return kept
-        return {name: values[name] for name in self.outputs if name in values}
+        return values
 
-
+    def _step(self, index: int, run: _Pass) -> int:
+        """Run layer `index` (and the in-place layers after it, as one chain
+        when they can); return the index of the next layer to run."""
+        layer, values = self.layers[index], run.values
+        try:
+            bottoms = [values[name] for name in layer.bottoms]
+        except KeyError as missing:
+            raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
+                                "never produced") from None
+        op = self._op_at(index)
+        if op is None:
+            op = self._random_op(index, layer, bottoms)
+        if run.check_budget:
+            self._check_budget(layer, op, bottoms, values, run.kept)
+        chain = self._in_place_chain(index, bottoms, run.owned)
+        if not self.hold_weights:  # the local references keep them for this run
+            self._ops[index:index + max(len(chain), 1)] = [_UNBUILT] * max(len(chain), 1)
+        end = index + max(len(chain), 1)
+        if chain:
+            self._run_chain(layer, bottoms[0], chain)
+            tops = [bottoms[0]]
+        else:
+            tops = self._run_layer(layer, op, bottoms)
+            for name in layer.tops:  # reported (on_blob) versions stay as they are
+                if makes_new_memory(layer) and (run.on_blob is None or run.final_only):
+                    run.owned.add(name)
+                else:
+                    run.owned.discard(name)
+        chain = op = bottoms = None
+        for name, value in zip(layer.tops, tops):
+            values[name] = value
+            for given in self._share(layer, name, values, run.kept):
+                if given != name:  # a view of another blob's new value
+                    run.owned.discard(given)
+                run.report(given, self.memory.final_at[given] < end)
+        tops = value = None
+        for ran in range(index, end):  # free what no later layer needs
+            for name in self.memory.release_after.get(ran, ()):
+                values.pop(name, None)
+        return end
 def _check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:
     """What a layer allocates (tops, temporaries) on top of the blobs held, within the budget."""
     check_allocation(held_bytes + op.values_needed(bottom_shapes) * itemsize,
