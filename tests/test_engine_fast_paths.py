@@ -377,3 +377,42 @@ def test_random_weights_are_the_same_when_read_layer_by_layer():
     streamed = Net(model, random_weights=3, hold_weights=False)
     for _ in range(2):
         assert np.array_equal(streamed.forward({"data": x})["pool"], held["pool"])
+
+
+# Each type the engine trusts to allocate its tops, in the settings most
+# likely to hand back the bottom itself (identities, one input, 1x1 windows).
+NEW_MEMORY_CASES = {
+    "AbsVal": "", "BatchNorm": "batch_norm_param { use_global_stats: true }", "Bias": "",
+    "BNLL": "", "Clip": "clip_param { min: -10 max: 10 }", "Concat": "", "Deconvolution":
+    "convolution_param { num_output: 4 kernel_size: 1 bias_term: false }", "Convolution":
+    "convolution_param { num_output: 4 kernel_size: 1 bias_term: false }", "ConvolutionDepthwise":
+    "convolution_param { num_output: 4 group: 4 kernel_size: 1 stride: 1 pad: 0 bias_term: false }",
+    "DepthwiseConvolution": "convolution_param { num_output: 4 group: 4 kernel_size: 1 bias_term: false }",
+    "ELU": "", "Eltwise": "", "Exp": "", "InnerProduct": "inner_product_param { num_output: 4 }",
+    "Log": "log_param { shift: 100 }", "LRN": "lrn_param { local_size: 1 alpha: 0 beta: 0 }",
+    "Normalize": "norm_param { across_spatial: false }", "Pooling": "pooling_param { kernel_size: 1 }",
+    "Power": "", "PReLU": "", "ReLU": "", "ReLU6": "", "Scale": "", "Sigmoid": "", "Softmax": "",
+    "Swish": "", "TanH": "", "Threshold": "", "Axpy": "", "Upsample": "upsample_param { scale: 1 }",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NEW_MEMORY_CASES))
+def test_a_layer_trusted_to_allocate_its_tops_never_hands_back_its_input(kind):
+    from blobcast.engine.memory import NEW_MEMORY_TYPES
+
+    assert set(NEW_MEMORY_CASES) == NEW_MEMORY_TYPES
+    bottoms = {"Eltwise": ["data", "data"], "Axpy": ["scale", "data", "data"],
+               "Upsample": ["data", "mask"]}.get(kind, ["data"])
+    inputs = {"data": np.random.default_rng(0).standard_normal((1, 4, 3, 3)).astype(np.float32),
+              "scale": np.ones((1, 4, 1, 1), np.float32),
+              "mask": np.arange(36, dtype=np.float32).reshape(1, 4, 3, 3) % 9}
+    text = "".join(f'layer {{ name: "{name}" type: "Input" top: "{name}" input_param {{ shape {{ '
+                   + " ".join(f"dim: {d}" for d in inputs[name].shape) + " } } }"
+                   for name in dict.fromkeys(bottoms))
+    text += (f'layer {{ name: "it" type: "{kind}" ' + " ".join(f'bottom: "{b}"' for b in bottoms)
+             + f' top: "out" {NEW_MEMORY_CASES[kind]} }}')
+    net = Net(net_from_text(text, "<one layer>"), random_weights=0)
+    given = {name: inputs[name] for name in net.inputs}
+    out = net.forward(given)["out"]
+    weights = [w for op in net._ops if op not in (None, engine_net._UNBUILT) for w in op.weights]
+    assert not any(np.shares_memory(out, array) for array in list(given.values()) + weights)

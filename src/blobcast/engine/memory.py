@@ -27,12 +27,14 @@ from .caffe_rules import shared_memory
 
 # Built-in layer types whose forward always returns arrays it has just
 # allocated: never a bottom, a view of one, a weight or an array kept
-# between passes (Dropout, Flatten, Reshape, Split, Slice, Crop and
-# ShuffleChannel may hand back views; PriorBox and Python layers are left out).
+# between passes (Dropout, Flatten, Reshape, Split, Slice, Crop, Interp's
+# crop and ShuffleChannel may hand back views; PriorBox and Python layers are
+# left out).
 NEW_MEMORY_TYPES = frozenset({
-    "AbsVal", "BatchNorm", "Bias", "BNLL", "Clip", "Concat", "Convolution", "Deconvolution",
-    "ELU", "Eltwise", "Exp", "InnerProduct", "Log", "LRN", "Pooling", "Power", "PReLU", "ReLU",
-    "ReLU6", "Scale", "Sigmoid", "Softmax", "Swish", "TanH", "Threshold",
+    "AbsVal", "Axpy", "BatchNorm", "Bias", "BNLL", "Clip", "Concat", "Convolution",
+    "ConvolutionDepthwise", "Deconvolution", "DepthwiseConvolution", "ELU", "Eltwise", "Exp",
+    "InnerProduct", "Log", "LRN", "Normalize", "Pooling", "Power", "PReLU", "ReLU", "ReLU6",
+    "Scale", "Sigmoid", "Softmax", "Swish", "TanH", "Threshold", "Upsample",
 })
 
 
