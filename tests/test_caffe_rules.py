@@ -110,3 +110,39 @@ def test_the_command_line_refuses_such_a_net_in_one_line_with_exit_2(tmp_path):
     assert done.exit_code == 2
     report = json.loads(done.stdout)
     assert not report["ok"] and "produced by multiple sources" in report["error"]
+
+
+def _sharing(first: str, second: str) -> str:
+    return ('layer { name: "a" type: "InnerProduct" bottom: "data" top: "a" '
+            f'{first} inner_product_param {{ num_output: 2 bias_term: false }} }}'
+            'layer { name: "b" type: "InnerProduct" bottom: "data" top: "b" '
+            f'{second} inner_product_param {{ num_output: 2 bias_term: false }} }}')
+
+
+@pytest.mark.parametrize("second,reason", [
+    ('param { name: "w" lr_mult: 2 }', "Shared param 'w' has mismatched lr_mult. \\(layers 'a' and 'b'\\)"),
+    ('param { name: "w" decay_mult: 0 }', "Shared param 'w' has mismatched decay_mult."),
+])
+def test_shared_params_with_other_learning_rates_are_refused(second, reason):
+    with pytest.raises(NetRefused, match="^Caffe refuses this net: " + reason):
+        _net(_sharing('param { name: "w" lr_mult: 1 decay_mult: 1 }', second))
+
+
+def test_shared_params_of_other_shapes_are_refused_unless_permissive_and_of_one_count():
+    import blobcast
+
+    model = net_from_text(INPUT + _sharing('param { name: "w" }', 'param { name: "w" }'), "<net>")
+    model["a"].blobs = [blobcast.Blob(np.zeros((2, 18), np.float32))]
+    model["b"].blobs = [blobcast.Blob(np.zeros((18, 2), np.float32))]
+    with pytest.raises(NetRefused, match="Cannot share param 'w' owned by layer 'a' with layer 'b'; "
+                                         "shape mismatch.  Owner layer param shape is 2 18 \\(36\\); "
+                                         "sharing layer expects shape 18 2 \\(36\\)"):
+        Net(model)
+    model["b"].spec.param[0].share_mode = "PERMISSIVE"
+    assert Net(model).caffe_layers[-1].name == "b"
+    model["b"].blobs = [blobcast.Blob(np.zeros((2, 9), np.float32))]
+    with pytest.raises(NetRefused, match="count mismatch.  Owner layer param shape is 2 18 \\(36\\); "
+                                         "sharing layer shape is 2 9 \\(18\\)"):
+        Net(model)
+    # the same settings once: accepted, and a param spec past the layer's blobs is ignored
+    _net(_sharing('param { name: "w" lr_mult: 1 }', 'param { name: "w" } param { name: "x" lr_mult: 5 }'))

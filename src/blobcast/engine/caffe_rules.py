@@ -18,9 +18,11 @@ what Caffe computes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import prod
 
 from ..errors import BlobcastError
 from ..model import Layer
+from ..weights import expected_blob_count
 
 # Layer types whose tops are their first bottom's memory in Caffe.
 SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
@@ -134,6 +136,7 @@ def check_net(layers: list[Layer]) -> list[ConnectedLayer]:
     return the layers as Caffe connects them (Split layers included).
     `layers` are those of one phase, in order (Caffe's FilterNet)."""
     connected = insert_splits(layers)
+    _check_shared_params(layers)
     known: set[str] = set()
     available: set[str] = set()
     for layer in connected:
@@ -155,6 +158,54 @@ def check_net(layers: list[Layer]) -> list[ConnectedLayer]:
             known.add(blob)
             available.add(blob)
     return connected
+
+
+def _blob_count(layer: Layer) -> int:
+    present = sum(blob is not None for blob in layer.blobs)
+    return present or expected_blob_count(layer) or len(layer.blobs)
+
+
+def _shape_string(shape) -> str:  # Blob::shape_string
+    return " ".join(str(d) for d in shape) + f" ({prod(shape)})"
+
+
+def _check_shared_params(layers: list[Layer]) -> None:
+    """Net::AppendParam: blobs shared by a param name must match in shape
+    (in count with share_mode PERMISSIVE) and in lr_mult and decay_mult
+    where both say one."""
+    owners: dict[str, tuple[Layer, int, dict]] = {}
+    for layer in layers:
+        specs = list(layer.spec.param) if layer.spec.has("param") else []
+        for index, spec in enumerate(specs[: _blob_count(layer)]):
+            if not spec.name:
+                continue
+            said = {key: getattr(spec, key) for key in ("lr_mult", "decay_mult") if spec.has(key)}
+            if spec.name not in owners:
+                owners[spec.name] = (layer, index, said)
+                continue
+            owner, owner_index, owner_said = owners[spec.name]
+            _check_shared_shape(spec, owner, owner_index, layer, index)
+            for key, value in said.items():
+                if owner_said.setdefault(key, value) != value:
+                    raise NetRefused(f"Caffe refuses this net: Shared param '{spec.name}' has "
+                                     f"mismatched {key}. (layers '{owner.name}' and "
+                                     f"'{layer.name}')")
+
+
+def _check_shared_shape(spec, owner: Layer, owner_index: int, layer: Layer, index: int) -> None:
+    mine = layer.blobs[index] if index < len(layer.blobs) else None
+    theirs = owner.blobs[owner_index] if owner_index < len(owner.blobs) else None
+    if mine is None or theirs is None:
+        return  # shapes known only once the net runs
+    permissive = spec.share_mode == "PERMISSIVE"
+    a, b = tuple(theirs.shape), tuple(mine.shape)
+    if (prod(a) == prod(b)) if permissive else (a == b):
+        return
+    what, expects = ("count", "shape is") if permissive else ("shape", "expects shape")
+    raise NetRefused(f"Caffe refuses this net: Cannot share param '{spec.name}' owned by layer "
+                     f"'{owner.name}' with layer '{layer.name}'; {what} mismatch.  Owner layer "
+                     f"param shape is {_shape_string(a)}; sharing layer {expects} "
+                     f"{_shape_string(b)}")
 
 
 def _check_propagate_down(layer: Layer) -> None:
