@@ -12,6 +12,13 @@ GENERATED = ROOT / "fixtures" / "generated"  # files written by fixtures/make_fi
 SOLVER_TYPES = ["sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
 
 
+def pytest_configure(config):
+    # The default run leaves out slow tests (addopts: -m "not slow"); a test
+    # asked for by its node id (tests/test_x.py::test_y) runs whatever its marks.
+    if config.option.markexpr == "not slow" and any("::" in arg for arg in config.args):
+        config.option.markexpr = ""
+
+
 @pytest.fixture
 def caffe_dir(tmp_path) -> Path:
     """A writable copy of the real-Caffe fixtures (tests must never modify inputs)."""
@@ -20,6 +27,33 @@ def caffe_dir(tmp_path) -> Path:
     for path in target.rglob("*"):
         path.chmod(0o644 if path.is_file() else 0o755)
     return target
+
+
+SSD = CAFFE / "ssd"  # nets and blobs written by the SSD fork (weiliu89/caffe)
+
+
+@pytest.fixture(scope="session")
+def ssd_synth_a_blobs() -> dict:
+    """Every blob of the SSD fork's synth_a net as the engine computes it, run
+    once for the session (its eleven DetectionOutput layers take seconds).
+    Read-only: the tests share it."""
+    import numpy as np
+
+    import blobcast
+    from blobcast.engine import Net
+
+    model = blobcast.load(SSD / "synth_a.caffemodel", prototxt=SSD / "synth_a.prototxt")
+    blobs = Net(model).forward({"data": np.load(SSD / "synth_a_input_data.npy")}, keep_all=True)
+    for array in blobs.values():
+        array.setflags(write=False)
+    return blobs
+
+
+def without_detection_output(model):
+    """The model without its DetectionOutput layers, for tests of the layers
+    before them (those layers are most of what the SSD nets cost to run)."""
+    model.layers = [layer for layer in model.layers if layer.type != "DetectionOutput"]
+    return model
 
 
 def read_bytes(path) -> bytes:

@@ -82,6 +82,7 @@ def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path, content, expected)
     assert not out.exists() and os.listdir(tmp_path) == ["bad.caffemodel"]
 
 
+@pytest.mark.slow
 def test_debug_flag_shows_the_traceback(tmp_path):
     source = tmp_path / "bad.caffemodel"
     source.write_bytes(b"\xff\xff\xff\xff")
@@ -151,6 +152,7 @@ def test_inspect_reports_a_missing_learned_net(tmp_path):
     (signal.SIGTERM, 143, "terminated; nothing was written"),
     (signal.SIGINT, 130, "interrupted; nothing was written"),
 ])
+@pytest.mark.slow
 def test_an_interrupted_conversion_leaves_nothing(tmp_path, signal_number, code, message):
     import numpy as np
 

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from blobcast import __version__
 
 from .conftest import CAFFE, GENERATED
@@ -16,6 +18,7 @@ def blobcast(*args, cwd=None):
                           capture_output=True, text=True, cwd=cwd)
 
 
+@pytest.mark.slow
 def test_every_option_has_its_own_name_and_usage_is_plain():
     shown = blobcast("convert", "--help")
     assert shown.returncode == 0
@@ -39,6 +42,7 @@ def test_command_summaries_are_whole():
     assert "checked before the output" in commands and "..." not in commands
 
 
+@pytest.mark.slow
 def test_version_and_debug_anywhere(tmp_path):
     version = blobcast("--version")
     assert version.returncode == 0 and version.stdout.strip() == f"blobcast {__version__}"
@@ -58,6 +62,7 @@ def test_options_by_name_work(tmp_path):
     assert json.loads(done.stdout)["ok"] is True
 
 
+@pytest.mark.slow
 def test_json_on_failure_too(tmp_path):
     failed = blobcast("convert", tmp_path / "missing.caffemodel", tmp_path / "x.caffemodel.h5",
                       "--json")

@@ -38,6 +38,7 @@ def sources(tmp_path_factory):
         folder / "mean.npy")]
 
 
+@pytest.mark.slow
 def test_mutated_files_read_or_raise_blobcast_errors(sources, tmp_path):
     # In a child process with a hard limit: a hang inside a C library would
     # not answer the per-case alarm, and must fail this test, not stall it.

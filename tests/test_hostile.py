@@ -76,6 +76,7 @@ def _secret_in(folder) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_the_corpus_covers_every_attack(corpus):
     _, cases = corpus
     names = {case.name for case in cases}
@@ -88,6 +89,7 @@ def test_the_corpus_covers_every_attack(corpus):
             "pipe.caffemodel"} <= names
 
 
+@pytest.mark.slow
 def test_every_hostile_file_is_refused_in_one_line(corpus, tmp_path):
     root, cases = corpus
     failures = []
@@ -113,6 +115,7 @@ def test_every_hostile_file_is_refused_in_one_line(corpus, tmp_path):
     assert failures == [], "\n".join(map(str, failures))
 
 
+@pytest.mark.slow
 def test_the_secret_would_be_found_if_it_leaked(corpus, tmp_path):
     # The leak check can fail: a copy of the secret in an output is found.
     root, _ = corpus
@@ -150,6 +153,7 @@ def _limit_open_files():
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
 
 
+@pytest.mark.slow
 def test_thousands_of_tensors_convert_with_few_file_descriptors(tmp_path):
     h5 = tmp_path / "chain.caffemodel.h5"
     blobcast.save(_chain_model(2400), h5)

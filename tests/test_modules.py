@@ -431,6 +431,7 @@ def test_the_blocks_of_real_public_nets_are_found_and_modularized(path, expected
         (REAL / path).read_text().splitlines()) / 2
 
 
+@pytest.mark.slow
 def test_the_real_googlenet_exports_its_inceptions_as_one_onnx_function(tmp_path):
     import onnx
 

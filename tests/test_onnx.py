@@ -158,6 +158,7 @@ def test_external_data_written_and_read_back(resnet, tmp_path):
                  Net(blobcast.load(resnet)).forward({"data": x})["prob"])
 
 
+@pytest.mark.slow
 def test_a_model_over_2_gb_writes_external_data(tmp_path):
     rows, columns = 16384, 32769  # 2.0000 GiB + a little, float32
     weights_file = tmp_path / "weights.bin"

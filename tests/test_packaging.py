@@ -5,6 +5,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import blobcast.converters
 
 from .conftest import ROOT
@@ -15,6 +17,7 @@ def test_converters_import_from_the_package():
     from blobcast.converters import caffe_pb2  # noqa: F401
 
 
+@pytest.mark.slow
 def test_wheel_contains_the_converters(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

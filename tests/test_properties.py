@@ -86,6 +86,7 @@ PROPERTY_SETTINGS = settings(max_examples=25, deadline=None,
                                                     HealthCheck.too_slow])
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(spec=random_net())
 def test_caffe_formats_round_trip_exactly(tmp_path, spec):
@@ -103,6 +104,7 @@ def test_caffe_formats_round_trip_exactly(tmp_path, spec):
         assert back.read_bytes() == binary.read_bytes()
 
 
+@pytest.mark.slow
 @PROPERTY_SETTINGS
 @given(spec=random_net())
 def test_onnx_round_trip_computes_the_same(tmp_path, spec):

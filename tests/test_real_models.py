@@ -7,6 +7,7 @@ import re
 import cv2
 import numpy as np
 import onnx
+import pytest
 from typer.testing import CliRunner
 
 import blobcast
@@ -38,6 +39,7 @@ def test_a_real_ssd_face_detector_runs_as_opencv_runs_it():
     assert ours["detection_out"].shape == (1, 1, 50, 7)  # keep_top_k rows, as OpenCV pads to
 
 
+@pytest.mark.slow
 def test_the_face_detector_converts_to_onnx_and_back(tmp_path):
     result = runner.invoke(app, ["convert", str(YU_WEIGHTS), str(tmp_path / "yu.onnx"), "--prototxt",
                                  str(YU_NET), "--strict", "--json"])
@@ -58,6 +60,7 @@ YOLO_WEIGHTS, YOLO_NET = YOLO / "yoloface-500k-v2.caffemodel", YOLO / "yoloface-
 YOLO_OUTPUTS = ["layer71-conv", "layer83-conv", "layer95-conv"]
 
 
+@pytest.mark.slow
 def test_a_real_yolo_net_runs_as_opencv_runs_it_up_to_its_upsample(tmp_path):
     # group == channels convolutions and two-bottom Scale (SE gating) against OpenCV, which
     # cannot create the darknet forks' Upsample: it runs the net cut just before the first one
@@ -80,6 +83,7 @@ def test_a_real_yolo_net_runs_as_opencv_runs_it_up_to_its_upsample(tmp_path):
     assert ours["layer74-upsample"].shape[2:] == (18, 22)
 
 
+@pytest.mark.slow
 def test_the_yolo_net_converts_to_onnx_in_standard_ops_and_between_caffe_formats(tmp_path):
     result = runner.invoke(app, ["convert", str(YOLO_WEIGHTS), str(tmp_path / "y.onnx"), "--prototxt",
                                  str(YOLO_NET), "--strict", "--json"])
@@ -98,6 +102,7 @@ def test_the_yolo_net_converts_to_onnx_in_standard_ops_and_between_caffe_formats
     assert (tmp_path / "y.caffemodel").read_bytes() == YOLO_WEIGHTS.read_bytes()
 
 
+@pytest.mark.slow
 def test_the_yolo_net_with_interp_for_its_upsamples_as_its_repository_instructs(tmp_path):
     # The repository's README tells MNN users to replace each Upsample with an Interp layer
     # of the upsampled height and width (PSPNet/DeepLab's bilinear, align-corners resize).

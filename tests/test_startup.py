@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ZOO = Path(__file__).resolve().parents[1] / "fixtures" / "caffe" / "zoo" / "zoo.caffemodel"
 
 PROBE = """
@@ -25,6 +27,7 @@ def _imports_onnx(*arguments) -> bool:
     return done.stdout.strip().splitlines()[-1] == "True"
 
 
+@pytest.mark.slow
 def test_caffe_formats_alone_never_import_onnx(tmp_path):
     assert not _imports_onnx("convert", str(ZOO), str(tmp_path / "zoo.caffemodel.h5"), "--no-verify")
     assert not _imports_onnx("inspect", str(ZOO))

@@ -127,6 +127,7 @@ def test_a_net_opencv_computes_differently_is_not_written(tmp_path, monkeypatch)
     assert not (tmp_path / "out.caffemodel").exists()
 
 
+@pytest.mark.slow
 def test_a_real_yolo_net_runs_whole_in_opencv_with_its_upsamples_as_deconvolutions(tmp_path):
     # yoloface-500k (fixtures/real): darknet's nearest Upsample, which OpenCV 4 cannot create.
     from pathlib import Path

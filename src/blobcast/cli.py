@@ -465,6 +465,10 @@ def verify(
     seed: SeedOption = 0,
     atol: AtolOption = 1e-5,
     rtol: RtolOption = 1e-3,
+    tolerance: Annotated[Optional[list[str]], typer.Option(
+        "--tolerance", metavar="BLOB=ATOL,RTOL",
+        help="Tolerances for one blob, taken as given (--atol/--rtol are judged relative to each "
+        "blob's range); repeatable.")] = None,
     all_blobs: Annotated[bool, typer.Option(
         "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
     device: DeviceOption = "cpu",
@@ -479,12 +483,14 @@ def verify(
     json_output: JsonOption = False,
 ):
     """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
-    from .verify import verify_files
+    from .verify import parse_tolerance, verify_files
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, layer_plugins=layer_plugins, winograd=winograd)
-        report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite)
+        per_blob = dict(parse_tolerance(spec) for spec in tolerance or ())
+        report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite,
+                              tolerances=per_blob)
         if json_output:
             _print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
                          **report.to_dict()})
@@ -510,9 +516,11 @@ def _print_verify(report) -> None:
                       _format_error(c.mean_abs_error), _format_error(c.max_rel_error), cosine,
                       _format_error(c.min_atol), _format_error(c.min_rtol), status)
     stdout.print(table)
+    for line in report.explanations():
+        stdout.print(escape(line))
     for note in report.notes:
         stderr.print(f"blobcast: note: {escape(note)}")
-    verdict = f"{len(report.compared)} blobs within atol {report.atol:g}, rtol {report.rtol:g}"
+    verdict = f"{len(report.compared)} blobs within {report.tolerance_text()}"
     if report.problem:
         stdout.print(f"FAIL: {escape(report.problem)}")
     elif report.passed:

@@ -7,6 +7,12 @@ element passes when |a - b| <= atol + rtol * max(|a|, |b|). The result also
 gives max and mean absolute error, the max relative error |a - b| / max(|a|, |b|),
 cosine similarity, and the smallest atol (at the given rtol) and rtol (at the
 given atol) that would have passed.
+
+Judged relative to its range (what `verify` does), a blob's atol is at most
+rtol times its largest value: an atol sized for values near 1 would pass
+anything in a blob whose values are all near 1e-9. A blob whose largest value
+is below float32's smallest normal number has no range to judge against: it is
+compared with the plain atol and marked too small to judge.
 """
 
 from __future__ import annotations
@@ -84,6 +90,22 @@ DEFAULT_RTOL = 1e-3
 
 
 @dataclass
+class RoundingCheck:
+    """A failed blob's two sides against a float64 run of the engine (the
+    exact value, as near as float64 gets): how far each strays from it, and
+    how far float32 rounding alone may take a value there."""
+
+    reference: str  # which side's model ran in float64
+    a_deviation: float  # max |A - float64 run|
+    b_deviation: float  # max |B - float64 run|
+    rounding: float  # what float32 rounding explains at this blob
+    a_within: bool
+    b_within: bool
+    strays: str  # "", "A", "B" or "both"
+    verdict: str
+
+
+@dataclass
 class BlobComparison:
     name: str
     shape: list[int]
@@ -98,6 +120,12 @@ class BlobComparison:
     nan_mismatches: int = 0
     nonfinite: int = 0
     problem: str = ""
+    atol: float = DEFAULT_ATOL  # the tolerances this blob was judged by
+    rtol: float = DEFAULT_RTOL
+    peak: float = 0.0  # largest finite |value| on either side: the blob's range
+    effective_atol: float = DEFAULT_ATOL  # atol as applied (at most rtol * peak, judged by range)
+    too_small: str = ""  # why the blob's values are too small to judge, if they are
+    rounding: RoundingCheck | None = None  # on a failure: both sides against a float64 run
 
 
 def _to_host(array) -> np.ndarray:
@@ -108,6 +136,44 @@ def _mismatch(name: str, shape, count: int, problem: str) -> BlobComparison:
     inf = float("inf")
     return BlobComparison(name, list(shape), False, inf, inf, inf, None, inf, inf, count,
                           problem=problem)
+
+
+# float32's smallest normal number: below it values are subnormal (or 0) and
+# carry too few significant bits to be judged relative to their range.
+FLOAT32_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _largest_finite(xp, flat, step: int) -> float:
+    """The largest finite |value| of a flat array; 0 when it has none."""
+    if not flat.size:
+        return 0.0
+    if xp is np and flat.dtype.kind in "fiu":
+        # Two reductions over the stored values, no temporaries: NaN is passed
+        # over; an Inf found sends the rare case to the loop below.
+        high, low = float(np.fmax.reduce(flat)), float(np.fmin.reduce(flat))
+        if np.isfinite(high) and np.isfinite(low):
+            return max(abs(high), abs(low))
+        if np.isnan(high):  # every value NaN
+            return 0.0
+    peak = 0.0
+    for start in range(0, flat.size, step):
+        chunk = xp.abs(flat[start:start + step].astype(np.float64))
+        finite = chunk[xp.isfinite(chunk)]
+        if finite.size:
+            peak = max(peak, float(finite.max()))
+    return peak
+
+
+def range_judged_atol(atol: float, rtol: float, peak: float) -> tuple[float, str]:
+    """(atol as applied to a blob whose largest value is `peak`, why the blob is
+    too small to judge or ""). rtol 0 asks for a purely absolute judgement."""
+    if peak < FLOAT32_TINY:
+        what = "every value is 0" if peak == 0 else f"its largest value is {peak:.3g}"
+        return atol, (f"{what}, below float32's smallest normal number {FLOAT32_TINY:.3g}: "
+                      "there is no range to judge it against")
+    if rtol <= 0:
+        return atol, ""
+    return min(atol, rtol * peak), ""
 
 
 class _Totals:
@@ -177,8 +243,12 @@ def _array_module(array):
 
 
 def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
-                   rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False) -> BlobComparison:
+                   rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False,
+                   range_judged: bool = False) -> BlobComparison:
     """Compare two blobs element by element.
+
+    With `range_judged`, atol is at most rtol times the blob's largest value
+    (see the module's description), and a blob too small to judge says so.
 
     NaN and Inf are never close to anything: a blob holding them fails,
     unless `allow_nonfinite` is given and both sides hold the very same
@@ -196,10 +266,12 @@ def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
                          f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     step = CHUNK_VALUES["cpu" if xp is np else "gpu"]
+    peak = max(_largest_finite(xp, flat_a, step), _largest_finite(xp, flat_b, step))
+    applied, too_small = range_judged_atol(atol, rtol, peak) if range_judged else (atol, "")
     totals = _Totals()
     for start in range(0, flat_a.size, step):
         totals.add(xp, flat_a[start:start + step].astype(np.float64),
-                   flat_b[start:start + step].astype(np.float64), atol, rtol)
+                   flat_b[start:start + step].astype(np.float64), applied, rtol)
     cosine = None
     if not totals.nonfinite:
         norms = float(np.sqrt(totals.norm_a) * np.sqrt(totals.norm_b))
@@ -219,4 +291,5 @@ def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
         max_rel_error=totals.max_rel, cosine_similarity=cosine,
         min_atol=totals.min_atol, min_rtol=totals.min_rtol,
         mismatched=mismatched, nan_mismatches=totals.nan_mismatches, nonfinite=totals.nonfinite,
-        problem=problem)
+        problem=problem, atol=atol, rtol=rtol, peak=peak, effective_atol=applied,
+        too_small=too_small)

@@ -20,9 +20,41 @@ from .compare import (  # noqa: F401  (part of this module's interface)
 from .engine import Net
 from .errors import BlobcastError, about
 from .inputs import _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
+from .rounding import check_rounding
 from .runners import forward_what_runs, runner_for
 
 INPUTS_KEY = "__blobcast_inputs__"
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How close two blobs must be. atol and rtol apply to every blob, judged
+    relative to its range (compare.py); `per_blob` (name -> (atol, rtol))
+    overrides them for the blobs it names, taken as given."""
+
+    atol: float = DEFAULT_ATOL
+    rtol: float = DEFAULT_RTOL
+    per_blob: dict = field(default_factory=dict)
+
+    def compare(self, name: str, a, b, allow_nonfinite: bool) -> BlobComparison:
+        if name in self.per_blob:
+            atol, rtol = self.per_blob[name]
+            return compare_arrays(name, a, b, atol, rtol, allow_nonfinite)
+        return compare_arrays(name, a, b, self.atol, self.rtol, allow_nonfinite, range_judged=True)
+
+
+def parse_tolerance(spec: str) -> tuple[str, tuple[float, float]]:
+    """BLOB=ATOL,RTOL (as --tolerance takes it) -> (blob, (atol, rtol))."""
+    name, _, values = spec.rpartition("=")
+    parts = values.split(",")
+    try:
+        atol, rtol = (float(part) for part in parts) if len(parts) == 2 else (None, None)
+    except ValueError:
+        atol = rtol = None
+    if not name or atol is None or not all(np.isfinite(x) and x >= 0 for x in (atol, rtol)):
+        raise BlobcastError(f"--tolerance {spec!r}: expected BLOB=ATOL,RTOL with two numbers "
+                            "of 0 or more, e.g. prob=1e-6,1e-3")
+    return name, (atol, rtol)
 
 
 @dataclass
@@ -38,6 +70,12 @@ class VerifyReport:
     notes: list[str] = field(default_factory=list)
     all_blobs: bool = False
     input_sources: dict[str, str] = field(default_factory=dict)  # name -> where its values came from
+    tolerances: dict[str, list[float]] = field(default_factory=dict)  # per blob: [atol, rtol]
+
+    @property
+    def too_small(self) -> list[str]:
+        """The blobs whose values are too small to judge."""
+        return [c.name for c in self.compared if c.too_small]
 
     @property
     def passed(self) -> bool:
@@ -51,6 +89,20 @@ class VerifyReport:
                     + ("" if self.all_blobs else " (try --all-blobs)"))
         return ""
 
+    def explanations(self) -> list[str]:
+        """A line for each blob too small to judge, and for each float64 check."""
+        lines = [f"{c.name}: too small to judge: {c.too_small}" for c in self.compared if c.too_small]
+        return lines + [f"{c.name}: {c.rounding.verdict}" for c in self.compared if c.rounding]
+
+    def tolerance_text(self) -> str:
+        text = f"atol {self.atol:g}, rtol {self.rtol:g} of each blob's range"
+        if self.tolerances:
+            text += " (" + "; ".join(f"{name}: atol {pair[0]:g}, rtol {pair[1]:g}"
+                                     for name, pair in self.tolerances.items()) + ")"
+        if self.too_small:
+            text += f"; {len(self.too_small)} too small to judge"
+        return text
+
     @property
     def first_mismatch(self) -> BlobComparison | None:
         return next((c for c in self.compared if not c.passed), None)
@@ -61,6 +113,7 @@ class VerifyReport:
         out["problem"] = self.problem or None
         first = self.first_mismatch
         out["first_mismatch"] = first.name if first else None
+        out["too_small"] = self.too_small
         return out
 
 
@@ -156,7 +209,7 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
                     if name not in inputs}, notes
 
 
-def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], atol, rtol,
+def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], tolerances: Tolerances,
                   allow_nonfinite: bool) -> list:
     results = []
     for name in order:
@@ -164,60 +217,85 @@ def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], atol, rtol,
             results.append(_mismatch(name, np.shape(a_blobs[name]), int(np.size(a_blobs[name])),
                                      "missing from the other side"))
             continue
-        results.append(compare_arrays(name, a_blobs[name], b_blobs[name], atol, rtol,
-                                      allow_nonfinite))
+        results.append(tolerances.compare(name, a_blobs[name], b_blobs[name], allow_nonfinite))
     return results
 
 
-def _compare_as_produced(net, inputs: dict, a_blobs: dict, atol, rtol,
-                         allow_nonfinite: bool) -> dict:
+def _compare_as_produced(net, inputs: dict, a_blobs: dict, tolerances: Tolerances,
+                         allow_nonfinite: bool) -> tuple[dict, dict]:
     """Run the engine net B and compare each blob with A's as soon as its last
     version is made, then let it go: B's blobs are never all held at once,
-    and each is compared while it is still in the cache."""
-    compared = {}
+    and each is compared while it is still in the cache. Returns the
+    comparisons and copies of the blobs that differ (for the float64 check)."""
+    compared, differing = {}, {}
 
     def compare(name, value):
         if name in a_blobs and name not in inputs:
-            compared[name] = compare_arrays(name, a_blobs[name], value, atol, rtol, allow_nonfinite)
+            compared[name] = tolerances.compare(name, a_blobs[name], value, allow_nonfinite)
+            if not compared[name].passed:
+                differing[name] = _to_host(value).copy()
 
     net.forward(inputs, on_blob=compare, final_only=True)
-    return compared
+    return compared, differing
+
+
+def _against_recording(net_a, b: str, given: dict, sources: dict, options: RunOptions):
+    """A run against blobs recorded in the .npz b: (inputs, A's blobs, B's, names to compare)."""
+    reference, reference_inputs = load_reference(b)
+    if not reference_inputs:
+        # Written by another tool: the net's inputs are the entries named like them.
+        reference_inputs = [name for name in net_a.inputs if name in reference]
+    for name in reference_inputs:
+        if name in net_a.inputs and name not in given:
+            given[name] = reference[name]
+            sources[name] = os.path.basename(b)
+    b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
+    inputs = make_inputs(net_a.inputs, given, options.seed)
+    a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
+    if options.all_blobs:
+        return inputs, a_blobs, b_blobs, [name for name in a_blobs
+                                           if name in b_blobs and name not in inputs]
+    order = [name for name in net_a.outputs if name not in inputs and name in a_blobs]
+    missing = [name for name in order if name not in b_blobs]
+    if missing:
+        raise BlobcastError("the recorded blobs lack the outputs " + ", ".join(missing), b)
+    return inputs, a_blobs, b_blobs, order
+
+
+def _check_tolerance_names(tolerances: Tolerances, results: list) -> None:
+    compared = {c.name for c in results}
+    unknown = [name for name in tolerances.per_blob if name not in compared]
+    if unknown:
+        raise BlobcastError(f"--tolerance names {', '.join(map(repr, unknown))}, which "
+                            f"{'is' if len(unknown) == 1 else 'are'} not compared (compared: "
+                            f"{', '.join(sorted(compared)) or 'nothing'})")
 
 
 def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_ATOL,
-                 rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False) -> VerifyReport:
+                 rtol: float = DEFAULT_RTOL, allow_nonfinite: bool = False,
+                 tolerances: dict | None = None, explain: bool = True) -> VerifyReport:
     """Run A and B on the same inputs and compare their blobs; B may be an .npz
-    of blobs recorded earlier (its inputs are used unless options.inputs override)."""
+    of blobs recorded earlier (its inputs are used unless options.inputs override).
+
+    Each blob must be within atol and rtol, judged relative to its own range;
+    `tolerances` (blob name -> (atol, rtol)) sets them for the blobs it names.
+    With `explain`, blobs that differ are measured against a float64 run of
+    the engine: each one's `rounding` says whether both sides are within
+    float32 rounding of it, and which side strays."""
     import time
 
     started = time.perf_counter()
+    judge = Tolerances(atol, rtol, {name: tuple(map(float, pair))
+                                    for name, pair in (tolerances or {}).items()})
     given = _given_inputs(options)
     with about(a):
         net_a = _side(a, options)
     notes = _notes(net_a) + _uncomputed_notes(net_a)
     sources = {name: "--input" for name in given}
-    results = None
+    results, net_b, b_blobs = None, None, {}
     if b.lower().endswith(".npz"):
-        reference, reference_inputs = load_reference(b)
-        if not reference_inputs:
-            # Written by another tool: the net's inputs are the entries named like them.
-            reference_inputs = [name for name in net_a.inputs if name in reference]
-        for name in reference_inputs:
-            if name in net_a.inputs and name not in given:
-                given[name] = reference[name]
-                sources[name] = os.path.basename(b)
-        b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
         with about(a):
-            inputs = make_inputs(net_a.inputs, given, options.seed)
-            a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
-        if options.all_blobs:
-            order = [name for name in a_blobs if name in b_blobs and name not in inputs]
-        else:
-            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs]
-            missing = [name for name in order if name not in b_blobs]
-            if missing:
-                raise BlobcastError("the recorded blobs lack the outputs "
-                                    + ", ".join(missing), b)
+            inputs, a_blobs, b_blobs, order = _against_recording(net_a, b, given, sources, options)
     else:
         with about(b):
             net_b = _side(b, options)
@@ -230,7 +308,8 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
             a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
         if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:
             with about(b):
-                compared = _compare_as_produced(net_b, inputs, a_blobs, atol, rtol, allow_nonfinite)
+                compared, b_blobs = _compare_as_produced(net_b, inputs, a_blobs, judge,
+                                                         allow_nonfinite)
             order = [name for name in a_blobs if name in compared]
             results = [compared[name] for name in order]
         else:
@@ -242,7 +321,11 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                 order = [name for name in net_a.outputs if name not in inputs and name in a_blobs
                          and name not in net_b.uncomputed]
     if results is None:
-        results = _compare_runs(a_blobs, b_blobs, order, atol, rtol, allow_nonfinite)
+        results = _compare_runs(a_blobs, b_blobs, order, judge, allow_nonfinite)
+    _check_tolerance_names(judge, results)
+    failed = [c for c in results if not c.passed]
+    if failed and explain:
+        notes += check_rounding(failed, (net_a, net_b), inputs, a_blobs, b_blobs)
     for name in inputs:
         sources.setdefault(name, f"random normal(0, 1), seed {options.seed}")
     notes = [f"input {name!r} {list(np.shape(inputs[name]))}: {where}"
@@ -251,6 +334,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                           results,
                           atol, rtol, "gpu" if getattr(net_a, "xp", np) is not np else "cpu",
                           notes=notes, all_blobs=options.all_blobs,
-                          input_sources={k: v for k, v in sources.items() if k in inputs})
+                          input_sources={k: v for k, v in sources.items() if k in inputs},
+                          tolerances={k: list(v) for k, v in judge.per_blob.items()})
     report.seconds = time.perf_counter() - started
     return report
