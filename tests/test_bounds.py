@@ -1,0 +1,113 @@
+"""Every expansion a file asks for is sized before it is built, and every
+cost is bounded before it is paid: each hostile file here is built by the
+test and run in a child process with a time and a memory limit, so a hang
+or a runaway allocation fails the test instead of stalling the machine."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+from .conftest import ROOT
+
+INPUT = ('layer { name: "data" type: "Input" top: "data" '
+         'input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }')
+
+
+def run_bounded(arguments: list[str], seconds: float = 60, memory: int = 2 * 2**30):
+    """(exit code, stderr) of `blobcast ARGUMENTS` under an address-space
+    limit; None for the code when it passed `seconds`."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "blobcast", *map(str, arguments)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=seconds, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        return None, f"no answer in {seconds} s"
+    return done.returncode, done.stderr
+
+
+def refused(arguments, expected: str, seconds: float = 60, memory: int = 2 * 2**30) -> None:
+    code, stderr = run_bounded(arguments, seconds, memory)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], (code, stderr[-1500:])
+
+
+# -- modular nets ---------------------------------------------------------------------------
+
+def _empty_modules(levels: int) -> str:
+    """Each module holds two instances of the next; the last holds nothing:
+    no layer at all, 2**levels instances."""
+    text = [INPUT]
+    for k in range(levels):
+        text.append(f'module {{ name: "E{k}" input: "x" output: "y" '
+                    f'layer {{ name: "a" module: "E{k + 1}" bottom: "x" top: "y" }} '
+                    f'layer {{ name: "b" module: "E{k + 1}" bottom: "x" top: "y" }} }}')
+    text.append(f'module {{ name: "E{levels}" input: "x" output: "y" }}')
+    text.append('layer { name: "top" module: "E0" bottom: "data" top: "out" }')
+    return "\n".join(text)
+
+
+def _doubling_parameter(levels: int) -> str:
+    """Each module passes its parameter on as "${v} ${v}": it doubles per level."""
+    text = [INPUT]
+    for k in range(levels):
+        text.append(f'module {{ name: "D{k}" input: "x" output: "y" param {{ name: "v" }} '
+                    f'layer {{ name: "a" module: "D{k + 1}" bottom: "x" top: "y" '
+                    'module_param { key: "v" value: "${v} ${v}" } } }')
+    text.append(f'module {{ name: "D{levels}" input: "x" output: "y" param {{ name: "v" }} '
+                'layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }')
+    text.append('layer { name: "top" module: "D0" bottom: "data" top: "out" '
+                'module_param { key: "v" value: "abcdefgh" } }')
+    return "\n".join(text)
+
+
+def _wide(instances: int) -> str:
+    """INSTANCES x 10 x 100 in-place ReLUs: instances * 1000 layers from a few KB."""
+    relus = " ".join(f'layer {{ name: "r{k}" type: "ReLU" bottom: "x" top: "x" }}' for k in range(100))
+    tens = " ".join(f'layer {{ name: "t{k}" module: "R" bottom: "x" top: "x" }}' for k in range(10))
+    many = " ".join(f'layer {{ name: "i{k}" module: "T" bottom: "x" top: "x" }}' for k in range(instances))
+    return "\n".join([INPUT, f'module {{ name: "R" input: "x" output: "x" {relus} }}',
+                      f'module {{ name: "T" input: "x" output: "x" {tens} }}',
+                      f'module {{ name: "M" input: "x" output: "x" {many} }}',
+                      'layer { name: "top" module: "M" bottom: "data" top: "data" }'])
+
+
+def test_instances_of_empty_modules_count_against_the_flattening_limit(tmp_path):
+    path = tmp_path / "empty.prototxt"
+    path.write_text(_empty_modules(40))  # 6.5 KB, 2**40 instances
+    assert path.stat().st_size < 7000
+    refused(["inspect", path], "flattens to more than 200000 layers and module instances", seconds=30)
+
+
+def test_a_parameter_that_doubles_per_level_is_sized_before_it_is_substituted(tmp_path):
+    path = tmp_path / "double.prototxt"
+    path.write_text(_doubling_parameter(40))
+    refused(["inspect", path, "--memory-budget", "256M"], "parameter 'v' is", seconds=30,
+            memory=1024 * 2**20)
+
+
+def test_substituted_module_text_is_charged_to_the_budget(tmp_path):
+    # one parameter of 60,000 characters used 3,000 times: 180 MB of layer text
+    uses = " ".join(f'layer {{ name: "r{k}" type: "ReLU" bottom: "x" top: "x" '
+                    'include { stage: "${v}" } }' for k in range(3000))
+    text = "\n".join([INPUT, f'module {{ name: "M" input: "x" output: "x" param {{ name: "v" }} {uses} }}',
+                      f'layer {{ name: "m" module: "M" bottom: "data" top: "data" '
+                      f'module_param {{ key: "v" value: "{"s" * 60_000}" }} }}'])
+    path = tmp_path / "spread.prototxt"
+    path.write_text(text)
+    refused(["inspect", path, "--memory-budget", "64M"], "flattening the modules", seconds=30,
+            memory=1024 * 2**20)
+
+
+def test_the_flattened_layers_are_charged_to_the_budget(tmp_path):
+    path = tmp_path / "wide.prototxt"
+    path.write_text(_wide(195))  # 195,000 layers from 17 KB; about 1 GB once read
+    assert path.stat().st_size < 20_000
+    refused(["inspect", path, "--memory-budget", "256M"], "flattening the modules (197", seconds=30,
+            memory=1024 * 2**20)
+    path.write_text(_wide(2))
+    code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"], seconds=60)
+    assert code == 0, stderr
