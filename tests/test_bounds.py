@@ -9,6 +9,8 @@ import resource
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import ROOT
 
 INPUT = ('layer { name: "data" type: "Input" top: "data" '
@@ -111,3 +113,61 @@ def test_the_flattened_layers_are_charged_to_the_budget(tmp_path):
     path.write_text(_wide(2))
     code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"], seconds=60)
     assert code == 0, stderr
+
+
+# -- layers whose cost depends on their settings -------------------------------------------
+
+def _detection_net(side: int, nms: str) -> str:
+    """PriorBox over a side x side map (one prior a location), then
+    DetectionOutput over loc/conf inputs: side**2 candidates of one class."""
+    n, plane = side * side, f"shape {{ dim: 1 dim: 1 dim: {side} dim: {side} }}"
+    return f'''
+layer {{ name: "feature" type: "Input" top: "feature" input_param {{ {plane} }} }}
+layer {{ name: "image" type: "Input" top: "image" input_param {{ {plane} }} }}
+layer {{ name: "loc" type: "Input" top: "loc" input_param {{ shape {{ dim: 1 dim: {n * 4} }} }} }}
+layer {{ name: "conf" type: "Input" top: "conf" input_param {{ shape {{ dim: 1 dim: {n * 2} }} }} }}
+layer {{ name: "priors" type: "PriorBox" bottom: "feature" bottom: "image" top: "priors"
+  prior_box_param {{ min_size: 1 }} }}
+layer {{ name: "detections" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "priors"
+  top: "detections" detection_output_param {{ num_classes: 2 share_location: true
+  background_label_id: 0 nms_param {{ nms_threshold: 0.45 {nms} }} keep_top_k: 100 code_type: CORNER }} }}
+'''
+
+
+def test_detection_outputs_nms_without_top_k_is_refused_before_it_turns_quadratic(tmp_path):
+    path = tmp_path / "detections.prototxt"
+    path.write_text(_detection_net(300, ""))  # 90,000 disjoint candidates: hours of greedy NMS
+    assert path.stat().st_size < 1000
+    refused(["run", path], "set nms_param top_k", seconds=60)
+
+
+def test_detection_outputs_nms_runs_thousands_of_candidates_at_once(tmp_path):
+    # 6,400 candidates, nearly all kept: 20 million overlaps, compared a kept set at a time
+    path = tmp_path / "detections.prototxt"
+    path.write_text(_detection_net(80, ""))
+    code, stderr = run_bounded(["run", path, "--save", tmp_path / "out.npz"], seconds=60)
+    assert code == 0, stderr
+    import numpy as np
+
+    detections = np.load(tmp_path / "out.npz")["detections"]
+    assert detections.shape == (1, 1, 100, 7) and (detections[0, 0, :, 1] == 1).all()
+
+
+@pytest.mark.slow
+def test_prior_boxes_many_aspect_ratios_are_deduplicated_in_linear_time(tmp_path):
+    # 150,000 distinct ratios written as one packed list: 10**10 comparisons pairwise
+    ratios = ", ".join(f"{1.5 + k * 1e-4:.4f}" for k in range(150_000))
+    text = ('layer { name: "feature" type: "Input" top: "feature" input_param { shape { dim: 1 dim: 1 '
+            'dim: 1 dim: 1 } } }\n'
+            'layer { name: "image" type: "Input" top: "image" input_param { shape { dim: 1 dim: 1 '
+            'dim: 8 dim: 8 } } }\n'
+            'layer { name: "priors" type: "PriorBox" bottom: "feature" bottom: "image" top: "priors" '
+            f'prior_box_param {{ min_size: 2 aspect_ratio: [{ratios}] flip: true }} }}\n')
+    path = tmp_path / "priors.prototxt"
+    path.write_text(text)
+    code, stderr = run_bounded(["run", path, "--save", tmp_path / "out.npz"], seconds=60)
+    assert code == 0, stderr
+    import numpy as np
+
+    priors = np.load(tmp_path / "out.npz")["priors"]
+    assert priors.shape == (1, 2, (1 + 2 * 150_000) * 4)  # 1, each ratio and its inverse
