@@ -30,6 +30,7 @@ from .onnx_tensors import (
     ExternalFiles,
     _layout,
     check_external_data,
+    check_sparse_sizes,
     external_tensor,
 )
 from .onnx_training import META_NET
@@ -290,6 +291,7 @@ def map_onnx(path: str):
     if not model.HasField("graph"):
         raise FormatError("not a valid ONNX model (no graph)", path)
     check_external_data(model, path)
+    check_sparse_sizes(model, path)
     return model, raw, buf
 
 

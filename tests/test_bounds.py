@@ -171,3 +171,95 @@ def test_prior_boxes_many_aspect_ratios_are_deduplicated_in_linear_time(tmp_path
 
     priors = np.load(tmp_path / "out.npz")["priors"]
     assert priors.shape == (1, 2, (1 + 2 * 150_000) * 4)  # 1, each ratio and its inverse
+
+
+# -- ONNX: constant folding, sparse tensors ------------------------------------------------
+
+def _onnx_model(nodes, output: str, opset: int = 13):
+    """A graph of constant-making NODES whose OUTPUT is a graph output, beside
+    a plain x + x (so the model has an input)."""
+    from onnx import TensorProto, helper
+
+    nodes = [*nodes, helper.make_node("Add", ["x", "x"], ["xx"])]
+    plane = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
+    graph = helper.make_graph(nodes, "hostile", [plane],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("xx", TensorProto.FLOAT, [1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _filled(name: str, shape: list[int], integer: bool = False) -> list:
+    """Nodes making a constant of SHAPE from a few bytes: Constant(shape) -> ConstantOfShape."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    kind = TensorProto.INT64 if integer else TensorProto.FLOAT
+    return [helper.make_node("Constant", [], [name + "_shape"],
+                             value=numpy_helper.from_array(np.asarray(shape, np.int64), name + "_shape")),
+            helper.make_node("ConstantOfShape", [name + "_shape"], [name],
+                             value=helper.make_tensor(name + "_value", kind, [1], [0]))]
+
+
+def _folding_models():
+    from onnx import helper
+
+    return {
+        # a million copies of row 0 of a 1 x 1024 constant: 3.8 GiB from 347 bytes
+        "gather": _onnx_model([*_filled("data", [1, 1024]), *_filled("rows", [1_000_000], integer=True),
+                               helper.make_node("Gather", ["data", "rows"], ["big"], axis=0)], "big"),
+        # one 4 MB constant concatenated with itself a thousand times
+        "concat": _onnx_model([*_filled("data", [1_000_000]),
+                               helper.make_node("Concat", ["data"] * 1000, ["big"], axis=0)], "big"),
+        # a 15 x 15 convolution of a 2000 x 2000 plane: its output is 16 MB, its patches 3.6 GB
+        "conv": _onnx_model([*_filled("image", [1, 1, 2000, 2000]), *_filled("kernel", [1, 1, 15, 15]),
+                             helper.make_node("Conv", ["image", "kernel"], ["big"], pads=[7] * 4)], "big"),
+    }
+
+
+@pytest.mark.parametrize("name", ["gather", "concat", "conv"])
+def test_constant_folding_sizes_outputs_and_temporaries_before_computing(name, tmp_path):
+    import onnx
+
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(_folding_models()[name], path)
+    assert path.stat().st_size < 7000
+    refused(["inspect", path, "--memory-budget", "256M"], "folding the constant", seconds=60,
+            memory=1536 * 2**20)
+
+
+def test_a_memory_error_while_folding_is_reported_not_swallowed(tmp_path, monkeypatch):
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    import blobcast
+    from blobcast.limits import BudgetExceeded
+
+    path = tmp_path / "small.onnx"
+    onnx.save(_onnx_model([*_filled("data", [4]), helper.make_node("Neg", ["data"], ["out"])], "out"), path)
+    assert blobcast.load(path)  # folds quietly
+
+    def exhausted(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(ReferenceEvaluator, "run", exhausted)
+    with pytest.raises(BudgetExceeded, match="folding the constant .* ran out of memory"):
+        blobcast.load(path)
+
+
+def test_sparse_tensors_are_charged_at_their_dense_size(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    values = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("w_indices", TensorProto.INT64, [1], [0])
+    model = _onnx_model([helper.make_node("Identity", ["x"], ["y"])], "y")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [20_000, 20_000]))
+    path = tmp_path / "sparse.onnx"
+    onnx.save(model, path)  # 1.6 GB of zeros once densified, from about 150 bytes
+    assert path.stat().st_size < 200
+    for command in (["run", path], ["inspect", path]):
+        refused([*command, "--memory-budget", "256M"], "the sparse tensors at their dense size needs 1.5 GiB",
+                seconds=60, memory=1536 * 2**20)
