@@ -352,7 +352,7 @@ def read(path: str, **_options) -> Model:
 
         return read_training(onnx_model, values, training_values(onnx_model, path, raw, buf), path)
     try:  # module instances were written as function calls: the flat graph first
-        inline_module_calls(onnx_model)
+        inline_module_calls(onnx_model, path)
     except ValueError as error:
         raise FormatError(str(error), path) from None
     model = import_model(onnx_model, values, path)

@@ -263,3 +263,45 @@ def test_sparse_tensors_are_charged_at_their_dense_size(tmp_path):
     for command in (["run", path], ["inspect", path]):
         refused([*command, "--memory-budget", "256M"], "the sparse tensors at their dense size needs 1.5 GiB",
                 seconds=60, memory=1536 * 2**20)
+
+
+# -- ONNX: module functions inlined --------------------------------------------------------
+
+def _module_calls(body_nodes: int, calls: int, call_name) -> bytes:
+    """A chain of CALLS calls of one module function of BODY_NODES ReLUs, as
+    blobcast writes module instances (domain ai.blobcast.module, a names attribute)."""
+    from onnx import TensorProto, helper
+
+    domain = "ai.blobcast.module"
+    body = [helper.make_node("Relu", ["in0" if k == 0 else f"v{k}"],
+                             ["out0" if k == body_nodes - 1 else f"v{k + 1}"], name=f"n{k}")
+            for k in range(body_nodes)]
+    function = helper.make_function(domain, "M", ["in0"], ["out0"], body, [helper.make_opsetid("", 13)],
+                                    attributes=["names"])
+    nodes = [helper.make_node("M", ["x" if k == 0 else f"y{k - 1}"], [f"y{k}"], name=call_name(k),
+                              domain=domain, names="{}") for k in range(calls)]
+    graph = helper.make_graph(nodes, "calls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(f"y{calls - 1}", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(domain, 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_module_calls_are_counted_before_they_are_inlined(tmp_path):
+    path = tmp_path / "calls.onnx"
+    path.write_bytes(_module_calls(1000, 1000, lambda k: f"c{k}"))  # 84 KB, a million nodes
+    assert path.stat().st_size < 90_000
+    refused(["inspect", path], "inlining its module calls would make 1000000 nodes, over 200000",
+            seconds=30, memory=1536 * 2**20)
+
+
+def test_long_call_names_are_charged_before_they_prefix_every_inlined_name(tmp_path):
+    path = tmp_path / "names.onnx"
+    # 50 calls named with 10,000 characters each, of a 2,000-node body: 3 GB of names
+    path.write_bytes(_module_calls(2000, 50, lambda k: f"{k}" + "L" * 10_000))
+    refused(["inspect", path, "--memory-budget", "256M"], "inlining the module calls (100000 nodes) needs",
+            seconds=60, memory=1536 * 2**20)
+    path.write_bytes(_module_calls(20, 5, lambda k: f"block{k}"))
+    code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"])
+    assert code == 0, stderr
