@@ -305,3 +305,42 @@ def test_long_call_names_are_charged_before_they_prefix_every_inlined_name(tmp_p
     path.write_bytes(_module_calls(20, 5, lambda k: f"block{k}"))
     code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"])
     assert code == 0, stderr
+
+
+# -- the engine's estimate of what a layer allocates ---------------------------------------
+
+def test_prior_boxes_are_estimated_from_their_settings_not_their_bottoms(tmp_path):
+    plane = "input_param { shape { dim: 1 dim: 1 dim: 300 dim: 300 } }"
+    path = tmp_path / "priors.prototxt"
+    path.write_text(f'layer {{ name: "feature" type: "Input" top: "feature" {plane} }}\n'
+                    f'layer {{ name: "image" type: "Input" top: "image" {plane} }}\n'
+                    'layer { name: "priors" type: "PriorBox" bottom: "feature" bottom: "image" top: "priors" '
+                    'prior_box_param { min_size: 2 min_size: 3 min_size: 4 min_size: 5 '
+                    'aspect_ratio: [2, 3, 4, 5, 6, 7, 8, 9] flip: true } }\n')
+    # 68 priors at each of 90,000 places: a 196 MB top from two 360 KB bottoms
+    refused(["run", path, "--memory-budget", "64M"], "layer 'priors' (PriorBox) with the blobs held",
+            seconds=60, memory=768 * 2**20)
+
+
+def test_a_wide_lrn_window_pads_no_more_than_its_channels(tmp_path):
+    import numpy as np
+
+    import blobcast
+    from blobcast.engine import Net
+
+    def net(size: int, alpha: float):
+        path = tmp_path / f"lrn{size}.prototxt"
+        path.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+                        'dim: 100 dim: 100 } } }\n'
+                        f'layer {{ name: "norm" type: "LRN" bottom: "data" top: "norm" '
+                        f'lrn_param {{ local_size: {size} alpha: {alpha} }} }}\n')
+        return path
+
+    # a window of 99,999 channels over 3: Caffe pads 99,998 zero channels (4 GB here)
+    code, stderr = run_bounded(["run", net(99_999, 1.0), "--memory-budget", "64M", "--save",
+                                tmp_path / "wide.npz"], seconds=60, memory=1024 * 2**20)
+    assert code == 0, stderr
+    wide = np.load(tmp_path / "wide.npz")
+    # any window of 5 or more covers all 3 channels: the same sums, alpha / size kept
+    narrow = Net(blobcast.load(net(5, 5 / 99_999))).forward({"data": wide["data"]})["norm"]
+    np.testing.assert_allclose(wide["norm"], narrow, rtol=1e-6)

@@ -256,6 +256,13 @@ class PriorBox(LayerOp):
         height, width = shapes[0][2:4]
         return [(1, 2, height * width * self.priors_per_location() * 4)]
 
+    def values_needed(self, shapes):
+        """The priors come from the settings, not the bottoms: at the peak,
+        the corners in float64 (as many bytes as the top) beside the boxes,
+        the variances and their stack (about 2.8 times the top, measured)."""
+        (top,) = self.top_shapes(shapes)
+        return 3 * prod(top) + sum(prod(shape) for shape in shapes)
+
     def boxes(self, feature_shape, image_shape):
         """The prior boxes and variances as NumPy float32 arrays, [priors, 4] each."""
         import numpy as np
