@@ -39,13 +39,15 @@ from blobcast.model import Model
 from blobcast.modules import ModuleInstance, share_parameters
 
 _TOKEN = re.compile(r'\s+|#[^\n]*'                      # space, comments
-                    r'|"(?:[^"\\\n]|\\.)*"'              # strings
-                    r"|'(?:[^'\\\n]|\\.)*'"
+                    r'|"[^"\\\n]*(?:\\.[^"\\\n]*)*"'    # strings (unrolled: linear, no per-character branch)
+                    r"|'[^'\\\n]*(?:\\.[^'\\\n]*)*'"
                     r'|[{}\[\]<>:;,]'                    # punctuation
                     r'''|[^\s{}\[\]<>:;,"'#]+''')          # names, numbers, enums
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.+\-/ ]*$")  # what a parameter may be: no quotes, braces, comments
-MAX_LAYERS = 200_000   # flattened layers: nesting multiplies, so a small file can ask for billions
+MAX_LAYERS = 200_000   # flattened layers and instances: nesting multiplies them
+LAYER_BYTES = 6 * 2**10  # what one flattened layer costs once read (about 5.5 KiB measured)
+MAX_VALUE_CHARS = 2**16  # a parameter's value: a name or a few numbers, not a way to grow text
 MAX_DEPTH = 64         # modules inside modules
 MODULE_FIELDS = ("name", "input", "output", "param", "layer", "share_weights")
 INSTANCE_FIELDS = ("name", "module", "bottom", "top", "module_param", "share_weights", "include",
@@ -316,14 +318,26 @@ class _Flattener:
         self.path, self.separator = modular.path, modular.separator
         self.layers: list = []           # (LayerParameter, module path, sharing key or None)
         self.instances: dict[str, ModuleInstance] = {}
+        self.text_bytes = modular.text_bytes  # the files, plus every module body substituted
+
+    def charge(self, pieces: int, text_bytes: int = 0) -> None:
+        """Refuse before building past the limit on layers and instances, or
+        past the memory budget (each layer's cost plus the text substituted)."""
+        if pieces > MAX_LAYERS:
+            raise FormatError(f"the net flattens to more than {MAX_LAYERS} layers and module "
+                              "instances", self.path)
+        self.text_bytes += text_bytes
+        check_allocation(min(pieces, MAX_LAYERS + 1) * LAYER_BYTES + self.text_bytes,
+                         f"flattening the modules ({pieces} layers and instances)", self.path)
 
     def qualify(self, instance: str, local: str) -> str:
         return f"{instance}{self.separator}{local}"
 
     def add(self, layer, module_path: tuple, share_key: str | None) -> None:
-        if len(self.layers) >= MAX_LAYERS:
-            raise FormatError(f"the net flattens to more than {MAX_LAYERS} layers", self.path)
         self.layers.append((layer, module_path, share_key))
+
+    def pieces(self) -> int:
+        return len(self.layers) + len(self.instances)
 
     def layer_text(self, text: str, where: str):
         parsed = self.parse_text(text, where)
@@ -332,14 +346,15 @@ class _Flattener:
         return list(parsed.layer)
 
     def estimate(self, module: str, seen: tuple = ()) -> int:
-        """Layers one instance of `module` flattens to, counted from the text
-        before anything is parsed (modules named by a parameter count as one)."""
+        """Layers and instances one instance of `module` flattens to (itself
+        included), counted from the text before anything is parsed (a module
+        named by a parameter counts as one; expanding counts again as it goes)."""
         if module in self._counts:
             return self._counts[module]
         definition = self.modular.modules.get(module)
         if definition is None or module in seen:
             return 1  # reported properly when expanded
-        total = 0
+        total = 1
         for entry in entries(definition.body, 0, len(definition.body), definition.where):
             inner = next((f for f in entries(definition.body, *entry.body, definition.where)
                           if f.name == "module"), None) if entry.body else None
@@ -359,7 +374,8 @@ class _Flattener:
         for kind, item in self.modular.items:
             planned += 1 if kind == "layer" else self.estimate(item.module)
             if planned > MAX_LAYERS:
-                raise FormatError(f"the net flattens to more than {MAX_LAYERS} layers", self.path)
+                break
+        self.charge(planned)
         for kind, item in self.modular.items:
             if kind == "layer":
                 for layer in self.layer_text(item, self.path):
@@ -392,6 +408,7 @@ class _Flattener:
         share = module.share_weights if spec.share_weights is None else spec.share_weights
         share = share or shared_as is not None
         share_key = shared_as or module.name
+        self.charge(self.pieces() + 1)
         self.instances[spec.name] = ModuleInstance(spec.name, module.name, params, list(spec.bottoms),
                                                    list(spec.tops), parent, share)
         rules = (outer_rules + spec.rules).strip()
@@ -418,6 +435,7 @@ class _Flattener:
                 self.expand(nested, spec.name, inner_path, rules, stack + [spec.module],
                             self.qualify(share_key, local) if share else None)
                 continue
+            self.charge(self.pieces() + 1)
             for layer in self.layer_text(body[entry.start:entry.end], module.where):
                 local = layer.name
                 layer.name = named(local)
@@ -442,6 +460,9 @@ class _Flattener:
             value = spec.params.get(name, default)
             if value is None:
                 raise FormatError(f"{who}: parameter {name!r} is not given", self.path)
+            if len(value) > MAX_VALUE_CHARS:
+                raise FormatError(f"{who}: parameter {name!r} is {len(value)} characters long, over "
+                                  f"{MAX_VALUE_CHARS}", self.path)
             if not _SAFE_VALUE.match(value):
                 raise FormatError(f"{who}: parameter {name!r} = {value!r} may hold only letters, "
                                   "digits, spaces and _ . + - /", self.path)
@@ -460,6 +481,10 @@ class _Flattener:
 
         def fill(text: str) -> str:
             return _PLACEHOLDER.sub(value, text)
+
+        # sized before it is built: a value that repeats ${v} doubles at every level
+        grown = sum(len(value(match)) - len(match.group()) for match in _PLACEHOLDER.finditer(module.body))
+        self.charge(self.pieces(), len(module.body) + grown)
 
         templated = {token for token, _, _ in _tokens(module.body, 0, len(module.body), module.where)
                      if token[:1] in "\"'" and "${" in token}

@@ -30,6 +30,7 @@ from .onnx_tensors import (
     ExternalFiles,
     _layout,
     check_external_data,
+    check_sparse_sizes,
     external_tensor,
 )
 from .onnx_training import META_NET
@@ -290,6 +291,7 @@ def map_onnx(path: str):
     if not model.HasField("graph"):
         raise FormatError("not a valid ONNX model (no graph)", path)
     check_external_data(model, path)
+    check_sparse_sizes(model, path)
     return model, raw, buf
 
 
@@ -350,7 +352,7 @@ def read(path: str, **_options) -> Model:
 
         return read_training(onnx_model, values, training_values(onnx_model, path, raw, buf), path)
     try:  # module instances were written as function calls: the flat graph first
-        inline_module_calls(onnx_model)
+        inline_module_calls(onnx_model, path)
     except ValueError as error:
         raise FormatError(str(error), path) from None
     model = import_model(onnx_model, values, path)

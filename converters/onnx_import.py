@@ -17,7 +17,7 @@ from blobcast.model import Blob, Layer, Model
 from . import caffe_pb2 as pb
 from .messages import message_from_pb
 from .onnx_export import CUSTOM_DOMAIN, FUNCTION_DOMAIN, LAYER_ATTRIBUTE
-from .onnx_fold import ConstantFolding, _attributes
+from .onnx_fold import ConstantFolding, _attributes, data_propagation_is_bounded
 from .onnx_ops import IMPORTERS
 from .onnx_ops.registry import Unsupported
 from .onnx_simplify import simplify
@@ -62,8 +62,10 @@ class Importer(ConstantFolding):
             if any(not d.HasField("dim_value") for d in dims):
                 self.notes.append(f"input {item.name!r} has symbolic dimensions; they were set to 1")
                 break
+        static = self._static_model()
+        propagate = data_propagation_is_bounded(static)
         try:
-            inferred = onnx.shape_inference.infer_shapes(self._static_model(), data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(static, data_prop=propagate)
         except Exception as error:
             raise FormatError(f"ONNX shape inference failed: {error}", self.path) from error
         shapes = {}

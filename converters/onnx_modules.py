@@ -16,9 +16,12 @@ import json
 
 from onnx import NodeProto, helper
 
+from blobcast.limits import check_allocation
+
 MODULE_DOMAIN = "ai.blobcast.module"
 NAMES_ATTRIBUTE = "names"  # JSON {canonical: original} for the body's values and nodes
-MAX_INLINED_NODES = 1_000_000
+MAX_INLINED_NODES = 200_000  # as many as a modular net may flatten to
+INLINED_NODE_BYTES = 2560    # what one inlined node costs in memory, its names aside (measured)
 
 
 def module_spans(layers, exportable) -> dict[int, tuple[str, int]]:
@@ -95,27 +98,57 @@ def module_call(builder, instance, body: list, later_reads: set[str], graph_outp
                             **{NAMES_ATTRIBUTE: json.dumps(original)})
 
 
-def inline_module_calls(model) -> None:
+def _call_names(node) -> dict:
+    raw = next((a.s for a in node.attribute if a.name == NAMES_ATTRIBUTE), b"{}")
+    try:
+        original = json.loads(raw)
+        if not isinstance(original, dict):
+            raise ValueError("not an object")
+    except ValueError as error:
+        raise ValueError(f"module call {node.name!r}: its names do not read ({error})") from None
+    return original
+
+
+def _body_costs(function) -> tuple[int, int, int]:
+    """(bytes of the body's nodes, name slots, longest local name) of a function."""
+    slots = [value for inner in function.node for value in (*inner.input, *inner.output, inner.name)]
+    return sum(inner.ByteSize() for inner in function.node), len(slots), max(map(len, slots), default=0)
+
+
+def _check_inlined_size(calls: list, functions: dict, path: str | None) -> None:
+    """Size the flat graph before building it: nodes, and bytes with every
+    name at its longest (a call's own name prefixes each of its body's names)."""
+    nodes = sum(len(functions[(node.domain, node.op_type)].node) for node, _ in calls)
+    if nodes > MAX_INLINED_NODES:  # a small file may call a big body often
+        raise ValueError(f"inlining its module calls would make {nodes} nodes, over {MAX_INLINED_NODES}")
+    costs = {key: _body_costs(function) for key, function in functions.items()}
+    total = 0
+    for node, original in calls:
+        body_bytes, slots, local = costs[(node.domain, node.op_type)]
+        longest = max(len(node.name) + 1 + local, *map(len, map(str, original.values())),
+                      *map(len, (*node.input, *node.output)), 0)
+        total += body_bytes + slots * longest
+    check_allocation(nodes * INLINED_NODE_BYTES + total,
+                     f"inlining the module calls ({nodes} nodes)", path)
+
+
+def inline_module_calls(model, path: str | None = None) -> None:
     """Replace, in place, every module call by its body under the names it
     had (the flat graph), and drop the module functions."""
     functions = {(f.domain, f.name): f for f in model.functions if f.domain == MODULE_DOMAIN}
     if not functions:
         return
+    calls = [(node, _call_names(node)) for node in model.graph.node
+             if (node.domain, node.op_type) in functions]
+    _check_inlined_size(calls, functions, path)
+    names_of = iter(original for _, original in calls)  # in the graph's order
     nodes = []
     for node in model.graph.node:
         function = functions.get((node.domain, node.op_type))
         if function is None:
             nodes.append(node)
             continue
-        if len(nodes) + len(function.node) > MAX_INLINED_NODES:  # a small file may call a big body often
-            raise ValueError(f"inlining its module calls would make over {MAX_INLINED_NODES} nodes")
-        raw = next((a.s for a in node.attribute if a.name == NAMES_ATTRIBUTE), b"{}")
-        try:
-            original = json.loads(raw)
-            if not isinstance(original, dict):
-                raise ValueError("not an object")
-        except ValueError as error:
-            raise ValueError(f"module call {node.name!r}: its names do not read ({error})") from None
+        original = next(names_of)
         mapping = dict(zip(function.input, node.input)) | dict(zip(function.output, node.output))
         for inner in function.node:
             copy = NodeProto()

@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from onnx import TensorProto, helper, numpy_helper
+from onnx import SparseTensorProto, TensorProto, helper, numpy_helper
 
 from blobcast.errors import FormatError
 from blobcast.fileio import check_regular_file
+from blobcast.limits import check_allocation
 from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import MappedOnUse
@@ -103,46 +104,76 @@ def external_tensor(tensor: TensorProto, model_path: str, files: ExternalFiles |
                       FileBytes(MappedOnUse(lambda: files.buffer(path)), offset))
 
 
-def _graph_tensors(graph, where: str):
+def _graph_items(graph, where: str):
+    """(where, TensorProto or SparseTensorProto) for each tensor a graph holds."""
     for tensor in graph.initializer:
         yield f"{where}initializer {tensor.name!r}", tensor
     for sparse in graph.sparse_initializer:
-        yield f"{where}sparse initializer {sparse.values.name!r}", sparse.values
-        yield f"{where}sparse initializer {sparse.values.name!r} indices", sparse.indices
+        yield f"{where}sparse initializer {sparse.values.name!r}", sparse
     for node in graph.node:
-        yield from _node_tensors(node, f"{where}node {node.name or node.op_type!r} ")
+        yield from _node_items(node, f"{where}node {node.name or node.op_type!r} ")
 
 
-def _node_tensors(node, where: str):
+def _node_items(node, where: str):
     for attribute in node.attribute:
         place = f"{where}attribute {attribute.name!r}"
         if attribute.HasField("t"):
             yield place, attribute.t
         for tensor in attribute.tensors:
             yield place, tensor
-        sparse = list(attribute.sparse_tensors)
         if attribute.HasField("sparse_tensor"):
-            sparse.append(attribute.sparse_tensor)
-        for item in sparse:
-            yield place, item.values
-            yield place, item.indices
+            yield place, attribute.sparse_tensor
+        for item in attribute.sparse_tensors:
+            yield place, item
         if attribute.HasField("g"):
-            yield from _graph_tensors(attribute.g, place + " subgraph ")
+            yield from _graph_items(attribute.g, place + " subgraph ")
         for graph in attribute.graphs:
-            yield from _graph_tensors(graph, place + " subgraph ")
+            yield from _graph_items(graph, place + " subgraph ")
+
+
+def _model_items(model):
+    if model.HasField("graph"):
+        yield from _graph_items(model.graph, "")
+    for function in model.functions:
+        for node in function.node:
+            yield from _node_items(node, f"function {function.name!r} node {node.name or node.op_type!r} ")
+    for index, info in enumerate(model.training_info):
+        yield from _graph_items(info.initialization, f"training_info {index} initialization ")
+        yield from _graph_items(info.algorithm, f"training_info {index} algorithm ")
+
+
+def _dense(items):
+    """Each sparse tensor as its values and its indices (TensorProtos)."""
+    for where, item in items:
+        if isinstance(item, SparseTensorProto):
+            yield where, item.values
+            yield f"{where} indices", item.indices
+        else:
+            yield where, item
+
+
+def _node_tensors(node, where: str):
+    yield from _dense(_node_items(node, where))
 
 
 def all_tensors(model):
     """(where, TensorProto) for every tensor a model holds, wherever it sits:
     initializers, node attributes, subgraphs, functions, training graphs."""
-    if model.HasField("graph"):
-        yield from _graph_tensors(model.graph, "")
-    for function in model.functions:
-        for node in function.node:
-            yield from _node_tensors(node, f"function {function.name!r} node {node.name or node.op_type!r} ")
-    for index, info in enumerate(model.training_info):
-        yield from _graph_tensors(info.initialization, f"training_info {index} initialization ")
-        yield from _graph_tensors(info.algorithm, f"training_info {index} algorithm ")
+    yield from _dense(_model_items(model))
+
+
+def check_sparse_sizes(model, path: str) -> None:
+    """Charge every sparse tensor at its dense size, all together, before
+    anything gets them: a runtime densifies them (a few bytes of indices can
+    stand for gigabytes of zeros)."""
+    total = 0
+    for where, item in _model_items(model):
+        if isinstance(item, SparseTensorProto):
+            if any(d < 0 for d in item.dims):
+                raise FormatError(f"{where} has a negative dimension", path)
+            dtype = _NUMPY_OF.get(item.values.data_type, np.dtype("<f8"))
+            total += int(np.prod([int(d) for d in item.dims], dtype=object)) * dtype.itemsize
+    check_allocation(total, "the sparse tensors at their dense size", path)
 
 
 def check_external_data(model, path: str) -> set[str]:

@@ -33,42 +33,55 @@ def decode_boxes(priors: np.ndarray, variances: np.ndarray, loc: np.ndarray, cod
     return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1).astype(np.float32)
 
 
-def _size(box) -> np.float32:
-    if box[2] < box[0] or box[3] < box[1]:
-        return np.float32(0)
-    return np.float32(box[2] - box[0]) * np.float32(box[3] - box[1])
+MAX_NMS_CANDIDATES = 1_000_000  # candidates one forward pass ranks, all classes and images
+MAX_NMS_PAIRS = 250_000_000     # overlaps greedy NMS may compute: n * (n - 1) / 2 per class
 
 
-def jaccard(a, b) -> np.float32:
-    """JaccardOverlap with normalised boxes (no +1), in float32 as the fork:
-    0 unless the intersection has a positive width and height."""
-    if b[0] > a[2] or b[2] < a[0] or b[1] > a[3] or b[3] < a[1]:
-        return np.float32(0)
-    width = np.float32(min(a[2], b[2]) - max(a[0], b[0]))
-    height = np.float32(min(a[3], b[3]) - max(a[1], b[1]))
-    if not (width > 0 and height > 0):
-        return np.float32(0)
+def box_sizes(boxes: np.ndarray) -> np.ndarray:
+    """BBoxSize of each box in float32: 0 for a box whose corners are swapped."""
+    width, height = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    return np.where((width < 0) | (height < 0), np.float32(0), width * height).astype(np.float32)
+
+
+def overlaps(box: np.ndarray, size: np.float32, others: np.ndarray, other_sizes: np.ndarray) -> np.ndarray:
+    """JaccardOverlap of one box with each of `others` (normalised, no +1), in
+    float32 as the fork: 0 unless the intersection has a positive width and height."""
+    apart = ((others[:, 0] > box[2]) | (others[:, 2] < box[0])
+             | (others[:, 1] > box[3]) | (others[:, 3] < box[1]))
+    width = np.minimum(box[2], others[:, 2]) - np.maximum(box[0], others[:, 0])
+    height = np.minimum(box[3], others[:, 3]) - np.maximum(box[1], others[:, 1])
     inter = width * height
-    return inter / (_size(a) + _size(b) - inter)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = inter / (size + other_sizes - inter)
+    return np.where(apart | ~(width > 0) | ~(height > 0), np.float32(0), ratio)
 
 
-def nms_fast(boxes: np.ndarray, scores: np.ndarray, threshold: float, nms_threshold: float,
-             eta: float, top_k: int) -> list[int]:
-    """ApplyNMSFast: candidates above the threshold by descending score (ties:
-    lower index first), the first top_k, greedy suppression above the
-    adaptive overlap threshold."""
+def nms_order(scores: np.ndarray, threshold: float, top_k: int) -> np.ndarray:
+    """GetMaxScoreIndex: candidates above the threshold by descending score
+    (ties: lower index first), the first top_k."""
     candidates = np.flatnonzero(scores > threshold)
     order = candidates[np.argsort(-scores[candidates], kind="stable")]
-    if top_k > -1:
-        order = order[:top_k]
+    return order[:top_k] if top_k > -1 else order
+
+
+def nms_fast(boxes: np.ndarray, order: np.ndarray, nms_threshold: float, eta: float) -> list[int]:
+    """ApplyNMSFast over ranked candidates: greedy suppression above the
+    adaptive overlap threshold (float32, as the fork keeps it). Each candidate
+    is compared with every kept box at once: n steps of at most n each."""
+    sizes = box_sizes(boxes[order])
+    kept_boxes = np.empty((len(order), 4), np.float32)
+    kept_sizes = np.empty(len(order), np.float32)
     kept: list[int] = []
-    adaptive = nms_threshold
-    for index in order:
-        keep = all(jaccard(boxes[index], boxes[other]) <= adaptive for other in kept)
-        if keep:
-            kept.append(int(index))
-            if eta < 1 and adaptive > 0.5:
-                adaptive *= eta
+    adaptive, eta = np.float32(nms_threshold), np.float32(eta)
+    for rank, index in enumerate(order):
+        count = len(kept)
+        if count and not (overlaps(boxes[index], sizes[rank], kept_boxes[:count],
+                                   kept_sizes[:count]) <= adaptive).all():
+            continue
+        kept_boxes[count], kept_sizes[count] = boxes[index], sizes[rank]
+        kept.append(int(index))
+        if eta < 1 and adaptive > 0.5:
+            adaptive = np.float32(adaptive * eta)
     return kept
 
 
@@ -108,19 +121,19 @@ class DetectionOutput(LayerOp):
         nms = p.nms_param
         threshold = p.confidence_threshold if p.has("confidence_threshold") else -_FLT_MAX
         top_k = nms.top_k if nms.has("top_k") else -1
+        orders = [[nms_order(conf[image].reshape(count, classes)[:, label], threshold, top_k)
+                   for label in range(classes) if label != p.background_label_id]
+                  for image in range(batch)]
+        self._check_work([len(order) for per_image in orders for order in per_image])
         rows = []
         for image in range(batch):
             locations = loc[image].reshape(count, loc_classes, 4)
             scores = conf[image].reshape(count, classes)
             decoded = [decode_boxes(prior_boxes, variances, locations[:, c], p.code_type,
                                     p.variance_encoded_in_target) for c in range(loc_classes)]
-            kept = {}
-            for label in range(classes):
-                if label == p.background_label_id:
-                    continue
-                boxes = decoded[0 if p.share_location else label]
-                kept[label] = nms_fast(boxes, scores[:, label], threshold, nms.nms_threshold,
-                                       nms.eta, top_k)
+            labels = [label for label in range(classes) if label != p.background_label_id]
+            kept = {label: nms_fast(decoded[0 if p.share_location else label], order, nms.nms_threshold,
+                                    nms.eta) for label, order in zip(labels, orders[image])}
             total = sum(len(indices) for indices in kept.values())
             if p.keep_top_k > -1 and total > p.keep_top_k:
                 ranked = [(scores[index, label], label, index)
@@ -137,3 +150,13 @@ class DetectionOutput(LayerOp):
             rows = [[image, -1, -1, -1, -1, -1, -1] for image in range(batch)]
         top = np.asarray(rows, np.float32).reshape(1, 1, len(rows), 7)
         return (self.xp.asarray(top),)
+
+    def _check_work(self, candidates: list[int]) -> None:
+        """Refuse before ranking when greedy NMS would be quadratic past the
+        bounds: the settings' top_k caps the candidates of each class."""
+        total, pairs = sum(candidates), sum(n * (n - 1) // 2 for n in candidates)
+        if total > MAX_NMS_CANDIDATES or pairs > MAX_NMS_PAIRS:
+            raise self.fail(f"non-maximum suppression over {total} candidates ({pairs} overlaps) is "
+                            f"past the bound of {MAX_NMS_CANDIDATES} candidates and {MAX_NMS_PAIRS} "
+                            "overlaps: set nms_param top_k (SSD's nets use 400) or a "
+                            "confidence_threshold")

@@ -210,16 +210,30 @@ class PriorBox(LayerOp):
     def aspect_ratios(self) -> list[float]:
         """[1, each given ratio not already there, its inverse with flip], as
         the fork keeps them: float32 values, 1/ar computed in double."""
+        import math
+
         import numpy as np
 
+        def bucket(value: float):  # 1e-6 wide: a value within 1e-6 lies in a neighbouring one
+            return math.floor(value * 1e6) if math.isfinite(value) else value
+
+        def seen(value: float) -> bool:
+            near = (bucket(value) + step for step in (-1, 0, 1)) if math.isfinite(value) else [value]
+            return any(abs(value - other) < 1e-6 for b in near for other in known.get(b, ()))
+
         ratios = [np.float32(1.0)]
+        known: dict = {bucket(1.0): [1.0]}
         for ratio in self.params.aspect_ratio:
             ratio = np.float32(ratio)
-            if any(abs(float(ratio) - float(known)) < 1e-6 for known in ratios):
+            if seen(float(ratio)):
                 continue
-            ratios.append(ratio)
+            added = [ratio]
             if self.params.flip:
-                ratios.append(np.float32(1.0 / float(ratio)))
+                with np.errstate(divide="ignore"):  # 1/0: inf, as the fork's 1./ar
+                    added.append(np.float32(np.float64(1.0) / np.float64(ratio)))
+            ratios += added
+            for value in map(float, added):
+                known.setdefault(bucket(value), []).append(value)
         return ratios
 
     def _checked(self):
@@ -241,6 +255,13 @@ class PriorBox(LayerOp):
     def top_shapes(self, shapes):
         height, width = shapes[0][2:4]
         return [(1, 2, height * width * self.priors_per_location() * 4)]
+
+    def values_needed(self, shapes):
+        """The priors come from the settings, not the bottoms: at the peak,
+        the corners in float64 (as many bytes as the top) beside the boxes,
+        the variances and their stack (about 2.8 times the top, measured)."""
+        (top,) = self.top_shapes(shapes)
+        return 3 * prod(top) + sum(prod(shape) for shape in shapes)
 
     def boxes(self, feature_shape, image_shape):
         """The prior boxes and variances as NumPy float32 arrays, [priors, 4] each."""
@@ -264,13 +285,14 @@ class PriorBox(LayerOp):
         else:
             step_h, step_w = f32(image_h) / f32(height), f32(image_w) / f32(width)
         sizes = []  # (width, height) per prior at a location, in the fork's order
+        ratios = self.aspect_ratios()
         for index, minimum in enumerate(p.min_size):
             minimum = int(minimum)  # the fork truncates: int min_size_ = min_sizes_[s]
             sizes.append((f32(minimum), f32(minimum)))
             if p.max_size:
                 side = f32(np.sqrt(float(minimum * int(p.max_size[index]))))
                 sizes.append((side, side))
-            for ratio in self.aspect_ratios():
+            for ratio in ratios:
                 if abs(float(ratio) - 1.0) < 1e-6:
                     continue
                 root = np.sqrt(ratio)  # float32, as sqrt of a float

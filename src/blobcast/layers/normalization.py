@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from math import prod
+
 from .activation import _const
 from .base import LayerOp, canonical_axis, filler, given_filler, register
 from .pooling import pool2d, pooled_size
@@ -9,6 +11,22 @@ from .pooling import pool2d, pooled_size
 
 @register("LRN", settings="lrn_param", key_settings=("local_size", "alpha", "beta", "k", "norm_region"))
 class LRN(LayerOp):
+    def _padding(self, channels: int) -> tuple[int, int]:
+        """Zero channels before and after the squares that a window can reach
+        while it still covers a real channel: at most channels - 1 a side,
+        however wide the window (windows of zeros alone add nothing)."""
+        size = self.params.local_size
+        half = (size - 1) // 2
+        return min(half, channels - 1), min(size - half - 1, channels - 1)
+
+    def values_needed(self, shapes):
+        shape = shapes[0]
+        if self.params.norm_region != "ACROSS_CHANNELS" or len(shape) < 2 or not shape[1]:
+            return super().values_needed(shapes)
+        count, channels = prod(shape), shape[1]
+        padded = count // channels * (channels + sum(self._padding(channels)))
+        return 6 * count + padded  # squares, padded squares, sum, scale, its power, top
+
     def forward(self, x):
         xp, p = self.xp, self.params
         size = p.local_size
@@ -16,13 +34,17 @@ class LRN(LayerOp):
             raise self.fail("local_size must be odd")
         alpha, beta = _const(x, p.alpha), _const(x, p.beta)
         if p.norm_region == "ACROSS_CHANNELS":
-            # scale = k + alpha/size * sum of squares over a window of channels
-            half = (size - 1) // 2
-            squares = xp.pad(x * x, [(0, 0), (half, size - half - 1)] + [(0, 0)] * (x.ndim - 2))
-            channels = x.shape[1]
-            total = squares[:, 0:channels].copy()
-            for offset in range(1, size):
-                total += squares[:, offset:offset + channels]
+            # scale = k + alpha/size * sum of squares over a window of channels,
+            # added in the window's order; only offsets that reach a real
+            # channel are added (adding +0 changes no value), so a wide
+            # window costs no more than 2 * channels passes
+            half, channels = (size - 1) // 2, x.shape[1]
+            before, after = self._padding(channels)
+            squares = xp.pad(x * x, [(0, 0), (before, after)] + [(0, 0)] * (x.ndim - 2))
+            total = xp.zeros_like(x)
+            for offset in range(max(0, half - channels + 1), min(size, half + channels)):
+                start = offset - half + before
+                total += squares[:, start:start + channels]
             scale = _const(x, p.k) + (alpha / _const(x, size)) * total
         else:
             # Caffe builds WITHIN_CHANNEL from layers: square, AVE-pool (the

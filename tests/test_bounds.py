@@ -1,0 +1,346 @@
+"""Every expansion a file asks for is sized before it is built, and every
+cost is bounded before it is paid: each hostile file here is built by the
+test and run in a child process with a time and a memory limit, so a hang
+or a runaway allocation fails the test instead of stalling the machine."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT
+
+INPUT = ('layer { name: "data" type: "Input" top: "data" '
+         'input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }')
+
+
+def run_bounded(arguments: list[str], seconds: float = 60, memory: int = 2 * 2**30):
+    """(exit code, stderr) of `blobcast ARGUMENTS` under an address-space
+    limit; None for the code when it passed `seconds`."""
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "blobcast", *map(str, arguments)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=seconds, preexec_fn=limit)
+    except subprocess.TimeoutExpired:
+        return None, f"no answer in {seconds} s"
+    return done.returncode, done.stderr
+
+
+def refused(arguments, expected: str, seconds: float = 60, memory: int = 2 * 2**30) -> None:
+    code, stderr = run_bounded(arguments, seconds, memory)
+    lines = stderr.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0], (code, stderr[-1500:])
+
+
+# -- modular nets ---------------------------------------------------------------------------
+
+def _empty_modules(levels: int) -> str:
+    """Each module holds two instances of the next; the last holds nothing:
+    no layer at all, 2**levels instances."""
+    text = [INPUT]
+    for k in range(levels):
+        text.append(f'module {{ name: "E{k}" input: "x" output: "y" '
+                    f'layer {{ name: "a" module: "E{k + 1}" bottom: "x" top: "y" }} '
+                    f'layer {{ name: "b" module: "E{k + 1}" bottom: "x" top: "y" }} }}')
+    text.append(f'module {{ name: "E{levels}" input: "x" output: "y" }}')
+    text.append('layer { name: "top" module: "E0" bottom: "data" top: "out" }')
+    return "\n".join(text)
+
+
+def _doubling_parameter(levels: int) -> str:
+    """Each module passes its parameter on as "${v} ${v}": it doubles per level."""
+    text = [INPUT]
+    for k in range(levels):
+        text.append(f'module {{ name: "D{k}" input: "x" output: "y" param {{ name: "v" }} '
+                    f'layer {{ name: "a" module: "D{k + 1}" bottom: "x" top: "y" '
+                    'module_param { key: "v" value: "${v} ${v}" } } }')
+    text.append(f'module {{ name: "D{levels}" input: "x" output: "y" param {{ name: "v" }} '
+                'layer { name: "r" type: "ReLU" bottom: "x" top: "y" } }')
+    text.append('layer { name: "top" module: "D0" bottom: "data" top: "out" '
+                'module_param { key: "v" value: "abcdefgh" } }')
+    return "\n".join(text)
+
+
+def _wide(instances: int) -> str:
+    """INSTANCES x 10 x 100 in-place ReLUs: instances * 1000 layers from a few KB."""
+    relus = " ".join(f'layer {{ name: "r{k}" type: "ReLU" bottom: "x" top: "x" }}' for k in range(100))
+    tens = " ".join(f'layer {{ name: "t{k}" module: "R" bottom: "x" top: "x" }}' for k in range(10))
+    many = " ".join(f'layer {{ name: "i{k}" module: "T" bottom: "x" top: "x" }}' for k in range(instances))
+    return "\n".join([INPUT, f'module {{ name: "R" input: "x" output: "x" {relus} }}',
+                      f'module {{ name: "T" input: "x" output: "x" {tens} }}',
+                      f'module {{ name: "M" input: "x" output: "x" {many} }}',
+                      'layer { name: "top" module: "M" bottom: "data" top: "data" }'])
+
+
+def test_instances_of_empty_modules_count_against_the_flattening_limit(tmp_path):
+    path = tmp_path / "empty.prototxt"
+    path.write_text(_empty_modules(40))  # 6.5 KB, 2**40 instances
+    assert path.stat().st_size < 7000
+    refused(["inspect", path], "flattens to more than 200000 layers and module instances", seconds=30)
+
+
+def test_a_parameter_that_doubles_per_level_is_sized_before_it_is_substituted(tmp_path):
+    path = tmp_path / "double.prototxt"
+    path.write_text(_doubling_parameter(40))
+    refused(["inspect", path, "--memory-budget", "256M"], "parameter 'v' is", seconds=30,
+            memory=1024 * 2**20)
+
+
+def test_substituted_module_text_is_charged_to_the_budget(tmp_path):
+    # one parameter of 60,000 characters used 3,000 times: 180 MB of layer text
+    uses = " ".join(f'layer {{ name: "r{k}" type: "ReLU" bottom: "x" top: "x" '
+                    'include { stage: "${v}" } }' for k in range(3000))
+    text = "\n".join([INPUT, f'module {{ name: "M" input: "x" output: "x" param {{ name: "v" }} {uses} }}',
+                      f'layer {{ name: "m" module: "M" bottom: "data" top: "data" '
+                      f'module_param {{ key: "v" value: "{"s" * 60_000}" }} }}'])
+    path = tmp_path / "spread.prototxt"
+    path.write_text(text)
+    refused(["inspect", path, "--memory-budget", "64M"], "flattening the modules", seconds=30,
+            memory=1024 * 2**20)
+
+
+def test_the_flattened_layers_are_charged_to_the_budget(tmp_path):
+    path = tmp_path / "wide.prototxt"
+    path.write_text(_wide(195))  # 195,000 layers from 17 KB; about 1 GB once read
+    assert path.stat().st_size < 20_000
+    refused(["inspect", path, "--memory-budget", "256M"], "flattening the modules (197", seconds=30,
+            memory=1024 * 2**20)
+    path.write_text(_wide(2))
+    code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"], seconds=60)
+    assert code == 0, stderr
+
+
+# -- layers whose cost depends on their settings -------------------------------------------
+
+def _detection_net(side: int, nms: str) -> str:
+    """PriorBox over a side x side map (one prior a location), then
+    DetectionOutput over loc/conf inputs: side**2 candidates of one class."""
+    n, plane = side * side, f"shape {{ dim: 1 dim: 1 dim: {side} dim: {side} }}"
+    return f'''
+layer {{ name: "feature" type: "Input" top: "feature" input_param {{ {plane} }} }}
+layer {{ name: "image" type: "Input" top: "image" input_param {{ {plane} }} }}
+layer {{ name: "loc" type: "Input" top: "loc" input_param {{ shape {{ dim: 1 dim: {n * 4} }} }} }}
+layer {{ name: "conf" type: "Input" top: "conf" input_param {{ shape {{ dim: 1 dim: {n * 2} }} }} }}
+layer {{ name: "priors" type: "PriorBox" bottom: "feature" bottom: "image" top: "priors"
+  prior_box_param {{ min_size: 1 }} }}
+layer {{ name: "detections" type: "DetectionOutput" bottom: "loc" bottom: "conf" bottom: "priors"
+  top: "detections" detection_output_param {{ num_classes: 2 share_location: true
+  background_label_id: 0 nms_param {{ nms_threshold: 0.45 {nms} }} keep_top_k: 100 code_type: CORNER }} }}
+'''
+
+
+def test_detection_outputs_nms_without_top_k_is_refused_before_it_turns_quadratic(tmp_path):
+    path = tmp_path / "detections.prototxt"
+    path.write_text(_detection_net(300, ""))  # 90,000 disjoint candidates: hours of greedy NMS
+    assert path.stat().st_size < 1000
+    refused(["run", path], "set nms_param top_k", seconds=60)
+
+
+def test_detection_outputs_nms_runs_thousands_of_candidates_at_once(tmp_path):
+    # 6,400 candidates, nearly all kept: 20 million overlaps, compared a kept set at a time
+    path = tmp_path / "detections.prototxt"
+    path.write_text(_detection_net(80, ""))
+    code, stderr = run_bounded(["run", path, "--save", tmp_path / "out.npz"], seconds=60)
+    assert code == 0, stderr
+    import numpy as np
+
+    detections = np.load(tmp_path / "out.npz")["detections"]
+    assert detections.shape == (1, 1, 100, 7) and (detections[0, 0, :, 1] == 1).all()
+
+
+@pytest.mark.slow
+def test_prior_boxes_many_aspect_ratios_are_deduplicated_in_linear_time(tmp_path):
+    # 150,000 distinct ratios written as one packed list: 10**10 comparisons pairwise
+    ratios = ", ".join(f"{1.5 + k * 1e-4:.4f}" for k in range(150_000))
+    text = ('layer { name: "feature" type: "Input" top: "feature" input_param { shape { dim: 1 dim: 1 '
+            'dim: 1 dim: 1 } } }\n'
+            'layer { name: "image" type: "Input" top: "image" input_param { shape { dim: 1 dim: 1 '
+            'dim: 8 dim: 8 } } }\n'
+            'layer { name: "priors" type: "PriorBox" bottom: "feature" bottom: "image" top: "priors" '
+            f'prior_box_param {{ min_size: 2 aspect_ratio: [{ratios}] flip: true }} }}\n')
+    path = tmp_path / "priors.prototxt"
+    path.write_text(text)
+    code, stderr = run_bounded(["run", path, "--save", tmp_path / "out.npz"], seconds=60)
+    assert code == 0, stderr
+    import numpy as np
+
+    priors = np.load(tmp_path / "out.npz")["priors"]
+    assert priors.shape == (1, 2, (1 + 2 * 150_000) * 4)  # 1, each ratio and its inverse
+
+
+# -- ONNX: constant folding, sparse tensors ------------------------------------------------
+
+def _onnx_model(nodes, output: str, opset: int = 13):
+    """A graph of constant-making NODES whose OUTPUT is a graph output, beside
+    a plain x + x (so the model has an input)."""
+    from onnx import TensorProto, helper
+
+    nodes = [*nodes, helper.make_node("Add", ["x", "x"], ["xx"])]
+    plane = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
+    graph = helper.make_graph(nodes, "hostile", [plane],
+                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("xx", TensorProto.FLOAT, [1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return model
+
+
+def _filled(name: str, shape: list[int], integer: bool = False) -> list:
+    """Nodes making a constant of SHAPE from a few bytes: Constant(shape) -> ConstantOfShape."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    kind = TensorProto.INT64 if integer else TensorProto.FLOAT
+    return [helper.make_node("Constant", [], [name + "_shape"],
+                             value=numpy_helper.from_array(np.asarray(shape, np.int64), name + "_shape")),
+            helper.make_node("ConstantOfShape", [name + "_shape"], [name],
+                             value=helper.make_tensor(name + "_value", kind, [1], [0]))]
+
+
+def _folding_models():
+    from onnx import helper
+
+    return {
+        # a million copies of row 0 of a 1 x 1024 constant: 3.8 GiB from 347 bytes
+        "gather": _onnx_model([*_filled("data", [1, 1024]), *_filled("rows", [1_000_000], integer=True),
+                               helper.make_node("Gather", ["data", "rows"], ["big"], axis=0)], "big"),
+        # one 4 MB constant concatenated with itself a thousand times
+        "concat": _onnx_model([*_filled("data", [1_000_000]),
+                               helper.make_node("Concat", ["data"] * 1000, ["big"], axis=0)], "big"),
+        # a 15 x 15 convolution of a 2000 x 2000 plane: its output is 16 MB, its patches 3.6 GB
+        "conv": _onnx_model([*_filled("image", [1, 1, 2000, 2000]), *_filled("kernel", [1, 1, 15, 15]),
+                             helper.make_node("Conv", ["image", "kernel"], ["big"], pads=[7] * 4)], "big"),
+    }
+
+
+@pytest.mark.parametrize("name", ["gather", "concat", "conv"])
+def test_constant_folding_sizes_outputs_and_temporaries_before_computing(name, tmp_path):
+    import onnx
+
+    path = tmp_path / f"{name}.onnx"
+    onnx.save(_folding_models()[name], path)
+    assert path.stat().st_size < 7000
+    refused(["inspect", path, "--memory-budget", "256M"], "folding the constant", seconds=60,
+            memory=1536 * 2**20)
+
+
+def test_a_memory_error_while_folding_is_reported_not_swallowed(tmp_path, monkeypatch):
+    import onnx
+    from onnx import helper
+    from onnx.reference import ReferenceEvaluator
+
+    import blobcast
+    from blobcast.limits import BudgetExceeded
+
+    path = tmp_path / "small.onnx"
+    onnx.save(_onnx_model([*_filled("data", [4]), helper.make_node("Neg", ["data"], ["out"])], "out"), path)
+    assert blobcast.load(path)  # folds quietly
+
+    def exhausted(self, *args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(ReferenceEvaluator, "run", exhausted)
+    with pytest.raises(BudgetExceeded, match="folding the constant .* ran out of memory"):
+        blobcast.load(path)
+
+
+def test_sparse_tensors_are_charged_at_their_dense_size(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    values = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
+    indices = helper.make_tensor("w_indices", TensorProto.INT64, [1], [0])
+    model = _onnx_model([helper.make_node("Identity", ["x"], ["y"])], "y")
+    model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [20_000, 20_000]))
+    path = tmp_path / "sparse.onnx"
+    onnx.save(model, path)  # 1.6 GB of zeros once densified, from about 150 bytes
+    assert path.stat().st_size < 200
+    for command in (["run", path], ["inspect", path]):
+        refused([*command, "--memory-budget", "256M"], "the sparse tensors at their dense size needs 1.5 GiB",
+                seconds=60, memory=1536 * 2**20)
+
+
+# -- ONNX: module functions inlined --------------------------------------------------------
+
+def _module_calls(body_nodes: int, calls: int, call_name) -> bytes:
+    """A chain of CALLS calls of one module function of BODY_NODES ReLUs, as
+    blobcast writes module instances (domain ai.blobcast.module, a names attribute)."""
+    from onnx import TensorProto, helper
+
+    domain = "ai.blobcast.module"
+    body = [helper.make_node("Relu", ["in0" if k == 0 else f"v{k}"],
+                             ["out0" if k == body_nodes - 1 else f"v{k + 1}"], name=f"n{k}")
+            for k in range(body_nodes)]
+    function = helper.make_function(domain, "M", ["in0"], ["out0"], body, [helper.make_opsetid("", 13)],
+                                    attributes=["names"])
+    nodes = [helper.make_node("M", ["x" if k == 0 else f"y{k - 1}"], [f"y{k}"], name=call_name(k),
+                              domain=domain, names="{}") for k in range(calls)]
+    graph = helper.make_graph(nodes, "calls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info(f"y{calls - 1}", TensorProto.FLOAT, [1, 4])])
+    model = helper.make_model(graph, functions=[function],
+                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(domain, 1)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_module_calls_are_counted_before_they_are_inlined(tmp_path):
+    path = tmp_path / "calls.onnx"
+    path.write_bytes(_module_calls(1000, 1000, lambda k: f"c{k}"))  # 84 KB, a million nodes
+    assert path.stat().st_size < 90_000
+    refused(["inspect", path], "inlining its module calls would make 1000000 nodes, over 200000",
+            seconds=30, memory=1536 * 2**20)
+
+
+def test_long_call_names_are_charged_before_they_prefix_every_inlined_name(tmp_path):
+    path = tmp_path / "names.onnx"
+    # 50 calls named with 10,000 characters each, of a 2,000-node body: 3 GB of names
+    path.write_bytes(_module_calls(2000, 50, lambda k: f"{k}" + "L" * 10_000))
+    refused(["inspect", path, "--memory-budget", "256M"], "inlining the module calls (100000 nodes) needs",
+            seconds=60, memory=1536 * 2**20)
+    path.write_bytes(_module_calls(20, 5, lambda k: f"block{k}"))
+    code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"])
+    assert code == 0, stderr
+
+
+# -- the engine's estimate of what a layer allocates ---------------------------------------
+
+def test_prior_boxes_are_estimated_from_their_settings_not_their_bottoms(tmp_path):
+    plane = "input_param { shape { dim: 1 dim: 1 dim: 300 dim: 300 } }"
+    path = tmp_path / "priors.prototxt"
+    path.write_text(f'layer {{ name: "feature" type: "Input" top: "feature" {plane} }}\n'
+                    f'layer {{ name: "image" type: "Input" top: "image" {plane} }}\n'
+                    'layer { name: "priors" type: "PriorBox" bottom: "feature" bottom: "image" top: "priors" '
+                    'prior_box_param { min_size: 2 min_size: 3 min_size: 4 min_size: 5 '
+                    'aspect_ratio: [2, 3, 4, 5, 6, 7, 8, 9] flip: true } }\n')
+    # 68 priors at each of 90,000 places: a 196 MB top from two 360 KB bottoms
+    refused(["run", path, "--memory-budget", "64M"], "layer 'priors' (PriorBox) with the blobs held",
+            seconds=60, memory=768 * 2**20)
+
+
+def test_a_wide_lrn_window_pads_no_more_than_its_channels(tmp_path):
+    import numpy as np
+
+    import blobcast
+    from blobcast.engine import Net
+
+    def net(size: int, alpha: float):
+        path = tmp_path / f"lrn{size}.prototxt"
+        path.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 '
+                        'dim: 100 dim: 100 } } }\n'
+                        f'layer {{ name: "norm" type: "LRN" bottom: "data" top: "norm" '
+                        f'lrn_param {{ local_size: {size} alpha: {alpha} }} }}\n')
+        return path
+
+    # a window of 99,999 channels over 3: Caffe pads 99,998 zero channels (4 GB here)
+    code, stderr = run_bounded(["run", net(99_999, 1.0), "--memory-budget", "64M", "--save",
+                                tmp_path / "wide.npz"], seconds=60, memory=1024 * 2**20)
+    assert code == 0, stderr
+    wide = np.load(tmp_path / "wide.npz")
+    # any window of 5 or more covers all 3 channels: the same sums, alpha / size kept
+    narrow = Net(blobcast.load(net(5, 5 / 99_999))).forward({"data": wide["data"]})["norm"]
+    np.testing.assert_allclose(wide["norm"], narrow, rtol=1e-6)
