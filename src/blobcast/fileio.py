@@ -114,11 +114,28 @@ def open_regular(path: str):
     return os.fdopen(descriptor, "rb")
 
 
+def _same_file(first: str, second: str) -> bool:
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:  # hard links, and links the resolved paths do not show (bind mounts)
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
 def check_distinct(source: str, destination: str) -> None:
-    """Refuse to write over the input (also through links)."""
-    if os.path.exists(destination) and os.path.exists(source):
-        if os.path.samefile(source, destination):
-            raise BlobcastError("the output is the input file; write somewhere else", destination)
+    """Refuse to write over the input (by resolved path and by file identity:
+    symbolic and hard links included)."""
+    if _same_file(source, destination):
+        raise BlobcastError("the output is the input file; write somewhere else", destination)
+
+
+def check_apart(inputs, outputs) -> None:
+    """No output is one of the inputs (None entries are options not given)."""
+    for output in outputs:
+        for used in inputs:
+            if used is not None and output is not None:
+                check_distinct(os.fspath(used), os.fspath(output))
 
 
 # -- outputs --------------------------------------------------------------------------------
@@ -228,6 +245,18 @@ class OutputGroup:
                 p.discard()
 
 
+def check_writable(destination: str, overwrite: bool) -> None:
+    """Refuse, before any work, a destination that could not be written: a
+    folder, a missing folder, or an existing file without `overwrite`."""
+    destination = os.path.abspath(destination)
+    if os.path.isdir(destination):
+        raise BlobcastError("is a directory", destination)
+    if os.path.lexists(destination) and not overwrite:
+        raise BlobcastError("already exists; use --force to replace it", destination)
+    if not os.path.isdir(os.path.dirname(destination)):
+        raise BlobcastError("the output folder does not exist", destination)
+
+
 @contextmanager
 def atomic_destination(destination: str, *, overwrite: bool,
                        group: OutputGroup | None = None) -> Iterator[str]:
@@ -241,12 +270,7 @@ def atomic_destination(destination: str, *, overwrite: bool,
     """
     destination = os.path.abspath(destination)
     folder, name = os.path.split(destination)
-    if os.path.isdir(destination):
-        raise BlobcastError("is a directory", destination)
-    if os.path.lexists(destination) and not overwrite:
-        raise BlobcastError("already exists; use --force to replace it", destination)
-    if not os.path.isdir(folder):
-        raise BlobcastError("the output folder does not exist", destination)
+    check_writable(destination, overwrite)
     try:
         workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
     except OSError as error:
