@@ -202,8 +202,8 @@ def render_state(facts: dict) -> Tree:
     if facts.get("solver"):
         _render_solver(root, facts["solver"])
     _render_history(root, facts)
-    if facts.get("note"):
-        root.add(f"[dim]note: {escape(facts['note'])}[/dim]")
+    for note in facts.get("notes", []) + ([facts["note"]] if facts.get("note") else []):
+        root.add(f"[dim]note: {escape(note)}[/dim]")
     return root
 
 
