@@ -246,4 +246,4 @@ def net_of_solver(solver, path: str) -> tuple[Model | None, str | None]:
                     return read(candidate), None
             raise FormatError(f"the solver's {field} {name!r} was not found (tried it as "
                               "given and beside the solver file)", path)
-    return None
+    return None, None

@@ -15,6 +15,7 @@ from .limits import BudgetExceeded
 from .model import Model
 from .runners import forward_what_runs, runner_for
 from .solver import SolverState
+from .stopping import uninterruptible
 from .weights import WeightSource, attach_weights
 
 
@@ -421,15 +422,20 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
     Every file one conversion writes (a state and its --weights, an imported
     net's .caffemodel and .prototxt) appears together, or none does."""
     after_commit: list = []
-    with OutputGroup() as group:
-        report = _convert(source, destination, prototxt=prototxt, source_format=source_format,
-                          destination_format=destination_format, compress=compress,
-                          overwrite=overwrite, weights=weights, forward_check=forward_check,
-                          progress_factory=progress_factory, onnx_options=onnx_options,
-                          group=group, after_commit=after_commit, target=target, solver=solver,
-                          find_modules=find_modules)
-    for action in after_commit:
-        action()
+    group = OutputGroup()
+    try:
+        with group:
+            report = _convert(source, destination, prototxt=prototxt, source_format=source_format,
+                              destination_format=destination_format, compress=compress,
+                              overwrite=overwrite, weights=weights, forward_check=forward_check,
+                              progress_factory=progress_factory, onnx_options=onnx_options,
+                              group=group, after_commit=after_commit, target=target,
+                              solver=solver, find_modules=find_modules)
+    finally:
+        if group.committed:  # also when a signal came during the renames
+            with uninterruptible(reraise=False):
+                for action in after_commit:
+                    action()
     return report
 
 

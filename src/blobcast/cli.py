@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import warnings
 from typing import Annotated, Optional
@@ -20,7 +19,14 @@ from typer.core import TyperCommand
 from . import __version__
 from .display import safe as escape
 from .errors import BlobcastError
-from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
+from .stopping import (
+    Interrupted,
+    check_stop,
+    forget_committed_outputs,
+    install_stop_handlers,
+    interruption,
+    stop_requested,
+)
 
 
 class _PlainCommand(TyperCommand):
@@ -45,8 +51,9 @@ class _PlainCommand(TyperCommand):
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Convert, inspect and verify Caffe models.")
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a name from a file such as ":smile:" is shown as written
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
@@ -120,6 +127,7 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = action()
+            check_stop()  # a signal recorded while a step finished
         for warning in caught:
             stderr.print(f"blobcast: warning: {escape(str(warning.message))}")
         return result
@@ -129,12 +137,9 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
         if _debug_enabled():
             stderr.print_exception()
         raise _fail(str(error), error.exit_code, json_output) from None
-    except KeyboardInterrupt:
-        code, what = (143, "terminated") if stop_requested() == signal.SIGTERM else (130, "interrupted")
-        written = committed_outputs()
-        if written:  # the signal came after the outputs were renamed into place
-            raise _fail(f"{what} after writing {', '.join(written)}", code, json_output) from None
-        raise _fail(f"{what}; nothing was written", code, json_output) from None
+    except (KeyboardInterrupt, Interrupted):
+        code, message = interruption()
+        raise _fail(message, code, json_output) from None
     except Exception as error:  # a bug or an input we failed to anticipate
         if _debug_enabled():
             stderr.print_exception()
@@ -159,7 +164,7 @@ class _Progress:
         self._progress = Progress("[progress.description]{task.description}", BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                                   console=stderr, transient=True)
-        self._task = self._progress.add_task(label, total=max(total, 1))
+        self._task = self._progress.add_task(escape(label), total=max(total, 1))
         self._progress.start()
 
     def advance(self, amount: int) -> None:
@@ -325,7 +330,7 @@ def _summary_lines(report) -> list[str]:
                    f"(max abs error {report.forward['max_abs_error']:.3g})")
     lines.append(
         f"{escape(report.source)} -> {escape(report.destination)}: {what}{report.tensors} tensors, "
-        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {report.check}{forward}")
+        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {escape(report.check)}{forward}")
     return lines
 
 
@@ -410,7 +415,7 @@ def modularize(
 
     def body():
         report = modularize_net(source, destination, prototxt=prototxt, overwrite=force)
-        found = ", ".join(f"{m['module']} x{len(m['instances'])}" for m in report["modules"])
+        found = ", ".join(f"{escape(m['module'])} x{len(m['instances'])}" for m in report["modules"])
         _say(report, json_output,
              f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
              f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
@@ -447,7 +452,7 @@ def draw(
 
         report = draw_net(source, destination, prototxt=prototxt, expand=expand, against=against,
                           options=RunOptions(inputs=tuple(inputs or ())), overwrite=force)
-        first = f"; first bad blob: {report['first_mismatch']}" if report["first_mismatch"] else ""
+        first = f"; first bad blob: {escape(report['first_mismatch'])}" if report["first_mismatch"] else ""
         _say(report, json_output,
              f"{escape(source)} -> {escape(destination)} ({report['format']}): "
              f"{report['layers']} layers, {report['instances']} module instances{first}")
@@ -522,7 +527,7 @@ def _print_verify(report) -> None:
         first = report.first_mismatch
         failed = sum(not c.passed for c in report.compared)
         stdout.print(f"FAIL: {failed} of {len(report.compared)} blobs differ; the first in net "
-                     f"order is {escape(first.name)!r}")
+                     f"order is {escape(repr(first.name))}")
 
 
 @app.command("run", cls=_PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
@@ -588,17 +593,17 @@ def _quiet_unraisable(unraisable, default=sys.unraisablehook) -> None:
     """A stop request raised where Python cannot propagate it (inside a weakref
     callback during an HDF5 write, say) is not printed as a traceback: the
     request is sticky, and the writer honours it at its next check."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and stop_requested() is not None:
+    if isinstance(unraisable.exc_value, Interrupted) and stop_requested() is not None:
         return
     default(unraisable)
 
 
 def main() -> None:
     # SIGTERM and Ctrl-C end the process through the normal exit path, so a
-    # conversion under way removes its temporary files.
+    # conversion under way removes its temporary files (`python -m blobcast`
+    # installs the handlers earlier still, before these imports).
     sys.unraisablehook = _quiet_unraisable
-    signal.signal(signal.SIGTERM, lambda number, _frame: request_stop(number))
-    signal.signal(signal.SIGINT, lambda number, _frame: request_stop(number))
+    install_stop_handlers()
     app(prog_name="blobcast")
 
 

@@ -12,55 +12,23 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import BlobcastError, FormatError
+from .stopping import (  # noqa: F401  (check_stop: for writers)
+    check_stop,
+    pause_point,
+    record_committed,
+    uninterruptible,
+)
 
-# Set by a signal handler (SIGTERM). The handler also raises, but Python
-# ignores exceptions raised where a signal happens to land inside a callback
-# (a weakref finalizer, say), so writers also check this between chunks and
-# the final rename never happens once it is set.
-_stop_signal: int | None = None
-# Destinations replaced by this process, so an interruption after the final
-# rename is not reported as "nothing was written".
-_committed: list[str] = []
 # Temporary path -> the destination it will become (writers that name
 # companion files need the final folder).
 _final_paths: dict[str, str] = {}
-
-
-class Interrupted(KeyboardInterrupt):
-    """The process was asked to stop; the output was not written."""
-
-
-def request_stop(signal_number: int) -> None:
-    global _stop_signal
-    _stop_signal = signal_number
-    raise Interrupted(f"signal {signal_number}")
-
-
-def stop_requested() -> int | None:
-    return _stop_signal
-
-
-def check_stop() -> None:
-    if _stop_signal is not None:
-        raise Interrupted(f"signal {_stop_signal}")
-
-
-def committed_outputs() -> list[str]:
-    return list(_committed)
-
-
-def forget_committed_outputs() -> None:
-    """Start a new command's record (the CLI calls this before each command)."""
-    _committed.clear()
 
 
 def _current_umask() -> int:
@@ -150,6 +118,7 @@ class _Pending:
     workspace: str
     temporary: str
     overwrite: bool
+    committed: bool = False
 
     def files(self) -> list[tuple[str, str]]:
         """(temporary file, final path) pairs: companions first, the main file last."""
@@ -159,8 +128,10 @@ class _Pending:
                 + [(self.temporary, self.destination)])
 
     def discard(self) -> None:
-        _final_paths.pop(self.temporary, None)
-        shutil.rmtree(self.workspace, ignore_errors=True)
+        with uninterruptible(reraise=False):  # a second signal cannot leave the folder half removed
+            pause_point("cleanup")
+            _final_paths.pop(self.temporary, None)
+            shutil.rmtree(self.workspace, ignore_errors=True)
 
 
 def _place(source: str, target: str, overwrite: bool) -> None:
@@ -187,21 +158,6 @@ def _place(source: str, target: str, overwrite: bool) -> None:
     os.unlink(source)
 
 
-@contextmanager
-def _signals_held():
-    """Hold SIGINT/SIGTERM while outputs are renamed into place; a signal that
-    arrives meanwhile is delivered right after, with the record complete."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _commit(pending: list[_Pending]) -> None:
     check_stop()
     plan = [(p, source, target) for p in pending for source, target in p.files()]
@@ -211,19 +167,24 @@ def _commit(pending: list[_Pending]) -> None:
     mode = 0o666 & ~_current_umask()
     for _, source, _ in plan:
         os.chmod(source, mode)
-    with _signals_held():
+    # Every rename happens, or none: a signal meanwhile is raised after them,
+    # when the record says what was written.
+    with uninterruptible():
         placed: list[str] = []
         try:
             for p, source, target in plan:
                 _place(source, target, p.overwrite)
                 placed.append(target)
+                pause_point("commit")
         except BaseException:
             # Only files this commit created exclusively can be taken back.
             for (p, _, target) in plan:
                 if target in placed and not p.overwrite:
                     os.unlink(target)
             raise
-        _committed.extend(p.destination for p in pending)
+        for p in pending:
+            p.committed = True
+        record_committed(p.destination for p in pending)
 
 
 class OutputGroup:
@@ -232,6 +193,11 @@ class OutputGroup:
 
     def __init__(self):
         self.pending: list[_Pending] = []
+
+    @property
+    def committed(self) -> bool:
+        """Whether the outputs were renamed into place."""
+        return any(p.committed for p in self.pending)
 
     def __enter__(self) -> OutputGroup:
         return self
@@ -271,14 +237,17 @@ def atomic_destination(destination: str, *, overwrite: bool,
     destination = os.path.abspath(destination)
     folder, name = os.path.split(destination)
     check_writable(destination, overwrite)
-    try:
-        workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
-    except OSError as error:
-        raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
-    pending = _Pending(destination, workspace, os.path.join(workspace, name), overwrite)
-    _final_paths[pending.temporary] = destination
+    with uninterruptible(reraise=False):  # the folder exists only with the try that removes it
+        try:
+            workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+        except OSError as error:
+            raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
+        pending = _Pending(destination, workspace, os.path.join(workspace, name), overwrite)
+        _final_paths[pending.temporary] = destination
     deferred = False
     try:
+        check_stop()
+        pause_point("write")
         yield pending.temporary
         if group is not None:
             group.pending.append(pending)
