@@ -19,10 +19,10 @@ from .compare import (  # noqa: F401  (part of this module's interface)
 )
 from .engine import Net
 from .errors import BlobcastError, about
-from .inputs import _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
+from .inputs import RECORDED_INPUTS, _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
 from .runners import forward_what_runs, runner_for
 
-INPUTS_KEY = "__blobcast_inputs__"
+INPUTS_KEY = RECORDED_INPUTS
 
 
 @dataclass
