@@ -73,7 +73,11 @@ def load_reference(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
             blobs = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError) as error:
         raise BlobcastError(f"not a readable .npz file ({error})", path) from error
-    inputs = [str(n) for n in blobs.pop(INPUTS_KEY, np.array([], dtype=str))]
+    inputs = [str(n) for n in np.atleast_1d(blobs.pop(INPUTS_KEY, np.array([], dtype=str)))]
+    absent = [name for name in inputs if name not in blobs]
+    if absent:
+        raise BlobcastError(f"{INPUTS_KEY} lists the input(s) {', '.join(map(repr, absent))}, "
+                            "but the file holds no array of that name", path)
     return blobs, inputs
 
 
