@@ -89,3 +89,28 @@ def test_layer_settings_that_divide_by_zero_are_named(tmp_path, case, command):
         assert expected in result.stderr
         return
     assert expected in _one_line(result, net)
+
+
+def _lenet_with(tmp_path, name, edit):
+    from blobcast.converters import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString((GENERATED / "lenet.caffemodel").read_bytes())
+    edit(next(layer for layer in net.layer if layer.name == "conv1"))
+    path = tmp_path / name
+    path.write_bytes(net.SerializeToString())
+    return path
+
+
+def test_an_unnamed_layer_is_refused_for_hdf5_naming_it(tmp_path):
+    source = _lenet_with(tmp_path, "unnamed.caffemodel", lambda layer: setattr(layer, "name", ""))
+    destination = tmp_path / "out.caffemodel.h5"
+    result = runner.invoke(app, ["convert", str(source), str(destination)])
+    assert "layer(s) #1 have no name" in _one_line(result, destination)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unnamed.caffemodel"]
+
+
+def test_a_layer_without_a_type_before_every_output_is_named_on_export(tmp_path):
+    source = _lenet_with(tmp_path, "typeless.caffemodel", lambda layer: setattr(layer, "type", ""))
+    result = runner.invoke(app, ["convert", str(source), str(tmp_path / "out.onnx")])
+    assert "layer 'conv1' (no type) reads 'data'" in _one_line(result, source)
