@@ -114,3 +114,20 @@ def test_a_layer_without_a_type_before_every_output_is_named_on_export(tmp_path)
     source = _lenet_with(tmp_path, "typeless.caffemodel", lambda layer: setattr(layer, "type", ""))
     result = runner.invoke(app, ["convert", str(source), str(tmp_path / "out.onnx")])
     assert "layer 'conv1' (no type) reads 'data'" in _one_line(result, source)
+
+
+@pytest.mark.parametrize("error", [KeyError("data"), TypeError("bad operand"), RecursionError(),
+                                   ValueError("no"), OSError(5, "Input/output error")])
+def test_a_failure_nothing_anticipated_still_names_the_file(tmp_path, monkeypatch, error):
+    from blobcast import inspection
+
+    def broken(*_args, **_kwargs):
+        raise error
+
+    monkeypatch.setattr(inspection, "model_facts", broken)
+    model = GENERATED / "lenet.caffemodel"
+    result = runner.invoke(app, ["inspect", str(model)])
+    line = result.stderr.strip()
+    assert result.exit_code == 2 and len(line.splitlines()) == 1
+    assert line.startswith(f"blobcast: error: {model}: unexpected {type(error).__name__}")
+    assert line.endswith("(run with --debug for the traceback)")

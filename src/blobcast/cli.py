@@ -113,8 +113,9 @@ def _fail(message: str, code: int, json_output: bool) -> typer.Exit:
 
 
 def _run(action, *, json_output: bool = False, debug: bool = False,
-         memory_budget: str | None = None):
-    """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked."""
+         memory_budget: str | None = None, files=()):
+    """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked.
+    `files`: what the command reads, named in a failure nothing anticipated."""
     from . import limits
 
     _state["debug"] = _state["debug"] or debug
@@ -143,8 +144,11 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
     except Exception as error:  # a bug or an input we failed to anticipate
         if _debug_enabled():
             stderr.print_exception()
-        raise _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the "
-                    "traceback)", 2, json_output) from None
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        named = ", ".join(os.fspath(f) for f in files if f)
+        raise _fail(f"{named + ': ' if named else ''}unexpected {type(error).__name__}"
+                    f"{': ' + detail if detail else ''} (run with --debug for the traceback)",
+                    2, json_output) from None
     finally:
         limits.set_memory_budget(previous_budget)
 
@@ -314,7 +318,8 @@ def convert(
         for line in _summary_lines(report):
             stdout.print(line)
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[source, prototxt])
 
 
 def _summary_lines(report) -> list[str]:
@@ -369,7 +374,8 @@ def inspect(
         if not fits:  # a pipeline's check that a model suits its runtime
             raise typer.Exit(1)
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[file, prototxt, solver])
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
@@ -420,7 +426,8 @@ def modularize(
              f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
              f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[source, prototxt])
 
 
 @app.command(cls=_PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
@@ -457,7 +464,8 @@ def draw(
              f"{escape(source)} -> {escape(destination)} ({report['format']}): "
              f"{report['layers']} layers, {report['instances']} module instances{first}")
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[source, prototxt, against])
 
 
 @app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
@@ -499,7 +507,8 @@ def verify(
         if not report.passed:
             raise typer.Exit(1)
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[a, b, prototxt])
 
 
 def _print_verify(report) -> None:
@@ -586,7 +595,8 @@ def run_command(
         if save:
             stdout.print(f"saved {len(blobs)} blobs and {len(given)} inputs to {escape(save)}")
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[model, prototxt])
 
 
 def _quiet_unraisable(unraisable, default=sys.unraisablehook) -> None:
