@@ -102,3 +102,13 @@ def test_a_signal_during_the_renames_lets_them_finish_and_says_so(folder, replac
         "lenet.caffemodel", "m.onnx"]
     assert len(data) == 1 and (data[0] != "m.onnx.data") == replacing  # the old data is removed
     assert blobcast.load(model)["conv1"].blobs[0].shape == (4, 1, 3, 3)
+
+
+def test_a_signal_before_the_clean_up_starts_still_leaves_no_partial_folder(folder):
+    work, marks = folder
+    model = work / "m.caffemodel.h5"
+    process = _start(["convert", work / "lenet.caffemodel", model], ["unwind"], marks)
+    _signal_at(process, marks, "unwind", signal.SIGINT)  # renamed into place; the folder not yet removed
+    returncode, _, lines = _finish(process)
+    assert returncode == 130 and lines == [f"blobcast: error: interrupted after writing {model}"]
+    assert sorted(p.name for p in work.iterdir()) == ["lenet.caffemodel", "m.caffemodel.h5"]

@@ -139,6 +139,9 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
             stderr.print_exception()
         raise _fail(str(error), error.exit_code, json_output) from None
     except (KeyboardInterrupt, Interrupted):
+        from .fileio import remove_temporary_folders
+
+        remove_temporary_folders()  # one a signal kept the clean-up from reaching
         code, message = interruption()
         raise _fail(message, code, json_output) from None
     except Exception as error:  # a bug or an input we failed to anticipate

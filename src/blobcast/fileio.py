@@ -29,6 +29,9 @@ from .stopping import (  # noqa: F401  (check_stop: for writers)
 # Temporary path -> the destination it will become (writers that name
 # companion files need the final folder).
 _final_paths: dict[str, str] = {}
+# Temporary folders not yet removed: a signal landing between a `finally:`
+# and the removal it starts is caught up with by remove_temporary_folders().
+_workspaces: set[str] = set()
 
 
 def _current_umask() -> int:
@@ -132,6 +135,15 @@ class _Pending:
             pause_point("cleanup")
             _final_paths.pop(self.temporary, None)
             shutil.rmtree(self.workspace, ignore_errors=True)
+            _workspaces.discard(self.workspace)
+
+
+def remove_temporary_folders() -> None:
+    """Remove every temporary folder still there (after an interruption)."""
+    with uninterruptible(reraise=False):
+        for workspace in list(_workspaces):
+            shutil.rmtree(workspace, ignore_errors=True)
+            _workspaces.discard(workspace)
 
 
 def _place(source: str, target: str, overwrite: bool) -> None:
@@ -207,6 +219,7 @@ class OutputGroup:
             if kind is None:
                 _commit(self.pending)
         finally:
+            pause_point("unwind")  # where a signal would keep the removals from starting
             for p in self.pending:
                 p.discard()
 
@@ -244,6 +257,7 @@ def atomic_destination(destination: str, *, overwrite: bool,
             raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
         pending = _Pending(destination, workspace, os.path.join(workspace, name), overwrite)
         _final_paths[pending.temporary] = destination
+        _workspaces.add(workspace)
     deferred = False
     try:
         check_stop()
@@ -256,4 +270,5 @@ def atomic_destination(destination: str, *, overwrite: bool,
             _commit([pending])
     finally:
         if not deferred:
+            pause_point("unwind")  # where a signal would keep the removal from starting
             pending.discard()
