@@ -123,3 +123,15 @@ def test_draw_replaces_an_existing_drawing_only_with_force(tmp_path):
     result = run("draw", weights, drawing, "--prototxt", net, "--force")
     assert result.exit_code == 0, result.output
     assert drawing.read_text().startswith("digraph")
+
+
+@pytest.mark.parametrize("command", ["convert", "run"])
+def test_no_command_writes_over_a_layer_plugin_it_loads(tmp_path, command):
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text("# registers nothing\n")
+    model = GENERATED / "lenet.caffemodel"
+    arguments = (["convert", model, plugin, "--to", "prototxt"] if command == "convert"
+                 else ["run", model, "--save", plugin])
+    result = run(*arguments, "--layer-plugin", plugin, "--force")
+    assert result.exit_code == 2 and "the output is the input file" in result.stderr, result.output
+    assert plugin.read_text() == "# registers nothing\n"

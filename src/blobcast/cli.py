@@ -296,7 +296,9 @@ def convert(
 
     def body():
         from .engine.plugins import load_layer_plugin
+        from .fileio import check_apart
 
+        check_apart(layer_plugins or (), [destination])
         for plugin in layer_plugins or ():
             load_layer_plugin(plugin)
         shapes = _input_shapes(inputs)
@@ -572,8 +574,8 @@ def run_command(
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, random_weights, layer_plugins, winograd)
         if save:
-            for used in [model, prototxt] + [spec.split("=", 1)[1] for spec in inputs or ()
-                                             if "=" in spec]:
+            for used in [model, prototxt, *(layer_plugins or ())] + [
+                    spec.split("=", 1)[1] for spec in inputs or () if "=" in spec]:
                 if used:
                     check_distinct(used, save)
         given, blobs, notes = run_model(model, options)
