@@ -135,3 +135,11 @@ def test_no_command_writes_over_a_layer_plugin_it_loads(tmp_path, command):
     result = run(*arguments, "--layer-plugin", plugin, "--force")
     assert result.exit_code == 2 and "the output is the input file" in result.stderr, result.output
     assert plugin.read_text() == "# registers nothing\n"
+
+
+def test_force_replaces_files_not_pipes(tmp_path):
+    pipe = tmp_path / "out.caffemodel.h5"
+    os.mkfifo(pipe)
+    result = run("convert", GENERATED / "lenet.caffemodel", pipe, "--force")
+    assert result.exit_code == 2 and "is a named pipe (FIFO), not a regular file" in result.stderr
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["out.caffemodel.h5"]

@@ -232,6 +232,9 @@ def check_writable(destination: str, overwrite: bool) -> None:
         raise BlobcastError("is a directory", destination)
     if os.path.lexists(destination) and not overwrite:
         raise BlobcastError("already exists; use --force to replace it", destination)
+    mode = os.lstat(destination).st_mode if os.path.lexists(destination) else stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # --force replaces files, not devices
+        raise BlobcastError(f"is {_kind(mode)}, not a regular file; refused", destination)
     if not os.path.isdir(os.path.dirname(destination)):
         raise BlobcastError("the output folder does not exist", destination)
 
