@@ -5,7 +5,6 @@ signal during start-up ends the command with its one line and exit code,
 never a traceback or a silent exit.
 """
 
-import json
 import sys
 
 from .stopping import Interrupted, install_stop_handlers, interruption, pause_point
@@ -21,6 +20,8 @@ def main() -> None:
     except Interrupted:  # outside a command's own error handling (start-up, argument parsing)
         code, message = interruption()
         if "--json" in sys.argv[1:]:
+            import json
+
             sys.stdout.write(json.dumps({"ok": False, "error": message, "exit_code": code}) + "\n")
         sys.stderr.write(f"blobcast: error: {message}\n")
         sys.exit(code)

@@ -16,10 +16,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 _stop_signal: int | None = None  # the first signal received
 _signals_seen = 0
@@ -63,21 +59,30 @@ def check_stop() -> None:
         raise Interrupted(f"signal {_stop_signal}")
 
 
-@contextmanager
-def uninterruptible(reraise: bool = True) -> Iterator[None]:
+class uninterruptible:  # noqa: N801  (used as a context manager, named like one)
     """A step no signal cuts in half; with `reraise`, a signal that came
-    meanwhile is raised once the step is complete."""
-    global _deferring
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signals are handled in the main thread only
-        return
-    _deferring += 1
-    try:
-        yield
-    finally:
+    meanwhile is raised once the step is complete. (A class, not
+    contextlib's decorator: this module is imported before anything else.)"""
+
+    def __init__(self, reraise: bool = True):
+        import threading
+
+        self.reraise = reraise
+        # signals are handled in the main thread only
+        self.counted = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> None:
+        global _deferring
+        if self.counted:
+            _deferring += 1
+
+    def __exit__(self, kind, value, traceback) -> None:
+        global _deferring
+        if not self.counted:
+            return
         _deferring -= 1
-    if reraise and not _deferring:
-        check_stop()
+        if kind is None and self.reraise and not _deferring:
+            check_stop()
 
 
 def record_committed(destinations) -> None:
@@ -110,6 +115,8 @@ def pause_point(step: str) -> None:
     if not steps or not folder or step not in steps.split(",") or step in _paused:
         return
     _paused.add(step)
+    import time
+
     seen = _signals_seen
     with open(os.path.join(folder, step), "w"):
         pass
