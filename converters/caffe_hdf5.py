@@ -224,6 +224,10 @@ def read(path: str, *, architecture: Model | None = None, **_options) -> Model:
 
 
 def _check_names(model: Model, path: str) -> None:
+    unnamed = [str(i) for i, layer in enumerate(model.layers) if not layer.name]
+    if unnamed:  # Caffe's Net::ToHDF5 fails on them too
+        raise FormatError(f"layer(s) #{', #'.join(unnamed[:5])} have no name; an HDF5 snapshot "
+                          "keeps each layer's blobs in a group named after it", path)
     duplicates = model.duplicate_layer_names()
     if duplicates:
         raise FormatError("duplicate layer names cannot share one HDF5 group: "

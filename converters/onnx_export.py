@@ -126,6 +126,10 @@ class GraphBuilder:
             if li in plan:  # a module instance: its nodes become one function call
                 capture = (*plan[li], self._body, self._function_inputs)
                 self._body, self._function_inputs = [], []
+            absent = [b for b in layer.bottoms if b not in self.latest]
+            if absent:
+                raise ExportError(f"layer {layer.name!r} ({layer.type or 'no type'}) reads "
+                                  f"{absent[0]!r}, which no exported layer or input gives")
             ins = [self.latest[b] for b in layer.bottoms]
             outs = [self.top_names[(li, ti)] for ti in range(len(layer.tops))]
             handler = EXPORTERS.get(layer.type)

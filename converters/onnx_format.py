@@ -22,6 +22,8 @@ from blobcast.modules import apply_modules_json, modules_json
 from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import FileChunk, MappedFile
+from .onnx_data_files import DATA_TOKEN_KEY, new_token, stale_data_remover
+from .onnx_data_files import header as data_header
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
 from .onnx_modules import inline_module_calls
 from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the format record)
@@ -120,6 +122,10 @@ def write(model: Model, path: str, *, opset: int | None = None,
     use_external = external_data if external_data is not None else total > EXTERNAL_DATA_THRESHOLD
     data_name = _data_file_name(path) if use_external else None
     handle = open(os.path.join(os.path.dirname(path), data_name), "wb") if use_external else None
+    token = None
+    if handle is not None:  # marks the data file as blobcast's own (onnx_data_files)
+        token = new_token()
+        handle.write(data_header(token))
     initializer_chunks: list = []
     training_chunks: list = []
     try:
@@ -146,9 +152,10 @@ def write(model: Model, path: str, *, opset: int | None = None,
     onnx_model = helper.make_model(graph, opset_imports=opsets, producer_name="blobcast",
                                    functions=builder.functions, ir_version=ir_version)
     record = modules_json(model)
-    if training is not None or record is not None:
-        helper.set_model_props(onnx_model, {**training_metadata,
-                                            **({MODULES_KEY: record} if record else {})})
+    props = {**training_metadata, **({MODULES_KEY: record} if record else {}),
+             **({DATA_TOKEN_KEY: token} if token else {})}
+    if props:
+        helper.set_model_props(onnx_model, props)
     onnx_model.ClearField("graph")
     graph_length = sum(len(c) for c in graph_chunks)
     # Graph and training info are spliced in as chunks: tensor values are
@@ -222,6 +229,16 @@ def check(path: str) -> str:
 def external_data_files(path: str) -> set[str]:
     """The external data files a model file uses (checked as on reading)."""
     return check_external_data(map_onnx(path)[0], path)
+
+
+def _data_token(path: str) -> str | None:
+    return next((p.value for p in map_onnx(path)[0].metadata_props if p.key == DATA_TOKEN_KEY), None)
+
+
+def replaced_data_remover(path: str):
+    """Called before `path` is replaced: what removes, after, the data files
+    blobcast wrote for the replaced model that nothing uses any more."""
+    return stale_data_remover(path, external_data_files, _data_token)
 
 
 TRAINING = "training_info"  # key prefix in map_onnx's spans for training tensors

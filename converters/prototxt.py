@@ -210,22 +210,40 @@ def read_solver(path: str):
     return message_from_pb(solver)
 
 
-def net_of_solver(solver, path: str) -> Model | None:
+def _confined(base: str, name: str) -> str | None:
+    """`name` joined to folder `base` when it stays inside it (links resolved)."""
+    folder = os.path.realpath(base)
+    target = os.path.realpath(os.path.join(folder, name))
+    return target if os.path.commonpath([folder, target]) == folder else None
+
+
+def net_of_solver(solver, path: str) -> tuple[Model | None, str | None]:
     """The training net a solver names (inline, or a file relative to where Caffe
-    ran or to the solver file)."""
+    ran or to the solver file), and a note when the name was not followed.
+
+    The name comes from the file: like a state's learned_net, an absolute
+    path or one with '..' parts is not followed (the solver may not lead
+    blobcast to any file of the machine), nor a link out of the folder."""
     for inline in ("train_net_param", "net_param"):
         if solver.has(inline):
             net = pb_from_message(pb.NetParameter, getattr(solver, inline))
             notes: list[str] = []
             blobs = upgrade_net(net, [[] for _ in net.layers], [[] for _ in net.layer], notes)
             return model_from_net(net, blobs, source_format=NAME, source_version="V2",
-                                  notes=notes, path=path)
+                                  notes=notes, path=path), None
     for field in ("train_net", "net"):
         if solver.has(field):
             name = getattr(solver, field)
-            for candidate in (name, os.path.join(os.path.dirname(os.path.abspath(path)), name)):
-                if os.path.isfile(candidate):
-                    return read(candidate)
+            if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+                return None, (f"the solver's {field} {name!r} is not followed (an absolute path "
+                              "or one with '..'; only a net beside the solver is read)")
+            for base in (os.getcwd(), os.path.dirname(os.path.abspath(path))):
+                candidate = _confined(base, name)
+                if candidate is None and os.path.lexists(os.path.join(base, name)):
+                    return None, (f"the solver's {field} {name!r} is not followed (a link "
+                                  "out of its folder)")
+                if candidate is not None and os.path.isfile(candidate):
+                    return read(candidate), None
             raise FormatError(f"the solver's {field} {name!r} was not found (tried it as "
                               "given and beside the solver file)", path)
-    return None
+    return None, None

@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 from .compare import _to_host, compare_arrays, model_differences, state_differences
 from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError, about
-from .fileio import OutputGroup, atomic_destination, check_distinct, check_stop
+from .fileio import OutputGroup, atomic_destination, check_apart, check_distinct, check_stop
 from .inputs import make_inputs
 from .limits import BudgetExceeded
 from .model import Model
 from .runners import forward_what_runs, runner_for
 from .solver import SolverState
+from .stopping import uninterruptible
 from .weights import WeightSource, attach_weights
 
 
@@ -253,37 +254,30 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
             "device": getattr(side_a, "device", "cpu"), "not_compared": sorted(uncompared)}, note
 
 
-def _stale_companions_remover(fmt, destination: str):
-    """What removes, once a replaced ONNX model is gone, the external data
-    files it used that the new model does not (the new data is written under
-    a fresh name, so model and data are never mixed)."""
-    try:
-        old = set(fmt.module.external_data_files(destination))
-    except BlobcastError:
-        old = set()
+def _beside(destination: str, suffix: str) -> str:
+    stem = destination[: -len(".caffemodel")] if destination.endswith(".caffemodel") else destination
+    return stem + suffix
 
-    def remove() -> None:
-        try:
-            current = set(fmt.module.external_data_files(destination))
-        except BlobcastError:
-            return
-        for path in old - current:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
 
-    return remove
+def _outputs_of(destination: str, weights: str | None, src_fmt, dst_fmt) -> list:
+    """Every file a conversion may write (--weights is read, not written,
+    when a solver state becomes ONNX)."""
+    outputs = [destination]
+    if weights is not None and not ("solver_state" in src_fmt.holds and "graph" in dst_fmt.holds):
+        outputs.append(weights)
+    if "graph" in src_fmt.holds and dst_fmt.name == "caffemodel":
+        outputs.append(_beside(destination, ".prototxt"))
+    return outputs
 
 
 def _write_beside(model: Model, destination: str, suffix: str, overwrite: bool,
                   group: OutputGroup) -> None:
-    stem = destination[: -len(".caffemodel")] if destination.endswith(".caffemodel") else destination
     try:
-        with atomic_destination(stem + suffix, overwrite=overwrite, group=group) as temporary:
+        with atomic_destination(_beside(destination, suffix), overwrite=overwrite, group=group) as temporary:
             save(model, temporary, format="prototxt")
     except FormatError as error:  # a setting with no text form: the weights file still holds it all
-        warnings.warn(f"{stem + suffix} not written: {error.problem}", BlobcastWarning, stacklevel=2)
+        warnings.warn(f"{_beside(destination, suffix)} not written: {error.problem}", BlobcastWarning,
+                      stacklevel=2)
 
 
 def _with_training(state: SolverState, weights: str | None, prototxt: str | None,
@@ -328,7 +322,7 @@ def modularize(source: str | os.PathLike, destination: str | os.PathLike, *,
     from .module_discovery import discover_modules
 
     source, destination = os.fspath(source), os.fspath(destination)
-    check_distinct(source, destination)
+    check_apart([source, prototxt], [destination])
     model = load(source, prototxt=prototxt)
     if not isinstance(model, Model) or not model.has_architecture:
         raise FormatError("modularize needs a net with its layer definitions (give --prototxt "
@@ -428,15 +422,20 @@ def convert(source: str | os.PathLike, destination: str | os.PathLike, *,
     Every file one conversion writes (a state and its --weights, an imported
     net's .caffemodel and .prototxt) appears together, or none does."""
     after_commit: list = []
-    with OutputGroup() as group:
-        report = _convert(source, destination, prototxt=prototxt, source_format=source_format,
-                          destination_format=destination_format, compress=compress,
-                          overwrite=overwrite, weights=weights, forward_check=forward_check,
-                          progress_factory=progress_factory, onnx_options=onnx_options,
-                          group=group, after_commit=after_commit, target=target, solver=solver,
-                          find_modules=find_modules)
-    for action in after_commit:
-        action()
+    group = OutputGroup()
+    try:
+        with group:
+            report = _convert(source, destination, prototxt=prototxt, source_format=source_format,
+                              destination_format=destination_format, compress=compress,
+                              overwrite=overwrite, weights=weights, forward_check=forward_check,
+                              progress_factory=progress_factory, onnx_options=onnx_options,
+                              group=group, after_commit=after_commit, target=target,
+                              solver=solver, find_modules=find_modules)
+    finally:
+        if group.committed:  # also when a signal came during the renames
+            with uninterruptible(reraise=False):
+                for action in after_commit:
+                    action()
     return report
 
 
@@ -497,6 +496,8 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
     check_distinct(source, destination)
     src_fmt = converters.detect_format(source, source_format)
     dst_fmt = converters.output_format(destination, destination_format)
+    outputs = _outputs_of(destination, weights, src_fmt, dst_fmt)
+    check_apart([source, prototxt, solver] + ([weights] if weights not in outputs else []), outputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         source_is_state = "solver_state" in src_fmt.holds
@@ -564,7 +565,7 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
                                 "--external-data, --strict) go with an .onnx destination")
         try:
             if "graph" in dst_fmt.holds and overwrite and os.path.isfile(destination):
-                after_commit.append(_stale_companions_remover(dst_fmt, destination))
+                after_commit.append(dst_fmt.module.replaced_data_remover(destination))
             with atomic_destination(destination, overwrite=overwrite, group=group) as temporary:
                 with about(source):  # what export finds wrong is the source's content
                     save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,

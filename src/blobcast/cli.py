@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import warnings
 from typing import Annotated, Optional
@@ -20,7 +19,14 @@ from typer.core import TyperCommand
 from . import __version__
 from .display import safe as escape
 from .errors import BlobcastError
-from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
+from .stopping import (
+    Interrupted,
+    check_stop,
+    forget_committed_outputs,
+    install_stop_handlers,
+    interruption,
+    stop_requested,
+)
 
 
 class _PlainCommand(TyperCommand):
@@ -45,8 +51,9 @@ class _PlainCommand(TyperCommand):
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Convert, inspect and verify Caffe models.")
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+# emoji=False: a name from a file such as ":smile:" is shown as written
+stdout = Console(highlight=False, soft_wrap=True, emoji=False)
+stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
@@ -106,8 +113,9 @@ def _fail(message: str, code: int, json_output: bool) -> typer.Exit:
 
 
 def _run(action, *, json_output: bool = False, debug: bool = False,
-         memory_budget: str | None = None):
-    """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked."""
+         memory_budget: str | None = None, files=()):
+    """Run a command body: one-line errors, exit codes 0/1/2, no traceback unless asked.
+    `files`: what the command reads, named in a failure nothing anticipated."""
     from . import limits
 
     _state["debug"] = _state["debug"] or debug
@@ -120,6 +128,7 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = action()
+            check_stop()  # a signal recorded while a step finished
         for warning in caught:
             stderr.print(f"blobcast: warning: {escape(str(warning.message))}")
         return result
@@ -129,17 +138,20 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
         if _debug_enabled():
             stderr.print_exception()
         raise _fail(str(error), error.exit_code, json_output) from None
-    except KeyboardInterrupt:
-        code, what = (143, "terminated") if stop_requested() == signal.SIGTERM else (130, "interrupted")
-        written = committed_outputs()
-        if written:  # the signal came after the outputs were renamed into place
-            raise _fail(f"{what} after writing {', '.join(written)}", code, json_output) from None
-        raise _fail(f"{what}; nothing was written", code, json_output) from None
+    except (KeyboardInterrupt, Interrupted):
+        from .fileio import remove_temporary_folders
+
+        remove_temporary_folders()  # one a signal kept the clean-up from reaching
+        code, message = interruption()
+        raise _fail(message, code, json_output) from None
     except Exception as error:  # a bug or an input we failed to anticipate
         if _debug_enabled():
             stderr.print_exception()
-        raise _fail(f"unexpected {type(error).__name__}: {error} (run with --debug for the "
-                    "traceback)", 2, json_output) from None
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        named = ", ".join(os.fspath(f) for f in files if f)
+        raise _fail(f"{named + ': ' if named else ''}unexpected {type(error).__name__}"
+                    f"{': ' + detail if detail else ''} (run with --debug for the traceback)",
+                    2, json_output) from None
     finally:
         limits.set_memory_budget(previous_budget)
 
@@ -159,7 +171,7 @@ class _Progress:
         self._progress = Progress("[progress.description]{task.description}", BarColumn(),
                                   DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
                                   console=stderr, transient=True)
-        self._task = self._progress.add_task(label, total=max(total, 1))
+        self._task = self._progress.add_task(escape(label), total=max(total, 1))
         self._progress.start()
 
     def advance(self, amount: int) -> None:
@@ -284,7 +296,9 @@ def convert(
 
     def body():
         from .engine.plugins import load_layer_plugin
+        from .fileio import check_apart
 
+        check_apart(layer_plugins or (), [destination])
         for plugin in layer_plugins or ():
             load_layer_plugin(plugin)
         shapes = _input_shapes(inputs)
@@ -309,7 +323,8 @@ def convert(
         for line in _summary_lines(report):
             stdout.print(line)
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[source, prototxt])
 
 
 def _summary_lines(report) -> list[str]:
@@ -325,7 +340,7 @@ def _summary_lines(report) -> list[str]:
                    f"(max abs error {report.forward['max_abs_error']:.3g})")
     lines.append(
         f"{escape(report.source)} -> {escape(report.destination)}: {what}{report.tensors} tensors, "
-        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {report.check}{forward}")
+        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {escape(report.check)}{forward}")
     return lines
 
 
@@ -364,7 +379,8 @@ def inspect(
         if not fits:  # a pipeline's check that a model suits its runtime
             raise typer.Exit(1)
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[file, prototxt, solver])
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
@@ -410,12 +426,13 @@ def modularize(
 
     def body():
         report = modularize_net(source, destination, prototxt=prototxt, overwrite=force)
-        found = ", ".join(f"{m['module']} x{len(m['instances'])}" for m in report["modules"])
+        found = ", ".join(f"{escape(m['module'])} x{len(m['instances'])}" for m in report["modules"])
         _say(report, json_output,
              f"{escape(source)} -> {escape(destination)}: {found or 'no repeated blocks'}; "
              f"{report['lines']['flat']} lines flat, {report['lines']['modular']} modular")
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[source, prototxt])
 
 
 @app.command(cls=_PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
@@ -433,6 +450,7 @@ def draw(
         ".npz of blobs), as verify --all-blobs measures it.")] = None,
     inputs: Annotated[Optional[list[str]], typer.Option(
         "--input", metavar="NAME=SHAPE", help="An input shape for the comparison.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -445,13 +463,14 @@ def draw(
         from .verify import RunOptions
 
         report = draw_net(source, destination, prototxt=prototxt, expand=expand, against=against,
-                          options=RunOptions(inputs=tuple(inputs or ())))
-        first = f"; first bad blob: {report['first_mismatch']}" if report["first_mismatch"] else ""
+                          options=RunOptions(inputs=tuple(inputs or ())), overwrite=force)
+        first = f"; first bad blob: {escape(report['first_mismatch'])}" if report["first_mismatch"] else ""
         _say(report, json_output,
              f"{escape(source)} -> {escape(destination)} ({report['format']}): "
              f"{report['layers']} layers, {report['instances']} module instances{first}")
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[source, prototxt, against])
 
 
 @app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
@@ -499,7 +518,8 @@ def verify(
         if not report.passed:
             raise typer.Exit(1)
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[a, b, prototxt])
 
 
 def _print_verify(report) -> None:
@@ -529,7 +549,7 @@ def _print_verify(report) -> None:
         first = report.first_mismatch
         failed = sum(not c.passed for c in report.compared)
         stdout.print(f"FAIL: {failed} of {len(report.compared)} blobs differ; the first in net "
-                     f"order is {escape(first.name)!r}")
+                     f"order is {escape(repr(first.name))}")
 
 
 @app.command("run", cls=_PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
@@ -562,8 +582,8 @@ def run_command(
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, random_weights, layer_plugins, winograd)
         if save:
-            for used in [model, prototxt] + [spec.split("=", 1)[1] for spec in inputs or ()
-                                             if "=" in spec]:
+            for used in [model, prototxt, *(layer_plugins or ())] + [
+                    spec.split("=", 1)[1] for spec in inputs or () if "=" in spec]:
                 if used:
                     check_distinct(used, save)
         given, blobs, notes = run_model(model, options)
@@ -588,24 +608,25 @@ def run_command(
         if save:
             stdout.print(f"saved {len(blobs)} blobs and {len(given)} inputs to {escape(save)}")
 
-    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
+    _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
+         files=[model, prototxt])
 
 
 def _quiet_unraisable(unraisable, default=sys.unraisablehook) -> None:
     """A stop request raised where Python cannot propagate it (inside a weakref
     callback during an HDF5 write, say) is not printed as a traceback: the
     request is sticky, and the writer honours it at its next check."""
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and stop_requested() is not None:
+    if isinstance(unraisable.exc_value, Interrupted) and stop_requested() is not None:
         return
     default(unraisable)
 
 
 def main() -> None:
     # SIGTERM and Ctrl-C end the process through the normal exit path, so a
-    # conversion under way removes its temporary files.
+    # conversion under way removes its temporary files (`python -m blobcast`
+    # installs the handlers earlier still, before these imports).
     sys.unraisablehook = _quiet_unraisable
-    signal.signal(signal.SIGTERM, lambda number, _frame: request_stop(number))
-    signal.signal(signal.SIGINT, lambda number, _frame: request_stop(number))
+    install_stop_handlers()
     app(prog_name="blobcast")
 
 

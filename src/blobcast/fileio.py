@@ -12,55 +12,26 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import signal
 import stat
 import tempfile
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import BlobcastError, FormatError
+from .stopping import (  # noqa: F401  (check_stop: for writers)
+    check_stop,
+    pause_point,
+    record_committed,
+    uninterruptible,
+)
 
-# Set by a signal handler (SIGTERM). The handler also raises, but Python
-# ignores exceptions raised where a signal happens to land inside a callback
-# (a weakref finalizer, say), so writers also check this between chunks and
-# the final rename never happens once it is set.
-_stop_signal: int | None = None
-# Destinations replaced by this process, so an interruption after the final
-# rename is not reported as "nothing was written".
-_committed: list[str] = []
 # Temporary path -> the destination it will become (writers that name
 # companion files need the final folder).
 _final_paths: dict[str, str] = {}
-
-
-class Interrupted(KeyboardInterrupt):
-    """The process was asked to stop; the output was not written."""
-
-
-def request_stop(signal_number: int) -> None:
-    global _stop_signal
-    _stop_signal = signal_number
-    raise Interrupted(f"signal {signal_number}")
-
-
-def stop_requested() -> int | None:
-    return _stop_signal
-
-
-def check_stop() -> None:
-    if _stop_signal is not None:
-        raise Interrupted(f"signal {_stop_signal}")
-
-
-def committed_outputs() -> list[str]:
-    return list(_committed)
-
-
-def forget_committed_outputs() -> None:
-    """Start a new command's record (the CLI calls this before each command)."""
-    _committed.clear()
+# Temporary folders not yet removed: a signal landing between a `finally:`
+# and the removal it starts is caught up with by remove_temporary_folders().
+_workspaces: set[str] = set()
 
 
 def _current_umask() -> int:
@@ -114,11 +85,28 @@ def open_regular(path: str):
     return os.fdopen(descriptor, "rb")
 
 
+def _same_file(first: str, second: str) -> bool:
+    if os.path.realpath(first) == os.path.realpath(second):
+        return True
+    try:  # hard links, and links the resolved paths do not show (bind mounts)
+        return os.path.samefile(first, second)
+    except OSError:
+        return False
+
+
 def check_distinct(source: str, destination: str) -> None:
-    """Refuse to write over the input (also through links)."""
-    if os.path.exists(destination) and os.path.exists(source):
-        if os.path.samefile(source, destination):
-            raise BlobcastError("the output is the input file; write somewhere else", destination)
+    """Refuse to write over the input (by resolved path and by file identity:
+    symbolic and hard links included)."""
+    if _same_file(source, destination):
+        raise BlobcastError("the output is the input file; write somewhere else", destination)
+
+
+def check_apart(inputs, outputs) -> None:
+    """No output is one of the inputs (None entries are options not given)."""
+    for output in outputs:
+        for used in inputs:
+            if used is not None and output is not None:
+                check_distinct(os.fspath(used), os.fspath(output))
 
 
 # -- outputs --------------------------------------------------------------------------------
@@ -133,6 +121,7 @@ class _Pending:
     workspace: str
     temporary: str
     overwrite: bool
+    committed: bool = False
 
     def files(self) -> list[tuple[str, str]]:
         """(temporary file, final path) pairs: companions first, the main file last."""
@@ -142,8 +131,19 @@ class _Pending:
                 + [(self.temporary, self.destination)])
 
     def discard(self) -> None:
-        _final_paths.pop(self.temporary, None)
-        shutil.rmtree(self.workspace, ignore_errors=True)
+        with uninterruptible(reraise=False):  # a second signal cannot leave the folder half removed
+            pause_point("cleanup")
+            _final_paths.pop(self.temporary, None)
+            shutil.rmtree(self.workspace, ignore_errors=True)
+            _workspaces.discard(self.workspace)
+
+
+def remove_temporary_folders() -> None:
+    """Remove every temporary folder still there (after an interruption)."""
+    with uninterruptible(reraise=False):
+        for workspace in list(_workspaces):
+            shutil.rmtree(workspace, ignore_errors=True)
+            _workspaces.discard(workspace)
 
 
 def _place(source: str, target: str, overwrite: bool) -> None:
@@ -170,21 +170,6 @@ def _place(source: str, target: str, overwrite: bool) -> None:
     os.unlink(source)
 
 
-@contextmanager
-def _signals_held():
-    """Hold SIGINT/SIGTERM while outputs are renamed into place; a signal that
-    arrives meanwhile is delivered right after, with the record complete."""
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
-
-
 def _commit(pending: list[_Pending]) -> None:
     check_stop()
     plan = [(p, source, target) for p in pending for source, target in p.files()]
@@ -194,19 +179,24 @@ def _commit(pending: list[_Pending]) -> None:
     mode = 0o666 & ~_current_umask()
     for _, source, _ in plan:
         os.chmod(source, mode)
-    with _signals_held():
+    # Every rename happens, or none: a signal meanwhile is raised after them,
+    # when the record says what was written.
+    with uninterruptible():
         placed: list[str] = []
         try:
             for p, source, target in plan:
                 _place(source, target, p.overwrite)
                 placed.append(target)
+                pause_point("commit")
         except BaseException:
             # Only files this commit created exclusively can be taken back.
             for (p, _, target) in plan:
                 if target in placed and not p.overwrite:
                     os.unlink(target)
             raise
-        _committed.extend(p.destination for p in pending)
+        for p in pending:
+            p.committed = True
+        record_committed(p.destination for p in pending)
 
 
 class OutputGroup:
@@ -216,6 +206,11 @@ class OutputGroup:
     def __init__(self):
         self.pending: list[_Pending] = []
 
+    @property
+    def committed(self) -> bool:
+        """Whether the outputs were renamed into place."""
+        return any(p.committed for p in self.pending)
+
     def __enter__(self) -> OutputGroup:
         return self
 
@@ -224,8 +219,24 @@ class OutputGroup:
             if kind is None:
                 _commit(self.pending)
         finally:
+            pause_point("unwind")  # where a signal would keep the removals from starting
             for p in self.pending:
                 p.discard()
+
+
+def check_writable(destination: str, overwrite: bool) -> None:
+    """Refuse, before any work, a destination that could not be written: a
+    folder, a missing folder, or an existing file without `overwrite`."""
+    destination = os.path.abspath(destination)
+    if os.path.isdir(destination):
+        raise BlobcastError("is a directory", destination)
+    if os.path.lexists(destination) and not overwrite:
+        raise BlobcastError("already exists; use --force to replace it", destination)
+    mode = os.lstat(destination).st_mode if os.path.lexists(destination) else stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):  # --force replaces files, not devices
+        raise BlobcastError(f"is {_kind(mode)}, not a regular file; refused", destination)
+    if not os.path.isdir(os.path.dirname(destination)):
+        raise BlobcastError("the output folder does not exist", destination)
 
 
 @contextmanager
@@ -241,20 +252,19 @@ def atomic_destination(destination: str, *, overwrite: bool,
     """
     destination = os.path.abspath(destination)
     folder, name = os.path.split(destination)
-    if os.path.isdir(destination):
-        raise BlobcastError("is a directory", destination)
-    if os.path.lexists(destination) and not overwrite:
-        raise BlobcastError("already exists; use --force to replace it", destination)
-    if not os.path.isdir(folder):
-        raise BlobcastError("the output folder does not exist", destination)
-    try:
-        workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
-    except OSError as error:
-        raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
-    pending = _Pending(destination, workspace, os.path.join(workspace, name), overwrite)
-    _final_paths[pending.temporary] = destination
+    check_writable(destination, overwrite)
+    with uninterruptible(reraise=False):  # the folder exists only with the try that removes it
+        try:
+            workspace = tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=folder)
+        except OSError as error:
+            raise BlobcastError(f"cannot write here ({error.strerror})", destination) from error
+        pending = _Pending(destination, workspace, os.path.join(workspace, name), overwrite)
+        _final_paths[pending.temporary] = destination
+        _workspaces.add(workspace)
     deferred = False
     try:
+        check_stop()
+        pause_point("write")
         yield pending.temporary
         if group is not None:
             group.pending.append(pending)
@@ -263,4 +273,5 @@ def atomic_destination(destination: str, *, overwrite: bool,
             _commit([pending])
     finally:
         if not deferred:
+            pause_point("unwind")  # where a signal would keep the removal from starting
             pending.discard()

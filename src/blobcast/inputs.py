@@ -53,6 +53,7 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int) -
 
 
 MAX_NPZ_ENTRIES = 100_000
+RECORDED_INPUTS = "__blobcast_inputs__"  # the .npz entry `run --save` lists the inputs in
 
 
 def _npy_header(handle, where: str, path: str) -> tuple[tuple[int, ...], np.dtype, int]:
@@ -72,12 +73,36 @@ def _npy_header(handle, where: str, path: str) -> tuple[tuple[int, ...], np.dtyp
     return tuple(shape), dtype, count * dtype.itemsize
 
 
+# Array kinds a net's input or a recorded blob may have: booleans, integers and
+# floats of up to 64 bits. Complex, extended-precision, structured, datetime,
+# string values would be cast (losing parts of them) or fail deep in a run.
+_NUMERIC_KINDS = "biuf"
+
+
+def _check_numeric(dtype: np.dtype, where: str, path: str) -> None:
+    if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None \
+            or (dtype.kind == "f" and dtype.itemsize > 8):
+        raise BlobcastError(f"{where}: holds {_dtype_words(dtype)} values; only booleans, integers "
+                            "and floats of up to 64 bits are taken", path)
+
+
+def _dtype_words(dtype: np.dtype) -> str:
+    if dtype.fields is not None:
+        return "structured"
+    if dtype.subdtype is not None:
+        return "sub-array"
+    words = {"c": "complex", "M": "datetime", "m": "timedelta", "U": "text", "S": "bytes",
+             "V": "raw (void)"}
+    return words.get(dtype.kind, f"{dtype.itemsize * 8}-bit float" if dtype.kind == "f" else str(dtype))
+
+
 def read_npy(path: str) -> np.ndarray:
     """A .npy file, its header checked against the file's size and the memory
     budget before the values are read."""
     check_regular_file(path, BlobcastError)
     with open(path, "rb") as handle:
-        shape, _, nbytes = _npy_header(handle, "the array", path)
+        shape, dtype, nbytes = _npy_header(handle, "the array", path)
+        _check_numeric(dtype, "the array", path)
         available = os.fstat(handle.fileno()).st_size - handle.tell()
     if nbytes > available:
         raise BlobcastError(f"the header declares {nbytes} bytes of values but the file holds "
@@ -104,7 +129,9 @@ def _check_npz(path: str) -> None:
             total = 0
             for member in members:
                 with archive.open(member) as handle:
-                    _, _, nbytes = _npy_header(handle, member.filename, path)
+                    _, dtype, nbytes = _npy_header(handle, member.filename, path)
+                if member.filename != f"{RECORDED_INPUTS}.npy":  # that one: the input names
+                    _check_numeric(dtype, member.filename, path)
                 if nbytes > member.file_size:
                     raise BlobcastError(f"{member.filename}: the header declares {nbytes} bytes "
                                         f"but the entry holds {member.file_size}", path)

@@ -177,12 +177,12 @@ def training_facts(model: Model, stats: bool = False) -> dict:
 
 def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | None = None) -> dict:
     converters = _converters()
-    solver_facts, solver_net, solver_type = None, None, None
+    solver_facts, solver_net, solver_type, solver_note = None, None, None, None
     if solver_path:
         solver = _reading(solver_path, lambda: converters.prototxt.read_solver(solver_path))
         solver_type = solver.type
         solver_facts = _solver_settings(solver)
-        solver_net = _reading(solver_path, lambda: converters.prototxt.net_of_solver(
+        solver_net, solver_note = _reading(solver_path, lambda: converters.prototxt.net_of_solver(
             solver, solver_path))
     weights = state.find_weights()
     facts = {
@@ -192,6 +192,8 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
         "solver": solver_facts, "history_count": len(state.history), "history": [],
         "bytes": state.nbytes,
     }
+    if solver_note:
+        facts["notes"] = [solver_note]
     net, net_source = _state_net(state, solver_net)
     entries = None
     if net is not None:

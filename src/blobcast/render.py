@@ -35,7 +35,8 @@ def _stats(facts: dict) -> str:
 
 
 def _tensor_line(label: str, facts: dict) -> str:
-    return (f"{label} {_shape(facts)} {facts['dtype']} {_size(facts['bytes'])}" + _stats(facts))
+    return (f"{escape(label)} {_shape(facts)} {escape(facts['dtype'])} {_size(facts['bytes'])}"
+            + _stats(facts))
 
 
 def _settings(settings: dict) -> str:
@@ -106,7 +107,7 @@ def _render_modules(root: Tree, view: dict) -> None:
 
 
 def render_model(facts: dict) -> Tree:
-    version = f", Caffe {facts['caffe_version']}" if facts.get("caffe_version") else ""
+    version = f", Caffe {escape(facts['caffe_version'])}" if facts.get("caffe_version") else ""
     name = escape(facts["name"] or "(unnamed net)")
     root = Tree(f"[bold]{name}[/bold] ({facts['format']}{version}) {escape(facts['path'])}")
     if facts["inputs"]:
@@ -202,8 +203,8 @@ def render_state(facts: dict) -> Tree:
     if facts.get("solver"):
         _render_solver(root, facts["solver"])
     _render_history(root, facts)
-    if facts.get("note"):
-        root.add(f"[dim]note: {escape(facts['note'])}[/dim]")
+    for note in facts.get("notes", []) + ([facts["note"]] if facts.get("note") else []):
+        root.add(f"[dim]note: {escape(note)}[/dim]")
     return root
 
 
@@ -215,9 +216,13 @@ def render_hdf5(entries: list[dict]) -> Tree:
         parent = nodes.get(parent_path.lstrip("/"), root)
         if entry["kind"] == "group":
             nodes[entry["path"].lstrip("/")] = parent.add(f"{escape(name)}/")
-        else:
+        elif entry["kind"] == "dataset":
             extra = " gzip" if entry.get("compression") == "gzip" else ""
-            parent.add(f"{escape(name)} {entry['shape']} {entry['dtype']}{extra}")
+            parent.add(f"{escape(name)} {entry['shape']} {escape(entry['dtype'])}{extra}")
+        elif entry["kind"] == "link":  # listed, never followed
+            parent.add(f"{escape(name)} -> {escape(entry.get('target', ''))} [dim](link)[/dim]")
+        else:
+            parent.add(f"{escape(name)} [dim](not a group or dataset)[/dim]")
     return root
 
 

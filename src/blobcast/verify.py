@@ -19,11 +19,11 @@ from .compare import (  # noqa: F401  (part of this module's interface)
 )
 from .engine import Net
 from .errors import BlobcastError, about
-from .inputs import _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
+from .inputs import RECORDED_INPUTS, _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
 from .rounding import check_rounding
 from .runners import forward_what_runs, runner_for
 
-INPUTS_KEY = "__blobcast_inputs__"
+INPUTS_KEY = RECORDED_INPUTS
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,11 @@ def load_reference(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
             blobs = {key: archive[key] for key in archive.files}
     except (ValueError, OSError, EOFError) as error:
         raise BlobcastError(f"not a readable .npz file ({error})", path) from error
-    inputs = [str(n) for n in blobs.pop(INPUTS_KEY, np.array([], dtype=str))]
+    inputs = [str(n) for n in np.atleast_1d(blobs.pop(INPUTS_KEY, np.array([], dtype=str)))]
+    absent = [name for name in inputs if name not in blobs]
+    if absent:
+        raise BlobcastError(f"{INPUTS_KEY} lists the input(s) {', '.join(map(repr, absent))}, "
+                            "but the file holds no array of that name", path)
     return blobs, inputs
 
 

@@ -456,9 +456,20 @@ class Net:
             for name in self.memory.release_after.get(ran, ()):
                 values.pop(name, None)
         return end
+def _by_settings(layer: Layer, bottom_shapes: list, rule):
+    """A layer's shape rule on its bottoms' shapes; settings it cannot follow
+    (a zero stride, a zero aspect ratio) are the file's problem, said as such."""
+    try:
+        return rule(bottom_shapes)
+    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as error:
+        shapes = [list(shape) for shape in bottom_shapes]
+        raise BlobcastError(f"layer {layer.name!r} ({layer.type}): its settings do not give a "
+                            f"shape for inputs of shape {shapes} ({str(error).strip()})") from error
+
+
 def _check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:
     """What a layer allocates (tops, temporaries) on top of the blobs held, within the budget."""
-    check_allocation(held_bytes + op.values_needed(bottom_shapes) * itemsize,
+    check_allocation(held_bytes + _by_settings(layer, bottom_shapes, op.values_needed) * itemsize,
                      f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
 
 
@@ -528,7 +539,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
         bottoms = [shapes[name] for name in layer.bottoms]
         if check_memory:
             _check_layer_memory(layer, op, bottoms, sum(held.values()) * itemsize, itemsize)
-        tops = op.top_shapes(bottoms)
+        tops = _by_settings(layer, bottoms, op.top_shapes)
         for name, shape in zip(layer.tops, tops):
             if shape is not None:
                 shapes[name] = tuple(int(d) for d in shape)

@@ -240,6 +240,8 @@ class PriorBox(LayerOp):
         p = self.params
         if not p.min_size:
             raise self.fail("needs a min_size")
+        if any(size <= 0 for size in p.min_size) or any(ratio <= 0 for ratio in p.aspect_ratio):
+            raise self.fail("every min_size and aspect_ratio must be positive")
         if p.max_size and len(p.max_size) != len(p.min_size):
             raise self.fail("needs as many max_size as min_size values")
         if any(top <= bottom for bottom, top in zip(p.min_size, p.max_size)):

@@ -34,6 +34,8 @@ def pool_geometry(params, height: int, width: int):
            else (params.pad, params.pad))
     stride = ((params.stride_h, params.stride_w) if (params.has("stride_h") or params.has("stride_w"))
               else (params.stride, params.stride))
+    if min(kernel) <= 0 or min(stride) <= 0:
+        raise ValueError(f"kernel {list(kernel)} and stride {list(stride)} must be positive")
     if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
         raise ValueError("the padding must be smaller than the kernel")
     ceil_mode = params.round_mode == "CEIL"
