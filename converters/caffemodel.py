@@ -16,7 +16,7 @@ from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_net import layer_pb, model_from_net, net_settings_pb, written_layers
 from .mapping import map_file
-from .messages import fork_numbered_fields
+from .messages import fork_setting_numbers
 from .upgrade import UpgradeError, net_version, upgrade_net
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
@@ -118,27 +118,28 @@ def read(path: str, **_options) -> Model:
     return model
 
 
-def _known_settings(layer) -> bytes:
-    known = layer_pb(layer, with_unknown=False, skip_fork_numbered=True).SerializeToString()
-    for number, payload in sorted(fork_numbered_fields(layer.spec)):  # back where the fork put them
-        known = b"".join(splice_at_field(known, number, [length_delimited(number, len(payload)), payload]))
-    return known
-
-
 def layer_settings_bytes(layer) -> bytes:
-    """A layer's LayerParameter without blobs, as this format writes it (fork
-    numbers where they were found)."""
-    return _known_settings(layer) + layer.spec.unknown_fields
+    """A layer's LayerParameter without blobs, as this format writes it: every
+    field in number order, as the protobuf of the fork that wrote it does (fork
+    settings and unknown fields at the numbers where they were found)."""
+    settings = layer_pb(layer, with_unknown=False, fork_settings="skip").SerializeToString()
+    unknown = layer.spec.unknown_fields
+    spliced = [(number, [length_delimited(number, len(payload)), payload])
+               for number, payload in fork_setting_numbers(layer.spec)]
+    spliced += [(number, [unknown[tag_start:end]])
+                for number, _wire, tag_start, _start, end in iter_fields(unknown, 0, len(unknown))]
+    for number, chunks in sorted(spliced, key=lambda item: item[0]):
+        settings = b"".join(splice_at_field(settings, number, chunks))
+    return settings
 
 
 def _layer_chunks(layer, write_diff: bool):
     """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
-    known = _known_settings(layer)
     blob_chunks = []
     for blob in layer.blobs:
         chunks, length = encode_blob(blob, write_diff)
         blob_chunks += [length_delimited(_BLOBS_V2, length), *chunks]
-    return [*splice_at_field(known, _BLOBS_V2, blob_chunks), layer.spec.unknown_fields]
+    return splice_at_field(layer_settings_bytes(layer), _BLOBS_V2, blob_chunks)
 
 
 def net_chunks(model: Model, write_diff: bool = True) -> list:

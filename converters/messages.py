@@ -6,27 +6,45 @@ from google.protobuf.unknown_fields import UnknownFieldSet
 
 from blobcast.errors import FormatError
 from blobcast.params import Message
-from blobcast.schema import ENUMS, LAYER_TYPE_FIELDS
+from blobcast.schema import ENUMS, FORK_SETTINGS, LAYER_TYPE_FIELDS, MESSAGES
 
 from . import caffe_pb2
-from .wire import WireError, iter_fields
+from .wire import WireError, iter_fields, length_delimited
 
-# Where forks put a layer type's settings at another LayerParameter number
-# than this schema does: (number, settings field, message), tried when the
-# settings field itself is absent. A candidate is taken only if its bytes
-# decode as that message with no field out of place (numbers and wire types).
+# The fork settings a layer type reads, by field number: (number, settings
+# field, message). A binary file's LayerParameter field is read as a fork's
+# setting only through its layer's type, because forks number one setting
+# differently and reuse each other's numbers (10001 is R-FCN's
+# psroi_pooling_param and CaffeOnSpark's string source_class). Candidates are
+# tried in order while the setting is absent; one is taken only if its bytes
+# are length-delimited and decode as that message with no field out of place
+# (numbers and wire types). Anything else stays an unknown field.
 FORK_FIELD_NUMBERS = {
-    "Normalize": [(149, "norm_param", "NormalizeParameter")],               # OpenCV's caffe.proto
-    "Permute": [(148, "permute_param", "PermuteParameter")],                # OpenCV
-    "DetectionOutput": [(147, "detection_output_param", "DetectionOutputParameter")],  # OpenCV
-    "PriorBox": [(150, "prior_box_param", "PriorBoxParameter")],            # OpenCV
-    "Upsample": [(137, "upsample_param", "UpsampleParameter"),              # SegNet
+    "Normalize": [(206, "norm_param", "NormalizeParameter"),                # SSD (weiliu89)
+                  (149, "norm_param", "NormalizeParameter")],               # OpenCV's caffe.proto
+    "Permute": [(202, "permute_param", "PermuteParameter"),                 # SSD
+                (148, "permute_param", "PermuteParameter")],                # OpenCV
+    "DetectionOutput": [(204, "detection_output_param", "DetectionOutputParameter"),  # SSD
+                        (147, "detection_output_param", "DetectionOutputParameter")],  # OpenCV
+    "PriorBox": [(203, "prior_box_param", "PriorBoxParameter"),             # SSD
+                 (150, "prior_box_param", "PriorBoxParameter")],            # OpenCV
+    "Upsample": [(149, "upsample_param", "UpsampleParameter"),              # YOLOv3 ports
+                 (137, "upsample_param", "UpsampleParameter"),              # SegNet
                  (150, "upsample_param", "UpsampleParameter"),              # HiSilicon's darknet port
                  (160, "upsample_param", "AtcUpsampleParameter")],          # Huawei ATC
-    "ShuffleChannel": [(159, "shuffle_channel_param", "ShuffleChannelParameter")],  # Huawei ATC
+    "ShuffleChannel": [(164, "shuffle_channel_param", "ShuffleChannelParameter"),  # farmingyard
+                       (159, "shuffle_channel_param", "ShuffleChannelParameter")],  # Huawei ATC
     "Interp": [(166, "interp_param", "InterpParameter")],                   # merged fork protos
-    "PSROIPooling": [(10002, "psroi_pooling_param", "PSROIPoolingParameter")],  # OpenCV
+    "PSROIPooling": [(10001, "psroi_pooling_param", "PSROIPoolingParameter"),  # R-FCN
+                     (10002, "psroi_pooling_param", "PSROIPoolingParameter")],  # OpenCV
+    "ROIPooling": [(8266711, "roi_pooling_param", "ROIPoolingParameter")],  # Fast/Faster R-CNN
 }
+
+# Where a text parse puts a fork setting given by name (whatever the layer's
+# type): this base plus the setting's own number, a range no fork uses.
+TEXT_NUMBER_BASE = 2**28
+_FORK_BY_TEXT_NUMBER = {TEXT_NUMBER_BASE + MESSAGES["LayerParameter"][name][0]: name
+                        for name in FORK_SETTINGS}
 
 
 def _unknown_bytes(pb) -> bytes:
@@ -102,47 +120,81 @@ def _field_bytes(pb, message: Message, number: int):
     return b"".join(payloads), lambda: object.__setattr__(message, "unknown_fields", bytes(kept))
 
 
+def _take_setting(pb, message: Message, number: int, name: str, type_name: str,
+                  wire_number: int | None) -> bool:
+    raw, remove = _field_bytes(pb, message, number)
+    if raw is None:
+        return False
+    try:
+        settings = getattr(caffe_pb2, type_name).FromString(raw)
+    except Exception:  # protobuf raises several types on garbage
+        return False
+    if _unknown_bytes(settings):
+        return False
+    remove()
+    value = message_from_pb(settings)
+    object.__setattr__(value, "wire_number", wire_number)
+    setattr(message, name, value)
+    return True
+
+
+def _unknown_numbers(raw: bytes) -> set[int]:
+    try:
+        return {number for number, *_ in iter_fields(raw, 0, len(raw))}
+    except WireError:
+        return set()
+
+
 def _resolve_fork_numbers(pb, message: Message) -> None:
+    present = _unknown_numbers(message.unknown_fields) if message.unknown_fields else set()
+    for number in present & _FORK_BY_TEXT_NUMBER.keys():  # named in text: any layer type
+        name = _FORK_BY_TEXT_NUMBER[number]
+        _take_setting(pb, message, number, name, MESSAGES["LayerParameter"][name][4], None)
     for number, name, type_name in FORK_FIELD_NUMBERS.get(pb.type, ()):
-        if message.has(name):
-            return
-        raw, remove = _field_bytes(pb, message, number)
-        if raw is None:
-            continue
-        try:
-            settings = getattr(caffe_pb2, type_name).FromString(raw)
-        except Exception:  # protobuf raises several types on garbage
-            continue
-        if _unknown_bytes(settings):
-            continue
-        remove()
-        value = message_from_pb(settings)
-        object.__setattr__(value, "wire_number", number)
-        setattr(message, name, value)
-        return
+        if not message.has(name):
+            _take_setting(pb, message, number, name, type_name, number)
 
 
-def fork_numbered_fields(message: Message):
-    """(number, payload) of each LayerParameter setting read from a fork's
-    field number, for a binary writer to splice in where it was."""
-    for name in message.present_fields():
+def _forked_names(message: Message, numbering: str) -> list[str]:
+    """The LayerParameter fields written by number rather than through
+    protobuf: fork settings, and (in binary) settings read from a fork's number."""
+    return [name for name in message.present_fields() if name in FORK_SETTINGS or (
+        numbering != "text" and getattr(getattr(message, name), "wire_number", None) is not None)]
+
+
+def fork_setting_numbers(message: Message, numbering: str = "binary"):
+    """(number, payload) of each fork setting of a LayerParameter Message: at
+    the number it was read from, else its fork's own number (`binary`), or at
+    the number a text parse gives it by name (`text`)."""
+    fields = MESSAGES["LayerParameter"]
+    for name in _forked_names(message, numbering):
         value = getattr(message, name)
-        if isinstance(value, Message) and value.wire_number is not None:
-            yield value.wire_number, pb_from_message(getattr(caffe_pb2, value.type_name),
-                                                     value).SerializeToString()
+        number = value.wire_number if value.wire_number is not None else fields[name][0]
+        if numbering == "text":
+            number = TEXT_NUMBER_BASE + fields[name][0]
+            if value.type_name != fields[name][4]:  # a fork's own layout, written by name
+                value = BY_NAME[value.type_name](value)
+        yield number, pb_from_message(getattr(caffe_pb2, value.type_name), value).SerializeToString()
 
 
-def fill_pb(pb, message: Message, skip_fork_numbered: bool = False) -> None:
-    """Set the fields of protobuf message `pb` from `message`. Settings read
-    from a fork's field number go to this schema's field (text has names, not
-    numbers), or are left out for the binary writer (`skip_fork_numbered`)."""
+def fill_pb(pb, message: Message, fork_settings: str = "binary") -> None:
+    """Set the fields of protobuf message `pb` from `message`. A LayerParameter's
+    fork settings (which protobuf's LayerParameter lacks) become unknown fields
+    at their binary numbers (`binary`), at the numbers a text parse gives them
+    (`text`), or are left out for the binary writer to splice in (`skip`)."""
+    forked: list[str] = []
+    if pb.DESCRIPTOR.name == "LayerParameter":
+        forked = _forked_names(message, fork_settings)
+        if fork_settings != "skip":
+            for number, payload in fork_setting_numbers(message, fork_settings):
+                pb.MergeFromString(length_delimited(number, len(payload)) + payload)
     carried = {name: carrier for fields in LAYER_TYPE_FIELDS.values()
                for name, (carrier, _) in fields.items()} if pb.DESCRIPTOR.name == "LayerParameter" else {}
     for name in message.present_fields():
         number, kind, repeated, default, type_name = message.field_spec(name)
-        value = getattr(message, name)
-        if skip_fork_numbered and isinstance(value, Message) and value.wire_number is not None:
+        if name in forked:
             continue
+        value = getattr(message, name)
         if name in carried:  # written under the Caffe field's number, as the fork does
             raw = pb_from_message(getattr(caffe_pb2, type_name), value).SerializeToString()
             getattr(pb, carried[name]).MergeFromString(raw)

@@ -12,13 +12,13 @@ from blobcast.errors import BlobcastWarning, FormatError
 from blobcast.fileio import open_regular
 from blobcast.limits import check_allocation
 from blobcast.model import Model
-from blobcast.schema import LAYER_TYPE_FIELDS
+from blobcast.schema import FORK_SETTINGS, LAYER_TYPE_FIELDS, MESSAGES
 
 from . import caffe_pb2 as pb
 from . import modular
 from .blobproto import BlobFormatError, decode_blob
 from .caffe_net import architecture_pb, model_from_net
-from .messages import message_from_pb, pb_from_message
+from .messages import TEXT_NUMBER_BASE, message_from_pb, pb_from_message
 from .upgrade import UpgradeError, net_version, upgrade_net
 
 NAME = "prototxt"
@@ -32,9 +32,10 @@ _TYPE_FIELD_NUMBER_BASE = 100_000  # where the text-only twin puts fork fields
 
 @functools.cache
 def _twin_net_class():
-    """NetParameter's twin for text: its LayerParameter also declares each fork
-    field that shares a Caffe field's number (interp_param), at a free number,
-    so `interp_param { ... }` parses and prints by name."""
+    """NetParameter's twin for text: its LayerParameter also declares the fork
+    settings (prior_box_param, interp_param, ...) at numbers no fork uses, so
+    that they parse and print by name; messages.message_from_pb takes them
+    back by those numbers."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     proto = descriptor_pb2.FileDescriptorProto()
@@ -48,6 +49,12 @@ def _twin_net_class():
                             label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
                             type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
                             type_name=f".caffe.{type_name}")
+    for name in FORK_SETTINGS:
+        number, _kind, _repeated, _default, type_name = MESSAGES["LayerParameter"][name]
+        layer.field.add(name=name, number=TEXT_NUMBER_BASE + number,
+                        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+                        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                        type_name=f".caffe.{type_name}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
@@ -83,9 +90,11 @@ def _to_twin(net: pb.NetParameter):
     return twin
 
 
+_TWIN_NAMES = (*FORK_SETTINGS, *(name for fields in LAYER_TYPE_FIELDS.values() for name in fields))
+
+
 def parse_text(text: str, path: str, message_class=pb.NetParameter):
-    twin = message_class is pb.NetParameter and any(
-        name in text for fields in LAYER_TYPE_FIELDS.values() for name in fields)
+    twin = message_class is pb.NetParameter and any(name in text for name in _TWIN_NAMES)
     message = _twin_net_class()() if twin else message_class()
     try:
         text_format.Parse(text, message, allow_unknown_field=False)
@@ -175,8 +184,9 @@ def has_unknown_fields(model: Model) -> bool:
 
 
 def architecture_text(model: Model) -> str:
-    net = architecture_pb(model)
-    if any(layer.HasField(carrier) for _, layer, _, carrier in _twin_layers(net)):
+    net = architecture_pb(model, fork_settings="text")
+    if any(layer.HasField(carrier) for _, layer, _, carrier in _twin_layers(net)) or any(
+            layer.spec.has(name) for layer in model.layers for name in FORK_SETTINGS):
         return text_format.MessageToString(_to_twin(net))
     return text_format.MessageToString(net)
 
