@@ -9,6 +9,7 @@ from blobcast.params import Message
 from blobcast.schema import ENUMS, FORK_SETTINGS, LAYER_TYPE_FIELDS, MESSAGES
 
 from . import caffe_pb2
+from .text_fields import marks, split_marks
 from .wire import WireError, iter_fields, length_delimited
 
 # The fork settings a layer type reads, by field number: (number, settings
@@ -77,9 +78,11 @@ def message_from_pb(pb) -> Message:
                 setattr(message, name, by_number[value].name)
         else:
             setattr(message, name, list(value) if descriptor.is_repeated else value)
-    unknown = _unknown_bytes(pb)
+    texts, unknown = split_marks(_unknown_bytes(pb))
     if unknown:
         object.__setattr__(message, "unknown_fields", unknown)
+    if texts:
+        object.__setattr__(message, "unknown_text", texts)
     if pb.DESCRIPTOR.name == "LayerParameter":
         _resolve_type_fields(pb, message)
     return message
@@ -129,7 +132,7 @@ def _take_setting(pb, message: Message, number: int, name: str, type_name: str,
         settings = getattr(caffe_pb2, type_name).FromString(raw)
     except Exception:  # protobuf raises several types on garbage
         return False
-    if _unknown_bytes(settings):
+    if split_marks(_unknown_bytes(settings))[1]:
         return False
     remove()
     value = message_from_pb(settings)
@@ -174,20 +177,24 @@ def fork_setting_numbers(message: Message, numbering: str = "binary"):
             number = TEXT_NUMBER_BASE + fields[name][0]
             if value.type_name != fields[name][4]:  # a fork's own layout, written by name
                 value = BY_NAME[value.type_name](value)
-        yield number, pb_from_message(getattr(caffe_pb2, value.type_name), value).SerializeToString()
+        mode = "text" if numbering == "text" else "binary"
+        yield number, pb_from_message(getattr(caffe_pb2, value.type_name), value,
+                                      mode).SerializeToString()
 
 
 def fill_pb(pb, message: Message, fork_settings: str = "binary") -> None:
     """Set the fields of protobuf message `pb` from `message`. A LayerParameter's
     fork settings (which protobuf's LayerParameter lacks) become unknown fields
     at their binary numbers (`binary`), at the numbers a text parse gives them
-    (`text`), or are left out for the binary writer to splice in (`skip`)."""
+    (`text`), or are left out for the binary writer to splice in (`skip`).
+    Unknown fields go with them: numbered ones in binary, named ones in text."""
     forked: list[str] = []
     if pb.DESCRIPTOR.name == "LayerParameter":
         forked = _forked_names(message, fork_settings)
         if fork_settings != "skip":
             for number, payload in fork_setting_numbers(message, fork_settings):
                 pb.MergeFromString(length_delimited(number, len(payload)) + payload)
+    nested = "text" if fork_settings == "text" else "binary"
     carried = {name: carrier for fields in LAYER_TYPE_FIELDS.values()
                for name, (carrier, _) in fields.items()} if pb.DESCRIPTOR.name == "LayerParameter" else {}
     for name in message.present_fields():
@@ -196,7 +203,7 @@ def fill_pb(pb, message: Message, fork_settings: str = "binary") -> None:
             continue
         value = getattr(message, name)
         if name in carried:  # written under the Caffe field's number, as the fork does
-            raw = pb_from_message(getattr(caffe_pb2, type_name), value).SerializeToString()
+            raw = pb_from_message(getattr(caffe_pb2, type_name), value, nested).SerializeToString()
             getattr(pb, carried[name]).MergeFromString(raw)
             getattr(pb, carried[name]).SetInParent()
             continue
@@ -204,11 +211,11 @@ def fill_pb(pb, message: Message, fork_settings: str = "binary") -> None:
             if repeated:
                 target = getattr(pb, name)
                 for item in value:
-                    fill_pb(target.add(), item)
+                    fill_pb(target.add(), item, nested)
             else:
                 if value.type_name != type_name:  # a fork's own layout, written by name
                     value = BY_NAME[value.type_name](value)
-                fill_pb(getattr(pb, name), value)
+                fill_pb(getattr(pb, name), value, nested)
                 getattr(pb, name).SetInParent()
         elif kind == "enum":
             numbers = ENUMS[type_name]
@@ -220,7 +227,10 @@ def fill_pb(pb, message: Message, fork_settings: str = "binary") -> None:
             getattr(pb, name).extend(value)
         else:
             setattr(pb, name, value)
-    if message.unknown_fields:
+    if fork_settings == "text":  # text holds named fields, not numbered ones
+        if message.unknown_text:
+            pb.MergeFromString(marks(message.unknown_text))
+    elif message.unknown_fields:
         pb.MergeFromString(message.unknown_fields)
 
 
@@ -246,7 +256,7 @@ def _atc_upsample_by_name(atc: Message) -> Message:
 BY_NAME = {"AtcUpsampleParameter": _atc_upsample_by_name}
 
 
-def pb_from_message(pb_class, message: Message):
+def pb_from_message(pb_class, message: Message, fork_settings: str = "binary"):
     pb = pb_class()
-    fill_pb(pb, message)
+    fill_pb(pb, message, fork_settings)
     return pb

@@ -19,6 +19,7 @@ from . import modular
 from .blobproto import BlobFormatError, decode_blob
 from .caffe_net import architecture_pb, model_from_net
 from .messages import TEXT_NUMBER_BASE, message_from_pb, pb_from_message
+from .text_fields import attach, cut_unknown_fields, text_with_unknown
 from .upgrade import UpgradeError, net_version, upgrade_net
 
 NAME = "prototxt"
@@ -94,8 +95,11 @@ _TWIN_NAMES = (*FORK_SETTINGS, *(name for fields in LAYER_TYPE_FIELDS.values() f
 
 
 def parse_text(text: str, path: str, message_class=pb.NetParameter):
+    """Parse a text message; fields the schema does not know are kept as text
+    (text_fields.py), at any depth."""
     twin = message_class is pb.NetParameter and any(name in text for name in _TWIN_NAMES)
     message = _twin_net_class()() if twin else message_class()
+    text, kept = cut_unknown_fields(text, message_class.DESCRIPTOR.name, path)
     try:
         text_format.Parse(text, message, allow_unknown_field=False)
     except text_format.ParseError as error:
@@ -105,6 +109,7 @@ def parse_text(text: str, path: str, message_class=pb.NetParameter):
             detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
         where = f"line {line}, column {column}: " if line is not None else ""
         raise FormatError(f"syntax error at {where}{detail}", path) from error
+    attach(message, kept)
     return _from_twin(message) if twin else message
 
 
@@ -187,8 +192,8 @@ def architecture_text(model: Model) -> str:
     net = architecture_pb(model, fork_settings="text")
     if any(layer.HasField(carrier) for _, layer, _, carrier in _twin_layers(net)) or any(
             layer.spec.has(name) for layer in model.layers for name in FORK_SETTINGS):
-        return text_format.MessageToString(_to_twin(net))
-    return text_format.MessageToString(net)
+        return text_with_unknown(_to_twin(net))
+    return text_with_unknown(net)
 
 
 def write(model: Model, path: str, **_options) -> None:
