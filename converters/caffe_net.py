@@ -96,10 +96,10 @@ def written_layers(model: Model) -> list[Layer]:
     return model.layers[1:] if _input_fields_layer(model) is not None else model.layers
 
 
-def net_settings_pb(model: Model, with_unknown: bool = True):
+def net_settings_pb(model: Model, with_unknown: bool = True, fork_settings: str = "binary"):
     """The net-level NetParameter fields (no layers)."""
     net = pb.NetParameter()
-    _fill(net, model.net, with_unknown)
+    _fill(net, model.net, with_unknown, fork_settings)
     net.ClearField("layer")
     net.ClearField("layers")
     inputs = _input_fields_layer(model)
@@ -132,7 +132,7 @@ def _fill(target, message: Message, with_unknown: bool, fork_settings: str = "bi
 
 def architecture_pb(model: Model, fork_settings: str = "binary"):
     """The whole NetParameter without blobs (what a .prototxt holds)."""
-    net = net_settings_pb(model)
+    net = net_settings_pb(model, fork_settings=fork_settings)
     for layer in written_layers(model):
         net.layer.append(layer_pb(layer, fork_settings=fork_settings))
     return net

@@ -9,7 +9,7 @@ from blobcast.params import Message
 from blobcast.schema import ENUMS, FORK_SETTINGS, LAYER_TYPE_FIELDS, MESSAGES
 
 from . import caffe_pb2
-from .text_fields import marks, split_marks
+from .text_fields import field_name, marks, split_marks
 from .wire import WireError, iter_fields, length_delimited
 
 # The fork settings a layer type reads, by field number: (number, settings
@@ -260,3 +260,50 @@ def pb_from_message(pb_class, message: Message, fork_settings: str = "binary"):
     pb = pb_class()
     fill_pb(pb, message, fork_settings)
     return pb
+
+
+_WIRE_TYPES = {0: "varint", 1: "fixed64", 2: "length-delimited", 3: "group", 5: "fixed32"}
+
+
+def _unknown_in(message: Message, where: str):
+    raw = message.unknown_fields
+    try:
+        for number, wire_type, _tag, start, end in iter_fields(raw, 0, len(raw)):
+            yield {"where": where, "number": number, "wire_type": _WIRE_TYPES[wire_type],
+                   "bytes": end - start}
+    except WireError:  # kept as they came; listed as one piece
+        yield {"where": where, "number": None, "wire_type": "malformed", "bytes": len(raw)}
+    for text in message.unknown_text:
+        yield {"where": where, "name": field_name(text), "text": text}
+    for name in message.present_fields():
+        value = getattr(message, name)
+        items = value if isinstance(value, list) else [value]
+        for index, item in enumerate(items):
+            if isinstance(item, Message):
+                inner = f"{name}[{index}]" if isinstance(value, list) else name
+                yield from _unknown_in(item, f"{where}.{inner}" if where else inner)
+
+
+def unknown_fields(model) -> list[dict]:
+    """Every field the schema does not know, where it sits: binary ones by
+    number, wire type and size; text ones by name and text."""
+    found = [{"layer": None, **entry} for entry in _unknown_in(model.net, "")]
+    for layer in model.layers:
+        found += [{"layer": layer.name, **entry} for entry in _unknown_in(layer.spec, "")]
+    return found
+
+
+def fields_left_out(model, output: str) -> str | None:
+    """A note naming the unknown fields that `output` ('text' or 'binary')
+    cannot hold (text has no numbers, binary no names), or None."""
+    lost = [entry for entry in unknown_fields(model) if ("name" in entry) == (output == "binary")]
+    if not lost:
+        return None
+    names = []
+    for entry in lost[:8]:
+        place = f"layer {entry['layer']!r}" if entry["layer"] is not None else "the net"
+        inner = f"{entry['where']}." if entry.get("where") else ""
+        label = entry["name"] if "name" in entry else f"field {entry['number']}"
+        names.append(f"{place} {inner}{label}")
+    more = f" and {len(lost) - 8} more" if len(lost) > 8 else ""
+    return f"{len(lost)} left out ({', '.join(names)}{more})"

@@ -18,7 +18,7 @@ from . import caffe_pb2 as pb
 from . import modular
 from .blobproto import BlobFormatError, decode_blob
 from .caffe_net import architecture_pb, model_from_net
-from .messages import TEXT_NUMBER_BASE, message_from_pb, pb_from_message
+from .messages import TEXT_NUMBER_BASE, fields_left_out, message_from_pb, pb_from_message
 from .text_fields import attach, cut_unknown_fields, text_with_unknown
 from .upgrade import UpgradeError, net_version, upgrade_net
 
@@ -199,9 +199,10 @@ def architecture_text(model: Model) -> str:
 def write(model: Model, path: str, **_options) -> None:
     if not model.has_architecture:
         raise FormatError("the model has no layer definitions to write as a prototxt", path)
-    if has_unknown_fields(model):
-        warnings.warn(f"{path}: fields unknown to Caffe's schema cannot be written as text "
-                      "and were left out", BlobcastWarning, stacklevel=2)
+    left_out = fields_left_out(model, "text")
+    if left_out:
+        warnings.warn(f"{path}: text cannot hold fields known only by number; {left_out}",
+                      BlobcastWarning, stacklevel=2)
     text = architecture_text(model)  # all of it before the file is opened: no half-written file
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
