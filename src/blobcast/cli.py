@@ -19,7 +19,7 @@ from typer.core import TyperCommand
 
 from . import __version__
 from .display import safe as escape
-from .errors import BlobcastError
+from .errors import BlobcastError, BlobcastNote
 from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
 
 
@@ -120,8 +120,12 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = action()
+        said = {}  # each once: a file's format is looked up by more than one step
         for warning in caught:
-            stderr.print(f"blobcast: warning: {escape(str(warning.message))}")
+            kind = "note" if issubclass(warning.category, BlobcastNote) else "warning"
+            said.setdefault((kind, str(warning.message)), None)
+        for kind, message in said:
+            stderr.print(f"blobcast: {kind}: {escape(message)}")
         return result
     except typer.Exit:
         raise
