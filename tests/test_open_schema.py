@@ -187,3 +187,29 @@ def test_unknown_text_fields_at_any_depth_are_kept_in_their_message(tmp_path):
     again = blobcast.load(out)
     assert again.net.unknown_text == model.net.unknown_text
     assert [layer.spec for layer in again.layers] == [layer.spec for layer in model.layers]
+
+
+def test_run_refuses_only_a_layer_whose_settings_hold_unknown_fields(tmp_path):
+    # py-faster-rcnn's Dropout reads scale_train; the schema has no such field.
+    result = runner.invoke(app, ["run", "--random-weights",
+                                 str(REAL / "py-faster-rcnn" / "ZF_fast_rcnn_test.prototxt")])
+    assert result.exit_code == 2
+    assert "'drop6' (Dropout)" in result.stderr and "dropout_param.scale_train" in result.stderr
+    # CaffeOnSpark's data layer fields (source_class, memory_data_param.source) are not read
+    # by any computation: the net runs.
+    result = runner.invoke(app, ["run", str(COS), "--prototxt",
+                                 str(REAL / "caffeonspark" / "lenet_memory_train_test.prototxt")])
+    assert result.exit_code == 0, result.stderr
+    assert "ip2 [100, 10]" in result.stdout
+
+
+def test_export_names_the_layer_and_the_unknown_field(tmp_path):
+    net = tmp_path / "dropout.prototxt"
+    net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 } } }\n'
+                   'layer { name: "drop" type: "Dropout" bottom: "x" top: "y"\n'
+                   '  dropout_param { dropout_ratio: 0.5 scale_train: false } }\n')
+    result = runner.invoke(app, ["convert", str(net), str(tmp_path / "dropout.onnx")])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1
+    assert "layer 'drop' (Dropout): its computation may depend on settings blobcast does not know: " \
+           "dropout_param.scale_train" in lines[0]

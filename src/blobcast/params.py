@@ -289,3 +289,25 @@ class Message:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
         return f"{self.type_name}({fields})"
+
+
+def unknown_in(message: Message, where: str) -> list[str]:
+    """What `message` (at any depth) holds that the schema does not know:
+    text fields by name ('dropout_param.scale_train'), binary ones by where
+    they sit and their size."""
+    found = [f"{where}.{_first_word(text)}" for text in message.unknown_text]
+    if message.unknown_fields:
+        found.append(f"{where}: {len(message.unknown_fields)} bytes of fields known only by number")
+    for name in message.present_fields():
+        value = getattr(message, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Message):
+                found += unknown_in(item, f"{where}.{name}")
+    return found
+
+
+def _first_word(text: str) -> str:
+    word = text.strip().split(None, 1)[0] if text.strip() else text
+    for stop in ":{<":
+        word = word.split(stop, 1)[0]
+    return word
