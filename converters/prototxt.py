@@ -32,7 +32,7 @@ _TYPE_FIELD_NUMBER_BASE = 100_000  # where the text-only twin puts fork fields
 
 
 @functools.cache
-def _twin_net_class():
+def _twin_net_class(message_name: str = "NetParameter"):
     """NetParameter's twin for text: its LayerParameter also declares the fork
     settings (prior_box_param, interp_param, ...) at numbers no fork uses, so
     that they parse and print by name; messages.message_from_pb takes them
@@ -58,7 +58,7 @@ def _twin_net_class():
                         type_name=f".caffe.{type_name}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{message_name}"))
 
 
 def _twin_layers(net):
@@ -97,8 +97,10 @@ _TWIN_NAMES = (*FORK_SETTINGS, *(name for fields in LAYER_TYPE_FIELDS.values() f
 def parse_text(text: str, path: str, message_class=pb.NetParameter):
     """Parse a text message; fields the schema does not know are kept as text
     (text_fields.py), at any depth."""
-    twin = message_class is pb.NetParameter and any(name in text for name in _TWIN_NAMES)
-    message = _twin_net_class()() if twin else message_class()
+    # A solver's inline net_param has layers too: its twin has the same fields.
+    twin = message_class in (pb.NetParameter, pb.SolverParameter) and any(
+        name in text for name in _TWIN_NAMES)
+    message = _twin_net_class(message_class.DESCRIPTOR.name)() if twin else message_class()
     text, kept = cut_unknown_fields(text, message_class.DESCRIPTOR.name, path)
     try:
         text_format.Parse(text, message, allow_unknown_field=False)
@@ -110,6 +112,8 @@ def parse_text(text: str, path: str, message_class=pb.NetParameter):
         where = f"line {line}, column {column}: " if line is not None else ""
         raise FormatError(f"syntax error at {where}{detail}", path) from error
     attach(message, kept)
+    if twin and message_class is pb.SolverParameter:
+        return message_class.FromString(message.SerializeToString())
     return _from_twin(message) if twin else message
 
 

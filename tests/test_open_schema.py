@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 import blobcast
 from blobcast.cli import app
 from blobcast.converters import caffe_pb2 as pb
+from blobcast.converters.prototxt import net_of_solver, read_solver
 from blobcast.converters.text_fields import field_name
 from blobcast.converters.wire import encode_tag, encode_varint, length_delimited
 from blobcast.errors import BlobcastWarning
@@ -213,3 +214,16 @@ def test_export_names_the_layer_and_the_unknown_field(tmp_path):
     assert result.exit_code == 2 and len(lines) == 1
     assert "layer 'drop' (Dropout): its computation may depend on settings blobcast does not know: " \
            "dropout_param.scale_train" in lines[0]
+
+
+def test_a_solver_keeps_its_unknown_fields_and_its_inline_nets_fork_settings(tmp_path):
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text('base_lr: 0.01\nfork_solver_option: 3\nnet_param {\n  name: "x"\n'
+                      '  layer { name: "in" type: "Input" top: "x"\n'
+                      '          input_param { shape { dim: 1 dim: 4 dim: 2 dim: 2 } } }\n'
+                      '  layer { name: "p" type: "Permute" bottom: "x" top: "y"\n'
+                      '          permute_param { order: 0 order: 2 order: 3 order: 1 } }\n}\n')
+    settings = read_solver(str(solver))
+    assert settings.unknown_text == ("fork_solver_option: 3",) and settings.to_dict()["base_lr"] == 0.01
+    net = net_of_solver(settings, str(solver))
+    assert list(net["p"].spec.permute_param.order) == [0, 2, 3, 1]
