@@ -39,38 +39,45 @@ _CLOSE = {"{": "}", "<": ">", "[": "]"}
 
 
 class _Tokens:
-    def __init__(self, text: str, path: str):
-        self.items: list[tuple[str, str, int, int]] = []  # (kind, text, start, end)
-        self.path = path
-        position = 0
-        while position < len(text):
-            match = _TOKENS.match(text, position)
-            if match is None:
-                self.fail(position, text, f"unexpected character {text[position]!r}")
-            if match.lastgroup != "skip":
-                self.items.append((match.lastgroup, match.group(), match.start(), match.end()))
-            position = match.end()
-        self.text = text
-        self.index = 0
+    """The text's tokens, read one ahead as they are asked for (no list of
+    them all: a large file costs no more than its text)."""
 
-    def fail(self, position: int, text: str, problem: str):
+    def __init__(self, text: str, path: str):
+        self.text, self.path = text, path
+        self.position = 0
+        self.last_end = 0
+        self.next = self._read()
+
+    def _read(self):
+        text = self.text
+        while self.position < len(text):
+            match = _TOKENS.match(text, self.position)
+            if match is None:
+                self.fail(self.position, f"unexpected character {text[self.position]!r}")
+            self.position = match.end()
+            if match.lastgroup != "skip":
+                return match.lastgroup, match.group(), match.start(), match.end()
+        return None
+
+    def fail(self, position: int, problem: str):
+        text = self.text
         line = text.count("\n", 0, position) + 1
         column = position - (text.rfind("\n", 0, position) + 1) + 1
         raise FormatError(f"syntax error at line {line}, column {column}: {problem}", self.path)
 
     def peek(self) -> str | None:
-        return self.items[self.index][1] if self.index < len(self.items) else None
+        return self.next[1] if self.next is not None else None
+
+    def peek_kind(self) -> str | None:
+        return self.next[0] if self.next is not None else None
 
     def take(self) -> tuple[str, str, int, int]:
-        if self.index >= len(self.items):
-            self.fail(self.items[-1][3] if self.items else 0, self.text,
-                      "the text ends inside a field's value")
-        item = self.items[self.index]
-        self.index += 1
+        if self.next is None:
+            self.fail(self.last_end, "the text ends inside a field's value")
+        item = self.next
+        self.last_end = item[3]
+        self.next = self._read()
         return item
-
-    def end_of_previous(self) -> int:
-        return self.items[self.index - 1][3]
 
 
 def _skip_value(tokens: _Tokens) -> None:
@@ -84,15 +91,15 @@ def _skip_value(tokens: _Tokens) -> None:
                 depth.append(_CLOSE[inner])
             elif inner in ("}", ">", "]"):
                 if inner != depth.pop():
-                    tokens.fail(position, tokens.text, f"unbalanced {inner!r}")
+                    tokens.fail(position, f"unbalanced {inner!r}")
         return
     if text == "-":  # -inf, -nan, - 5
         tokens.take()
     elif kind == "string":
-        while tokens.index < len(tokens.items) and tokens.items[tokens.index][0] == "string":
+        while tokens.peek_kind() == "string":
             tokens.take()  # adjacent strings are one value
     elif kind == "punct":
-        tokens.fail(start, tokens.text, f"a value was expected, not {text!r}")
+        tokens.fail(start, f"a value was expected, not {text!r}")
 
 
 def _scan_message(tokens: _Tokens, type_name: str, where: tuple, close: str | None,
@@ -113,26 +120,23 @@ def _scan_message(tokens: _Tokens, type_name: str, where: tuple, close: str | No
         if name == "[":  # an extension or Any: [type.name]
             while tokens.take()[1] != "]":
                 pass
-            name = tokens.text[start:tokens.end_of_previous()]
+            name = tokens.text[start:tokens.last_end]
         elif kind != "word":
-            tokens.fail(start, tokens.text, f"a field name was expected, not {name!r}")
+            tokens.fail(start, f"a field name was expected, not {name!r}")
         if tokens.peek() == ":":
             tokens.take()
         spec = fields.get(name)
         if spec is None:
             _skip_value(tokens)
-            found.append((where, start, tokens.end_of_previous()))
+            found.append((where, start, tokens.last_end))
         elif spec[1] == "message":
             _scan_message_value(tokens, spec[4], where, name, seen, found)
         else:
-            if tokens.peek() == "[":
-                _skip_value(tokens)
-            else:
-                _skip_value(tokens)
+            _skip_value(tokens)
 
 
 def _scan_message_value(tokens, type_name, where, name, seen, found) -> None:
-    opening = tokens.take()[1]
+    _, opening, start, _ = tokens.take()
     if opening == "[":  # a list of messages
         while tokens.peek() != "]":
             if tokens.peek() == ",":
@@ -142,8 +146,7 @@ def _scan_message_value(tokens, type_name, where, name, seen, found) -> None:
         tokens.take()
         return
     if opening not in ("{", "<"):
-        tokens.fail(tokens.items[tokens.index - 1][2], tokens.text,
-                    f"{name} is a message: '{{' was expected, not {opening!r}")
+        tokens.fail(start, f"{name} is a message: '{{' was expected, not {opening!r}")
     index = seen.get(name, 0)
     seen[name] = index + 1
     _scan_message(tokens, type_name, (*where, (name, index)), _CLOSE[opening], found)

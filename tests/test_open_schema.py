@@ -227,3 +227,16 @@ def test_a_solver_keeps_its_unknown_fields_and_its_inline_nets_fork_settings(tmp
     assert settings.unknown_text == ("fork_solver_option: 3",) and settings.to_dict()["base_lr"] == 0.01
     net = net_of_solver(settings, str(solver))
     assert list(net["p"].spec.permute_param.order) == [0, 2, 3, 1]
+
+
+def test_a_deeply_nested_unknown_block_is_kept_without_recursion(tmp_path):
+    depth = 50_000  # far past Python's recursion limit
+    path = tmp_path / "deep.prototxt"
+    path.write_text('name: "deep"\nfork_block ' + "{ a " * depth + "}" * depth + "\n")
+    model = blobcast.load(path)
+    assert len(model.net.unknown_text) == 1 and model.net.unknown_text[0].count("{") == depth
+    unbalanced = tmp_path / "unbalanced.prototxt"
+    unbalanced.write_text('name: "x"\nfork_block { a { b: 1 }\n')
+    with pytest.raises(blobcast.FormatError, match="syntax error at line 2, column 24: the text "
+                                                   "ends inside a field's value"):
+        blobcast.load(unbalanced)
