@@ -116,16 +116,19 @@ def _protobuf(buf) -> Sniffed | None:
 def _hdf5(path: str) -> Sniffed:
     from .hdf5_guard import child, open_hdf5
 
+    unknown = Sniffed("hdf5", "an HDF5 file")
     try:
         handle = open_hdf5(path)
     except FormatError:  # its reader says what is wrong with it
-        return Sniffed("hdf5", "an HDF5 file")
+        return unknown
     try:
         if child(handle, "history", path) is not None:
             return Sniffed("solverstate-h5", "a Caffe HDF5 solver state")
         if child(handle, "data", path) is not None:
             return Sniffed("caffemodel-h5", "a Caffe HDF5 snapshot")
-        return Sniffed("hdf5", "an HDF5 file")
+        return unknown
+    except Exception:  # a damaged file: h5py raises many types; its reader says what is wrong
+        return unknown
     finally:
         handle.close()
 
