@@ -6,20 +6,23 @@ graph for ONNX, which its own runtimes run), MAGIC (first bytes, where the
 format has them), read(path, **options) -> Model and write(model, path,
 **options). A file's format is found from the
 longest known suffix (so `x.caffemodel.h5` is a Caffe HDF5 snapshot, not
-just "some .h5"), then confirmed from its first bytes.
+just "some .h5"), then checked against its content (sniff.py); a name
+with no known suffix is read as its content says.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from types import SimpleNamespace
 
-from blobcast.errors import FormatError
+from blobcast.errors import BlobcastNote, FormatError
 from blobcast.fileio import open_regular
 
 from . import binaryproto, caffe_hdf5, caffemodel, onnx_names, prototxt, solverstate
 from .caffe_hdf5 import HDF5_MAGIC
+from .sniff import sniff
 
 
 def _as_format(module_or_class) -> SimpleNamespace:
@@ -100,29 +103,39 @@ def _download_mistake(head: bytes) -> str | None:
     return None
 
 
+_HDF5_FORMATS = ("hdf5", "caffemodel-h5", "solverstate-h5")
+
+
 def detect_format(path: str, override: str | None = None):
-    """The format to read `path` with: --from if given, else suffix, checked by magic."""
+    """The format to read `path` with: --from if given, else the suffix, which
+    the content must not contradict; else the content alone, said in a note."""
     head = _read_head(path, 1024)
     mistake = _download_mistake(head)
     if mistake:
         raise FormatError(mistake, path)
-    head = head[:8]
     if override:
         return format_by_name(override)
-    fmt = format_for_suffix(path)
-    if fmt is None:
-        if head.startswith(FORMATS["caffemodel-h5"].magic):
-            return FORMATS["caffemodel-h5"]
-        known = sorted({s for f in FORMATS.values() for s in f.suffixes}, key=len, reverse=True)
-        raise FormatError("unknown file type; expected one of " + ", ".join(known)
-                          + " (or name the format with --from)", path)
     if not head:
         raise FormatError("the file is empty", path)
-    is_hdf5 = head.startswith(HDF5_MAGIC)
-    wants_hdf5 = fmt.magic == HDF5_MAGIC
-    if is_hdf5 != wants_hdf5:
-        found = "an HDF5 file" if is_hdf5 else "not an HDF5 file"
-        raise FormatError(f"the name says {fmt.description} but the content is {found}; "
+    fmt = format_for_suffix(path)
+    sniffed = sniff(path)
+    if fmt is None:
+        if sniffed is None:
+            known = sorted({s for f in FORMATS.values() for s in f.suffixes}, key=len, reverse=True)
+            raise FormatError("unknown file type: neither its name nor its content is one of "
+                              + ", ".join(known) + " (name the format with --from)", path)
+        warnings.warn(BlobcastNote(f"{path}: read as {sniffed.what}, by its content (its name "
+                                   "has no suffix blobcast knows)"), stacklevel=2)
+        return FORMATS.get(sniffed.format, FORMATS["caffemodel-h5"])  # an unknown HDF5 layout
+    if sniffed is not None and sniffed.format != fmt.name:
+        if fmt.magic == HDF5_MAGIC and sniffed.format in _HDF5_FORMATS:
+            if sniffed.format == "hdf5":  # unreadable: its reader says why
+                return fmt
+            if not os.fspath(path).lower().endswith(fmt.suffixes[0]):  # .h5 says only HDF5
+                warnings.warn(BlobcastNote(f"{path}: read as {sniffed.what}, by its content"),
+                              stacklevel=2)
+                return FORMATS[sniffed.format]
+        raise FormatError(f"the name says {fmt.description} but the content is {sniffed.what}; "
                           "rename it or name the format with --from", path)
     return fmt
 

@@ -96,10 +96,10 @@ def written_layers(model: Model) -> list[Layer]:
     return model.layers[1:] if _input_fields_layer(model) is not None else model.layers
 
 
-def net_settings_pb(model: Model, with_unknown: bool = True):
+def net_settings_pb(model: Model, with_unknown: bool = True, fork_settings: str = "binary"):
     """The net-level NetParameter fields (no layers)."""
     net = pb.NetParameter()
-    _fill(net, model.net, with_unknown)
+    _fill(net, model.net, with_unknown, fork_settings)
     net.ClearField("layer")
     net.ClearField("layers")
     inputs = _input_fields_layer(model)
@@ -110,28 +110,29 @@ def net_settings_pb(model: Model, with_unknown: bool = True):
     return net
 
 
-def layer_pb(layer: Layer, with_unknown: bool = True, skip_fork_numbered: bool = False):
+def layer_pb(layer: Layer, with_unknown: bool = True, fork_settings: str = "binary"):
+    """A layer's LayerParameter; `fork_settings` as messages.fill_pb takes it."""
     message = pb.LayerParameter()
-    _fill(message, layer.spec, with_unknown, skip_fork_numbered)
+    _fill(message, layer.spec, with_unknown, fork_settings)
     message.ClearField("blobs")
     return message
 
 
-def _fill(target, message: Message, with_unknown: bool, skip_fork_numbered: bool = False) -> None:
+def _fill(target, message: Message, with_unknown: bool, fork_settings: str = "binary") -> None:
     if with_unknown:
-        fill_pb(target, message, skip_fork_numbered)
+        fill_pb(target, message, fork_settings)
         return
     unknown = message.unknown_fields
     object.__setattr__(message, "unknown_fields", b"")
     try:
-        fill_pb(target, message, skip_fork_numbered)
+        fill_pb(target, message, fork_settings)
     finally:
         object.__setattr__(message, "unknown_fields", unknown)
 
 
-def architecture_pb(model: Model):
+def architecture_pb(model: Model, fork_settings: str = "binary"):
     """The whole NetParameter without blobs (what a .prototxt holds)."""
-    net = net_settings_pb(model)
+    net = net_settings_pb(model, fork_settings=fork_settings)
     for layer in written_layers(model):
-        net.layer.append(layer_pb(layer))
+        net.layer.append(layer_pb(layer, fork_settings=fork_settings))
     return net

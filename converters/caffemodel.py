@@ -7,16 +7,19 @@ messages. Writing streams each blob's bytes straight from its array.
 
 from __future__ import annotations
 
+import warnings
+
 from google.protobuf.message import DecodeError
 
-from blobcast.errors import FormatError
+from blobcast.errors import BlobcastWarning, FormatError
+from blobcast.limits import check_allocation
 from blobcast.model import Model
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
 from .caffe_net import layer_pb, model_from_net, net_settings_pb, written_layers
 from .mapping import map_file
-from .messages import fork_numbered_fields
+from .messages import fields_left_out, fork_setting_numbers
 from .upgrade import UpgradeError, net_version, upgrade_net
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
@@ -30,7 +33,7 @@ _LAYER_V2, _LAYERS_V1 = 100, 2
 _BLOBS_V2, _BLOBS_V1, _V0_LAYER, _BLOBS_V0 = 7, 6, 1, 50
 
 
-def _strip_blobs(buf, start, end, blob_field, where, nested=None):
+def _strip_blobs(buf, start, end, blob_field, where, nested=None, path=""):
     """Return (layer bytes without blob fields, blobs) for one layer message."""
     kept = bytearray()
     blobs = []
@@ -38,12 +41,19 @@ def _strip_blobs(buf, start, end, blob_field, where, nested=None):
         if number == blob_field and wire_type == 2:
             blobs.append(decode_blob(buf, vstart, vend, f"{where}, blob {len(blobs)}"))
         elif nested and number == nested[0] and wire_type == 2:
-            inner, inner_blobs = _strip_blobs(buf, vstart, vend, nested[1], where)
+            inner, inner_blobs = _strip_blobs(buf, vstart, vend, nested[1], where, path=path)
             kept += length_delimited(number, len(inner)) + inner
             blobs = inner_blobs or blobs
         else:
+            _count(kept, vend - tag_start, path)
             kept += buf[tag_start:vend]
     return bytes(kept), blobs
+
+
+def _count(kept: bytearray, more: int, path: str) -> None:
+    """Settings are copied out of the file (blobs are not): what the copies
+    hold, a fork's or an unknown field of any size included, is budgeted."""
+    check_allocation(len(kept) + more, "the layer settings (unknown fields included)", path)
 
 
 def decode_net(buf, path: str):
@@ -54,16 +64,18 @@ def decode_net(buf, path: str):
     for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, end):
         if number == _LAYER_V2 and wire_type == 2:
             where = f"layer {len(v2_blobs)}"
-            layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V2, where)
+            layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V2, where, path=path)
             v2_blobs.append(blobs)
         elif number == _LAYERS_V1 and wire_type == 2:
             where = f"V1 layer {len(v1_blobs)}"
             layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V1, where,
-                                              nested=(_V0_LAYER, _BLOBS_V0))
+                                              nested=(_V0_LAYER, _BLOBS_V0), path=path)
             v1_blobs.append(blobs)
         else:
+            _count(stripped, vend - tag_start, path)
             stripped += buf[tag_start:vend]
             continue
+        _count(stripped, len(layer_bytes), path)
         stripped += length_delimited(number, len(layer_bytes)) + layer_bytes
     net = pb.NetParameter.FromString(bytes(stripped))
     return net, v1_blobs, v2_blobs
@@ -118,27 +130,28 @@ def read(path: str, **_options) -> Model:
     return model
 
 
-def _known_settings(layer) -> bytes:
-    known = layer_pb(layer, with_unknown=False, skip_fork_numbered=True).SerializeToString()
-    for number, payload in sorted(fork_numbered_fields(layer.spec)):  # back where the fork put them
-        known = b"".join(splice_at_field(known, number, [length_delimited(number, len(payload)), payload]))
-    return known
-
-
 def layer_settings_bytes(layer) -> bytes:
-    """A layer's LayerParameter without blobs, as this format writes it (fork
-    numbers where they were found)."""
-    return _known_settings(layer) + layer.spec.unknown_fields
+    """A layer's LayerParameter without blobs, as this format writes it: every
+    field in number order, as the protobuf of the fork that wrote it does (fork
+    settings and unknown fields at the numbers where they were found)."""
+    settings = layer_pb(layer, with_unknown=False, fork_settings="skip").SerializeToString()
+    unknown = layer.spec.unknown_fields
+    spliced = [(number, [length_delimited(number, len(payload)), payload])
+               for number, payload in fork_setting_numbers(layer.spec)]
+    spliced += [(number, [unknown[tag_start:end]])
+                for number, _wire, tag_start, _start, end in iter_fields(unknown, 0, len(unknown))]
+    for number, chunks in sorted(spliced, key=lambda item: item[0]):
+        settings = b"".join(splice_at_field(settings, number, chunks))
+    return settings
 
 
 def _layer_chunks(layer, write_diff: bool):
     """Chunks of one LayerParameter payload with its blobs spliced in at field 7."""
-    known = _known_settings(layer)
     blob_chunks = []
     for blob in layer.blobs:
         chunks, length = encode_blob(blob, write_diff)
         blob_chunks += [length_delimited(_BLOBS_V2, length), *chunks]
-    return [*splice_at_field(known, _BLOBS_V2, blob_chunks), layer.spec.unknown_fields]
+    return splice_at_field(layer_settings_bytes(layer), _BLOBS_V2, blob_chunks)
 
 
 def net_chunks(model: Model, write_diff: bool = True) -> list:
@@ -162,6 +175,10 @@ def write(model: Model, path: str, *, progress=None, **_options) -> None:
             raise FormatError(
                 f"layer {absent[0]!r} lacks a blob that the file keeps under the owner of a shared "
                 "parameter; give --prototxt so the sharing can be resolved", path)
+    left_out = fields_left_out(model, "binary")
+    if left_out:
+        warnings.warn(f"{path}: a binary file cannot hold fields known only by name; {left_out}",
+                      BlobcastWarning, stacklevel=2)
     chunks = net_chunks(model, write_diff=True)
     total = sum(len(c) for c in chunks)
     if total > PROTOBUF_LIMIT:

@@ -25,6 +25,7 @@ from onnx import helper, numpy_helper
 from blobcast.engine import blob_shapes, check_has_weights
 from blobcast.errors import BlobcastWarning
 from blobcast.layers import spec_for
+from blobcast.layers.base import UNKNOWN_SETTINGS
 from blobcast.model import Model
 
 from .caffemodel import layer_settings_bytes
@@ -219,8 +220,11 @@ class GraphBuilder:
         left_out = {id(layer) for layer in self.net.unrun}
         unsized = [top for layer in self.layers if id(layer) in left_out or layer.type == "Python"
                    for top in layer.tops if top not in self.shapes]
-        return ("give the shapes of " + ", ".join(repr(t) for t in dict.fromkeys(unsized))
+        hint = ("give the shapes of " + ", ".join(repr(t) for t in dict.fromkeys(unsized))
                 + " with --shape BLOB=N,C,H,W") if unsized else "give them with --shape BLOB=N,C,H,W"
+        unknown = [f"layer {s.name!r} ({s.type}): {s.reason.removeprefix('not run: ')}"
+                   for s in self.net.skipped if UNKNOWN_SETTINGS in s.reason]
+        return hint + ("; " + "; ".join(unknown) if unknown else "")
 
     def reshape_target(self, in_blob: str, out_shape) -> list[int]:
         target = list(out_shape)

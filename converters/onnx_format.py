@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from blobcast.errors import BlobcastError, FormatError
+from blobcast.errors import BlobcastError, BlobcastWarning, FormatError
 from blobcast.fileio import final_path
 from blobcast.model import Model
 from blobcast.modules import apply_modules_json, modules_json
 from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import FileChunk, MappedFile
+from .messages import fields_left_out
 from .onnx_data_files import DATA_TOKEN_KEY, new_token, stale_data_remover
 from .onnx_data_files import header as data_header
 from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
@@ -109,6 +111,10 @@ def write(model: Model, path: str, *, opset: int | None = None,
     # By default the newest opset that onnx, onnxruntime and every layer type present take.
     opset = check_opset(opset) if opset else default_opset(min([DEFAULT_OPSET] + [
         NEWEST_OPSET[layer.type] for layer in model.layers if layer.type in NEWEST_OPSET]))
+    left_out = fields_left_out(model, "binary")
+    if left_out:
+        warnings.warn(f"{path}: ONNX cannot hold a prototxt's fields known only by name; {left_out}",
+                      BlobcastWarning, stacklevel=2)
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict,
                                            given_shapes=given_shapes)

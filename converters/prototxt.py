@@ -12,13 +12,14 @@ from blobcast.errors import BlobcastWarning, FormatError
 from blobcast.fileio import open_regular
 from blobcast.limits import check_allocation
 from blobcast.model import Model
-from blobcast.schema import LAYER_TYPE_FIELDS
+from blobcast.schema import FORK_SETTINGS, LAYER_TYPE_FIELDS, MESSAGES
 
 from . import caffe_pb2 as pb
 from . import modular
 from .blobproto import BlobFormatError, decode_blob
 from .caffe_net import architecture_pb, model_from_net
-from .messages import message_from_pb, pb_from_message
+from .messages import TEXT_NUMBER_BASE, fields_left_out, message_from_pb, pb_from_message
+from .text_fields import attach, cut_unknown_fields, text_with_unknown
 from .upgrade import UpgradeError, net_version, upgrade_net
 
 NAME = "prototxt"
@@ -31,10 +32,11 @@ _TYPE_FIELD_NUMBER_BASE = 100_000  # where the text-only twin puts fork fields
 
 
 @functools.cache
-def _twin_net_class():
-    """NetParameter's twin for text: its LayerParameter also declares each fork
-    field that shares a Caffe field's number (interp_param), at a free number,
-    so `interp_param { ... }` parses and prints by name."""
+def _twin_net_class(message_name: str = "NetParameter"):
+    """NetParameter's twin for text: its LayerParameter also declares the fork
+    settings (prior_box_param, interp_param, ...) at numbers no fork uses, so
+    that they parse and print by name; messages.message_from_pb takes them
+    back by those numbers."""
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     proto = descriptor_pb2.FileDescriptorProto()
@@ -48,9 +50,15 @@ def _twin_net_class():
                             label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
                             type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
                             type_name=f".caffe.{type_name}")
+    for name in FORK_SETTINGS:
+        number, _kind, _repeated, _default, type_name = MESSAGES["LayerParameter"][name]
+        layer.field.add(name=name, number=TEXT_NUMBER_BASE + number,
+                        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+                        type=descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE,
+                        type_name=f".caffe.{type_name}")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetParameter"))
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{message_name}"))
 
 
 def _twin_layers(net):
@@ -83,10 +91,17 @@ def _to_twin(net: pb.NetParameter):
     return twin
 
 
+_TWIN_NAMES = (*FORK_SETTINGS, *(name for fields in LAYER_TYPE_FIELDS.values() for name in fields))
+
+
 def parse_text(text: str, path: str, message_class=pb.NetParameter):
-    twin = message_class is pb.NetParameter and any(
-        name in text for fields in LAYER_TYPE_FIELDS.values() for name in fields)
-    message = _twin_net_class()() if twin else message_class()
+    """Parse a text message; fields the schema does not know are kept as text
+    (text_fields.py), at any depth."""
+    # A solver's inline net_param has layers too: its twin has the same fields.
+    twin = message_class in (pb.NetParameter, pb.SolverParameter) and any(
+        name in text for name in _TWIN_NAMES)
+    message = _twin_net_class(message_class.DESCRIPTOR.name)() if twin else message_class()
+    text, kept = cut_unknown_fields(text, message_class.DESCRIPTOR.name, path)
     try:
         text_format.Parse(text, message, allow_unknown_field=False)
     except text_format.ParseError as error:
@@ -96,6 +111,9 @@ def parse_text(text: str, path: str, message_class=pb.NetParameter):
             detail = detail.split(" : ", 1)[-1] if " : " in detail else detail
         where = f"line {line}, column {column}: " if line is not None else ""
         raise FormatError(f"syntax error at {where}{detail}", path) from error
+    attach(message, kept)
+    if twin and message_class is pb.SolverParameter:
+        return message_class.FromString(message.SerializeToString())
     return _from_twin(message) if twin else message
 
 
@@ -175,18 +193,20 @@ def has_unknown_fields(model: Model) -> bool:
 
 
 def architecture_text(model: Model) -> str:
-    net = architecture_pb(model)
-    if any(layer.HasField(carrier) for _, layer, _, carrier in _twin_layers(net)):
-        return text_format.MessageToString(_to_twin(net))
-    return text_format.MessageToString(net)
+    net = architecture_pb(model, fork_settings="text")
+    if any(layer.HasField(carrier) for _, layer, _, carrier in _twin_layers(net)) or any(
+            layer.spec.has(name) for layer in model.layers for name in FORK_SETTINGS):
+        return text_with_unknown(_to_twin(net))
+    return text_with_unknown(net)
 
 
 def write(model: Model, path: str, **_options) -> None:
     if not model.has_architecture:
         raise FormatError("the model has no layer definitions to write as a prototxt", path)
-    if has_unknown_fields(model):
-        warnings.warn(f"{path}: fields unknown to Caffe's schema cannot be written as text "
-                      "and were left out", BlobcastWarning, stacklevel=2)
+    left_out = fields_left_out(model, "text")
+    if left_out:
+        warnings.warn(f"{path}: text cannot hold fields known only by number; {left_out}",
+                      BlobcastWarning, stacklevel=2)
     text = architecture_text(model)  # all of it before the file is opened: no half-written file
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(text)

@@ -30,6 +30,10 @@ SCHEMA_OUT = ROOT / "src" / "blobcast" / "schema.py"
 # name, and the converters resolve the number by layer type.
 LAYER_TYPE_FIELDS = {"Interp": {"interp_param": ("input_param", "InterpParameter")}}
 
+# The proto message whose fields are fork settings of LayerParameter: the
+# canonical model's LayerParameter has them by name, protobuf's does not.
+FORK_SETTINGS_MESSAGE = "ForkLayerSettings"
+
 _KIND_BY_TYPE = {
     1: "double", 2: "float", 3: "int64", 4: "uint64", 5: "int32", 8: "bool",
     9: "string", 11: "message", 12: "bytes", 13: "uint32", 14: "enum",
@@ -89,6 +93,8 @@ def _schema_source(pb2_path: Path) -> str:
         visit_enum(enum_descriptor)
     for descriptor in file_descriptor.message_types_by_name.values():
         visit_message(descriptor)
+    fork_settings = messages.pop(FORK_SETTINGS_MESSAGE)
+    messages["LayerParameter"].update(fork_settings)
     for fields in LAYER_TYPE_FIELDS.values():
         for name, (carrier, type_name) in fields.items():
             number = messages["LayerParameter"][carrier][0]
@@ -101,12 +107,15 @@ def _schema_source(pb2_path: Path) -> str:
         "ENUMS maps an enum name to {value name: number}.\n"
         "LAYER_TYPE_FIELDS: per layer type, fork fields that share a Caffe field's\n"
         "number -> (the Caffe field that carries them, their message).\n"
+        "FORK_SETTINGS: LayerParameter fields that forks add, which protobuf's\n"
+        "LayerParameter lacks: binary files hold them under numbers read by layer type.\n"
         '"""\n\n'
     )
     body = (
         "MESSAGES = " + pprint.pformat(messages, width=100, sort_dicts=False) + "\n\n"
         "ENUMS = " + pprint.pformat(enums, width=100, sort_dicts=False) + "\n\n"
-        "LAYER_TYPE_FIELDS = " + pprint.pformat(LAYER_TYPE_FIELDS, width=100, sort_dicts=False) + "\n"
+        "LAYER_TYPE_FIELDS = " + pprint.pformat(LAYER_TYPE_FIELDS, width=100, sort_dicts=False) + "\n\n"
+        "FORK_SETTINGS = " + pprint.pformat(tuple(fork_settings), width=100) + "\n"
     )
     return header + body
 

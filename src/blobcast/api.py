@@ -8,7 +8,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from .compare import _to_host, compare_arrays, model_differences, state_differences
-from .errors import BlobcastError, BlobcastWarning, CheckFailed, FormatError, about
+from .errors import BlobcastError, BlobcastNote, BlobcastWarning, CheckFailed, FormatError, about
 from .fileio import OutputGroup, atomic_destination, check_apart, check_distinct, check_stop
 from .inputs import make_inputs
 from .limits import BudgetExceeded
@@ -494,12 +494,12 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
     check_options = forward_check if isinstance(forward_check, ForwardCheck) else ForwardCheck()
     converters = _converters()
     check_distinct(source, destination)
-    src_fmt = converters.detect_format(source, source_format)
-    dst_fmt = converters.output_format(destination, destination_format)
-    outputs = _outputs_of(destination, weights, src_fmt, dst_fmt)
-    check_apart([source, prototxt, solver] + ([weights] if weights not in outputs else []), outputs)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        src_fmt = converters.detect_format(source, source_format)
+        dst_fmt = converters.output_format(destination, destination_format)
+        outputs = _outputs_of(destination, weights, src_fmt, dst_fmt)
+        check_apart([source, prototxt, solver] + ([weights] if weights not in outputs else []), outputs)
         source_is_state = "solver_state" in src_fmt.holds
         if source_is_state and prototxt is not None and weights is None \
                 and "graph" not in dst_fmt.holds:
@@ -620,7 +620,11 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         if "weights" not in dst_fmt.holds and obj.owned_params():
             report.notes.append("a .prototxt holds the architecture only; the weights were not written")
     # Writers name the file they write: the temporary one; say the destination.
-    report.warnings = [str(w.message).replace(temporary or "\0", destination) for w in caught]
+    said = [(str(w.message).replace(temporary or "\0", destination), w.category) for w in caught]
+    for message, kind in said:
+        if issubclass(kind, BlobcastNote) and message not in report.notes:
+            report.notes.append(message)
+    report.warnings = [message for message, kind in said if not issubclass(kind, BlobcastNote)]
     for message in report.warnings:
         warnings.warn(message, BlobcastWarning, stacklevel=2)
     report.seconds = time.perf_counter() - started

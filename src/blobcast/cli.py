@@ -18,7 +18,7 @@ from typer.core import TyperCommand
 
 from . import __version__
 from .display import safe as escape
-from .errors import BlobcastError
+from .errors import BlobcastError, BlobcastNote
 from .stopping import (
     Interrupted,
     check_stop,
@@ -129,8 +129,12 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
             warnings.simplefilter("always")
             result = action()
             check_stop()  # a signal recorded while a step finished
+        said = {}  # each once: a file's format is looked up by more than one step
         for warning in caught:
-            stderr.print(f"blobcast: warning: {escape(str(warning.message))}")
+            kind = "note" if issubclass(warning.category, BlobcastNote) else "warning"
+            said.setdefault((kind, str(warning.message)), None)
+        for kind, message in said:
+            stderr.print(f"blobcast: {kind}: {escape(message)}")
         return result
     except typer.Exit:
         raise

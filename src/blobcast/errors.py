@@ -45,3 +45,7 @@ class CheckFailed(BlobcastError):
 
 class BlobcastWarning(UserWarning):
     """Something the user should know that does not stop the work."""
+
+
+class BlobcastNote(BlobcastWarning):
+    """A choice made for the user that they should hear of (printed as a note)."""

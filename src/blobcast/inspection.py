@@ -72,6 +72,7 @@ def model_facts(model: Model, stats: bool = False) -> dict:
                    "learnable_tensors": len(model.params()),
                    "state_tensors": len(model.states())},
         "runs": _deploy_net(model) if model.has_architecture else None,
+        "unknown_fields": _converters().messages.unknown_fields(model),
         "notes": list(model.notes) + [
             f"layer {layer!r} reads blob {bottom!r}, which no earlier layer produces"
             for layer, bottom in (model.unproduced_bottoms() if model.has_architecture else [])]

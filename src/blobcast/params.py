@@ -120,7 +120,8 @@ FORK_LAYOUTS = {"UpsampleParameter": ("AtcUpsampleParameter",)}
 class Message:
     """One Caffe message: typed fields with presence, defaults and unknown bytes."""
 
-    __slots__ = ("type_name", "_fields", "_values", "unknown_fields", "wire_number", "_attach")
+    __slots__ = ("type_name", "_fields", "_values", "unknown_fields", "unknown_text", "wire_number",
+                 "_attach")
 
     def __init__(self, type_name: str, **values):
         if type_name not in MESSAGES:
@@ -131,6 +132,9 @@ class Message:
         # Fields the schema does not know, kept as their wire bytes so that a
         # binary round trip writes them back untouched.
         object.__setattr__(self, "unknown_fields", b"")
+        # Fields of a text file that the schema does not know, each as its text
+        # ('bn_param { frozen: true }'), written back to text in this message.
+        object.__setattr__(self, "unknown_text", ())
         # A fork's settings read from another field number than this schema's
         # (OpenCV's norm_param 149, SegNet's upsample_param 137): written back there.
         object.__setattr__(self, "wire_number", None)
@@ -268,6 +272,7 @@ class Message:
                 value = [v.copy() if isinstance(v, Message) else v for v in value]
             setattr(clone, name, value)
         object.__setattr__(clone, "unknown_fields", self.unknown_fields)
+        object.__setattr__(clone, "unknown_text", self.unknown_text)
         object.__setattr__(clone, "wire_number", self.wire_number)
         return clone
 
@@ -278,8 +283,31 @@ class Message:
             self.type_name == other.type_name
             and self.to_dict() == other.to_dict()
             and self.unknown_fields == other.unknown_fields
+            and self.unknown_text == other.unknown_text
         )
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in self.to_dict().items())
         return f"{self.type_name}({fields})"
+
+
+def unknown_in(message: Message, where: str) -> list[str]:
+    """What `message` (at any depth) holds that the schema does not know:
+    text fields by name ('dropout_param.scale_train'), binary ones by where
+    they sit and their size."""
+    found = [f"{where}.{_first_word(text)}" for text in message.unknown_text]
+    if message.unknown_fields:
+        found.append(f"{where}: {len(message.unknown_fields)} bytes of fields known only by number")
+    for name in message.present_fields():
+        value = getattr(message, name)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Message):
+                found += unknown_in(item, f"{where}.{name}")
+    return found
+
+
+def _first_word(text: str) -> str:
+    word = text.strip().split(None, 1)[0] if text.strip() else text
+    for stop in ":{<":
+        word = word.split(stop, 1)[0]
+    return word

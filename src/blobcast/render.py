@@ -119,6 +119,7 @@ def render_model(facts: dict) -> Tree:
     else:
         _render_layers(root, facts)
     _render_deploy(root, facts.get("runs"))
+    _render_unknown(root, facts.get("unknown_fields"))
     _render_target(root, facts.get("target"))
     _render_training(root, facts.get("training"))
     totals = facts["totals"]
@@ -128,6 +129,25 @@ def render_model(facts: dict) -> Tree:
     for note in facts.get("notes", []):
         root.add(f"[dim]note: {escape(note)}[/dim]")
     return root
+
+
+def _unknown_line(entry: dict) -> str:
+    place = f"layer {entry['layer']!r}" if entry["layer"] is not None else "net"
+    if entry.get("where"):
+        place += f" {entry['where']}"
+    if "name" in entry:
+        return f"{place}: {entry['name']} (text, kept)"
+    number = entry["number"] if entry["number"] is not None else "?"
+    return f"{place}: field {number}, {entry['wire_type']}, {_size(entry['bytes'])} (kept)"
+
+
+def _render_unknown(root: Tree, entries: list[dict] | None) -> None:
+    """Fields the schema does not know: kept and written back, shown here."""
+    if not entries:
+        return
+    branch = root.add(f"fields unknown to the schema ({len(entries)})")
+    for entry in entries:
+        branch.add(escape(_unknown_line(entry)))
 
 
 def _render_deploy(root: Tree, runs: dict | None) -> None:

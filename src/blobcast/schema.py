@@ -5,6 +5,8 @@ MESSAGES maps a message name to its fields, in declaration order:
 ENUMS maps an enum name to {value name: number}.
 LAYER_TYPE_FIELDS: per layer type, fork fields that share a Caffe field's
 number -> (the Caffe field that carries them, their message).
+FORK_SETTINGS: LayerParameter fields that forks add, which protobuf's
+LayerParameter lacks: binary files hold them under numbers read by layer type.
 """
 
 MESSAGES = {'BlobShape': {'dim': (1, 'int64', True, None, None)},
@@ -625,3 +627,12 @@ ENUMS = {'Phase': {'TRAIN': 0, 'TEST': 1},
  'ResizeParameter.Interp_mode': {'LINEAR': 1, 'AREA': 2, 'NEAREST': 3, 'CUBIC': 4, 'LANCZOS4': 5}}
 
 LAYER_TYPE_FIELDS = {'Interp': {'interp_param': ('input_param', 'InterpParameter')}}
+
+FORK_SETTINGS = ('upsample_param',
+ 'shuffle_channel_param',
+ 'permute_param',
+ 'prior_box_param',
+ 'detection_output_param',
+ 'norm_param',
+ 'psroi_pooling_param',
+ 'roi_pooling_param')

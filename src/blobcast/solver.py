@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 from .model import Layer, Model, layer_included
 from .params import Message
-from .tensor import Tensor, as_tensor
+from .tensor import Tensor, as_tensor, reshaped
 from .weights import expected_blob_count
 
 HISTORY_SETS = {"SGD": 1, "Nesterov": 1, "AdaGrad": 1, "RMSProp": 1, "AdaDelta": 2, "Adam": 2}
@@ -149,8 +149,20 @@ def tie_history(state: SolverState, slots: list[ParamSlot],
     for i, tensor in enumerate(state.history):
         slot = slots[i % params]
         if slot.shape is not None and tuple(tensor.shape) != tuple(slot.shape):
-            raise FormatError(
-                f"history tensor {i} has shape {list(tensor.shape)} but its parameter "
-                f"{slot.layer!r} blob {slot.index} has shape {list(slot.shape)}", where)
+            if not _legacy_history_fits(tuple(tensor.shape), tuple(slot.shape)):
+                raise FormatError(
+                    f"history tensor {i} has shape {list(tensor.shape)} but its parameter "
+                    f"{slot.layer!r} blob {slot.index} has shape {list(slot.shape)}", where)
+            tensor = reshaped(tensor, slot.shape)
         entries.append(HistoryEntry(slot, i // params, tensor))
     return entries
+
+
+def _legacy_history_fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+    """A history blob in the legacy 4-D num/channels/height/width that Caffe
+    before 2015 wrote for every blob: the parameter's shape with leading 1s
+    (1 x 1 x 1 x 20 for a [20] bias). Caffe's RestoreSolverStateFromBinaryProto
+    takes it (Blob::FromProto reshapes the history to what the file says) and
+    its update runs over the elements in order: the same values. This is the
+    legacy rule of Blob::ShapeEquals; any other shape stays a mismatch."""
+    return len(stored) == 4 and len(shape) <= 4 and stored == (1,) * (4 - len(shape)) + shape

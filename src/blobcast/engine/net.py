@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import layers  # noqa: F401  (registers the layer types)
 from ..errors import BlobcastError
-from ..layers.base import LAYER_TYPES, implementation, spec_for
+from ..layers.base import LAYER_TYPES, implementation, spec_for, unknown_settings
 from ..limits import check_allocation
 from ..model import Layer, Model, layer_included
 from ..tensor import aligned_values
@@ -160,6 +160,13 @@ class Net:
                     problem = implementation(layer.type, layer.name).arity_problem(layer)
                     if problem:  # fail early, as Caffe's CheckBlobCounts does
                         raise BlobcastError(f"layer {layer.name!r} ({layer.type}) {problem}")
+                    unknown = unknown_settings(layer)
+                    if unknown and skip_unrunnable:
+                        self.skipped.append(SkippedLayer(layer.name, layer.type, f"not run: {unknown}"))
+                        self.unrun.append(layer)
+                        continue
+                    if unknown:
+                        raise BlobcastError(f"layer {layer.name!r} ({layer.type}): {unknown}")
                 self.layers.append(layer)
         # Every data top, a training net's labels too (a training step reads them).
         self.declared_inputs = dict(self.inputs)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from math import prod
 
 from ..errors import BlobcastError
-from ..params import Message
+from ..params import Message, unknown_in
 
 SPECS: dict[str, type] = {}        # every type blobcast knows
 LAYER_TYPES: dict[str, type] = {}  # the types the engine runs
@@ -185,3 +185,20 @@ def canonical_axis(axis: int, ndim: int, name: str = "axis") -> int:
     if not -ndim <= axis < ndim:
         raise BlobcastError(f"{name} {axis} is out of range for a {ndim}-axis blob")
     return axis % ndim
+
+
+UNKNOWN_SETTINGS = "its computation may depend on settings blobcast does not know"
+
+
+def unknown_settings(layer) -> str | None:
+    """Why a layer cannot run as its fork meant: its settings (what its
+    computation reads) hold fields the schema does not know. Unknown fields
+    elsewhere (a data layer's source, a rule) are kept and do not matter."""
+    settings = implementation(layer.type, layer.name).settings
+    if settings is None or not layer.spec.has(settings):
+        return None
+    unknown = unknown_in(getattr(layer.spec, settings), settings)
+    if not unknown:
+        return None
+    more = f" and {len(unknown) - 4} more" if len(unknown) > 4 else ""
+    return f"{UNKNOWN_SETTINGS}: {', '.join(unknown[:4])}{more}"
