@@ -76,7 +76,7 @@ TargetOption = Annotated[Optional[str], typer.Option(
     "nnie or tidl; the net must use only what it accepts.")]
 WinogradOption = Annotated[bool, typer.Option(
     "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
-    "faster, not bit for bit Caffe's sums (see the README for the measured error).")]
+    "faster, not bit for bit Caffe's sums (docs/engine.md gives the measured error).")]
 AtolOption = Annotated[float, typer.Option("--atol", metavar="X", help="Absolute tolerance.")]
 RtolOption = Annotated[float, typer.Option(
     "--rtol", metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")]
