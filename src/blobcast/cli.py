@@ -15,17 +15,58 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand
+from typer import core as typer_core
+from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
 from .display import safe as escape
 from .errors import BlobcastError
 from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
+from .targets import TARGETS
+
+# click's usage errors: newer typer releases carry their own copy of click
+_ClickError = (getattr(typer_core, "_click", None) or typer_core.click).exceptions.ClickException
+
+
+def _json_usage_error(error) -> None:
+    """Under --json a usage error (unknown option, missing argument, bad
+    value) also prints the one JSON object a pipeline reads; click still
+    prints the usage and the error on stderr."""
+    if _state["json_in_arguments"] and not getattr(error, "json_printed", False):
+        _print_json({"ok": False, "error": error.format_message(), "exit_code": error.exit_code})
+        error.json_printed = True
+
+
+class _Group(TyperGroup):
+    def make_context(self, info_name, args, parent=None, **extra):
+        options = args[:args.index("--")] if "--" in args else args  # after "--" come file names
+        _state["json_in_arguments"] = "--json" in options
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _ClickError as error:
+            _json_usage_error(error)
+            raise
+
+    def resolve_command(self, ctx, args):
+        try:
+            return super().resolve_command(ctx, args)
+        except _ClickError as error:
+            _json_usage_error(error)
+            raise
 
 
 class _PlainCommand(TyperCommand):
     """Usage and argument lines with the arguments' plain names (`SOURCE`);
-    some typer versions write `{SOURCE}` or `SOURCE <str>`."""
+    some typer versions write `{SOURCE}` or `SOURCE <str>`. The default
+    opset in --help is the installed onnx and onnxruntime's, found when the
+    help is shown (importing onnx for every command would cost 0.3 s)."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except _ClickError as error:
+            _json_usage_error(error)
+            raise
 
     def _argument_names(self, ctx) -> list[str]:
         return [param.metavar or param.name.upper() for param in self.get_params(ctx)
@@ -35,6 +76,9 @@ class _PlainCommand(TyperCommand):
         return ([self.options_metavar] if self.options_metavar else []) + self._argument_names(ctx)
 
     def format_help(self, ctx, formatter) -> None:
+        for param in self.params:  # before typer draws the help, plainly or with rich
+            if DEFAULT_OPSET_MARK in (getattr(param, "help", None) or ""):
+                param.help = param.help.replace(DEFAULT_OPSET_MARK, str(_default_opset()))
         inner = ctx.make_formatter()
         super().format_help(ctx, inner)
         text = inner.getvalue()
@@ -43,14 +87,26 @@ class _PlainCommand(TyperCommand):
         formatter.write(text)
 
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Convert, inspect and verify Caffe models.")
+DEFAULT_OPSET_MARK = "{default_opset}"
+
+
+def _default_opset() -> int:
+    from .converters.onnx_format import DEFAULT_OPSET
+    from .converters.onnx_versions import default_opset
+
+    return default_opset(DEFAULT_OPSET)
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Convert, inspect and verify Caffe models. --json, --debug and --memory-budget "
+                  "go before or after the command.")
 stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
-_state: dict = {"debug": False, "memory_budget": None}
+_state: dict = {"debug": False, "memory_budget": None, "json": False, "json_in_arguments": False}
 # The format names --from/--to take (a test checks them against the converters).
 FORMAT_NAMES = ("caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy", "onnx",
                 "solverstate", "solverstate-h5")
@@ -72,8 +128,8 @@ InputOption = Annotated[Optional[list[str]], typer.Option(
 DeviceOption = Annotated[str, typer.Option(
     "--device", metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
 TargetOption = Annotated[Optional[str], typer.Option(
-    "--target", metavar="NAME", help="A runtime that takes Caffe: caffe, caffe-1.0, opencv, rknn, "
-    "nnie or tidl; the net must use only what it accepts.")]
+    "--target", metavar="NAME", help="A runtime that takes Caffe: " + ", ".join(TARGETS)
+    + "; the net must use only what it accepts.")]
 WinogradOption = Annotated[bool, typer.Option(
     "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
     "faster, not bit for bit Caffe's sums (docs/engine.md gives the measured error).")]
@@ -191,11 +247,13 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(debug: DebugOption = False, memory_budget: BudgetOption = None,
+          json_output: JsonOption = False,
           version: Annotated[bool, typer.Option(
               "--version", callback=_show_version, is_eager=True,
               help="Print the version and exit.")] = False):
     _state["debug"] = debug
     _state["memory_budget"] = memory_budget
+    _state["json"] = json_output
 
 
 def _input_shapes(specs, option: str = "--input") -> dict:
@@ -260,7 +318,9 @@ def convert(
     rtol: RtolOption = 1e-3,
     device: DeviceOption = "cpu",
     opset: Annotated[Optional[int], typer.Option(
-        "--opset", metavar="N", help="ONNX: the opset to write (default 26, at least 17).")] = None,
+        "--opset", metavar="N", help="ONNX: the opset to write (at least 17; default "
+        + DEFAULT_OPSET_MARK + ": the newest blobcast and the installed onnx and onnxruntime "
+        "take).")] = None,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch", help="ONNX: make the batch dimension symbolic.")] = False,
     external_data: Annotated[Optional[bool], typer.Option(
@@ -281,6 +341,8 @@ def convert(
     """Convert between Caffe formats and ONNX; the output is checked before it appears."""
     from .api import ForwardCheck
     from .api import convert as convert_file
+
+    json_output = json_output or _state["json"]
 
     def body():
         from .engine.plugins import load_layer_plugin
@@ -351,6 +413,8 @@ def inspect(
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
     from .inspection import inspect_file
 
+    json_output = json_output or _state["json"]
+
     def body():
         facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
                              file_format=from_format, target=target, modules=modules)
@@ -408,6 +472,8 @@ def modularize(
     and instantiated where it occurs; checked to flatten back to the same net."""
     from .api import modularize as modularize_net
 
+    json_output = json_output or _state["json"]
+
     def body():
         report = modularize_net(source, destination, prototxt=prototxt, overwrite=force)
         found = ", ".join(f"{m['module']} x{len(m['instances'])}" for m in report["modules"])
@@ -440,6 +506,8 @@ def draw(
     """Draw the net as Caffe's draw_net.py does, with module instances as clusters (found in
     flat nets), blob shapes on the edges, and with --against the error of each blob."""
     from .draw import draw_file as draw_net
+
+    json_output = json_output or _state["json"]
 
     def body():
         from .verify import RunOptions
@@ -480,6 +548,8 @@ def verify(
 ):
     """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
     from .verify import verify_files
+
+    json_output = json_output or _state["json"]
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
@@ -549,6 +619,8 @@ def run_command(
     """Run one model forward and show (or --save) its outputs."""
     from .fileio import atomic_destination, check_distinct
     from .verify import run_model, save_blobs
+
+    json_output = json_output or _state["json"]
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
