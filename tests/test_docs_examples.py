@@ -169,3 +169,13 @@ def test_links_between_pages_lead_to_pages_that_exist():
             if not (page.parent / target).resolve().exists():
                 broken.append(f"{page.relative_to(ROOT)} -> {target}")
     assert broken == []
+
+
+def test_the_contributing_layout_names_every_module():
+    page = (ROOT / "docs" / "contributing.md").read_text()
+    modules = [path for folder in ("src/blobcast", "converters", "benchmarks", "scripts", "fixtures")
+               for path in (ROOT / folder).rglob("*.py") if not path.name.startswith("__")]
+    names = {path: (path.name, path.stem, path.relative_to(ROOT)) for path in modules}
+    unnamed = sorted(str(path.relative_to(ROOT)) for path in modules
+                     if not any(f"`{name}`" in page for name in names[path]))
+    assert unnamed == [], "modules docs/contributing.md's layout table does not name"

@@ -6,7 +6,6 @@ click versions derive the name from the metavar (`--PROTOTXT`).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -15,89 +14,15 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from typer import core as typer_core
-from typer.core import TyperCommand, TyperGroup
 
 from . import __version__
+from .cli_commands import DEFAULT_OPSET_MARK, ConventionGroup, PlainCommand, print_json
 from .display import safe as escape
 from .errors import BlobcastError
 from .fileio import committed_outputs, forget_committed_outputs, request_stop, stop_requested
 from .targets import TARGETS
 
-# click's usage errors: newer typer releases carry their own copy of click
-_ClickError = (getattr(typer_core, "_click", None) or typer_core.click).exceptions.ClickException
-
-
-def _json_usage_error(error) -> None:
-    """Under --json a usage error (unknown option, missing argument, bad
-    value) also prints the one JSON object a pipeline reads; click still
-    prints the usage and the error on stderr."""
-    if _state["json_in_arguments"] and not getattr(error, "json_printed", False):
-        _print_json({"ok": False, "error": error.format_message(), "exit_code": error.exit_code})
-        error.json_printed = True
-
-
-class _Group(TyperGroup):
-    def make_context(self, info_name, args, parent=None, **extra):
-        options = args[:args.index("--")] if "--" in args else args  # after "--" come file names
-        _state["json_in_arguments"] = "--json" in options
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except _ClickError as error:
-            _json_usage_error(error)
-            raise
-
-    def resolve_command(self, ctx, args):
-        try:
-            return super().resolve_command(ctx, args)
-        except _ClickError as error:
-            _json_usage_error(error)
-            raise
-
-
-class _PlainCommand(TyperCommand):
-    """Usage and argument lines with the arguments' plain names (`SOURCE`);
-    some typer versions write `{SOURCE}` or `SOURCE <str>`. The default
-    opset in --help is the installed onnx and onnxruntime's, found when the
-    help is shown (importing onnx for every command would cost 0.3 s)."""
-
-    def make_context(self, info_name, args, parent=None, **extra):
-        try:
-            return super().make_context(info_name, args, parent=parent, **extra)
-        except _ClickError as error:
-            _json_usage_error(error)
-            raise
-
-    def _argument_names(self, ctx) -> list[str]:
-        return [param.metavar or param.name.upper() for param in self.get_params(ctx)
-                if param.param_type_name == "argument"]
-
-    def collect_usage_pieces(self, ctx) -> list[str]:
-        return ([self.options_metavar] if self.options_metavar else []) + self._argument_names(ctx)
-
-    def format_help(self, ctx, formatter) -> None:
-        for param in self.params:  # before typer draws the help, plainly or with rich
-            if DEFAULT_OPSET_MARK in (getattr(param, "help", None) or ""):
-                param.help = param.help.replace(DEFAULT_OPSET_MARK, str(_default_opset()))
-        inner = ctx.make_formatter()
-        super().format_help(ctx, inner)
-        text = inner.getvalue()
-        for name in self._argument_names(ctx):
-            text = text.replace(f"{name} <str>", f"{name}      ")
-        formatter.write(text)
-
-
-DEFAULT_OPSET_MARK = "{default_opset}"
-
-
-def _default_opset() -> int:
-    from .converters.onnx_format import DEFAULT_OPSET
-    from .converters.onnx_versions import default_opset
-
-    return default_opset(DEFAULT_OPSET)
-
-
-app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+app = typer.Typer(cls=ConventionGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Convert, inspect and verify Caffe models. --json, --debug and --memory-budget "
                   "go before or after the command.")
@@ -106,7 +31,7 @@ stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
-_state: dict = {"debug": False, "memory_budget": None, "json": False, "json_in_arguments": False}
+_state: dict = {"debug": False, "memory_budget": None, "json": False}
 # The format names --from/--to take (a test checks them against the converters).
 FORMAT_NAMES = ("caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy", "onnx",
                 "solverstate", "solverstate-h5")
@@ -150,13 +75,9 @@ def _debug_enabled() -> bool:
     return _state["debug"] or os.environ.get("BLOBCAST_DEBUG", "") not in ("", "0")
 
 
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 def _fail(message: str, code: int, json_output: bool) -> typer.Exit:
     if json_output:  # a pipeline never parses an empty stdout
-        _print_json({"ok": False, "error": message, "exit_code": code})
+        print_json({"ok": False, "error": message, "exit_code": code})
     stderr.print(f"blobcast: error: {escape(message)}")
     return typer.Exit(code)
 
@@ -283,7 +204,7 @@ def _onnx_options(opset, dynamic_batch, external_data, strict) -> dict:
     return options
 
 
-@app.command(cls=_PlainCommand,
+@app.command(cls=PlainCommand,
              short_help="Convert between formats, checked before the output appears.")
 def convert(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="File to read.", show_default=False)],
@@ -364,7 +285,7 @@ def convert(
                               onnx_options=onnx_options or None, target=target,
                               solver=solver, find_modules=find_modules)
         if json_output:
-            _print_json({"ok": True, **report.to_dict()})
+            print_json({"ok": True, **report.to_dict()})
             return
         for note in (report.weights.notes if report.weights else []) + report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
@@ -391,7 +312,7 @@ def _summary_lines(report) -> list[str]:
     return lines
 
 
-@app.command(cls=_PlainCommand, short_help="Show a model's layers and blobs, or a solver state's history.")
+@app.command(cls=PlainCommand, short_help="Show a model's layers and blobs, or a solver state's history.")
 def inspect(
     file: Annotated[str, typer.Argument(metavar="FILE", help="Model, net definition or solver state.",
                                         show_default=False)],
@@ -420,7 +341,7 @@ def inspect(
                              file_format=from_format, target=target, modules=modules)
         fits = facts.get("target", {}).get("fits", True)
         if json_output:
-            _print_json({"ok": fits, **facts, **({} if fits else {"exit_code": 1})})
+            print_json({"ok": fits, **facts, **({} if fits else {"exit_code": 1})})
         else:
             from .render import render
 
@@ -451,12 +372,12 @@ def _format_error(value: float | None) -> str:
 def _say(report: dict, json_output: bool, line: str) -> None:
     """A command's report: the JSON object, or its one line."""
     if json_output:
-        _print_json({"ok": True, **report})
+        print_json({"ok": True, **report})
     else:
         stdout.print(line)
 
 
-@app.command(cls=_PlainCommand, short_help="Write a flat net with its repeated blocks as modules.")
+@app.command(cls=PlainCommand, short_help="Write a flat net with its repeated blocks as modules.")
 def modularize(
     source: Annotated[str, typer.Argument(metavar="NET", help="Net (.prototxt, or weights with "
                                           "--prototxt).", show_default=False)],
@@ -484,7 +405,7 @@ def modularize(
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
-@app.command(cls=_PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
+@app.command(cls=PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
 def draw(
     source: Annotated[str, typer.Argument(metavar="NET", help="Model or net definition.",
                                           show_default=False)],
@@ -522,7 +443,7 @@ def draw(
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget)
 
 
-@app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
+@app.command(cls=PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
 def verify(
     a: Annotated[str, typer.Argument(metavar="A", help="A model (any format with layers).",
                                      show_default=False)],
@@ -556,7 +477,7 @@ def verify(
                                python_path, layer_plugins=layer_plugins, winograd=winograd)
         report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite)
         if json_output:
-            _print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
+            print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
                          **report.to_dict()})
         else:
             _print_verify(report)
@@ -594,7 +515,7 @@ def _print_verify(report) -> None:
                      f"order is {escape(first.name)!r}")
 
 
-@app.command("run", cls=_PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
+@app.command("run", cls=PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
 def run_command(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to run.", show_default=False)],
     prototxt: PrototxtOption = None,
@@ -639,7 +560,7 @@ def run_command(
                     "max": float(value.max()) if value.size else None,
                     "first": [float(v) for v in value.ravel()[:4]]} for name, value in blobs.items()]
         if json_output:
-            _print_json({"ok": True, "model": model,
+            print_json({"ok": True, "model": model,
                          "inputs": {k: list(v.shape) for k, v in given.items()},
                          "blobs": summary, "saved": save, "notes": notes})
             return
