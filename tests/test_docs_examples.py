@@ -3,8 +3,9 @@ the repository has.
 
 An HTML comment before each fenced block says what to do with it:
 `<!-- example: run -->` (`run; exit N` when the block must end with exit
-code N), `<!-- example: file NAME -->` (write the block to NAME for later
-blocks of the page) or `<!-- example: skip (why) -->`. The blocks of one page
+code N), `<!-- example: output -->` (every line of the block is in what the
+run block before it printed), `<!-- example: file NAME -->` (write the block
+to NAME for later blocks of the page) or `<!-- example: skip (why) -->`. The blocks of one page
 run in order in one scratch folder whose `fixtures/` is the repository's.
 """
 
@@ -22,7 +23,7 @@ import pytest
 from .conftest import ROOT
 
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
-MARKER = re.compile(r"<!-- example: (?P<action>run|file|skip)(?P<detail>[^>]*?) -->")
+MARKER = re.compile(r"<!-- example: (?P<action>run|output|file|skip)(?P<detail>[^>]*?) -->")
 FENCE = re.compile(r"^(?P<indent> *)```(?P<language>[\w-]*)\s*$")
 RUNNABLE = {"sh", "python"}
 
@@ -81,6 +82,9 @@ def test_every_fenced_block_says_whether_it_runs():
                     if block.action == "run" and block.language not in RUNNABLE]
     assert not_runnable == []
     assert sum(block.action == "run" for block in ALL_BLOCKS) >= 20
+    first_blocks = [page_blocks[0].where() for page_blocks in map(fenced_blocks, PAGES)
+                    if page_blocks and page_blocks[0].action == "output"]
+    assert first_blocks == []
 
 
 def test_examples_name_only_files_the_repository_has():
@@ -127,12 +131,18 @@ PAGES_WITH_EXAMPLES = [page for page in PAGES
 @pytest.mark.slow
 @pytest.mark.parametrize("page", PAGES_WITH_EXAMPLES, ids=lambda page: str(page.relative_to(ROOT)))
 def test_the_examples_of_a_page_run(page, tmp_path):
-    environment = _scratch(tmp_path)
+    environment, printed = _scratch(tmp_path), None
     for block in fenced_blocks(page):
         if block.action == "file":
             (tmp_path / block.detail).write_text(block.code)
+        elif block.action == "output":
+            assert printed is not None, f"{block.where()}: no run block before it"
+            lines = [line.strip() for line in block.code.splitlines() if line.strip()]
+            missing = [line for line in lines if line not in printed]
+            assert missing == [], f"{block.where()}: not printed by the block before it:\n{printed}"
         elif block.action == "run":
             result = _run_block(block, tmp_path, environment)
+            printed = result.stdout + result.stderr
             assert result.returncode == block.expected_exit, (
                 f"{block.where()} exited {result.returncode}, not {block.expected_exit}:\n"
                 f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
