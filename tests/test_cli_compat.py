@@ -76,6 +76,7 @@ def test_usage_errors_under_json_print_one_json_object():
     for arguments, error in ((["--json", "inspect", zoo, "--no-such-option"], "No such option"),
                              (["inspect", "--json"], "Missing argument"),
                              (["--json", "no-such-command"], "No such command"),
+                             (["--json"], "Missing command"),
                              (["convert", zoo, "--json"], "Missing argument"),
                              (["convert", zoo, "out.onnx", "--opset", "x", "--json"], "Invalid value")):
         shown = blobcast(*arguments)

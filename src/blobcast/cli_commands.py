@@ -50,6 +50,13 @@ class ConventionGroup(TyperGroup):
             _json_usage_error(error)
             raise
 
+    def invoke(self, ctx):
+        try:  # "Missing command." is raised here
+            return super().invoke(ctx)
+        except ClickError as error:
+            _json_usage_error(error)
+            raise
+
 
 class PlainCommand(TyperCommand):
     """Usage and argument lines with the arguments' plain names (`SOURCE`);
