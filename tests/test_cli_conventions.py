@@ -75,3 +75,13 @@ def test_help_gives_the_default_opset_of_the_installed_onnxruntime(monkeypatch):
     assert "default 23:" in _flat(run("convert", "-h").output)
     monkeypatch.setattr(onnx_versions, "installed_runtime", lambda: "1.17.3")
     assert "default 20:" in _flat(run("convert", "-h").output)
+
+
+def test_draw_replaces_an_existing_drawing_only_with_force(tmp_path):
+    drawing = tmp_path / "zoo.dot"
+    drawing.write_text("mine")
+    refused = run("draw", ZOO, drawing)
+    assert refused.exit_code == 2 and "already exists; use --force" in refused.output
+    assert drawing.read_text() == "mine"
+    assert run("draw", ZOO, drawing, "--force").exit_code == 0
+    assert drawing.read_text().startswith("digraph")

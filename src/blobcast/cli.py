@@ -420,6 +420,7 @@ def draw(
         ".npz of blobs), as verify --all-blobs measures it.")] = None,
     inputs: Annotated[Optional[list[str]], typer.Option(
         "--input", metavar="NAME=SHAPE", help="An input shape for the comparison.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace OUT if it exists.")] = False,
     memory_budget: BudgetOption = None,
     debug: DebugOption = False,
     json_output: JsonOption = False,
@@ -434,7 +435,7 @@ def draw(
         from .verify import RunOptions
 
         report = draw_net(source, destination, prototxt=prototxt, expand=expand, against=against,
-                          options=RunOptions(inputs=tuple(inputs or ())))
+                          options=RunOptions(inputs=tuple(inputs or ())), overwrite=force)
         first = f"; first bad blob: {report['first_mismatch']}" if report["first_mismatch"] else ""
         _say(report, json_output,
              f"{escape(source)} -> {escape(destination)} ({report['format']}): "

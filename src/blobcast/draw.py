@@ -120,14 +120,15 @@ def _clusters(model: Model, parent: str | None, layer_lines: dict, indent: str) 
     return lines
 
 
-def write_drawing(text: str, path: str) -> str:
-    """Write DOT text, or what Graphviz's dot renders of it; returns the format written."""
+def write_drawing(text: str, path: str, overwrite: bool = False) -> str:
+    """Write DOT text, or what Graphviz's dot renders of it; returns the format
+    written. An existing file is replaced only with `overwrite`."""
     from .fileio import atomic_destination
 
     suffix = os.path.splitext(path)[1].lower()
     kind = RENDERED.get(suffix)
     if kind is None:
-        with atomic_destination(path, overwrite=True) as temporary:
+        with atomic_destination(path, overwrite=overwrite) as temporary:
             with open(temporary, "w", encoding="utf-8") as handle:
                 handle.write(text)
         return "dot"
@@ -135,7 +136,7 @@ def write_drawing(text: str, path: str) -> str:
     if program is None:
         raise BlobcastError(f"drawing {suffix} needs Graphviz's dot program (not found); install "
                             "graphviz, or write .dot text", path)
-    with atomic_destination(path, overwrite=True) as temporary:
+    with atomic_destination(path, overwrite=overwrite) as temporary:
         try:
             subprocess.run([program, f"-T{kind}", "-o", temporary], input=text.encode("utf-8"),
                            check=True, capture_output=True, timeout=DOT_SECONDS)
@@ -149,7 +150,7 @@ def write_drawing(text: str, path: str) -> str:
 
 
 def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prototxt: str | None = None,
-         expand: bool = False, against: str | None = None, options=None) -> dict:
+         expand: bool = False, against: str | None = None, options=None, overwrite: bool = False) -> dict:
     """Draw the net (DOT; SVG/PNG/PDF with Graphviz) with its module instances
     collapsed or, with `expand`, as clusters; with `against`, each blob's error
     against that model (or .npz) colours its edge and the first bad layer."""
@@ -177,7 +178,7 @@ def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prot
         report = verify_files(source, os.fspath(against), run)
         comparisons = {c.name: c for c in report.compared}
     kind = write_drawing(dot_text(model, expand=expand, shapes=shapes, comparisons=comparisons),
-                         destination)
+                         destination, overwrite)
     first = report.first_mismatch if report is not None else None
     return {"source": source, "destination": destination, "format": kind,
             "instances": len(model.modules), "layers": len(model.layers),
