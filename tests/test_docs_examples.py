@@ -172,12 +172,19 @@ def test_the_readme_is_a_front_page():
     assert ".venv/bin/python -m pytest -q" in readme
 
 
-def test_links_between_pages_lead_to_pages_that_exist():
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors for a page's headings."""
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", page.read_text(), flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_links_between_pages_lead_to_pages_and_headings_that_exist():
     broken = []
     for page in PAGES:
-        for target in re.findall(r"\]\(([\w./-]+\.md)(?:#[\w-]*)?\)", page.read_text()):
-            if not (page.parent / target).resolve().exists():
-                broken.append(f"{page.relative_to(ROOT)} -> {target}")
+        for target, anchor in re.findall(r"\]\(([\w./-]+\.md)(?:#([\w-]*))?\)", page.read_text()):
+            linked = (page.parent / target).resolve()
+            if not linked.exists() or (anchor and anchor not in _anchors(linked)):
+                broken.append(f"{page.relative_to(ROOT)} -> {target}#{anchor}")
     assert broken == []
 
 
