@@ -456,7 +456,7 @@ def build_training_info(model: Model, builder):
     grads = _gradients(g, params, loss, list(builder.net.inputs) + labels)
     if solver.clip_gradients >= 0:
         grads = _clip(g, grads, solver.clip_gradients)
-    # Normalize (iter_size): the gradient is taken of the batch fed, as one pass; see README.
+    # Normalize (iter_size): the gradient is taken of the batch fed, as one pass; see docs/training.md.
     rate, new_step = _learning_rate(g, solver, ITERATION, CURRENT_STEP)
     next_iter = g.binary("Add", ITERATION, g.const("one_step", 1, np.int64), "iter_next")
     history = [typed[s * n:(s + 1) * n] for s in range(len(suffixes))]

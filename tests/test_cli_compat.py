@@ -74,3 +74,29 @@ def test_json_on_failure_too(tmp_path):
     opset = blobcast("convert", GENERATED / "lenet.caffemodel", tmp_path / "x.onnx", "--opset", "99")
     assert opset.returncode == 2 and "--opset 99: blobcast writes opsets 17 to" in opset.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_usage_errors_under_json_print_one_json_object():
+    zoo = CAFFE / "zoo" / "zoo.caffemodel"
+    for arguments, error in ((["--json", "inspect", zoo, "--no-such-option"], "No such option"),
+                             (["inspect", "--json"], "Missing argument"),
+                             (["--json", "no-such-command"], "No such command"),
+                             (["--json"], "Missing command"),
+                             (["convert", zoo, "--json"], "Missing argument"),
+                             (["convert", zoo, "out.onnx", "--opset", "x", "--json"], "Invalid value")):
+        shown = blobcast(*arguments)
+        assert shown.returncode == 2, arguments
+        report = json.loads(shown.stdout)  # exactly one object: anything more fails to parse
+        assert report["ok"] is False and report["exit_code"] == 2 and error in report["error"], report
+        assert error in shown.stderr and "Traceback" not in shown.stderr
+    shown = blobcast("inspect", zoo, "--no-such-option")
+    assert shown.returncode == 2 and shown.stdout == ""  # without --json, stdout stays empty
+
+
+def test_h_and_global_options_after_the_command():
+    shown = blobcast("inspect", "-h")  # typer 0.12 draws the options in a table
+    assert shown.returncode == 0 and "Usage: blobcast inspect" in shown.stdout
+    assert shown.stdout == blobcast("inspect", "--help").stdout
+    zoo = CAFFE / "zoo" / "zoo.caffemodel"
+    shown = blobcast("inspect", zoo, "--memory-budget", "64M", "--debug", "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["ok"] is True

@@ -327,11 +327,11 @@ def test_an_instances_phase_rules_reach_every_layer_it_makes(tmp_path):
     assert test_net.outputs == ["p1"]
 
 
-def test_the_readme_googlenet_is_bvlcs_googlenet():
+def test_the_documented_googlenet_is_bvlcs_googlenet():
     from .conftest import ROOT
 
-    readme = (ROOT / "README.md").read_text()
-    code = readme.split("**From Python**")[1].split("```python")[1].split("```")[0]
+    page = (ROOT / "docs" / "modules.md").read_text()
+    code = page.split("## From Python")[1].split("```python")[1].split("```")[0]
     assert len(code.strip().splitlines()) < 40
     namespace: dict = {}
     exec(code, namespace)
@@ -344,7 +344,7 @@ def test_the_readme_googlenet_is_bvlcs_googlenet():
     _with_weights(built)
     from blobcast.modules import module_tree
 
-    assert module_tree(built)[0]["parameters"] == 163_696  # inception_3a, as the README says
+    assert module_tree(built)[0]["parameters"] == 163_696  # inception_3a, as docs/modules.md says
 
 
 def test_hostile_modular_files_are_refused_in_bounded_time(tmp_path):

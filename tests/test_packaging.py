@@ -1,7 +1,9 @@
-"""The package ships blobcast.converters and the generated schema in a wheel."""
+"""The package ships blobcast.converters and the generated schema in a wheel; its sdist and
+metadata are what a registry shows."""
 
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -52,3 +54,35 @@ def test_core_model_does_not_import_file_format_libraries():
             "print(sorted(m for m in ('google.protobuf', 'h5py', 'onnx') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_the_sdist_ships_no_tests_and_the_metadata_a_registry_shows(tmp_path):
+    build = ("import sys; from setuptools import build_meta; "
+             "print(build_meta.build_sdist(sys.argv[1]))")
+    result = subprocess.run([sys.executable, "-c", build, str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    with tarfile.open(tmp_path / result.stdout.strip().splitlines()[-1]) as sdist:
+        names = [name.split("/", 1)[1] for name in sdist.getnames() if "/" in name]
+        metadata = sdist.extractfile(next(m for m in sdist.getmembers() if m.name.count("/") == 1
+                                          and m.name.endswith("/PKG-INFO"))).read().decode()
+    # its tests need the repository's fixtures, docs and scripts: none ship, so none fail
+    assert not [name for name in names if name.startswith("tests/")]
+    assert "proto/caffe.proto" in names and "README.md" in names and "LICENSE" in names
+    fields = [line.split(": ", 1) for line in metadata.split("\n\n")[0].splitlines() if ": " in line]
+    values = {}
+    for key, value in fields:
+        values.setdefault(key, []).append(value)
+    assert values["License-Expression"] == ["MIT"] and values["Author"]
+    urls = {url.split(",")[0] for url in values["Project-URL"]}
+    assert {"Homepage", "Documentation", "Source", "Issues"} <= urls
+    python = "Programming Language :: Python :: 3."
+    versions = {c.rsplit(":: ", 1)[1] for c in values["Classifier"] if c.startswith(python)}
+    assert versions == {"3.10", "3.11", "3.12", "3.13"}
+    assert "caffe" in values["Keywords"][0] and "onnx" in values["Keywords"][0]
+    assert values["Description-Content-Type"] == ["text/markdown"]
+    # no upper bound that makes pip report a conflict when another package needs a newer one
+    required = [r for r in values["Requires-Dist"] if "extra ==" not in r]
+    assert [r for r in required if "<" in r] == ["protobuf<8,>=7.35.1"]
+    assert not [r for r in required if r.startswith("ml_dtypes")]

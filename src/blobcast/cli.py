@@ -6,7 +6,6 @@ click versions derive the name from the metavar (`--PROTOTXT`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -14,9 +13,9 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperCommand
 
 from . import __version__
+from .cli_commands import DEFAULT_OPSET_MARK, ConventionGroup, PlainCommand, print_json
 from .display import safe as escape
 from .errors import BlobcastError, BlobcastNote
 from .stopping import (
@@ -27,37 +26,19 @@ from .stopping import (
     interruption,
     stop_requested,
 )
+from .targets import TARGETS
 
-
-class _PlainCommand(TyperCommand):
-    """Usage and argument lines with the arguments' plain names (`SOURCE`);
-    some typer versions write `{SOURCE}` or `SOURCE <str>`."""
-
-    def _argument_names(self, ctx) -> list[str]:
-        return [param.metavar or param.name.upper() for param in self.get_params(ctx)
-                if param.param_type_name == "argument"]
-
-    def collect_usage_pieces(self, ctx) -> list[str]:
-        return ([self.options_metavar] if self.options_metavar else []) + self._argument_names(ctx)
-
-    def format_help(self, ctx, formatter) -> None:
-        inner = ctx.make_formatter()
-        super().format_help(ctx, inner)
-        text = inner.getvalue()
-        for name in self._argument_names(ctx):
-            text = text.replace(f"{name} <str>", f"{name}      ")
-        formatter.write(text)
-
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Convert, inspect and verify Caffe models.")
+app = typer.Typer(cls=ConventionGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Convert, inspect and verify Caffe models. --json, --debug and --memory-budget "
+                  "go before or after the command.")
 # emoji=False: a name from a file such as ":smile:" is shown as written
 stdout = Console(highlight=False, soft_wrap=True, emoji=False)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
-_state: dict = {"debug": False, "memory_budget": None}
+_state: dict = {"debug": False, "memory_budget": None, "json": False}
 # The format names --from/--to take (a test checks them against the converters).
 FORMAT_NAMES = ("caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy", "onnx",
                 "solverstate", "solverstate-h5")
@@ -79,11 +60,11 @@ InputOption = Annotated[Optional[list[str]], typer.Option(
 DeviceOption = Annotated[str, typer.Option(
     "--device", metavar="cpu|gpu|auto", help="Where to run: CPU (NumPy), GPU (CuPy) or either.")]
 TargetOption = Annotated[Optional[str], typer.Option(
-    "--target", metavar="NAME", help="A runtime that takes Caffe: caffe, caffe-1.0, opencv, rknn, "
-    "nnie or tidl; the net must use only what it accepts.")]
+    "--target", metavar="NAME", help="A runtime that takes Caffe: " + ", ".join(TARGETS)
+    + "; the net must use only what it accepts.")]
 WinogradOption = Annotated[bool, typer.Option(
     "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
-    "faster, not bit for bit Caffe's sums (see the README for the measured error).")]
+    "faster, not bit for bit Caffe's sums (docs/engine.md gives the measured error).")]
 AtolOption = Annotated[float, typer.Option("--atol", metavar="X", help="Absolute tolerance.")]
 RtolOption = Annotated[float, typer.Option(
     "--rtol", metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")]
@@ -101,13 +82,9 @@ def _debug_enabled() -> bool:
     return _state["debug"] or os.environ.get("BLOBCAST_DEBUG", "") not in ("", "0")
 
 
-def _print_json(data) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
 def _fail(message: str, code: int, json_output: bool) -> typer.Exit:
     if json_output:  # a pipeline never parses an empty stdout
-        _print_json({"ok": False, "error": message, "exit_code": code})
+        print_json({"ok": False, "error": message, "exit_code": code})
     stderr.print(f"blobcast: error: {escape(message)}")
     return typer.Exit(code)
 
@@ -207,11 +184,13 @@ def _show_version(value: bool) -> None:
 
 @app.callback()
 def _main(debug: DebugOption = False, memory_budget: BudgetOption = None,
+          json_output: JsonOption = False,
           version: Annotated[bool, typer.Option(
               "--version", callback=_show_version, is_eager=True,
               help="Print the version and exit.")] = False):
     _state["debug"] = debug
     _state["memory_budget"] = memory_budget
+    _state["json"] = json_output
 
 
 def _input_shapes(specs, option: str = "--input") -> dict:
@@ -241,7 +220,7 @@ def _onnx_options(opset, dynamic_batch, external_data, strict) -> dict:
     return options
 
 
-@app.command(cls=_PlainCommand,
+@app.command(cls=PlainCommand,
              short_help="Convert between formats, checked before the output appears.")
 def convert(
     source: Annotated[str, typer.Argument(metavar="SOURCE", help="File to read.", show_default=False)],
@@ -276,7 +255,9 @@ def convert(
     rtol: RtolOption = 1e-3,
     device: DeviceOption = "cpu",
     opset: Annotated[Optional[int], typer.Option(
-        "--opset", metavar="N", help="ONNX: the opset to write (default 26, at least 17).")] = None,
+        "--opset", metavar="N", help="ONNX: the opset to write (at least 17; default "
+        + DEFAULT_OPSET_MARK + ": the newest blobcast and the installed onnx and onnxruntime "
+        "take).")] = None,
     dynamic_batch: Annotated[bool, typer.Option(
         "--dynamic-batch", help="ONNX: make the batch dimension symbolic.")] = False,
     external_data: Annotated[Optional[bool], typer.Option(
@@ -297,6 +278,8 @@ def convert(
     """Convert between Caffe formats and ONNX; the output is checked before it appears."""
     from .api import ForwardCheck
     from .api import convert as convert_file
+
+    json_output = json_output or _state["json"]
 
     def body():
         from .engine.plugins import load_layer_plugin
@@ -320,7 +303,7 @@ def convert(
                               onnx_options=onnx_options or None, target=target,
                               solver=solver, find_modules=find_modules)
         if json_output:
-            _print_json({"ok": True, **report.to_dict()})
+            print_json({"ok": True, **report.to_dict()})
             return
         for note in (report.weights.notes if report.weights else []) + report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
@@ -348,7 +331,7 @@ def _summary_lines(report) -> list[str]:
     return lines
 
 
-@app.command(cls=_PlainCommand, short_help="Show a model's layers and blobs, or a solver state's history.")
+@app.command(cls=PlainCommand, short_help="Show a model's layers and blobs, or a solver state's history.")
 def inspect(
     file: Annotated[str, typer.Argument(metavar="FILE", help="Model, net definition or solver state.",
                                         show_default=False)],
@@ -370,12 +353,14 @@ def inspect(
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
     from .inspection import inspect_file
 
+    json_output = json_output or _state["json"]
+
     def body():
         facts = inspect_file(file, prototxt=prototxt, stats=stats, solver=solver,
                              file_format=from_format, target=target, modules=modules)
         fits = facts.get("target", {}).get("fits", True)
         if json_output:
-            _print_json({"ok": fits, **facts, **({} if fits else {"exit_code": 1})})
+            print_json({"ok": fits, **facts, **({} if fits else {"exit_code": 1})})
         else:
             from .render import render
 
@@ -407,12 +392,12 @@ def _format_error(value: float | None) -> str:
 def _say(report: dict, json_output: bool, line: str) -> None:
     """A command's report: the JSON object, or its one line."""
     if json_output:
-        _print_json({"ok": True, **report})
+        print_json({"ok": True, **report})
     else:
         stdout.print(line)
 
 
-@app.command(cls=_PlainCommand, short_help="Write a flat net with its repeated blocks as modules.")
+@app.command(cls=PlainCommand, short_help="Write a flat net with its repeated blocks as modules.")
 def modularize(
     source: Annotated[str, typer.Argument(metavar="NET", help="Net (.prototxt, or weights with "
                                           "--prototxt).", show_default=False)],
@@ -428,6 +413,8 @@ def modularize(
     and instantiated where it occurs; checked to flatten back to the same net."""
     from .api import modularize as modularize_net
 
+    json_output = json_output or _state["json"]
+
     def body():
         report = modularize_net(source, destination, prototxt=prototxt, overwrite=force)
         found = ", ".join(f"{escape(m['module'])} x{len(m['instances'])}" for m in report["modules"])
@@ -439,7 +426,7 @@ def modularize(
          files=[source, prototxt])
 
 
-@app.command(cls=_PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
+@app.command(cls=PlainCommand, short_help="Draw the net as a graph, modules as clusters.")
 def draw(
     source: Annotated[str, typer.Argument(metavar="NET", help="Model or net definition.",
                                           show_default=False)],
@@ -463,6 +450,8 @@ def draw(
     flat nets), blob shapes on the edges, and with --against the error of each blob."""
     from .draw import draw_file as draw_net
 
+    json_output = json_output or _state["json"]
+
     def body():
         from .verify import RunOptions
 
@@ -477,7 +466,7 @@ def draw(
          files=[source, prototxt, against])
 
 
-@app.command(cls=_PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
+@app.command(cls=PlainCommand, short_help="Run A and B on the same inputs and compare their outputs.")
 def verify(
     a: Annotated[str, typer.Argument(metavar="A", help="A model (any format with layers).",
                                      show_default=False)],
@@ -508,6 +497,8 @@ def verify(
     """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
     from .verify import parse_tolerance, verify_files
 
+    json_output = json_output or _state["json"]
+
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, layer_plugins=layer_plugins, winograd=winograd)
@@ -515,7 +506,7 @@ def verify(
         report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite,
                               tolerances=per_blob)
         if json_output:
-            _print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
+            print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
                          **report.to_dict()})
         else:
             _print_verify(report)
@@ -556,7 +547,7 @@ def _print_verify(report) -> None:
                      f"order is {escape(repr(first.name))}")
 
 
-@app.command("run", cls=_PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
+@app.command("run", cls=PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
 def run_command(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="The model to run.", show_default=False)],
     prototxt: PrototxtOption = None,
@@ -582,6 +573,8 @@ def run_command(
     from .fileio import atomic_destination, check_distinct
     from .verify import run_model, save_blobs
 
+    json_output = json_output or _state["json"]
+
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, random_weights, layer_plugins, winograd)
@@ -599,7 +592,7 @@ def run_command(
                     "max": float(value.max()) if value.size else None,
                     "first": [float(v) for v in value.ravel()[:4]]} for name, value in blobs.items()]
         if json_output:
-            _print_json({"ok": True, "model": model,
+            print_json({"ok": True, "model": model,
                          "inputs": {k: list(v.shape) for k, v in given.items()},
                          "blobs": summary, "saved": save, "notes": notes})
             return

@@ -121,7 +121,8 @@ def _clusters(model: Model, parent: str | None, layer_lines: dict, indent: str) 
 
 
 def write_drawing(text: str, path: str, overwrite: bool = False) -> str:
-    """Write DOT text, or what Graphviz's dot renders of it; returns the format written."""
+    """Write DOT text, or what Graphviz's dot renders of it; returns the format
+    written. An existing file is replaced only with `overwrite`."""
     from .fileio import atomic_destination
 
     suffix = os.path.splitext(path)[1].lower()
@@ -149,8 +150,7 @@ def write_drawing(text: str, path: str, overwrite: bool = False) -> str:
 
 
 def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prototxt: str | None = None,
-              expand: bool = False, against: str | None = None, options=None,
-              overwrite: bool = False) -> dict:
+         expand: bool = False, against: str | None = None, options=None, overwrite: bool = False) -> dict:
     """Draw the net (DOT; SVG/PNG/PDF with Graphviz) with its module instances
     collapsed or, with `expand`, as clusters; with `against`, each blob's error
     against that model (or .npz) colours its edge and the first bad layer."""

@@ -19,7 +19,7 @@ LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 REGULARIZATION = ("L1", "L2")
 
 # How the ONNX training step writes each solver's update, and how exactly it
-# matches Caffe (README, "Training state in ONNX").
+# matches Caffe (docs/training.md, "Training state in ONNX").
 UPDATE_FORMS = {
     "SGD": "ai.onnx.preview.training Momentum when lr_policy is fixed (and regularization L2), "
            "else standard ops",

@@ -43,9 +43,9 @@ def register(*type_names: str, settings: str | None = None, key_settings: tuple 
 
 def declare(type_name: str, *, settings: str | None = None, role: str = "compute",
             key_settings: tuple = (), blobs: int | None = 0, statistics: bool = False,
-            bottoms: tuple = (0, None), tops: tuple = (0, None)) -> type:
+            bottoms: tuple = (0, None), tops: tuple = (0, None), origin: str | None = None) -> type:
     """Record a type blobcast knows but the engine does not run."""
-    spec = type(type_name, (LayerSpec,), {"role": role})
+    spec = type(type_name, (LayerSpec,), {"role": role, "origin": origin})
     return register(type_name, settings=settings, key_settings=key_settings, blobs=blobs,
                     statistics=statistics, bottoms=bottoms, tops=tops)(spec)
 
@@ -69,6 +69,8 @@ class LayerSpec:
     settings: str | None = None
     key_settings: tuple = ()
     role = "compute"       # or "input", "data" (tops become inputs), "loss" (not run)
+    origin: str | dict | None = None  # the fork a type comes from (per type name for several); None: BVLC
+    exactness: str | None = None      # how its results compare with its origin's, where worth saying
     blobs: int | None = 0  # how many blobs a layer holds (None: unknown)
     statistics = False     # blobs are running statistics, not trained weights (lr_mult 0)
     runnable = False

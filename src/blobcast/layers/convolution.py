@@ -117,6 +117,9 @@ class _ConvolutionBase(LayerOp):
           key_settings=(
     "num_output", "kernel_size", "stride", "pad", "dilation", "group", "bias_term"))
 class Convolution(_ConvolutionBase):
+    origin = {"ConvolutionDepthwise": "MobileNet forks (group == channels)",
+              "DepthwiseConvolution": "MobileNet forks (group == channels)"}
+
     def _spatial_out(self, spatial, kernel, stride, pad, dilation) -> tuple[int, ...]:
         out = tuple((size + 2 * p - (d * (k - 1) + 1)) // s + 1
                     for size, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))

@@ -97,6 +97,10 @@ class DetectionOutput(LayerOp):
     std::sort decides which survive and in what order; blobcast sorts stably
     (lower prior index first)."""
 
+    origin = 'SSD (weiliu89)'
+    exactness = ("the fork's rows in its order, except rows whose scores tie at a keep_top_k cut "
+                 "(the fork's std::sort is not stable); eta < 1 has no ONNX form")
+
     def top_shapes(self, shapes):
         return [None]  # the number of detections depends on the data
 

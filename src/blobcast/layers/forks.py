@@ -18,6 +18,8 @@ from .base import LayerOp, filler, given_filler, register
 class ReLU6(LayerOp):
     """y = min(max(x, 0), 6) (the forks' relu6_layer.cpp)."""
 
+    origin = 'MobileNet forks'
+
     def forward(self, x):
         return (self.xp.clip(x, 0, _const(x, 6)),)
 
@@ -29,6 +31,8 @@ class ReLU6(LayerOp):
 class ShuffleChannel(LayerOp):
     """Channels split into `group` groups and interleaved: out channel j*G + i
     is in channel i*(C/G) + j (ShuffleNet's shuffle_channel_layer.cpp)."""
+
+    origin = 'ShuffleNet (farmingyard)'
 
     def _groups(self, shape) -> int:
         group = self.params.group
@@ -52,6 +56,8 @@ class ShuffleChannel(LayerOp):
 class Permute(LayerOp):
     """np.transpose with the given order, the axes it leaves out appended in
     ascending order (SSD's permute_layer.cpp)."""
+
+    origin = 'SSD (weiliu89)'
 
     def order(self, ndim: int) -> list[int]:
         order = []
@@ -77,6 +83,8 @@ class Normalize(LayerOp):
     (SSD's normalize_layer.cpp): across_spatial divides by the norm over
     C, H, W of each sample, otherwise by the norm over C at each position."""
 
+    origin = 'SSD (weiliu89)'
+
     def blob_shapes(self, shapes):
         return [() if self.params.channel_shared else (shapes[0][1],)]
 
@@ -97,6 +105,9 @@ class Normalize(LayerOp):
 class Axpy(LayerOp):
     """F = a * X + Y with a of shape N x C (x 1 x 1), as SENet's axpy_layer.cpp
     computes it: bottoms a, X, Y. (OpenCV's importer swaps X and Y.)"""
+
+    origin = 'SENet (hujie-frank)'
+    exactness = "SENet's a·X + Y (OpenCV's importer swaps X and Y)"
 
     def top_shapes(self, shapes):
         a, x, y = (tuple(shape) for shape in shapes)
@@ -123,6 +134,8 @@ class Upsample(LayerOp):
     (caffe-segnet upsample_layer.cpp), each value written to its mask
     position in a zero plane of upsample_h x upsample_w, or of
     H * scale - pad_out; where a mask repeats a position, the last value wins."""
+
+    origin = 'YOLO forks (nearest); SegNet (max-unpool, two bottoms); Huawei ATC (stride settings)'
 
     def unpools(self) -> bool:
         return len(self.layer.bottoms) == 2
@@ -206,6 +219,9 @@ class PriorBox(LayerOp):
     """SSD's default boxes (weiliu89 prior_box_layer.cpp), which depend on the
     shapes alone: top [1, 2, H*W*priors*4], channel 0 the boxes as
     (xmin, ymin, xmax, ymax) over the image size, channel 1 the variances."""
+
+    origin = 'SSD (weiliu89)'
+    exactness = "bit for bit the SSD fork's output, in its float32 arithmetic"
 
     def aspect_ratios(self) -> list[float]:
         """[1, each given ratio not already there, its inverse with flip], as
@@ -328,6 +344,9 @@ class Interp(LayerOp):
     """PSPNet/DeepLab's bilinear resize with aligned corners (interp_layer.cpp,
     util/interp.cpp): the input cropped by pad_beg/pad_end (both <= 0), then
     resized to height x width, or by zoom_factor and/or shrink_factor."""
+
+    origin = 'PSPNet / DeepLab'
+    exactness = "the fork's loop in its float32 arithmetic"
 
     def region(self, shape) -> tuple[int, int, int, int]:
         """(first row and column of the input used, its height and width)."""

@@ -73,6 +73,9 @@ class ROIPooling(_RegionPooling):
     max(end - start + 1, 1) / pooled cells, floor/ceil bin edges clamped to
     the map; the bin's maximum, 0 for an empty bin."""
 
+    origin = 'Fast/Faster R-CNN (rbgirshick)'
+    exactness = "the fork's loop; OpenCV and onnxruntime agree exactly"
+
     def top_shapes(self, shapes):
         features, rois = self._check_shapes(shapes)
         p = self.params
@@ -111,6 +114,9 @@ class PSROIPooling(_RegionPooling):
     before scaling (the end one past the corner), bins of max(size, 0.1) /
     group_size with floor/ceil edges clamped to the map; output channel k's
     bin (i, j) averages input channel (k * G + i) * G + j; 0 for an empty bin."""
+
+    origin = 'R-FCN (daijifeng001)'
+    exactness = "the fork's CUDA kernel written out (the fork has no CPU version)"
 
     def top_shapes(self, shapes):
         features, rois = self._check_shapes(shapes)

@@ -5,7 +5,7 @@ Each 2x2 block of outputs comes from a 4x4 tile of input through fixed
 transforms with coefficients 0, +-1 and +-1/2, and 16 products of
 (outputs x channels) by (channels x tiles): 4 multiply-adds per output and
 channel instead of 9. The sums run in another order than Caffe's, so
-results differ from Caffe's in the last bits (the README gives the measured
+results differ from Caffe's in the last bits (docs/engine.md gives the measured
 error); OpenCV uses the same idea on its 3x3 convolutions.
 """
 
