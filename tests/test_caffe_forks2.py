@@ -65,8 +65,6 @@ NOT_COMPUTED = {"train_test": {"loss"}}
 
 # Known gaps outside the engine's memory and net rules.
 GAPS = {
-    "relu6_params_ignored": "the prototxt reader refuses relu6_param, a field of the imistyrain "
-                            "fork's caffe.proto that the schema lacks (an unknown field must be kept)",
     "cdw_nogroup_numout6": "ConvolutionDepthwise (sophgo) ignores num_output and group; blobcast "
                            "checks the weights against num_output and refuses the .caffemodel",
     "cdw_nogroup_numout2_s2": "ConvolutionDepthwise (sophgo) ignores num_output and group; blobcast "

@@ -225,7 +225,7 @@ def test_a_solver_keeps_its_unknown_fields_and_its_inline_nets_fork_settings(tmp
                       '          permute_param { order: 0 order: 2 order: 3 order: 1 } }\n}\n')
     settings = read_solver(str(solver))
     assert settings.unknown_text == ("fork_solver_option: 3",) and settings.to_dict()["base_lr"] == 0.01
-    net = net_of_solver(settings, str(solver))
+    net, _ = net_of_solver(settings, str(solver))
     assert list(net["p"].spec.permute_param.order) == [0, 2, 3, 1]
 
 
