@@ -23,6 +23,15 @@ from .onnx_ops.registry import Unsupported
 from .onnx_simplify import simplify
 
 
+class NoCaffeForm(FormatError):
+    """Nodes of a valid ONNX graph that cannot become Caffe layers (`problems`
+    names each, with its position and why)."""
+
+    def __init__(self, message: str, path: str | None = None, problems=()):
+        super().__init__(message, path)
+        self.problems = list(problems) or [message]
+
+
 class Importer(ConstantFolding):
     def __init__(self, onnx_model, initializers: dict, path: str):
         self.path = path
@@ -142,8 +151,8 @@ class Importer(ConstantFolding):
             except Unsupported as error:
                 self.problems.append(f"#{position} {node.op_type} {node.name!r}: {error}")
         if self.problems:
-            raise FormatError(f"{len(self.problems)} ONNX node(s) cannot become Caffe layers: "
-                              + "; ".join(self.problems), self.path)
+            raise NoCaffeForm(f"{len(self.problems)} ONNX node(s) cannot become Caffe layers: "
+                              + "; ".join(self.problems), self.path, self.problems)
         self.layers = simplify(self.layers, {self.blob(output.name) for output in self.graph.output})
         self._expose_outputs()
         model.layers = self.layers
