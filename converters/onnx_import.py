@@ -32,6 +32,14 @@ class NoCaffeForm(FormatError):
         self.problems = list(problems) or [message]
 
 
+def _layer_name(node_name: str) -> str:
+    """A node's name as a Caffe layer's: torch's exporter writes paths
+    ('/layer1/conv1/Conv'), and HDF5 snapshots store each layer as a group of
+    that name, where a leading '/' is the file's root and '//' or '.' name no
+    new group: such parts are dropped."""
+    return "/".join(part for part in node_name.split("/") if part not in ("", "."))
+
+
 class Importer(ConstantFolding):
     def __init__(self, onnx_model, initializers: dict, path: str):
         self.path = path
@@ -105,7 +113,7 @@ class Importer(ConstantFolding):
         return self.alias.get(name, name)
 
     def layer(self, node, kind: str, bottoms, tops, blobs=(), suffix: str = "", **settings) -> Layer:
-        base = node.name or f"{node.op_type}_{len(self.layers)}"
+        base = _layer_name(node.name) or f"{node.op_type}_{len(self.layers)}"
         name = base + suffix
         while name in self.names:
             name += "_"
