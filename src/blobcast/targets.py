@@ -58,9 +58,12 @@ TARGETS = {target.name: target for target in (
     Target("caffe", "BVLC Caffe master", BVLC_TYPES),
     Target("caffe-1.0", "BVLC Caffe 1.0 (2017): no Clip, Swish or Pooling round_mode",
            BVLC_TYPES - {"Clip", "Swish"}, (("Pooling", "pooling_param", "round_mode"),)),
+    # OpenCV's own caffe.proto has `optional bool ceil_mode = 13` where BVLC
+    # has round_mode, and its text reader passes over round_mode unread.
     Target("opencv", "OpenCV 4 readNetFromCaffe (no Bias, ArgMax, Clip, Reduction, SPP, Threshold, "
-           "Tile, ...; SSD and other fork layers)",
-           (BVLC_TYPES - _OPENCV_LACKS - _TRAINING) | _OPENCV_FORKS),
+           "Tile, ...; SSD and other fork layers; no Pooling round_mode)",
+           (BVLC_TYPES - _OPENCV_LACKS - _TRAINING) | _OPENCV_FORKS,
+           (("Pooling", "pooling_param", "round_mode"),)),
     Target("rknn", "Rockchip RKNN-Toolkit2 1.5.2", frozenset({
         "BatchNorm", "BNLL", "Concat", "Convolution", "ConvolutionDepthwise", "Crop", "Deconvolution",
         "Dropout", "Eltwise", "Flatten", "InnerProduct", "Input", "LRN", "Normalize", "Permute", "Power",
@@ -110,7 +113,7 @@ def lower_for(model: Model, target: Target) -> list[str]:
     Deconvolution whose kernel is the factor, filled with ones (or the
     multiplier). A target that reads inputs only as the net's input fields
     gets them so."""
-    done = []
+    done = _lower_floor_pooling(model, target)
     shapes = None
     for layer in list(model.layers):
         if layer.type == "Swish" and layer.type not in target.types and \
@@ -145,6 +148,72 @@ def lower_for(model: Model, target: Target) -> list[str]:
         if _inputs_as_net_fields(model):
             done.append("the net's inputs as its input/input_shape fields")
     return done
+
+
+_ROUND_MODE = ("Pooling", "pooling_param", "round_mode")
+
+
+def _lower_floor_pooling(model: Model, target: Target) -> list[str]:
+    """Pooling with round_mode FLOOR, for a target that cannot read the
+    field: where FLOOR and CEIL give the same size the field is dropped;
+    else CEIL pooling, whose first windows are FLOOR's windows (same starts,
+    same clipping, same AVE divisors), then a Slice that keeps those rows and
+    columns and a Silence for the rest: the same values, exactly."""
+    if _ROUND_MODE not in target.forbidden:
+        return []
+    done = []
+    shapes = None
+    for layer in list(model.layers):
+        if layer.type != "Pooling" or not layer.spec.has("pooling_param") or \
+                layer.spec.pooling_param.round_mode != "FLOOR":
+            continue
+        if shapes is None:
+            shapes = _blob_shapes(model)
+        said = _floor_pool_as_ceil(model, layer, shapes.get(layer.bottoms[0]), target)
+        if said:
+            done.append(f"layer {layer.name!r}: {said}")
+    return done
+
+
+def _floor_pool_as_ceil(model: Model, layer, shape, target: Target) -> str | None:
+    from .layers.pooling import pool_geometry, pooled_size
+    from .model import Layer
+
+    settings = layer.spec.pooling_param
+    if shape is None or len(shape) != 4 or len(layer.tops) != 1:
+        return None
+    try:
+        geometry = pool_geometry(settings, int(shape[2]), int(shape[3]))
+    except ValueError:
+        return None
+    if geometry is None:  # global pooling: one window either way
+        settings.clear("round_mode")
+        return "round_mode dropped (global pooling)"
+    kernel, stride, pad, floor_out = geometry
+    ceil_out = [pooled_size(int(n), k, s, p, True)
+                for n, k, s, p in zip(shape[2:], kernel, stride, pad)]
+    if list(ceil_out) == list(floor_out):
+        settings.clear("round_mode")
+        return "round_mode FLOOR dropped (CEIL gives the same size)"
+    if not {"Slice", "Silence"} <= target.types:
+        return None
+    settings.clear("round_mode")
+    name, top = layer.name, layer.tops[0]
+    source = f"{name}/ceil"
+    layer.spec.top = [source]
+    made, dropped = [], []
+    cuts = [(axis, kept) for axis, kept, more in zip((2, 3), floor_out, ceil_out) if more > kept]
+    for number, (axis, kept) in enumerate(cuts):
+        output = top if number == len(cuts) - 1 else f"{name}/kept{axis}"
+        dropped.append(f"{name}/overhang{axis}")
+        made.append(Layer(f"{name}/keep{axis}", "Slice", bottoms=[source],
+                          tops=[output, dropped[-1]],
+                          slice_param={"axis": axis, "slice_point": [kept]}))
+        source = output
+    made.append(Layer(f"{name}/overhang", "Silence", bottoms=dropped))
+    index = model.layers.index(layer)
+    model.layers[index + 1:index + 1] = made
+    return "FLOOR pooling as CEIL pooling and a Slice dropping the last window"
 
 
 def _clip_bounds(layer) -> tuple[float, float] | None:
