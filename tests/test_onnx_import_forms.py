@@ -45,3 +45,30 @@ def test_legacy_exporter_names_become_layers_an_hdf5_snapshot_reads_back(tmp_pat
     assert report.check == "bit-exact"
     names = [layer.name for layer in blobcast.load(out).layers if layer.blobs]
     assert names == ["conv/Conv", "head/Conv"]
+
+
+def _run_both(onnx_path, caffe_path, x):
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {"x": x})[0]
+    model = blobcast.load(caffe_path)
+    got = np.asarray(blobcast.engine.Net(model).forward({"x": x})["y"])
+    return model, expected, got
+
+
+@pytest.mark.parametrize("target,types", [
+    ("caffe", {"Power", "Clip", "Eltwise"}),
+    ("opencv", {"Power", "ReLU", "Eltwise"}),
+    ("caffe-1.0", {"Power", "ReLU", "Eltwise"}),
+])
+def test_hard_sigmoid_and_hard_swish_take_each_targets_layers(target, types, tmp_path):
+    path = _save(tmp_path / "hard.onnx", [
+        helper.make_node("HardSigmoid", ["x"], ["gate"], name="/gate/HardSigmoid", alpha=0.3, beta=0.4),
+        helper.make_node("HardSwish", ["gate"], ["y"], name="/act/HardSwish")],
+        [_float("x", [1, 2, 5, 5])], [_float("y", [1, 2, 5, 5])], opset=14)
+    out = tmp_path / "hard.caffemodel"
+    blobcast.convert(path, out, target=target)
+    x = np.linspace(-8, 8, 50, dtype=np.float32).reshape(1, 2, 5, 5)
+    model, expected, got = _run_both(path, out, x)
+    assert {layer.type for layer in model.layers} - {"Input"} == types
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    assert expected.min() == 0 and expected.max() > 0.5  # both clipped ends reached
