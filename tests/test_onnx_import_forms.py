@@ -72,3 +72,21 @@ def test_hard_sigmoid_and_hard_swish_take_each_targets_layers(target, types, tmp
     assert {layer.type for layer in model.layers} - {"Input"} == types
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
     assert expected.min() == 0 and expected.max() > 0.5  # both clipped ends reached
+
+
+@pytest.mark.parametrize("keepdims", [0, 1])
+def test_a_mean_over_height_and_width_is_global_average_pooling_opencv_takes(keepdims, tmp_path):
+    rng = np.random.default_rng(5)
+    shape = [1, 3] if not keepdims else [1, 3, 1, 1]
+    path = _save(tmp_path / "mean.onnx", [
+        helper.make_node("Relu", ["x"], ["r"], name="/relu/Relu"),
+        helper.make_node("ReduceMean", ["r"], ["y"], name="/ReduceMean", axes=[2, 3], keepdims=keepdims)],
+        [_float("x", [1, 3, 7, 5])], [_float("y", shape)])
+    out = tmp_path / "mean.caffemodel"
+    blobcast.convert(path, out, target="opencv")  # OpenCV runs it too, where installed
+    x = rng.standard_normal((1, 3, 7, 5)).astype(np.float32)
+    model, expected, got = _run_both(path, out, x)
+    pooling = [layer for layer in model.layers if layer.type == "Pooling"]
+    assert len(pooling) == 1 and pooling[0].spec.pooling_param.global_pooling
+    assert "Reduction" not in {layer.type for layer in model.layers}
+    np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-6)
