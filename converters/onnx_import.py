@@ -57,9 +57,12 @@ class Importer(ConstantFolding):
         self.shapes = self._infer_shapes()
 
     # -- helpers ------------------------------------------------------------------
-    def _static_model(self):
+    def _static_model(self, nodes=None):
         model = onnx.ModelProto()
         model.CopyFrom(self.model)
+        if nodes is not None:  # after folding: the nodes left, the folded values as constants
+            del model.graph.node[:]
+            model.graph.node.extend(nodes)
         del model.graph.initializer[:]
         for name, value in self.constants.items():
             if isinstance(value, np.ndarray):  # shape inference may need the values
@@ -73,14 +76,14 @@ class Importer(ConstantFolding):
                     dim.dim_value = 1
         return model
 
-    def _infer_shapes(self) -> dict:
-        for item in self.inputs:
+    def _infer_shapes(self, nodes=None) -> dict:
+        for item in self.inputs if nodes is None else ():
             dims = item.type.tensor_type.shape.dim
             if any(not d.HasField("dim_value") for d in dims):
                 self.notes.append(f"input {item.name!r} has symbolic dimensions; they were set to 1")
                 break
         try:
-            inferred = onnx.shape_inference.infer_shapes(self._static_model(), data_prop=True)
+            inferred = onnx.shape_inference.infer_shapes(self._static_model(nodes), data_prop=True)
         except Exception as error:
             raise FormatError(f"ONNX shape inference failed: {error}", self.path) from error
         shapes = {}
@@ -135,6 +138,10 @@ class Importer(ConstantFolding):
                                      input_param={"shape": [{"dim": shape}]}))
             self.names.add(self.layers[-1].name)
         remaining = self.fold_constants()
+        if len(remaining) < len(self.graph.node):
+            # Shapes computed by the folded arithmetic (a Slice's ends, a
+            # Reshape's target) are constants now: infer again from them.
+            self.shapes.update(self._infer_shapes(remaining))
         self.consumers: dict[str, list] = {}
         for node in remaining:
             for name in node.input:

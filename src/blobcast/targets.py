@@ -113,7 +113,7 @@ def lower_for(model: Model, target: Target) -> list[str]:
     Deconvolution whose kernel is the factor, filled with ones (or the
     multiplier). A target that reads inputs only as the net's input fields
     gets them so."""
-    done = _lower_floor_pooling(model, target)
+    done = _lower_floor_pooling(model, target) + _lower_channel_shuffles(model, target)
     shapes = None
     for layer in list(model.layers):
         if layer.type == "Swish" and layer.type not in target.types and \
@@ -214,6 +214,39 @@ def _floor_pool_as_ceil(model: Model, layer, shape, target: Target) -> str | Non
     index = model.layers.index(layer)
     model.layers[index + 1:index + 1] = made
     return "FLOOR pooling as CEIL pooling and a Slice dropping the last window"
+
+
+def _lower_channel_shuffles(model: Model, target: Target) -> list[str]:
+    """ShuffleChannel (group g over C = g * n channels; out channel
+    j * g + i is in channel i * n + j) for a target without it: a Slice into
+    single channels and a Concat of them in the shuffled order, which moves
+    the same values to the same places."""
+    if "ShuffleChannel" in target.types or not {"Slice", "Concat"} <= target.types:
+        return []
+    from .model import Layer
+
+    done, shapes = [], None
+    for layer in list(model.layers):
+        if layer.type != "ShuffleChannel" or len(layer.tops) != 1:
+            continue
+        if shapes is None:
+            shapes = _blob_shapes(model)
+        shape = shapes.get(layer.bottoms[0])
+        group = int(layer.spec.shuffle_channel_param.group) if \
+            layer.spec.has("shuffle_channel_param") else 1
+        if shape is None or len(shape) < 2 or group <= 0 or int(shape[1]) % group:
+            continue
+        channels, name = int(shape[1]), layer.name
+        pieces = [f"{name}/channel{c}" for c in range(channels)]
+        per_group = channels // group
+        order = [pieces[i * per_group + j] for j in range(per_group) for i in range(group)]
+        made = [Layer(f"{name}/split", "Slice", bottoms=list(layer.bottoms), tops=pieces,
+                      slice_param={"axis": 1, "slice_point": list(range(1, channels))}),
+                Layer(name, "Concat", bottoms=order, tops=list(layer.tops), concat_param={"axis": 1})]
+        index = model.layers.index(layer)
+        model.layers[index:index + 1] = made
+        done.append(f"layer {name!r}: ShuffleChannel as a Slice into channels and a Concat")
+    return done
 
 
 def _clip_bounds(layer) -> tuple[float, float] | None:
