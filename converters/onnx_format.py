@@ -33,7 +33,7 @@ from .onnx_tensors import (
     external_tensor,
 )
 from .onnx_training import META_NET
-from .onnx_versions import default_opset
+from .onnx_versions import check_runtime_computes, default_opset
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
@@ -104,8 +104,11 @@ def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
           strict: bool = False, given_shapes=None, progress=None, **_options) -> None:
     # By default the newest opset that onnx, onnxruntime and every layer type present take.
-    opset = check_opset(opset) if opset else default_opset(min([DEFAULT_OPSET] + [
-        NEWEST_OPSET[layer.type] for layer in model.layers if layer.type in NEWEST_OPSET]))
+    if opset:
+        check_runtime_computes(check_opset(opset), model.layers)
+    else:
+        opset = default_opset(min([DEFAULT_OPSET] + [NEWEST_OPSET[layer.type] for layer in model.layers
+                                                     if layer.type in NEWEST_OPSET]), model.layers)
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict,
                                            given_shapes=given_shapes)

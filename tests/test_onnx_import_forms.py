@@ -90,3 +90,31 @@ def test_a_mean_over_height_and_width_is_global_average_pooling_opencv_takes(kee
     assert len(pooling) == 1 and pooling[0].spec.pooling_param.global_pooling
     assert "Reduction" not in {layer.type for layer in model.layers}
     np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-6)
+
+
+AVE_NET = """name: "ave"
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 8 dim: 8 } } }
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
+        pooling_param { pool: AVE kernel_size: 3 stride: 2 pad: 1 } }
+"""
+
+
+@pytest.mark.parametrize("release,expected", [("1.23.2", 18), ("1.21.1", 18), ("1.25.1", None),
+                                              ("1.20.1", None)])
+def test_the_default_opset_avoids_a_runtime_that_computes_padded_average_pooling_wrongly(
+        release, expected, tmp_path, monkeypatch):
+    from blobcast.converters import onnx_versions
+
+    net = tmp_path / "ave.prototxt"
+    net.write_text(AVE_NET)
+    monkeypatch.setattr(onnx_versions, "installed_runtime", lambda: release)
+    out = tmp_path / "ave.onnx"
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", BlobcastWarning)
+        blobcast.convert(net, out)
+    stamped = onnx.load(out).opset_import[0].version
+    if expected is None:
+        assert stamped >= 19 and not said
+    else:
+        assert stamped == expected
+        assert any(f"onnxruntime {release} computes AveragePool" in str(w.message) for w in said)
