@@ -70,3 +70,17 @@ def test_each_family_from_the_legacy_exporter_runs_the_same_in_caffe_form(family
 def test_every_export_runs_the_same_in_caffe_form(name, target, tmp_path):
     errors = relative_errors(name, target, tmp_path)
     assert max(errors.values()) <= RELATIVE, errors
+
+
+def test_a_flatten_of_pooled_features_is_a_flatten_tidl_takes(tmp_path):
+    """TIDL has Flatten but no Reshape: SqueezeNet's head fits it."""
+    errors = relative_errors("squeezenet_legacy_op13", "tidl", tmp_path)
+    assert errors["engine"] <= RELATIVE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("target", ["caffe-1.0", "nnie", "rknn"])
+def test_each_family_fits_the_npu_targets_and_runs_the_same(family, target, tmp_path):
+    errors = relative_errors(f"{family}_dynamo_op23", target, tmp_path)
+    assert errors["engine"] <= RELATIVE, errors
