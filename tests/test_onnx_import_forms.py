@@ -118,3 +118,24 @@ def test_the_default_opset_avoids_a_runtime_that_computes_padded_average_pooling
     else:
         assert stamped == expected
         assert any(f"onnxruntime {release} computes AveragePool" in str(w.message) for w in said)
+
+
+def test_slices_of_one_blob_become_one_slice_without_silence(tmp_path):
+    """torch's chunk(2) as the legacy exporter writes it: one Slice per half."""
+    def ints(name, values):
+        return numpy_helper.from_array(np.asarray(values, np.int64), name)
+
+    path = _save(tmp_path / "chunk.onnx", [
+        helper.make_node("Slice", ["x", "zero", "half", "axis"], ["a"], name="/Slice"),
+        helper.make_node("Slice", ["x", "half", "end", "axis"], ["b"], name="/Slice_1"),
+        helper.make_node("Relu", ["b"], ["rb"], name="/Relu"),
+        helper.make_node("Concat", ["rb", "a"], ["y"], name="/Concat", axis=1)],
+        [_float("x", [1, 4, 3, 3])], [_float("y", [1, 4, 3, 3])],
+        [ints("zero", [0]), ints("half", [2]), ints("end", [4]), ints("axis", [1])])
+    out = tmp_path / "chunk.caffemodel"
+    blobcast.convert(path, out, target="rknn")  # RKNN has Slice but no Silence
+    x = np.random.default_rng(2).standard_normal((1, 4, 3, 3)).astype(np.float32)
+    model, expected, got = _run_both(path, out, x)
+    types = [layer.type for layer in model.layers]
+    assert types.count("Slice") == 1 and "Silence" not in types
+    np.testing.assert_array_equal(got, expected)
