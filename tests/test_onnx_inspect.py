@@ -97,3 +97,15 @@ def test_torch_exports_are_shown_with_their_producer(name):
     facts = inspect_file(str(TORCH / name))
     assert facts["onnx"]["producer"]["name"] == "pytorch"
     assert facts["onnx"]["inputs"][0]["name"] and facts["caffe_version"] is None
+
+
+def test_target_says_what_convert_would_do(tmp_path):
+    """ResNet's floor-mode stem pool fits OpenCV after convert's rewrite, as
+    `convert --target opencv` writes it; MobileNetV3's gates do not fit TIDL."""
+    facts = inspect_file(str(TORCH / "resnet_legacy_op13.onnx"), target="opencv")
+    assert facts["target"]["fits"] is True
+    assert any("FLOOR pooling as CEIL" in r for r in facts["target"]["rewrites"])
+    assert blobcast.convert(TORCH / "resnet_legacy_op13.onnx", tmp_path / "r.caffemodel", target="opencv")
+    result = CliRunner().invoke(app, ["inspect", str(TORCH / "mobilenet_v3_dynamo_op23.onnx"),
+                                      "--target", "tidl"])
+    assert result.exit_code == 1 and "tidl has no Power layer" in result.stdout

@@ -10,7 +10,7 @@ from .api import _converters, _reading, load
 from .errors import BlobcastError
 from .model import Model
 from .solver import HISTORY_ROLES, SolverState, learnable_slots, tie_history
-from .targets import target_named, target_problems
+from .targets import lower_for, target_named, target_problems
 from .tensor import Tensor
 
 
@@ -209,11 +209,17 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
     return facts
 
 
-def _target_facts(model: Model | None, target: str, extra_problems=()) -> dict:
+def _target_facts(model: Model | None, target: str, extra_problems=(), rewrite: bool = False) -> dict:
+    """Whether the net fits the target; with `rewrite` (a net convert writes
+    anew, as from ONNX), after the exact rewrites convert --target makes."""
     chosen = target_named(target)
+    rewrites = lower_for(model, chosen) if rewrite and model is not None else []
     problems = list(extra_problems) + (target_problems(model, chosen) if model is not None else [])
-    return {"name": chosen.name, "description": chosen.description, "fits": not problems,
-            "problems": problems}
+    facts = {"name": chosen.name, "description": chosen.description, "fits": not problems,
+             "problems": problems}
+    if rewrites:
+        facts["rewrites"] = rewrites
+    return facts
 
 
 def onnx_file_facts(path: str, *, stats: bool = False, target: str | None = None,
@@ -238,7 +244,8 @@ def onnx_file_facts(path: str, *, stats: bool = False, target: str | None = None
             facts["training"] = training_facts(model, stats)
     facts["caffe_version"] = None  # an opset is ONNX's, not a Caffe version
     if target:
-        facts["target"] = _target_facts(model, target, [f"no Caffe form: {p}" for p in problems or ()])
+        facts["target"] = _target_facts(model, target, [f"no Caffe form: {p}" for p in problems or ()],
+                                        rewrite=True)
     return facts
 
 

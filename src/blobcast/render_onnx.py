@@ -67,6 +67,14 @@ def add_caffe_form(root: Tree, caffe: dict) -> None:
         branch.add(escape(problem))
 
 
+def add_rewrites(root: Tree, target: dict | None) -> None:
+    """The rewrites convert --target makes for the net to fit, where any."""
+    if target and target.get("rewrites"):
+        branch = root.add(f"[dim]convert --target {escape(target['name'])} rewrites[/dim]")
+        for rewrite in target["rewrites"]:
+            branch.add(f"[dim]{escape(rewrite)}[/dim]")
+
+
 def render_onnx(facts: dict) -> Tree:
     """A valid ONNX file whose graph has no Caffe form."""
     name = escape(facts["name"] or "(unnamed graph)")
