@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from onnx import TensorProto
+from onnx import AttributeProto, TensorProto
 
 from blobcast.errors import FormatError
 
@@ -44,8 +44,8 @@ def _value_facts(value) -> dict:
 
 
 def _subgraphs(node) -> int:
-    return sum(1 for a in node.attribute if a.type in (5, 10)) + sum(
-        len(a.graphs) for a in node.attribute)  # GRAPH, GRAPHS
+    return sum(1 if a.type == AttributeProto.GRAPH else len(a.graphs) for a in node.attribute
+               if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS))
 
 
 def _node_facts(node) -> dict:

@@ -109,3 +109,10 @@ def test_target_says_what_convert_would_do(tmp_path):
     result = CliRunner().invoke(app, ["inspect", str(TORCH / "mobilenet_v3_dynamo_op23.onnx"),
                                       "--target", "tidl"])
     assert result.exit_code == 1 and "tidl has no Power layer" in result.stdout
+
+
+def test_an_if_node_counts_its_two_subgraphs(tmp_path):
+    path = tmp_path / "control.onnx"
+    _control_flow_model(path)
+    nodes = inspect_file(str(path))["onnx"]["nodes"]
+    assert [n.get("subgraphs") for n in nodes] == [None, 2]
