@@ -221,6 +221,11 @@ def main(folder: str) -> None:
         f"(seed {CALIBRATION_SEED}). `torch vs ort` is the largest difference between torch's "
         f"output and onnxruntime's on a standard-normal input (NumPy seed {INPUT_SEED}).",
         "",
+        "The architectures are reduced variants of torchvision's (pytorch/vision, "
+        "`torchvision/models/`, BSD 3-Clause licence), built from its blocks; the weights are "
+        "random, made by the script. Files from the same versions are byte-identical on "
+        "every run.",
+        "",
         "| family | exporter | asked opset | file | stamped opset | bytes | torch vs ort | seed "
         "| sha256[:16] |",
         "|---|---|---|---|---|---|---|---|---|",
