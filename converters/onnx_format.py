@@ -38,7 +38,7 @@ from .onnx_tensors import (
     external_tensor,
 )
 from .onnx_training import META_NET
-from .onnx_versions import default_opset
+from .onnx_versions import check_runtime_computes, default_opset
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
 
 EXTERNAL_DATA_THRESHOLD = 2**31 - 2**26  # leave room for the graph itself under 2 GiB
@@ -109,8 +109,11 @@ def write(model: Model, path: str, *, opset: int | None = None,
           input_shapes=None, dynamic_batch: bool = False, external_data: bool | None = None,
           strict: bool = False, given_shapes=None, progress=None, **_options) -> None:
     # By default the newest opset that onnx, onnxruntime and every layer type present take.
-    opset = check_opset(opset) if opset else default_opset(min([DEFAULT_OPSET] + [
-        NEWEST_OPSET[layer.type] for layer in model.layers if layer.type in NEWEST_OPSET]))
+    if opset:
+        check_runtime_computes(check_opset(opset), model.layers)
+    else:
+        opset = default_opset(min([DEFAULT_OPSET] + [NEWEST_OPSET[layer.type] for layer in model.layers
+                                                     if layer.type in NEWEST_OPSET]), model.layers)
     left_out = fields_left_out(model, "binary")
     if left_out:
         warnings.warn(f"{path}: ONNX cannot hold a prototxt's fields known only by name; {left_out}",

@@ -23,6 +23,23 @@ from .onnx_ops.registry import Unsupported
 from .onnx_simplify import simplify
 
 
+class NoCaffeForm(FormatError):
+    """Nodes of a valid ONNX graph that cannot become Caffe layers (`problems`
+    names each, with its position and why)."""
+
+    def __init__(self, message: str, path: str | None = None, problems=()):
+        super().__init__(message, path)
+        self.problems = list(problems) or [message]
+
+
+def _layer_name(node_name: str) -> str:
+    """A node's name as a Caffe layer's: torch's exporter writes paths
+    ('/layer1/conv1/Conv'), and HDF5 snapshots store each layer as a group of
+    that name, where a leading '/' is the file's root and '//' or '.' name no
+    new group: such parts are dropped."""
+    return "/".join(part for part in node_name.split("/") if part not in ("", "."))
+
+
 class Importer(ConstantFolding):
     def __init__(self, onnx_model, initializers: dict, path: str):
         self.path = path
@@ -40,9 +57,12 @@ class Importer(ConstantFolding):
         self.shapes = self._infer_shapes()
 
     # -- helpers ------------------------------------------------------------------
-    def _static_model(self):
+    def _static_model(self, nodes=None):
         model = onnx.ModelProto()
         model.CopyFrom(self.model)
+        if nodes is not None:  # after folding: the nodes left, the folded values as constants
+            del model.graph.node[:]
+            model.graph.node.extend(nodes)
         del model.graph.initializer[:]
         for name, value in self.constants.items():
             if isinstance(value, np.ndarray):  # shape inference may need the values
@@ -56,13 +76,13 @@ class Importer(ConstantFolding):
                     dim.dim_value = 1
         return model
 
-    def _infer_shapes(self) -> dict:
-        for item in self.inputs:
+    def _infer_shapes(self, nodes=None) -> dict:
+        for item in self.inputs if nodes is None else ():
             dims = item.type.tensor_type.shape.dim
             if any(not d.HasField("dim_value") for d in dims):
                 self.notes.append(f"input {item.name!r} has symbolic dimensions; they were set to 1")
                 break
-        static = self._static_model()
+        static = self._static_model(nodes)
         propagate = data_propagation_is_bounded(static)
         try:
             inferred = onnx.shape_inference.infer_shapes(static, data_prop=propagate)
@@ -98,7 +118,7 @@ class Importer(ConstantFolding):
         return self.alias.get(name, name)
 
     def layer(self, node, kind: str, bottoms, tops, blobs=(), suffix: str = "", **settings) -> Layer:
-        base = node.name or f"{node.op_type}_{len(self.layers)}"
+        base = _layer_name(node.name) or f"{node.op_type}_{len(self.layers)}"
         name = base + suffix
         while name in self.names:
             name += "_"
@@ -120,6 +140,10 @@ class Importer(ConstantFolding):
                                      input_param={"shape": [{"dim": shape}]}))
             self.names.add(self.layers[-1].name)
         remaining = self.fold_constants()
+        if len(remaining) < len(self.graph.node):
+            # Shapes computed by the folded arithmetic (a Slice's ends, a
+            # Reshape's target) are constants now: infer again from them.
+            self.shapes.update(self._infer_shapes(remaining))
         self.consumers: dict[str, list] = {}
         for node in remaining:
             for name in node.input:
@@ -144,8 +168,8 @@ class Importer(ConstantFolding):
             except Unsupported as error:
                 self.problems.append(f"#{position} {node.op_type} {node.name!r}: {error}")
         if self.problems:
-            raise FormatError(f"{len(self.problems)} ONNX node(s) cannot become Caffe layers: "
-                              + "; ".join(self.problems), self.path)
+            raise NoCaffeForm(f"{len(self.problems)} ONNX node(s) cannot become Caffe layers: "
+                              + "; ".join(self.problems), self.path, self.problems)
         self.layers = simplify(self.layers, {self.blob(output.name) for output in self.graph.output})
         self._expose_outputs()
         model.layers = self.layers

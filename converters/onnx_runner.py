@@ -73,7 +73,7 @@ class OnnxRunner:
     evaluator (NumPy, slower; its grouped ConvTranspose is wrong in onnx 1.23,
     so verification of such models needs onnxruntime)."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, device: str = "cpu"):
         self.path = path
         self.engine, self.in_place = "onnx reference evaluator", False
         if runtime_loads(installed_runtime(), np.__version__):
@@ -84,6 +84,7 @@ class OnnxRunner:
                 self.in_place = maps_values_in_place(onnxruntime.__version__)
             except ImportError:
                 pass
+        self.providers = self._providers(device)
         # The graph alone: tensor values are read by whichever engine runs it.
         onnx_model, raw, buf = map_onnx(path)  # every external reference checked before any is read
         graph = onnx_model.graph
@@ -111,6 +112,25 @@ class OnnxRunner:
                                     f"not run: a custom node of domain '{node.domain}', which no "
                                     "ONNX runtime implements")
                         for node in unrunnable_nodes(onnx_model)]
+
+    def _providers(self, device: str) -> list[str]:
+        """onnxruntime's execution providers for `device`, as the engine reads
+        it: "gpu" is CUDA or a refusal, "auto" CUDA where there is one."""
+        if device not in ("cpu", "gpu", "auto"):
+            raise BlobcastError(f"unknown device {device!r}; use cpu, gpu or auto")
+        available = []
+        if self.engine == "onnxruntime" and device != "cpu":
+            import onnxruntime
+
+            available = onnxruntime.get_available_providers()
+        if "CUDAExecutionProvider" in available:
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        if device == "gpu":
+            runtime = (f"onnxruntime {installed_runtime()} has no CUDA execution provider"
+                       if self.engine == "onnxruntime" else "onnxruntime is not installed")
+            raise BlobcastError(f"--device gpu: {runtime}; install onnxruntime-gpu on a machine "
+                                "with an NVIDIA GPU, or use --device cpu", self.path)
+        return ["CPUExecutionProvider"]
 
     def _what_runs(self, model, keep_all: bool) -> list:
         """The output names to fetch, `model` changed in place: every value an
@@ -186,7 +206,7 @@ class OnnxRunner:
             source = model.SerializeToString()
         else:
             names, source = list(self.outputs), self.path  # onnxruntime reads the file itself
-        return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"]), names
+        return onnxruntime.InferenceSession(source, options, providers=self.providers), names
 
     def forward(self, inputs: dict, keep_all: bool = False, tolerate_missing: bool = True) -> dict:
         """The outputs (every value with keep_all) that do not depend on a custom node."""

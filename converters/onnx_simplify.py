@@ -20,7 +20,11 @@ replaces gave:
 - a Power that only multiplies, read only by a Power that only adds, is one
   Power (which multiplies, then adds);
 - an Eltwise SUM of inputs that Powers only multiply is one Eltwise SUM with
-  those coefficients.
+  those coefficients;
+- Slices of one blob at the same points on the same axis, each keeping
+  pieces the others drop (torch's chunk, written as one Slice per piece),
+  are one Slice keeping each piece once; a Silence left with nothing to
+  read goes (not every target has Silence).
 """
 
 from __future__ import annotations
@@ -70,7 +74,7 @@ def simplify(layers: list[Layer], outputs: set) -> list[Layer]:
     """The layers with the rules above applied; `outputs` are the blobs the
     graph exposes (never renamed away). One pass: after a change the same
     place is looked at again, and the readers' counts are kept up to date."""
-    layers = list(layers)
+    layers = _merge_slices(list(layers), outputs)
     readers = _readers(layers, outputs)
     index = 0
     while index < len(layers):
@@ -222,3 +226,36 @@ def _weighted_sum_at(layers: list[Layer], index: int, outputs: set, readers: dic
     for maker in scaled.values():
         layers.remove(maker)
     return True
+
+
+def _silenced(layers: list[Layer], outputs: set) -> set:
+    """Blobs read by Silence layers and by nothing else."""
+    others = {b for layer in layers if layer.type != "Silence" for b in layer.bottoms} | outputs
+    return {b for layer in layers if layer.type == "Silence" for b in layer.bottoms} - others
+
+
+def _merge_slices(layers: list[Layer], outputs: set) -> list[Layer]:
+    silenced = _silenced(layers, outputs)
+    first_of: dict = {}
+    dropped: set = set()
+    kept = []
+    for layer in layers:
+        if layer.type != "Slice" or len(layer.bottoms) != 1:
+            kept.append(layer)
+            continue
+        p = layer.type_params
+        key = (layer.bottoms[0], p.axis, tuple(p.slice_point))
+        first = first_of.get(key)
+        if first is None or not p.slice_point or any(
+                a not in silenced and b not in silenced for a, b in zip(first.tops, layer.tops)):
+            first_of.setdefault(key, layer)
+            kept.append(layer)
+            continue
+        # Each piece once: the kept one where either keeps it, else the first's.
+        merged = [b if a in silenced and b not in silenced else a for a, b in zip(first.tops, layer.tops)]
+        dropped |= (set(first.tops) | set(layer.tops)) - set(merged)
+        first.spec.top = merged
+    for layer in kept:
+        if layer.type == "Silence" and set(layer.bottoms) & dropped:
+            layer.spec.bottom = [b for b in layer.bottoms if b not in dropped]
+    return [layer for layer in kept if layer.type != "Silence" or layer.bottoms]

@@ -199,3 +199,31 @@ def import_pow(im, node, attrs):
         raise Unsupported("only a tensor to a constant scalar power")
     im.layer(node, "Power", [node.input[0]], [node.output[0]],
              power_param={"power": float(exponent.reshape(()))})
+
+
+def _hard_sigmoid(im, node, attrs, source: str, output: str, suffix: str = "") -> None:
+    """max(0, min(1, alpha * x + beta)) as ONNX computes it: Power (scale
+    alpha, shift beta: the same product, then the same sum) and Clip(0, 1);
+    a target without Clip gets Clip's exact lowering (blobcast.targets)."""
+    alpha, beta = attrs.get("alpha", 0.2), attrs.get("beta", 0.5)
+    if node.op_type == "HardSwish":  # fixed by the operator's definition
+        alpha, beta = 1.0 / 6.0, 0.5
+    affine = f"{output}/affine"
+    im.layer(node, "Power", [source], [affine], suffix=f"{suffix}/affine",
+             power_param={"scale": float(alpha), "shift": float(beta)})
+    im.layer(node, "Clip", [affine], [output], suffix=suffix, clip_param={"min": 0.0, "max": 1.0})
+
+
+@importer("HardSigmoid")
+def import_hard_sigmoid(im, node, attrs):
+    _hard_sigmoid(im, node, attrs, node.input[0], node.output[0])
+
+
+@importer("HardSwish")
+def import_hard_swish(im, node, attrs):
+    """x * HardSigmoid(x) with alpha 1/6 and beta 1/2: the gate as above,
+    then Eltwise PROD with x."""
+    gate = f"{node.output[0]}/gate"
+    _hard_sigmoid(im, node, attrs, node.input[0], gate, suffix="/gate")
+    im.layer(node, "Eltwise", [node.input[0], gate], [node.output[0]],
+             eltwise_param={"operation": "PROD"})

@@ -149,9 +149,15 @@ def _reduce(im, node, attrs, operation):
         axes = im.const(node.input[1])
     axes = sorted(int(a) % len(shape) for a in (range(len(shape)) if axes is None else axes))
     keepdims = attrs.get("keepdims", 1)
-    if operation == "MEAN" and axes == [2, 3] and len(shape) == 4 and keepdims:
-        im.layer(node, "Pooling", [node.input[0]], [node.output[0]],
+    if operation == "MEAN" and axes == [2, 3] and len(shape) == 4:
+        # The mean over H and W is global average pooling, which every target
+        # has (OpenCV, TIDL and NCSDK have no Reduction); without keepdims a
+        # Flatten drops the two unit axes (and goes when an InnerProduct reads it).
+        pooled = node.output[0] if keepdims else f"{node.output[0]}/pooled"
+        im.layer(node, "Pooling", [node.input[0]], [pooled], suffix="" if keepdims else "/pool",
                  pooling_param={"pool": "AVE", "global_pooling": True})
+        if not keepdims:
+            im.layer(node, "Flatten", [pooled], [node.output[0]], flatten_param={"axis": 1})
         return
     if axes != list(range(axes[0], len(shape))) or keepdims:
         raise Unsupported("only reductions over all trailing axes without keepdims")

@@ -169,6 +169,11 @@ def import_slice(im, node, attrs):
 
 def _reshape(im, node, attrs=None):
     in_shape, out_shape = im.shape(node.input[0]), im.shape(node.output[0])
+    if len(in_shape) > 2 and len(out_shape) == 2 and out_shape[0] == in_shape[0]:
+        # (N, ...) to (N, rest) is Caffe's Flatten, which every target has
+        # (TIDL has no Reshape): the same values in the same order.
+        im.layer(node, "Flatten", [node.input[0]], [node.output[0]], flatten_param={"axis": 1})
+        return
     dims = list(out_shape)
     if dims and in_shape and dims[0] == in_shape[0]:
         dims[0] = 0  # keep the batch size, whatever it is

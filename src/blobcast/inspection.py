@@ -10,7 +10,7 @@ from .api import _converters, _reading, load
 from .errors import BlobcastError
 from .model import Model
 from .solver import HISTORY_ROLES, SolverState, learnable_slots, tie_history
-from .targets import target_named, target_problems
+from .targets import lower_for, target_named, target_problems
 from .tensor import Tensor
 
 
@@ -212,9 +212,63 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
     return facts
 
 
+def _target_facts(model: Model | None, target: str, extra_problems=(), rewrite: bool = False) -> dict:
+    """Whether the net fits the target; with `rewrite` (a net convert writes
+    anew, as from ONNX), after the exact rewrites convert --target makes."""
+    chosen = target_named(target)
+    rewrites = lower_for(model, chosen) if rewrite and model is not None else []
+    problems = list(extra_problems) + (target_problems(model, chosen) if model is not None else [])
+    facts = {"name": chosen.name, "description": chosen.description, "fits": not problems,
+             "problems": problems}
+    if rewrites:
+        facts["rewrites"] = rewrites
+    return facts
+
+
+def onnx_file_facts(path: str, *, stats: bool = False, target: str | None = None,
+                    modules: bool = False) -> dict:
+    """Any valid ONNX file as ONNX (opsets, producer, nodes, ...); where every
+    node has a Caffe form, the Caffe net too, as for a Caffe file. Nodes
+    without one are facts about the file, and make it unfit for any target."""
+    from .converters import onnx_inspect  # file-format code lives apart from the model
+
+    graph = _reading(path, lambda: onnx_inspect.onnx_facts(path))
+    model, problems = _reading(path, lambda: onnx_inspect.caffe_form(path))
+    if model is None:
+        facts = {"kind": "onnx", "format": "onnx", "name": graph["graph_name"], "onnx": graph,
+                 "caffe": {"converts": False, "problems": problems}}
+    else:
+        facts = model_facts(model, stats=stats)
+        facts["onnx"] = graph
+        facts["caffe"] = {"converts": True, "layers": len(model.layers)}
+        if modules:
+            facts["module_view"] = _module_view(model)
+        if model.training is not None:
+            facts["training"] = training_facts(model, stats)
+    facts["caffe_version"] = None  # an opset is ONNX's, not a Caffe version
+    if target:
+        facts["target"] = _target_facts(model, target, [f"no Caffe form: {p}" for p in problems or ()],
+                                        rewrite=True)
+    return facts
+
+
+def _module_view(model: Model) -> dict:
+    if not model.modules:
+        from .module_discovery import discover_modules
+
+        discover_modules(model)
+    return module_facts(model)
+
+
 def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
                  solver: str | None = None, file_format: str | None = None,
                  target: str | None = None, modules: bool = False) -> dict:
+    if prototxt is None and not solver and "graph" in _converters().detect_format(
+            path, file_format).holds:
+        facts = onnx_file_facts(path, stats=stats, target=target, modules=modules)
+        facts["path"] = os.fspath(path)
+        facts["file_bytes"] = os.path.getsize(path)
+        return facts
     obj = load(path, prototxt=prototxt, format=file_format)
     if isinstance(obj, SolverState):
         if target:
@@ -227,20 +281,13 @@ def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
         if modules:
             if not obj.has_architecture:
                 raise BlobcastError("--modules needs the layer definitions; give --prototxt", path)
-            if not obj.modules:
-                from .module_discovery import discover_modules
-
-                discover_modules(obj)
-            facts["module_view"] = module_facts(obj)
+            facts["module_view"] = _module_view(obj)
         if obj.training is not None:
             facts["training"] = training_facts(obj, stats)
         if target:
             if not obj.has_architecture:
                 raise BlobcastError("--target needs the layer definitions; give --prototxt", path)
-            chosen = target_named(target)
-            problems = target_problems(obj, chosen)
-            facts["target"] = {"name": chosen.name, "description": chosen.description,
-                               "fits": not problems, "problems": problems}
+            facts["target"] = _target_facts(obj, target)
     facts["path"] = os.fspath(path)
     facts["file_bytes"] = os.path.getsize(path)
     if facts["format"] in ("caffemodel-h5", "solverstate-h5"):

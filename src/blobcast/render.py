@@ -249,7 +249,17 @@ def render_hdf5(entries: list[dict]) -> Tree:
 def render(facts: dict):
     from rich.console import Group
 
+    if facts["kind"] == "onnx":
+        from .render_onnx import render_onnx
+
+        return render_onnx(facts)
     main = render_state(facts) if facts["kind"] == "solver_state" else render_model(facts)
+    if "onnx" in facts:
+        from .render_onnx import add_caffe_form, add_onnx_branch, add_rewrites
+
+        add_onnx_branch(main, facts["onnx"])
+        add_caffe_form(main, facts["caffe"])
+        add_rewrites(main, facts.get("target"))
     if "hdf5" in facts:
         return Group(main, render_hdf5(facts["hdf5"]))
     return main

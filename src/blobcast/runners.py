@@ -28,7 +28,8 @@ class Runner(Protocol):
 
 def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Runner:
     """The engine for a Model (options as Net takes them), the ONNX runner
-    for the path of an .onnx file (which runs around its custom nodes itself).
+    for the path of an .onnx file (which runs around its custom nodes itself,
+    on `device`, and refuses the engine's own options).
     A runner serves one run (a check, verify, run): the engine reads each
     layer's weights as the layer comes, unless hold_weights=True is given."""
     if isinstance(model_or_onnx_path, Model):
@@ -38,8 +39,27 @@ def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Run
         return Net(model_or_onnx_path, device=device, **net_options)
     from .converters import onnx_runner  # file-format code lives apart from the model
 
-    net_options.pop("skip_unrunnable", None)
-    return onnx_runner.OnnxRunner(model_or_onnx_path)
+    given = [flag for option, flag in _ENGINE_ONLY.items() if _is_set(net_options.get(option))]
+    if given:
+        raise BlobcastError(f"{', '.join(given)}: an option of blobcast's engine, which does not "
+                            "run an ONNX file (onnxruntime does); leave it out",
+                            model_or_onnx_path)
+    return onnx_runner.OnnxRunner(model_or_onnx_path, device=device)
+
+
+def _is_set(value) -> bool:
+    """Given on purpose: a seed of 0 is, False, None and empty lists are not."""
+    if value is None or value is False:
+        return False
+    return not isinstance(value, (tuple, list, str)) or bool(value)
+
+
+# Options only blobcast's engine has, with the flags that set them: an ONNX
+# file given one is refused, never run as if it had not been given.
+_ENGINE_ONLY = {"prototxt": "--prototxt", "allow_python_layers": "--allow-python-layers",
+                "python_path": "--python-path", "random_weights": "--random-weights",
+                "layer_plugins": "--layer-plugin", "winograd": "--winograd",
+                "precision": "--precision"}
 
 
 def forward_what_runs(side: Runner, inputs: dict, keep_all: bool = False) -> dict:

@@ -58,9 +58,12 @@ TARGETS = {target.name: target for target in (
     Target("caffe", "BVLC Caffe master", BVLC_TYPES),
     Target("caffe-1.0", "BVLC Caffe 1.0 (2017): no Clip, Swish or Pooling round_mode",
            BVLC_TYPES - {"Clip", "Swish"}, (("Pooling", "pooling_param", "round_mode"),)),
+    # OpenCV's own caffe.proto has `optional bool ceil_mode = 13` where BVLC
+    # has round_mode, and its text reader passes over round_mode unread.
     Target("opencv", "OpenCV 4 readNetFromCaffe (no Bias, ArgMax, Clip, Reduction, SPP, Threshold, "
-           "Tile, ...; SSD and other fork layers)",
-           (BVLC_TYPES - _OPENCV_LACKS - _TRAINING) | _OPENCV_FORKS),
+           "Tile, ...; SSD and other fork layers; no Pooling round_mode)",
+           (BVLC_TYPES - _OPENCV_LACKS - _TRAINING) | _OPENCV_FORKS,
+           (("Pooling", "pooling_param", "round_mode"),)),
     Target("rknn", "Rockchip RKNN-Toolkit2 1.5.2", frozenset({
         "BatchNorm", "BNLL", "Concat", "Convolution", "ConvolutionDepthwise", "Crop", "Deconvolution",
         "Dropout", "Eltwise", "Flatten", "InnerProduct", "Input", "LRN", "Normalize", "Permute", "Power",
@@ -110,7 +113,7 @@ def lower_for(model: Model, target: Target) -> list[str]:
     Deconvolution whose kernel is the factor, filled with ones (or the
     multiplier). A target that reads inputs only as the net's input fields
     gets them so."""
-    done = []
+    done = _lower_floor_pooling(model, target) + _lower_channel_shuffles(model, target)
     shapes = None
     for layer in list(model.layers):
         if layer.type == "Swish" and layer.type not in target.types and \
@@ -144,6 +147,105 @@ def lower_for(model: Model, target: Target) -> list[str]:
     if target.inputs == "net" and not model.legacy_inputs:
         if _inputs_as_net_fields(model):
             done.append("the net's inputs as its input/input_shape fields")
+    return done
+
+
+_ROUND_MODE = ("Pooling", "pooling_param", "round_mode")
+
+
+def _lower_floor_pooling(model: Model, target: Target) -> list[str]:
+    """Pooling with round_mode FLOOR, for a target that cannot read the
+    field: where FLOOR and CEIL give the same size the field is dropped;
+    else CEIL pooling, whose first windows are FLOOR's windows (same starts,
+    same clipping, same AVE divisors), then a Slice that keeps those rows and
+    columns and a Silence for the rest: the same values, exactly."""
+    if _ROUND_MODE not in target.forbidden:
+        return []
+    done = []
+    shapes = None
+    for layer in list(model.layers):
+        if layer.type != "Pooling" or not layer.spec.has("pooling_param") or \
+                layer.spec.pooling_param.round_mode != "FLOOR":
+            continue
+        if shapes is None:
+            shapes = _blob_shapes(model)
+        said = _floor_pool_as_ceil(model, layer, shapes.get(layer.bottoms[0]), target)
+        if said:
+            done.append(f"layer {layer.name!r}: {said}")
+    return done
+
+
+def _floor_pool_as_ceil(model: Model, layer, shape, target: Target) -> str | None:
+    from .layers.pooling import pool_geometry, pooled_size
+    from .model import Layer
+
+    settings = layer.spec.pooling_param
+    if shape is None or len(shape) != 4 or len(layer.tops) != 1:
+        return None
+    try:
+        geometry = pool_geometry(settings, int(shape[2]), int(shape[3]))
+    except ValueError:
+        return None
+    if geometry is None:  # global pooling: one window either way
+        settings.clear("round_mode")
+        return "round_mode dropped (global pooling)"
+    kernel, stride, pad, floor_out = geometry
+    ceil_out = [pooled_size(int(n), k, s, p, True)
+                for n, k, s, p in zip(shape[2:], kernel, stride, pad)]
+    if list(ceil_out) == list(floor_out):
+        settings.clear("round_mode")
+        return "round_mode FLOOR dropped (CEIL gives the same size)"
+    if not {"Slice", "Silence"} <= target.types:
+        return None
+    settings.clear("round_mode")
+    name, top = layer.name, layer.tops[0]
+    source = f"{name}/ceil"
+    layer.spec.top = [source]
+    made, dropped = [], []
+    cuts = [(axis, kept) for axis, kept, more in zip((2, 3), floor_out, ceil_out) if more > kept]
+    for number, (axis, kept) in enumerate(cuts):
+        output = top if number == len(cuts) - 1 else f"{name}/kept{axis}"
+        dropped.append(f"{name}/overhang{axis}")
+        made.append(Layer(f"{name}/keep{axis}", "Slice", bottoms=[source],
+                          tops=[output, dropped[-1]],
+                          slice_param={"axis": axis, "slice_point": [kept]}))
+        source = output
+    made.append(Layer(f"{name}/overhang", "Silence", bottoms=dropped))
+    index = model.layers.index(layer)
+    model.layers[index + 1:index + 1] = made
+    return "FLOOR pooling as CEIL pooling and a Slice dropping the last window"
+
+
+def _lower_channel_shuffles(model: Model, target: Target) -> list[str]:
+    """ShuffleChannel (group g over C = g * n channels; out channel
+    j * g + i is in channel i * n + j) for a target without it: a Slice into
+    single channels and a Concat of them in the shuffled order, which moves
+    the same values to the same places."""
+    if "ShuffleChannel" in target.types or not {"Slice", "Concat"} <= target.types:
+        return []
+    from .model import Layer
+
+    done, shapes = [], None
+    for layer in list(model.layers):
+        if layer.type != "ShuffleChannel" or len(layer.tops) != 1:
+            continue
+        if shapes is None:
+            shapes = _blob_shapes(model)
+        shape = shapes.get(layer.bottoms[0])
+        group = int(layer.spec.shuffle_channel_param.group) if \
+            layer.spec.has("shuffle_channel_param") else 1
+        if shape is None or len(shape) < 2 or group <= 0 or int(shape[1]) % group:
+            continue
+        channels, name = int(shape[1]), layer.name
+        pieces = [f"{name}/channel{c}" for c in range(channels)]
+        per_group = channels // group
+        order = [pieces[i * per_group + j] for j in range(per_group) for i in range(group)]
+        made = [Layer(f"{name}/split", "Slice", bottoms=list(layer.bottoms), tops=pieces,
+                      slice_param={"axis": 1, "slice_point": list(range(1, channels))}),
+                Layer(name, "Concat", bottoms=order, tops=list(layer.tops), concat_param={"axis": 1})]
+        index = model.layers.index(layer)
+        model.layers[index:index + 1] = made
+        done.append(f"layer {name!r}: ShuffleChannel as a Slice into channels and a Concat")
     return done
 
 

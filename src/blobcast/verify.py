@@ -168,19 +168,29 @@ def _load_model(path: str, prototxt: str | None):
     return model
 
 
-def _side(path: str, options: RunOptions):
-    """What runs a file: the ONNX runner for .onnx, else the engine."""
+def _is_onnx(path: str) -> bool:
+    return not path.lower().endswith(".npz") and "graph" in _converters().detect_format(path).holds
+
+
+def _side(path: str, options: RunOptions, engine_elsewhere: bool = False):
+    """What runs a file: the ONNX runner for .onnx, else the engine. The
+    engine's options given for an ONNX file are refused, unless the other
+    side of a comparison is run by the engine (they are for that side)."""
     from .engine.plugins import load_layer_plugin
 
     for plugin in options.layer_plugins:
         load_layer_plugin(plugin)
-    if "graph" in _converters().detect_format(path).holds:  # ONNX: its own runtime runs it
-        return runner_for(path)
+    engine_options = dict(allow_python_layers=options.allow_python_layers,
+                          python_path=options.python_path,
+                          random_weights=options.seed if options.random_weights else None,
+                          winograd=options.winograd)
+    if _is_onnx(path):  # its own runtime runs it
+        refused = {} if engine_elsewhere else dict(prototxt=options.prototxt,
+                                                   layer_plugins=options.layer_plugins,
+                                                   **engine_options)
+        return runner_for(path, device=options.device, **refused)
     return runner_for(_load_model(path, options.prototxt), device=options.device,
-                      allow_python_layers=options.allow_python_layers, skip_unrunnable=True,
-                      python_path=options.python_path,
-                      random_weights=options.seed if options.random_weights else None,
-                      winograd=options.winograd)
+                      skip_unrunnable=True, **engine_options)
 
 
 def _notes(side, prefix: str = "") -> list[str]:
@@ -293,7 +303,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                                     for name, pair in (tolerances or {}).items()})
     given = _given_inputs(options)
     with about(a):
-        net_a = _side(a, options)
+        net_a = _side(a, options, engine_elsewhere=not b.lower().endswith(".npz") and not _is_onnx(b))
     notes = _notes(net_a) + _uncomputed_notes(net_a)
     sources = {name: "--input" for name in given}
     results, net_b, b_blobs = None, None, {}
@@ -302,7 +312,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
             inputs, a_blobs, b_blobs, order = _against_recording(net_a, b, given, sources, options)
     else:
         with about(b):
-            net_b = _side(b, options)
+            net_b = _side(b, options, engine_elsewhere=not _is_onnx(a))
         notes += _notes(net_b, "B: ") + _uncomputed_notes(net_b, "B: ")
         if list(net_a.inputs) != list(net_b.inputs):
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
