@@ -3,6 +3,8 @@ element-wise layers (bit for bit, and never on memory a caller or another
 blob can see), the direct depthwise convolution (against the forks' loop),
 the engine's threads, and the chunked blob comparison."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -417,3 +419,47 @@ def test_a_layer_trusted_to_allocate_its_tops_never_hands_back_its_input(kind):
     out = net.forward(given)["out"]
     weights = [w for op in net._ops if op not in (None, engine_net._UNBUILT) for w in op.weights]
     assert not any(np.shares_memory(out, array) for array in list(given.values()) + weights)
+
+
+def _reshape_chain(pairs: int) -> str:
+    """Reshape after Reshape, each top rewritten in place: one group of blobs
+    sharing memory that every other layer changes."""
+    parts = ['layer { name: "in" type: "Input" top: "b0" input_param { shape { dim: 1 dim: 8 } } }']
+    for i in range(pairs):
+        parts.append(f'layer {{ name: "r{i}" type: "Reshape" bottom: "b{i}" top: "b{i + 1}" '
+                     'reshape_param { shape { dim: 0 dim: -1 } } }')
+        parts.append(f'layer {{ name: "s{i}" type: "Sigmoid" bottom: "b{i + 1}" top: "b{i + 1}" }}')
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("keep_all", [False, True])
+def test_the_bytes_held_are_counted_as_the_blobs_change(keep_all, monkeypatch):
+    checked = []
+    original = Net._check_budget
+
+    def direct(self, layer, op, bottoms, run):
+        arrays = {id(v): v.nbytes for v in list(run.values.values()) + list(run.kept.values())}
+        checked.append((run.held_bytes, sum(arrays.values())))
+        original(self, layer, op, bottoms, run)
+
+    monkeypatch.setattr(Net, "_check_budget", direct)
+    rest = ('layer { name: "ip" type: "InnerProduct" bottom: "b20" top: "ip" '
+            'inner_product_param { num_output: 8 } }'
+            'layer { name: "relu" type: "ReLU" bottom: "ip" top: "ip" }'
+            'layer { name: "drop" type: "Dropout" bottom: "ip" top: "d" }'
+            'layer { name: "flat" type: "Flatten" bottom: "d" top: "f" }'
+            'layer { name: "sum" type: "Eltwise" bottom: "f" bottom: "b3" top: "e" }')
+    net = Net(net_from_text(_reshape_chain(20) + rest, "<both>"), random_weights=0)
+    net.forward({"b0": np.ones((1, 8), np.float32)}, keep_all=keep_all)
+    assert len(checked) == len(net.layers)
+    assert all(counted == direct for counted, direct in checked)
+
+
+@pytest.mark.slow
+def test_a_long_group_of_blobs_sharing_memory_costs_a_linear_pass():
+    # 16,000 layers: each in-place write reaches every blob of the group, lazily.
+    net = Net(net_from_text(_reshape_chain(8000), "<chain>"))
+    start = time.perf_counter()
+    out = net.forward({"b0": np.zeros((1, 8), np.float32)}, keep_all=True)
+    assert time.perf_counter() - start < 30  # about 1.5 s; quadratic work took minutes
+    assert all(np.array_equal(out[f"b{i}"], out["b8000"].reshape(out[f"b{i}"].shape)) for i in range(8001))

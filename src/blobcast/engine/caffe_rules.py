@@ -225,6 +225,7 @@ def shared_memory(layers: list[Layer]) -> dict[str, frozenset[str]]:
 
     def root(blob: str) -> str:
         while parent.get(blob, blob) != blob:
+            parent[blob] = parent.get(parent[blob], parent[blob])  # path halving
             blob = parent[blob]
         return blob
 
@@ -237,4 +238,9 @@ def shared_memory(layers: list[Layer]) -> dict[str, frozenset[str]]:
     groups: dict[str, set[str]] = {}
     for blob in parent:
         groups.setdefault(root(blob), set()).add(blob)
-    return {blob: frozenset(group) for group in groups.values() if len(group) > 1 for blob in group}
+    shared: dict[str, frozenset[str]] = {}
+    for members in groups.values():
+        if len(members) > 1:
+            group = frozenset(members)  # one object per group
+            shared.update(dict.fromkeys(group, group))
+    return shared

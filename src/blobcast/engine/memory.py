@@ -15,7 +15,7 @@ engine gives each of them the new value (`MemoryPlan.shared`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import prod
 
 import numpy as np
@@ -48,44 +48,147 @@ def makes_new_memory(layer: Layer) -> bool:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """shared: blob -> the blobs sharing its memory in Caffe (itself included);
-    final_at: blob -> index of the layer after which it holds its last value
-    (its own last write or an in-place write on a blob it shares memory with;
-    -1 for an input never rewritten); release_after: layer index -> the blobs
-    no later layer reads or changes, freed once that layer has run."""
+    """group: blob -> the number of the group of blobs sharing its memory in
+    Caffe (only blobs that share); final_at: blob -> index of the layer after
+    which it holds its last value (its own last write or an in-place write on
+    a blob of its group; -1 for an input never rewritten); release_after:
+    layer index -> the blobs no later layer reads; release_reported: the same
+    for a pass that reports or keeps every blob's last value (later where a
+    blob of its group changes it after its last reader); changed_at: layer
+    index -> the blobs that take their last value there through a blob of
+    their group, not as a top of that layer."""
 
-    shared: dict[str, frozenset[str]]
+    group: dict[str, int]
     final_at: dict[str, int]
     release_after: dict[int, list[str]]
+    release_reported: dict[int, list[str]]
+    changed_at: dict[int, list[str]]
 
 
 def plan_memory(layers: list[Layer], inputs, outputs) -> MemoryPlan:
     shared = shared_memory(layers)
+    numbers: dict[int, int] = {}
+    group = {name: numbers.setdefault(id(members), len(numbers)) for name, members in shared.items()}
     last_write: dict[str, int] = {}
-    last_in_place: dict[str, int] = {}
+    group_in_place: dict[int, int] = {}  # a group's last in-place write
     last_read: dict[str, int] = {}
     for index, layer in enumerate(layers):
         for name in layer.bottoms:
             last_read[name] = index
         for position, name in enumerate(layer.tops):
             last_write[name] = index
-            if position < len(layer.bottoms) and layer.bottoms[position] == name:
-                last_in_place[name] = index
+            if name in group and position < len(layer.bottoms) and layer.bottoms[position] == name:
+                group_in_place[group[name]] = index
     final_at: dict[str, int] = {}
+    changed_at: dict[int, list[str]] = {}
     for name in list(inputs) + list(last_write):
-        final = last_write.get(name, -1)
-        for member in shared.get(name, ()):
-            final = max(final, last_in_place.get(member, -1))
-        final_at[name] = final
+        final = final_at[name] = max(last_write.get(name, -1), group_in_place.get(group.get(name), -1))
+        if final >= 0 and name not in layers[final].tops:
+            changed_at.setdefault(final, []).append(name)
     release_after: dict[int, list[str]] = {}
+    release_reported: dict[int, list[str]] = {}
     keep = set(outputs)
     for name, index in last_read.items():
-        if name in keep:
-            continue
-        if name in shared:  # it still changes with the blobs it shares
-            index = max(index, final_at.get(name, index))
-        release_after.setdefault(index, []).append(name)
-    return MemoryPlan(shared, final_at, release_after)
+        if name not in keep:
+            release_after.setdefault(index, []).append(name)
+            # reported: one sharing memory still changes with its group
+            release_reported.setdefault(max(index, final_at.get(name, index)), []).append(name)
+    return MemoryPlan(group, final_at, release_after, release_reported, changed_at)
+
+
+@dataclass
+class ForwardPass:
+    """One forward pass's blobs: `values` by name (what later layers read),
+    `kept` (every blob, with keep_all), `owned` (blobs whose array this pass
+    allocated and no other blob, caller or weight sees: only they are
+    rewritten in their own memory), and how blobs are reported.
+
+    A blob sharing memory with others (Caffe's Split, Flatten, Reshape) takes
+    its group's newest in-place value when it is next read, reported or
+    returned: each write costs the same however large the group."""
+
+    plan: MemoryPlan
+    values: dict
+    kept: dict
+    keep_all: bool
+    on_blob: object
+    final_only: bool
+    check_budget: bool
+    itemsize: int = 4
+    owned: set = field(default_factory=set)
+    newest: dict = field(default_factory=dict)  # group -> (layer index, array)
+    since: dict = field(default_factory=dict)  # blob -> the layer index its value is from
+    # The bytes of the arrays held (each array once), kept up to date so that
+    # checking the budget before each layer costs the same however many are held.
+    held_bytes: int = 0
+    _bindings: dict = field(default_factory=dict)  # id(array) -> [bytes, names bound to it]
+
+    def __post_init__(self):
+        for blobs in (self.values, self.kept):
+            for value in blobs.values():
+                self._count(value, 1)
+
+    def _count(self, value, step: int) -> None:
+        entry = self._bindings.get(id(value))
+        if entry is None:
+            entry = self._bindings[id(value)] = [value.nbytes, 0]
+            self.held_bytes += value.nbytes
+        entry[1] += step
+        if entry[1] == 0:
+            del self._bindings[id(value)]
+            self.held_bytes -= entry[0]
+
+    def _bind(self, blobs: dict, name: str, value) -> None:
+        old = blobs.get(name)
+        if old is value:
+            return
+        blobs[name] = value
+        self._count(value, 1)
+        if old is not None:
+            self._count(old, -1)
+
+    @property
+    def release_after(self) -> dict[int, list[str]]:
+        """A blob's last value is wanted (reported or kept) even after its last reader."""
+        reporting = self.keep_all or self.on_blob is not None
+        return self.plan.release_reported if reporting else self.plan.release_after
+
+    def release(self, name: str) -> None:
+        old = self.values.pop(name, None)
+        if old is not None:
+            self._count(old, -1)
+
+    def store(self, name: str, value, index: int, in_place: bool) -> None:
+        self._bind(self.values, name, value)
+        self.since[name] = index
+        if in_place and name in self.plan.group:
+            self.newest[self.plan.group[name]] = (index, value)
+        self.report(name, index)
+
+    def current(self, name: str):
+        """The blob's value, its group's newest in-place value where that
+        came later (reshaped to the blob's own shape: Caffe shares the data)."""
+        held = self.values.get(name)
+        if held is None:
+            held = self.kept.get(name)
+        newest = self.newest.get(self.plan.group.get(name))
+        if newest is None or held is None or newest[0] <= self.since.get(name, -1) or \
+                newest[1].size != held.size:
+            return held
+        value = newest[1].reshape(held.shape)
+        self.since[name] = newest[0]
+        self.owned.discard(name)  # a view of another blob's value
+        for blobs in (self.values, self.kept):
+            if name in blobs:
+                self._bind(blobs, name, value)
+        return value
+
+    def report(self, name: str, index: int) -> None:
+        value = self.current(name)
+        if self.keep_all:
+            self._bind(self.kept, name, value)
+        if self.on_blob is not None and (not self.final_only or self.plan.final_at[name] <= index):
+            self.on_blob(name, value)
 
 
 BLOCK_BYTES = 1 << 18  # a block of a blob that stays in a core's L2 cache

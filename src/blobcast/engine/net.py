@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from math import prod
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..tensor import aligned_values
 from ..weights import expected_blob_count
 from .caffe_rules import check_net
 from .data_shapes import data_layer_shapes
-from .memory import makes_new_memory, plan_memory, run_in_place
+from .memory import ForwardPass, makes_new_memory, plan_memory, run_in_place
 from .python_layer import PythonLayer
 
 
@@ -76,28 +76,6 @@ class SkippedLayer:
     name: str
     type: str
     reason: str
-
-
-@dataclass
-class _Pass:
-    """One forward pass's blobs: `values` by name (what later layers read),
-    `kept` (every blob, with keep_all), `owned` (blobs whose array this pass
-    allocated and no other blob, caller or weight sees: only they are
-    rewritten in their own memory), and how blobs are reported."""
-
-    values: dict
-    kept: dict
-    keep_all: bool
-    on_blob: object
-    final_only: bool
-    check_budget: bool
-    owned: set = field(default_factory=set)
-
-    def report(self, name: str, final: bool) -> None:
-        if self.keep_all:
-            self.kept[name] = self.values[name]
-        if self.on_blob is not None and (final or not self.final_only):
-            self.on_blob(name, self.values[name])
 
 
 class Net:
@@ -300,12 +278,11 @@ class Net:
         self._ops[index] = self._op(layer, arrays)
         return self._ops[index]
 
-    def _check_budget(self, layer: Layer, op, bottoms: list, values: dict, kept: dict) -> None:
+    def _check_budget(self, layer: Layer, op, bottoms: list, run: ForwardPass) -> None:
         """Refuse, before it runs, a layer that would take the blobs held so far
         past the memory budget (a tiny net can declare enormous blobs)."""
-        held = {id(v): v.nbytes for v in list(values.values()) + list(kept.values())}
-        _check_layer_memory(layer, op, [tuple(b.shape) for b in bottoms], sum(held.values()),
-                            np.dtype(self.dtype).itemsize)
+        _check_layer_memory(layer, op, [tuple(b.shape) for b in bottoms], run.held_bytes,
+                            run.itemsize)
 
     def release(self) -> None:
         """Drop the weights the net holds on the device (aligned copies
@@ -337,24 +314,6 @@ class Net:
                 break
             chain.append(apply)
         return chain
-
-    def _share(self, layer: Layer, name: str, values: dict, kept: dict) -> list[str]:
-        """After `layer` rewrote `name` in place: the blobs that share its
-        memory in Caffe (Split, Flatten, Reshape) take the new value too.
-        Returns the names given it, `name` first."""
-        if name not in layer.bottoms:
-            return [name]
-        value, given = values[name], [name]
-        for member in sorted(self.memory.shared.get(name, ())):
-            held = values.get(member, kept.get(member))
-            if member == name or held is None or held.size != value.size:
-                continue
-            view = value.reshape(held.shape)
-            for blobs in (values, kept):
-                if member in blobs:
-                    blobs[member] = view
-            given.append(member)
-        return given
 
     def _run_chain(self, layer: Layer, array, chain: list) -> None:
         try:
@@ -394,8 +353,9 @@ class Net:
         values = self._bind_inputs(inputs)
         # Memory depends on the shapes alone: planned once per set of input shapes.
         signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
-        run = _Pass(values, dict(values) if keep_all else {}, keep_all, on_blob, final_only,
-                    check_budget=signature not in self._budget_checked)
+        run = ForwardPass(self.memory, values, dict(values) if keep_all else {}, keep_all, on_blob,
+                          final_only, check_budget=signature not in self._budget_checked,
+                          itemsize=np.dtype(self.dtype).itemsize)
         run_until = 0  # layers before this index ran in place, in a chain
         for index, layer in enumerate(self.layers):
             if index < run_until:
@@ -405,8 +365,8 @@ class Net:
             run_until = self._step(index, run)
         self._budget_checked.add(signature)
         if keep_all:
-            return run.kept
-        return {name: values[name] for name in self.outputs if name in values}
+            return {name: run.current(name) for name in run.kept}
+        return {name: run.current(name) for name in self.outputs if name in values}
 
     def _bind_inputs(self, inputs: dict) -> dict:
         values = {}
@@ -423,20 +383,19 @@ class Net:
             raise BlobcastError("the net has no input named " + ", ".join(sorted(extra)))
         return values
 
-    def _step(self, index: int, run: _Pass) -> int:
+    def _step(self, index: int, run: ForwardPass) -> int:
         """Run layer `index` (and the in-place layers after it, as one chain
         when they can); return the index of the next layer to run."""
         layer, values = self.layers[index], run.values
-        try:
-            bottoms = [values[name] for name in layer.bottoms]
-        except KeyError as missing:
-            raise BlobcastError(f"layer {layer.name!r}: its bottom {missing.args[0]!r} is "
-                                "never produced") from None
+        bottoms = [run.current(name) if name in values else None for name in layer.bottoms]
+        missing = next((name for name, b in zip(layer.bottoms, bottoms) if b is None), None)
+        if missing is not None:
+            raise BlobcastError(f"layer {layer.name!r}: its bottom {missing!r} is never produced")
         op = self._op_at(index)
         if op is None:
             op = self._random_op(index, layer, bottoms)
         if run.check_budget:
-            self._check_budget(layer, op, bottoms, values, run.kept)
+            self._check_budget(layer, op, bottoms, run)
         chain = self._in_place_chain(index, bottoms, run.owned)
         if not self.hold_weights:  # the local references keep them for this run
             self._ops[index:index + max(len(chain), 1)] = [_UNBUILT] * max(len(chain), 1)
@@ -452,16 +411,16 @@ class Net:
                 else:
                     run.owned.discard(name)
         chain = op = bottoms = None
-        for name, value in zip(layer.tops, tops):
-            values[name] = value
-            for given in self._share(layer, name, values, run.kept):
-                if given != name:  # a view of another blob's new value
-                    run.owned.discard(given)
-                run.report(given, self.memory.final_at[given] < end)
+        for position, (name, value) in enumerate(zip(layer.tops, tops)):
+            in_place = position < len(layer.bottoms) and layer.bottoms[position] == name
+            run.store(name, value, end - 1, in_place)
         tops = value = None
-        for ran in range(index, end):  # free what no later layer needs
-            for name in self.memory.release_after.get(ran, ()):
-                values.pop(name, None)
+        for ran in range(index, end):
+            for name in self.memory.changed_at.get(ran, ()):  # through a blob sharing its memory
+                if name in values or name in run.kept:
+                    run.report(name, ran)
+            for name in run.release_after.get(ran, ()):  # what no later layer needs
+                run.release(name)
         return end
 def _by_settings(layer: Layer, bottom_shapes: list, rule):
     """A layer's shape rule on its bottoms' shapes; settings it cannot follow
