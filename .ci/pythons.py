@@ -93,9 +93,8 @@ def main() -> None:
     if outside or oldest not in classified:
         fail(f"the classifiers {[f'{a}.{b}' for a, b in classified]} and requires-python "
              f"{specifier!r} disagree: the classifiers must name the oldest and stay within it")
-    newest = classified[-1]
-    print(find(oldest))
-    print(find(newest))
+    paths = [find(oldest), find(classified[-1])]  # both found before either is printed
+    print("\n".join(paths))
 
 
 if __name__ == "__main__":

@@ -142,3 +142,22 @@ def test_a_real_net_failing_on_float32_rounding_is_said_to_be_rounding(tmp_path)
     suggested = [re.search(r"--tolerance (\S+)", c["rounding"]["verdict"]).group(1) for c in failed]
     args = [arg for spec in suggested for arg in ("--tolerance", spec)]
     assert run("verify", *common, "--atol", "0", "--rtol", "1e-6", *args).exit_code == 0
+    # with the ONNX file as A, the engine runs B's model in float64
+    flipped = json.loads(run("verify", onnx_file, YOLO_WEIGHTS, "--prototxt", YOLO_NET, "--atol", "0",
+                             "--rtol", "1e-6", "--json").stdout)
+    assert {c["rounding"]["reference"] for c in flipped["compared"] if not c["passed"]} == {"B"}
+
+
+def test_a_recording_that_strays_is_named_against_the_float64_run(tiny_logits, tmp_path):
+    a, b = tiny_logits
+    recording = tmp_path / "b.npz"
+    assert run("run", b, "--all-blobs", "--save", recording).exit_code == 0
+    result = run("verify", a, recording, "--all-blobs", "--json")
+    assert result.exit_code == 1, result.output
+    ip2 = next(c for c in json.loads(result.stdout)["compared"] if c["name"] == "ip2")
+    assert ip2["rounding"]["reference"] == "A" and ip2["rounding"]["strays"] == "B"
+    # the float64 run is of A's model: given the other way round, the net with
+    # logits near 1e-9 is the one that strays from it
+    flipped = json.loads(run("verify", b, a, "--all-blobs", "--json").stdout)
+    ip2 = next(c for c in flipped["compared"] if c["name"] == "ip2")
+    assert ip2["rounding"]["reference"] == "A" and ip2["rounding"]["strays"] == "B"

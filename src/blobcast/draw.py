@@ -176,7 +176,7 @@ def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prot
         from .verify import RunOptions, verify_files
 
         run = replace(options or RunOptions(), all_blobs=True, prototxt=prototxt)
-        report = verify_files(source, os.fspath(against), run)
+        report = verify_files(source, os.fspath(against), run, explain=False)  # colours only
         comparisons = {c.name: c for c in report.compared}
     kind = write_drawing(dot_text(model, expand=expand, shapes=shapes, comparisons=comparisons),
                          destination, overwrite)
