@@ -344,3 +344,54 @@ def test_a_wide_lrn_window_pads_no_more_than_its_channels(tmp_path):
     # any window of 5 or more covers all 3 channels: the same sums, alpha / size kept
     narrow = Net(blobcast.load(net(5, 5 / 99_999))).forward({"data": wide["data"]})["norm"]
     np.testing.assert_allclose(wide["norm"], narrow, rtol=1e-6)
+
+
+# -- costs linear in the net's size ------------------------------------------------------
+
+@pytest.mark.slow
+def test_draw_expand_is_linear_in_module_instances(tmp_path):
+    # 140 instances of a module of 140 one-ReLU instances: 19,740 clusters
+    inner = " ".join(f'layer {{ name: "i{k}" module: "R" bottom: "x" top: "x" }}' for k in range(140))
+    outer = "\n".join(f'layer {{ name: "t{k}" module: "T" bottom: "data" top: "data" }}' for k in range(140))
+    path = tmp_path / "instances.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 1 dim: 1 } } }\n'
+                    'module { name: "R" input: "x" output: "x" layer { name: "r" type: "ReLU" bottom: "x" '
+                    f'top: "x" }} }}\nmodule {{ name: "T" input: "x" output: "x" {inner} }}\n{outer}\n')
+    code, stderr = run_bounded(["draw", path, tmp_path / "net.dot", "--expand"], seconds=60)
+    assert code == 0, stderr
+    text = (tmp_path / "net.dot").read_text()
+    assert text.count("subgraph cluster_") == 140 * 141
+    assert text.index('label="t139.i139: R()"') > text.index('label="t139: T()"')  # nested in its parent
+
+
+@pytest.mark.slow
+def test_exporting_module_instances_costs_about_as_much_as_the_flat_net(tmp_path):
+    import time
+
+    import numpy as np
+
+    import blobcast
+
+    lines = ['layer { name: "data" type: "Input" top: "b0" '
+             'input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }']
+    for k in range(2000):  # 2,000 residual blocks of conv, ReLU, sum: 6,000 layers
+        lines += [f'layer {{ name: "blk{k}_conv" type: "Convolution" bottom: "b{k}" top: "blk{k}_c" '
+                  'convolution_param { num_output: 2 kernel_size: 1 } }',
+                  f'layer {{ name: "blk{k}_relu" type: "ReLU" bottom: "blk{k}_c" top: "blk{k}_c" }}',
+                  f'layer {{ name: "blk{k}_sum" type: "Eltwise" bottom: "b{k}" bottom: "blk{k}_c" '
+                  f'top: "b{k + 1}" }}']
+    (tmp_path / "flat.prototxt").write_text("\n".join(lines))
+    model = blobcast.load(tmp_path / "flat.prototxt")
+    for layer in model.layers[1::3]:
+        layer.blobs = [blobcast.Blob(np.zeros((2, 2, 1, 1), np.float32)),
+                       blobcast.Blob(np.zeros(2, np.float32))]
+    blobcast.save(model, tmp_path / "flat.caffemodel")
+    seconds = {}
+    for modules in (False, True):
+        start = time.perf_counter()
+        blobcast.convert(tmp_path / "flat.caffemodel", tmp_path / f"{modules}.onnx", find_modules=modules,
+                         forward_check=False)
+        seconds[modules] = time.perf_counter() - start
+    assert len(blobcast.load(tmp_path / "True.onnx").modules) == 1999  # the last block ends the net
+    assert seconds[True] < 3 * seconds[False], seconds  # each instance looked at later layers: 12x
