@@ -395,3 +395,25 @@ def test_exporting_module_instances_costs_about_as_much_as_the_flat_net(tmp_path
         seconds[modules] = time.perf_counter() - start
     assert len(blobcast.load(tmp_path / "True.onnx").modules) == 1999  # the last block ends the net
     assert seconds[True] < 3 * seconds[False], seconds  # each instance looked at later layers: 12x
+
+
+# -- both sides of a comparison --------------------------------------------------------------
+
+def test_verify_and_the_forward_check_count_both_sides_together(tmp_path):
+    import blobcast
+
+    # a ReLU of 2.5 million values: 38 MB at its peak alone, 57 MB while the
+    # other side's input and output (19 MB) are held
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2500000 } } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }\n')
+    blobcast.save(blobcast.load(tmp_path / "net.prototxt"), tmp_path / "net.caffemodel")
+    model = tmp_path / "net.caffemodel"
+    refused(["verify", model, model, "--memory-budget", "48M"], "beside 19.1 MiB already held")
+    code, stderr = run_bounded(["verify", model, model, "--memory-budget", "64M"])
+    assert code == 0, stderr
+    refused(["convert", model, tmp_path / "net.onnx", "--memory-budget", "48M"],
+            "beside 19.1 MiB already held")
+    assert not (tmp_path / "net.onnx").exists()
+    code, stderr = run_bounded(["convert", model, tmp_path / "copy.caffemodel", "--memory-budget", "48M"])
+    assert code == 0 and "forward check skipped: it would exceed the memory budget" in stderr, stderr
