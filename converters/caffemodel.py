@@ -11,8 +11,13 @@ import warnings
 
 from google.protobuf.message import DecodeError
 
+<<<<<<< HEAD
 from blobcast.errors import BlobcastWarning, FormatError
 from blobcast.limits import check_allocation
+=======
+from blobcast.errors import FormatError
+from blobcast.limits import check_allocation, human_size
+>>>>>>> h28-bounds
 from blobcast.model import Model
 
 from . import caffe_pb2 as pb
@@ -50,14 +55,47 @@ def _strip_blobs(buf, start, end, blob_field, where, nested=None, path=""):
     return bytes(kept), blobs
 
 
+<<<<<<< HEAD
 def _count(kept: bytearray, more: int, path: str) -> None:
     """Settings are copied out of the file (blobs are not): what the copies
     hold, a fork's or an unknown field of any size included, is budgeted."""
     check_allocation(len(kept) + more, "the layer settings (unknown fields included)", path)
+=======
+SETTINGS_COPIES = 6  # a binary model's settings (blobs aside) are held about six times while read (measured)
+
+
+def _settings_size(buf, start, end, blob_field, nested=None) -> int:
+    """The bytes of a layer message other than its blobs, counted without copying."""
+    size = 0
+    for number, wire_type, tag_start, vstart, vend in iter_fields(buf, start, end):
+        if number == blob_field and wire_type == 2:
+            continue
+        if nested and number == nested[0] and wire_type == 2:
+            size += vstart - tag_start + _settings_size(buf, vstart, vend, nested[1])
+        else:
+            size += vend - tag_start
+    return size
+
+
+def _check_settings_size(buf, path: str) -> None:
+    """Settings count against the memory budget before any is copied, as a
+    text file's bytes do: a 190 MB unknown field was held six times over."""
+    size = 0
+    for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, len(buf)):
+        if number == _LAYER_V2 and wire_type == 2:
+            size += vstart - tag_start + _settings_size(buf, vstart, vend, _BLOBS_V2)
+        elif number == _LAYERS_V1 and wire_type == 2:
+            size += vstart - tag_start + _settings_size(buf, vstart, vend, _BLOBS_V1, (_V0_LAYER, _BLOBS_V0))
+        else:
+            size += vend - tag_start
+    check_allocation(size * SETTINGS_COPIES, f"reading the model's settings ({human_size(size)} besides "
+                     "its blobs)", path)
+>>>>>>> h28-bounds
 
 
 def decode_net(buf, path: str):
     """Parse a NetParameter held in `buf`; return (net pb, v1 blobs, v2 blobs)."""
+    _check_settings_size(buf, path)
     stripped = bytearray()
     v1_blobs, v2_blobs = [], []
     end = len(buf)

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from google.protobuf import text_format
 
@@ -319,6 +319,9 @@ class _Flattener:
         self.layers: list = []           # (LayerParameter, module path, sharing key or None)
         self.instances: dict[str, ModuleInstance] = {}
         self.text_bytes = modular.text_bytes  # the files, plus every module body substituted
+        self._parsed: dict[str, list] = {}     # layer text -> its parsed layers
+        self._scans: dict[tuple, list] = {}    # (module body, file) -> its fields
+        self._templated: dict[str, set] = {}   # module -> its strings that use a parameter
 
     def charge(self, pieces: int, text_bytes: int = 0) -> None:
         """Refuse before building past the limit on layers and instances, or
@@ -340,10 +343,30 @@ class _Flattener:
         return len(self.layers) + len(self.instances)
 
     def layer_text(self, text: str, where: str):
-        parsed = self.parse_text(text, where)
-        if len(parsed.layers):
-            raise FormatError("a modular net is written with V2 'layer' fields, not V1 'layers'", where)
-        return list(parsed.layer)
+        """The layers of one layer's text: parsed once per distinct text (every
+        instance of a module repeats its layers), copied for each use."""
+        parsed = self._parsed.get(text)
+        if parsed is None:
+            net = self.parse_text(text, where)
+            if len(net.layers):
+                raise FormatError("a modular net is written with V2 'layer' fields, not V1 'layers'", where)
+            parsed = self._parsed[text] = list(net.layer)
+        copies = []
+        for template in parsed:
+            copy = type(template)()
+            copy.CopyFrom(template)
+            copies.append(copy)
+        return copies
+
+    def scan(self, body: str, where: str) -> list:
+        """A module body's fields, each an InstanceSpec or a layer's text:
+        scanned once per distinct substituted body."""
+        found = self._scans.get((body, where))
+        if found is None:
+            found = self._scans[(body, where)] = [
+                instance_spec(body, entry, where) if is_instance(body, entry, where)
+                else body[entry.start:entry.end] for entry in entries(body, 0, len(body), where)]
+        return found
 
     def estimate(self, module: str, seen: tuple = ()) -> int:
         """Layers and instances one instance of `module` flattens to (itself
@@ -425,9 +448,10 @@ class _Flattener:
             return local if local in absolute else self.qualify(spec.name, local)
 
         inner_path = module_path + (spec.name,)
-        for entry in entries(body, 0, len(body), module.where):
-            if is_instance(body, entry, module.where):
-                nested = instance_spec(body, entry, module.where)
+        for item in self.scan(body, module.where):
+            if isinstance(item, InstanceSpec):
+                nested = replace(item, bottoms=list(item.bottoms), tops=list(item.tops),
+                                 params=dict(item.params))
                 local = nested.name
                 nested.name = named(local)
                 nested.bottoms = [blob(b) for b in nested.bottoms]
@@ -436,7 +460,7 @@ class _Flattener:
                             self.qualify(share_key, local) if share else None)
                 continue
             self.charge(self.pieces() + 1)
-            for layer in self.layer_text(body[entry.start:entry.end], module.where):
+            for layer in self.layer_text(item, module.where):
                 local = layer.name
                 layer.name = named(local)
                 bottoms, tops = [blob(b) for b in layer.bottom], [blob(t) for t in layer.top]
@@ -486,8 +510,11 @@ class _Flattener:
         grown = sum(len(value(match)) - len(match.group()) for match in _PLACEHOLDER.finditer(module.body))
         self.charge(self.pieces(), len(module.body) + grown)
 
-        templated = {token for token, _, _ in _tokens(module.body, 0, len(module.body), module.where)
-                     if token[:1] in "\"'" and "${" in token}
+        templated = self._templated.get(module.name)
+        if templated is None:  # the body's quoted strings that use a parameter, found once a module
+            templated = self._templated[module.name] = {
+                token for token, _, _ in _tokens(module.body, 0, len(module.body), module.where)
+                if token[:1] in "\"'" and "${" in token}
         absolute = {text_format.Tokenizer(iter([fill(token)])).ConsumeString() for token in templated}
         absolute |= {fill(name) for name in module.inputs + module.outputs if "${" in name}
         return fill(module.body), absolute, fill

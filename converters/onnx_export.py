@@ -123,9 +123,10 @@ class GraphBuilder:
         plan = module_spans(self.layers, lambda layer: layer.type in EXPORTERS) \
             if self.model.modules else {}
         capture = None
+        self._last_read = {blob: li for li, layer in enumerate(self.layers) for blob in layer.bottoms}
         for li, layer in enumerate(self.layers):
             if li in plan:  # a module instance: its nodes become one function call
-                capture = (*plan[li], self._body, self._function_inputs)
+                capture = (*plan[li], self._body, self._function_inputs, li)
                 self._body, self._function_inputs = [], []
             absent = [b for b in layer.bottoms if b not in self.latest]
             if absent:
@@ -170,8 +171,10 @@ class GraphBuilder:
     def _call_module(self, instance, last: int, capture) -> None:
         body = self._body
         self._body, self._function_inputs = capture[2], capture[3]
-        later = {self.latest[b] for layer in self.layers[last + 1:] for b in layer.bottoms
-                 if b in self.latest}
+        # the values of the instance's tops that a later layer reads: its own
+        # layers, not every later one, so a net of many instances stays linear
+        later = {self.latest[top] for layer in self.layers[capture[4]:last + 1] for top in layer.tops
+                 if self._last_read.get(top, -1) > last}
         outputs = {self.latest[name] for name in self.net.outputs if name in self.latest}
         call = module_call(self, instance, body, later, outputs)
         (self.nodes if self._body is None else self._body).append(call)

@@ -19,6 +19,7 @@ from onnx import TensorProto
 from blobcast.errors import BlobcastError
 from blobcast.limits import check_allocation
 
+from .onnx_fold import data_propagation_is_bounded
 from .onnx_format import map_onnx
 from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
 from .onnx_tensors import _NUMPY_OF, SHAPE_VALUES, all_tensors, inferred_bytes
@@ -40,7 +41,7 @@ def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
             if end - start <= SHAPE_VALUES * dtype.itemsize:
                 tensor.raw_data = bytes(buf[start:end])
     try:
-        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(probe, data_prop=data_propagation_is_bounded(probe))
     except Exception:
         return  # the runtime reports what it cannot run
     producers = {out: node for node in inferred.graph.node for out in node.output}

@@ -6,12 +6,17 @@ or a runaway allocation fails the test instead of stalling the machine."""
 from __future__ import annotations
 
 import resource
+import runpy
 import subprocess
 import sys
 
 import pytest
 
 from .conftest import ROOT
+
+pytestmark = pytest.mark.slow  # each case runs blobcast in a child process: a second or more
+# the hostile ONNX files are built as the fuzzing script builds its examples
+BUILD = runpy.run_path(str(ROOT / "scripts" / "fuzz_expansions.py"), run_name="builders")
 
 INPUT = ('layer { name: "data" type: "Input" top: "data" '
          'input_param { shape { dim: 1 dim: 1 dim: 2 dim: 2 } } }')
@@ -153,7 +158,6 @@ def test_detection_outputs_nms_runs_thousands_of_candidates_at_once(tmp_path):
     assert detections.shape == (1, 1, 100, 7) and (detections[0, 0, :, 1] == 1).all()
 
 
-@pytest.mark.slow
 def test_prior_boxes_many_aspect_ratios_are_deduplicated_in_linear_time(tmp_path):
     # 150,000 distinct ratios written as one packed list: 10**10 comparisons pairwise
     ratios = ", ".join(f"{1.5 + k * 1e-4:.4f}" for k in range(150_000))
@@ -175,47 +179,11 @@ def test_prior_boxes_many_aspect_ratios_are_deduplicated_in_linear_time(tmp_path
 
 # -- ONNX: constant folding, sparse tensors ------------------------------------------------
 
-def _onnx_model(nodes, output: str, opset: int = 13):
-    """A graph of constant-making NODES whose OUTPUT is a graph output, beside
-    a plain x + x (so the model has an input)."""
-    from onnx import TensorProto, helper
-
-    nodes = [*nodes, helper.make_node("Add", ["x", "x"], ["xx"])]
-    plane = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])
-    graph = helper.make_graph(nodes, "hostile", [plane],
-                              [helper.make_tensor_value_info(output, TensorProto.FLOAT, None),
-                               helper.make_tensor_value_info("xx", TensorProto.FLOAT, [1, 1])])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = 8
-    return model
-
-
-def _filled(name: str, shape: list[int], integer: bool = False) -> list:
-    """Nodes making a constant of SHAPE from a few bytes: Constant(shape) -> ConstantOfShape."""
-    import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
-
-    kind = TensorProto.INT64 if integer else TensorProto.FLOAT
-    return [helper.make_node("Constant", [], [name + "_shape"],
-                             value=numpy_helper.from_array(np.asarray(shape, np.int64), name + "_shape")),
-            helper.make_node("ConstantOfShape", [name + "_shape"], [name],
-                             value=helper.make_tensor(name + "_value", kind, [1], [0]))]
-
-
-def _folding_models():
-    from onnx import helper
-
-    return {
-        # a million copies of row 0 of a 1 x 1024 constant: 3.8 GiB from 347 bytes
-        "gather": _onnx_model([*_filled("data", [1, 1024]), *_filled("rows", [1_000_000], integer=True),
-                               helper.make_node("Gather", ["data", "rows"], ["big"], axis=0)], "big"),
-        # one 4 MB constant concatenated with itself a thousand times
-        "concat": _onnx_model([*_filled("data", [1_000_000]),
-                               helper.make_node("Concat", ["data"] * 1000, ["big"], axis=0)], "big"),
-        # a 15 x 15 convolution of a 2000 x 2000 plane: its output is 16 MB, its patches 3.6 GB
-        "conv": _onnx_model([*_filled("image", [1, 1, 2000, 2000]), *_filled("kernel", [1, 1, 15, 15]),
-                             helper.make_node("Conv", ["image", "kernel"], ["big"], pads=[7] * 4)], "big"),
-    }
+FOLDING = {  # name: the builder's (op, size, fan, side, kernel)
+    "gather": ("Gather", 1024, 1000, 0, 0),     # a million copies of row 0 of 1 x 1024: 3.8 GiB
+    "concat": ("Concat", 1_000_000, 1000, 0, 0),  # one 4 MB constant concatenated a thousand times
+    "conv": ("Conv", 0, 0, 2000, 15),            # a 16 MB output, 3.6 GB of unfolded patches
+}
 
 
 @pytest.mark.parametrize("name", ["gather", "concat", "conv"])
@@ -223,7 +191,7 @@ def test_constant_folding_sizes_outputs_and_temporaries_before_computing(name, t
     import onnx
 
     path = tmp_path / f"{name}.onnx"
-    onnx.save(_folding_models()[name], path)
+    onnx.save(BUILD["folded"](*FOLDING[name]), path)
     assert path.stat().st_size < 7000
     refused(["inspect", path, "--memory-budget", "256M"], "folding the constant", seconds=60,
             memory=1536 * 2**20)
@@ -238,7 +206,8 @@ def test_a_memory_error_while_folding_is_reported_not_swallowed(tmp_path, monkey
     from blobcast.limits import BudgetExceeded
 
     path = tmp_path / "small.onnx"
-    onnx.save(_onnx_model([*_filled("data", [4]), helper.make_node("Neg", ["data"], ["out"])], "out"), path)
+    nodes = [*BUILD["filled"]("data", [4]), helper.make_node("Neg", ["data"], ["out"])]
+    onnx.save(BUILD["with_output"](nodes, "out"), path)
     assert blobcast.load(path)  # folds quietly
 
     def exhausted(self, *args, **kwargs):
@@ -255,7 +224,7 @@ def test_sparse_tensors_are_charged_at_their_dense_size(tmp_path):
 
     values = helper.make_tensor("w", TensorProto.FLOAT, [1], [1.0])
     indices = helper.make_tensor("w_indices", TensorProto.INT64, [1], [0])
-    model = _onnx_model([helper.make_node("Identity", ["x"], ["y"])], "y")
+    model = BUILD["with_output"]([helper.make_node("Identity", ["x"], ["y"])], "y")
     model.graph.sparse_initializer.append(helper.make_sparse_tensor(values, indices, [20_000, 20_000]))
     path = tmp_path / "sparse.onnx"
     onnx.save(model, path)  # 1.6 GB of zeros once densified, from about 150 bytes
@@ -267,30 +236,10 @@ def test_sparse_tensors_are_charged_at_their_dense_size(tmp_path):
 
 # -- ONNX: module functions inlined --------------------------------------------------------
 
-def _module_calls(body_nodes: int, calls: int, call_name) -> bytes:
-    """A chain of CALLS calls of one module function of BODY_NODES ReLUs, as
-    blobcast writes module instances (domain ai.blobcast.module, a names attribute)."""
-    from onnx import TensorProto, helper
-
-    domain = "ai.blobcast.module"
-    body = [helper.make_node("Relu", ["in0" if k == 0 else f"v{k}"],
-                             ["out0" if k == body_nodes - 1 else f"v{k + 1}"], name=f"n{k}")
-            for k in range(body_nodes)]
-    function = helper.make_function(domain, "M", ["in0"], ["out0"], body, [helper.make_opsetid("", 13)],
-                                    attributes=["names"])
-    nodes = [helper.make_node("M", ["x" if k == 0 else f"y{k - 1}"], [f"y{k}"], name=call_name(k),
-                              domain=domain, names="{}") for k in range(calls)]
-    graph = helper.make_graph(nodes, "calls", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
-                              [helper.make_tensor_value_info(f"y{calls - 1}", TensorProto.FLOAT, [1, 4])])
-    model = helper.make_model(graph, functions=[function],
-                              opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid(domain, 1)])
-    model.ir_version = 8
-    return model.SerializeToString()
-
-
 def test_module_calls_are_counted_before_they_are_inlined(tmp_path):
     path = tmp_path / "calls.onnx"
-    path.write_bytes(_module_calls(1000, 1000, lambda k: f"c{k}"))  # 84 KB, a million nodes
+    # 84 KB, a million nodes
+    path.write_bytes(BUILD["module_calls"](1000, 1000, call_names=lambda k: f"c{k}").SerializeToString())
     assert path.stat().st_size < 90_000
     refused(["inspect", path], "inlining its module calls would make 1000000 nodes, over 200000",
             seconds=30, memory=1536 * 2**20)
@@ -299,10 +248,10 @@ def test_module_calls_are_counted_before_they_are_inlined(tmp_path):
 def test_long_call_names_are_charged_before_they_prefix_every_inlined_name(tmp_path):
     path = tmp_path / "names.onnx"
     # 50 calls named with 10,000 characters each, of a 2,000-node body: 3 GB of names
-    path.write_bytes(_module_calls(2000, 50, lambda k: f"{k}" + "L" * 10_000))
+    path.write_bytes(BUILD["module_calls"](2000, 50, 10_000).SerializeToString())
     refused(["inspect", path, "--memory-budget", "256M"], "inlining the module calls (100000 nodes) needs",
             seconds=60, memory=1536 * 2**20)
-    path.write_bytes(_module_calls(20, 5, lambda k: f"block{k}"))
+    path.write_bytes(BUILD["module_calls"](20, 5).SerializeToString())
     code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"])
     assert code == 0, stderr
 
@@ -344,3 +293,107 @@ def test_a_wide_lrn_window_pads_no_more_than_its_channels(tmp_path):
     # any window of 5 or more covers all 3 channels: the same sums, alpha / size kept
     narrow = Net(blobcast.load(net(5, 5 / 99_999))).forward({"data": wide["data"]})["norm"]
     np.testing.assert_allclose(wide["norm"], narrow, rtol=1e-6)
+
+
+# -- costs linear in the net's size ------------------------------------------------------
+
+def test_draw_expand_is_linear_in_module_instances(tmp_path):
+    # 140 instances of a module of 140 one-ReLU instances: 19,740 clusters
+    inner = " ".join(f'layer {{ name: "i{k}" module: "R" bottom: "x" top: "x" }}' for k in range(140))
+    outer = "\n".join(f'layer {{ name: "t{k}" module: "T" bottom: "data" top: "data" }}' for k in range(140))
+    path = tmp_path / "instances.prototxt"
+    path.write_text('layer { name: "data" type: "Input" top: "data" '
+                    'input_param { shape { dim: 1 dim: 1 } } }\n'
+                    'module { name: "R" input: "x" output: "x" layer { name: "r" type: "ReLU" bottom: "x" '
+                    f'top: "x" }} }}\nmodule {{ name: "T" input: "x" output: "x" {inner} }}\n{outer}\n')
+    code, stderr = run_bounded(["draw", path, tmp_path / "net.dot", "--expand"], seconds=60)
+    assert code == 0, stderr
+    text = (tmp_path / "net.dot").read_text()
+    assert text.count("subgraph cluster_") == 140 * 141
+    assert text.index('label="t139.i139: R()"') > text.index('label="t139: T()"')  # nested in its parent
+
+
+def test_exporting_module_instances_costs_about_as_much_as_the_flat_net(tmp_path):
+    import time
+
+    import numpy as np
+
+    import blobcast
+
+    lines = ['layer { name: "data" type: "Input" top: "b0" '
+             'input_param { shape { dim: 1 dim: 2 dim: 4 dim: 4 } } }']
+    for k in range(2000):  # 2,000 residual blocks of conv, ReLU, sum: 6,000 layers
+        lines += [f'layer {{ name: "blk{k}_conv" type: "Convolution" bottom: "b{k}" top: "blk{k}_c" '
+                  'convolution_param { num_output: 2 kernel_size: 1 } }',
+                  f'layer {{ name: "blk{k}_relu" type: "ReLU" bottom: "blk{k}_c" top: "blk{k}_c" }}',
+                  f'layer {{ name: "blk{k}_sum" type: "Eltwise" bottom: "b{k}" bottom: "blk{k}_c" '
+                  f'top: "b{k + 1}" }}']
+    (tmp_path / "flat.prototxt").write_text("\n".join(lines))
+    model = blobcast.load(tmp_path / "flat.prototxt")
+    for layer in model.layers[1::3]:
+        layer.blobs = [blobcast.Blob(np.zeros((2, 2, 1, 1), np.float32)),
+                       blobcast.Blob(np.zeros(2, np.float32))]
+    blobcast.save(model, tmp_path / "flat.caffemodel")
+    seconds = {}
+    for modules in (False, True):
+        start = time.perf_counter()
+        blobcast.convert(tmp_path / "flat.caffemodel", tmp_path / f"{modules}.onnx", find_modules=modules,
+                         forward_check=False)
+        seconds[modules] = time.perf_counter() - start
+    assert len(blobcast.load(tmp_path / "True.onnx").modules) == 1999  # the last block ends the net
+    assert seconds[True] < 3 * seconds[False], seconds  # each instance looked at later layers: 12x
+
+
+# -- both sides of a comparison --------------------------------------------------------------
+
+def test_verify_and_the_forward_check_count_both_sides_together(tmp_path):
+    import blobcast
+
+    # a ReLU of 2.5 million values: 38 MB at its peak alone, 57 MB while the
+    # other side's input and output (19 MB) are held
+    (tmp_path / "net.prototxt").write_text(
+        'layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2500000 } } }\n'
+        'layer { name: "relu" type: "ReLU" bottom: "data" top: "out" }\n')
+    blobcast.save(blobcast.load(tmp_path / "net.prototxt"), tmp_path / "net.caffemodel")
+    model = tmp_path / "net.caffemodel"
+    refused(["verify", model, model, "--memory-budget", "48M"], "beside 19.1 MiB already held")
+    code, stderr = run_bounded(["verify", model, model, "--memory-budget", "64M"])
+    assert code == 0, stderr
+    refused(["convert", model, tmp_path / "net.onnx", "--memory-budget", "48M"],
+            "beside 19.1 MiB already held")
+    assert not (tmp_path / "net.onnx").exists()
+    code, stderr = run_bounded(["convert", model, tmp_path / "copy.caffemodel", "--memory-budget", "48M"])
+    assert code == 0 and "forward check skipped: it would exceed the memory budget" in stderr, stderr
+
+
+# -- settings in a binary model ------------------------------------------------------------
+
+def _field(number: int, payload: bytes) -> bytes:
+    def varint(value: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append(value & 0x7F | (0x80 if value >> 7 else 0))
+            value >>= 7
+            if not value:
+                return bytes(out)
+
+    return varint(number << 3 | 2) + varint(len(payload)) + payload
+
+
+def test_a_binary_models_settings_count_against_the_budget_like_text(tmp_path):
+    # one Input layer carrying a 20 MB field Caffe does not know: kept, and held
+    # about six times over while read
+    layer = _field(1, b"data") + _field(2, b"Input") + _field(4, b"data") + _field(999, b"x" * 20_000_000)
+    path = tmp_path / "unknown.caffemodel"
+    path.write_bytes(_field(100, layer))
+    refused(["inspect", path, "--memory-budget", "64M"], "reading the model's settings (19.1 MiB besides "
+            "its blobs) needs 114.4 MiB", memory=1024 * 2**20)
+    code, stderr = run_bounded(["inspect", path, "--memory-budget", "256M"], memory=1024 * 2**20)
+    assert code == 0, stderr
+
+
+# -- fuzzing -------------------------------------------------------------------------------
+
+def test_fuzzed_modular_nets_and_onnx_files_are_read_or_refused_within_time_and_memory():
+    # a short run; `python scripts/fuzz_expansions.py --examples 200` runs longer
+    BUILD["fuzz"](examples=6, random_seed=20261205)

@@ -11,7 +11,7 @@ from .compare import _to_host, compare_arrays, model_differences, state_differen
 from .errors import BlobcastError, BlobcastNote, BlobcastWarning, CheckFailed, FormatError, about
 from .fileio import OutputGroup, atomic_destination, check_apart, check_distinct, check_stop
 from .inputs import make_inputs
-from .limits import BudgetExceeded
+from .limits import BudgetExceeded, held_bytes, reserved
 from .model import Model
 from .runners import forward_what_runs, runner_for
 from .solver import SolverState
@@ -211,7 +211,13 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
 
     inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
     outputs_a = forward_what_runs(side_a, inputs)
-    outputs_b = forward_what_runs(side_b, inputs)
+    from .engine import Net, blob_shapes
+
+    with reserved(held_bytes([*inputs.values(), *outputs_a.values()])):  # both sides count together
+        if models and isinstance(models[0], Model) and not isinstance(side_b, Net):
+            # a runtime checks nothing as it runs: the source's plan stands for it
+            blob_shapes(models[0], options.inputs, check_memory=True, skip_unrunnable=True)
+        outputs_b = forward_what_runs(side_b, inputs)
     if record is not None:
         record.update(inputs=inputs, outputs=outputs_b)
     missing = [name for name in outputs_a if name not in outputs_b and name not in side_b.uncomputed]

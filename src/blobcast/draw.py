@@ -105,17 +105,22 @@ def _edge(blob: str, shapes: dict, comparisons: dict) -> str:
     return f"label={_quote(label)}, color={_quote(colour)}, fontcolor={_quote(colour)}, penwidth=2"
 
 
-def _clusters(model: Model, parent: str | None, layer_lines: dict, indent: str) -> list[str]:
+def _clusters(model: Model, parent: str | None, layer_lines: dict, indent: str,
+              children: dict | None = None) -> list[str]:
+    """Each instance as a cluster inside its parent's: the instances are
+    grouped by parent once, so the drawing is linear in their number."""
+    if children is None:
+        children = {}
+        for number, (name, instance) in enumerate(model.modules.items()):
+            children.setdefault(instance.parent, []).append((number, name, instance))
     lines = []
-    for number, (name, instance) in enumerate(model.modules.items()):
-        if instance.parent != parent:
-            continue
+    for number, name, instance in children.get(parent, []):
         params = ", ".join(f"{k}={v}" for k, v in instance.params.items())
         lines.append(f"{indent}subgraph cluster_{number} {{")
         lines.append(f"{indent}  label={_quote(f'{name}: {instance.module}({params})')}; "
                      'style="rounded,filled"; fillcolor="#f3f6fc";')
         lines += [indent + line for line in layer_lines.get(name, [])]
-        lines += _clusters(model, name, layer_lines, indent + "  ")
+        lines += _clusters(model, name, layer_lines, indent + "  ", children)
         lines.append(f"{indent}}}")
     return lines
 

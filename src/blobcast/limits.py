@@ -23,6 +23,7 @@ ENVIRONMENT_VARIABLE = "BLOBCAST_MEMORY_BUDGET"
 _UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20,
           "mib": 2**20, "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
 _override: int | None = None
+_reserved = 0  # bytes held by work in progress that every check must count (the other side of a check)
 
 
 class BudgetExceeded(BlobcastError):
@@ -70,6 +71,24 @@ def budget(size: int | str):
         _override = previous
 
 
+@contextmanager
+def reserved(nbytes: int):
+    """Inside the block every check counts `nbytes` more: what is already
+    held (one side's blobs, while the other side of a comparison runs)."""
+    global _reserved
+    previous = _reserved
+    _reserved += int(nbytes)
+    try:
+        yield
+    finally:
+        _reserved = previous
+
+
+def held_bytes(arrays) -> int:
+    """The bytes of a collection of arrays (each counted once)."""
+    return sum({id(a): int(getattr(a, "nbytes", 0)) for a in arrays}.values())
+
+
 def human_size(count: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
         if count < 1024 or unit == "PiB":
@@ -81,6 +100,7 @@ def human_size(count: float) -> str:
 def check_allocation(nbytes: int, what: str, path: str | None = None) -> None:
     """Refuse (BudgetExceeded) when `what` would need more than the budget."""
     limit = memory_budget()
-    if nbytes > limit:
-        raise BudgetExceeded(f"{what} needs {human_size(nbytes)}, over the memory budget of "
+    if nbytes + _reserved > limit:
+        besides = f" beside {human_size(_reserved)} already held" if _reserved else ""
+        raise BudgetExceeded(f"{what} needs {human_size(nbytes)}{besides}, over the memory budget of "
                              f"{human_size(limit)} (raise it with --memory-budget)", path)

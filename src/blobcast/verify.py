@@ -20,6 +20,7 @@ from .compare import (  # noqa: F401  (part of this module's interface)
 from .engine import Net
 from .errors import BlobcastError, about
 from .inputs import RECORDED_INPUTS, _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
+from .limits import held_bytes, reserved
 from .rounding import check_rounding
 from .runners import forward_what_runs, runner_for
 
@@ -320,14 +321,15 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
         with about(a):
             inputs = make_inputs(net_a.inputs, given, options.seed)
             a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
+        held = reserved(held_bytes([*inputs.values(), *a_blobs.values()]))  # both sides count together
         if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:
-            with about(b):
+            with about(b), held:
                 compared, b_blobs = _compare_as_produced(net_b, inputs, a_blobs, judge,
                                                          allow_nonfinite)
             order = [name for name in a_blobs if name in compared]
             results = [compared[name] for name in order]
         else:
-            with about(b):
+            with about(b), held:
                 b_blobs = forward_what_runs(net_b, inputs, options.all_blobs)
             if options.all_blobs:
                 order = [name for name in a_blobs if name in b_blobs and name not in inputs]
