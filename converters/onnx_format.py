@@ -24,7 +24,7 @@ from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import FileChunk, MappedFile
 from .messages import fields_left_out
-from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
+from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, LAYER_ATTRIBUTE, build_graph
 from .onnx_modules import inline_module_calls
 from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the format record)
 from .onnx_ops.registry import NEWEST_OPSET
@@ -108,13 +108,15 @@ def write(model: Model, path: str, *, opset: int | None = None,
     # By default the newest opset that onnx, onnxruntime and every layer type present take.
     opset = check_opset(opset) if opset else default_opset(min([DEFAULT_OPSET] + [
         NEWEST_OPSET[layer.type] for layer in model.layers if layer.type in NEWEST_OPSET]))
-    left_out = fields_left_out(model, "binary")
-    if left_out:
-        warnings.warn(f"{path}: ONNX cannot hold a prototxt's fields known only by name; {left_out}",
-                      BlobcastWarning, stacklevel=2)
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict,
                                            given_shapes=given_shapes)
+    as_caffe_layers = {node.name for node in builder.nodes
+                       if any(a.name == LAYER_ATTRIBUTE for a in node.attribute)}
+    left_out = fields_left_out(model, "binary", as_caffe_layers)
+    if left_out:
+        warnings.warn(f"{path}: ONNX keeps a layer's Caffe settings, as binary fields, only where the "
+                      f"layer stays a Caffe node; {left_out}", BlobcastWarning, stacklevel=2)
     training, training_values, training_metadata = None, [], {}
     if model.training is not None:
         from .onnx_training import build_training_info
