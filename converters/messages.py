@@ -293,10 +293,13 @@ def unknown_fields(model) -> list[dict]:
     return found
 
 
-def fields_left_out(model, output: str) -> str | None:
+def fields_left_out(model, output: str, kept_layers=None) -> str | None:
     """A note naming the unknown fields that `output` ('text' or 'binary')
-    cannot hold (text has no numbers, binary no names), or None."""
-    lost = [entry for entry in unknown_fields(model) if ("name" in entry) == (output == "binary")]
+    cannot hold (text has no numbers, binary no names), or None. `kept_layers`:
+    the only layers whose binary settings the output keeps (ONNX keeps them
+    for the layers it holds as Caffe layers), when not all."""
+    lost = [entry for entry in unknown_fields(model) if ("name" in entry) == (output == "binary")
+            or (kept_layers is not None and entry["layer"] not in kept_layers)]
     if not lost:
         return None
     names = []

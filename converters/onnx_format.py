@@ -26,7 +26,7 @@ from .mapping import FileChunk, MappedFile
 from .messages import fields_left_out
 from .onnx_data_files import DATA_TOKEN_KEY, new_token, stale_data_remover
 from .onnx_data_files import header as data_header
-from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, build_graph
+from .onnx_export import CUSTOM_DOMAIN, DEFAULT_OPSET, LAYER_ATTRIBUTE, build_graph
 from .onnx_modules import inline_module_calls
 from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the format record)
 from .onnx_ops.registry import NEWEST_OPSET
@@ -114,13 +114,15 @@ def write(model: Model, path: str, *, opset: int | None = None,
     else:
         opset = default_opset(min([DEFAULT_OPSET] + [NEWEST_OPSET[layer.type] for layer in model.layers
                                                      if layer.type in NEWEST_OPSET]), model.layers)
-    left_out = fields_left_out(model, "binary")
-    if left_out:
-        warnings.warn(f"{path}: ONNX cannot hold a prototxt's fields known only by name; {left_out}",
-                      BlobcastWarning, stacklevel=2)
     builder, inputs, outputs = build_graph(model, opset=opset, input_shapes=input_shapes,
                                            dynamic_batch=dynamic_batch, strict=strict,
                                            given_shapes=given_shapes)
+    as_caffe_layers = {node.name for node in builder.nodes
+                       if any(a.name == LAYER_ATTRIBUTE for a in node.attribute)}
+    left_out = fields_left_out(model, "binary", as_caffe_layers)
+    if left_out:
+        warnings.warn(f"{path}: ONNX keeps a layer's Caffe settings, as binary fields, only where the "
+                      f"layer stays a Caffe node; {left_out}", BlobcastWarning, stacklevel=2)
     training, training_values, training_metadata = None, [], {}
     if model.training is not None:
         from .onnx_training import build_training_info

@@ -190,6 +190,7 @@ def test_unknown_text_fields_at_any_depth_are_kept_in_their_message(tmp_path):
     assert [layer.spec for layer in again.layers] == [layer.spec for layer in model.layers]
 
 
+@pytest.mark.slow
 def test_run_refuses_only_a_layer_whose_settings_hold_unknown_fields(tmp_path):
     # py-faster-rcnn's Dropout reads scale_train; the schema has no such field.
     result = runner.invoke(app, ["run", "--random-weights",
@@ -240,3 +241,10 @@ def test_a_deeply_nested_unknown_block_is_kept_without_recursion(tmp_path):
     with pytest.raises(blobcast.FormatError, match="syntax error at line 2, column 24: the text "
                                                    "ends inside a field's value"):
         blobcast.load(unbalanced)
+
+
+def test_onnx_export_names_the_unknown_fields_it_cannot_hold(tmp_path):
+    model = blobcast.load(COS, prototxt=REAL / "caffeonspark" / "lenet_memory_train_test.prototxt")
+    with pytest.warns(BlobcastWarning, match=r"6 left out \(layer 'data' source_class, layer 'data' "
+                                             r"memory_data_param.source, "):
+        blobcast.save(model, tmp_path / "lenet.onnx")
