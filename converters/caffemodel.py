@@ -11,13 +11,8 @@ import warnings
 
 from google.protobuf.message import DecodeError
 
-<<<<<<< HEAD
 from blobcast.errors import BlobcastWarning, FormatError
-from blobcast.limits import check_allocation
-=======
-from blobcast.errors import FormatError
 from blobcast.limits import check_allocation, human_size
->>>>>>> h28-bounds
 from blobcast.model import Model
 
 from . import caffe_pb2 as pb
@@ -55,12 +50,12 @@ def _strip_blobs(buf, start, end, blob_field, where, nested=None, path=""):
     return bytes(kept), blobs
 
 
-<<<<<<< HEAD
 def _count(kept: bytearray, more: int, path: str) -> None:
     """Settings are copied out of the file (blobs are not): what the copies
     hold, a fork's or an unknown field of any size included, is budgeted."""
     check_allocation(len(kept) + more, "the layer settings (unknown fields included)", path)
-=======
+
+
 SETTINGS_COPIES = 6  # a binary model's settings (blobs aside) are held about six times while read (measured)
 
 
@@ -90,7 +85,6 @@ def _check_settings_size(buf, path: str) -> None:
             size += vend - tag_start
     check_allocation(size * SETTINGS_COPIES, f"reading the model's settings ({human_size(size)} besides "
                      "its blobs)", path)
->>>>>>> h28-bounds
 
 
 def decode_net(buf, path: str):
