@@ -11,6 +11,8 @@ are kept out of them for zero-copy reading), so each step maps blob lists too.
 from __future__ import annotations
 
 from . import caffe_pb2 as pb
+from .text_fields import MARK_NUMBER
+from .wire import iter_fields
 
 V0_TYPE_TO_V1 = {
     "accuracy": "ACCURACY", "bnll": "BNLL", "concat": "CONCAT", "conv": "CONVOLUTION",
@@ -109,7 +111,7 @@ def upgrade_net(net, v1_blobs: list, v2_blobs: list, notes: list[str]):
         if len(net.layer):
             notes.append("the file has both V1 'layers' and V2 'layer' fields; "
                          "the V2 layers were ignored, as Caffe does")
-        v2_blobs = _upgrade_v1(net, v1_blobs)
+        v2_blobs = _upgrade_v1(net, v1_blobs, notes)
     if len(net.input):
         v2_blobs = _upgrade_input(net, v2_blobs)
         notes.append("turned legacy net inputs into an Input layer named 'input'")
@@ -242,7 +244,24 @@ _V1_COPIED_PARAMS = (
 )
 
 
-def _upgrade_v1(net, v1_blobs: list) -> list:
+def _carry_unknown(v1, layer, notes: list[str]) -> None:
+    """A V1 layer's fields kept from text go with it (they have names); its
+    unknown binary fields, numbered for V1, are dropped, as Caffe's upgrade does."""
+    raw = v1.SerializeToString()
+    known = v1.DESCRIPTOR.fields_by_number
+    texts, dropped = bytearray(), 0
+    for number, _wire, tag_start, _start, end in iter_fields(raw, 0, len(raw)):
+        if number == MARK_NUMBER:
+            texts += raw[tag_start:end]
+        elif number not in known:
+            dropped += end - tag_start
+    layer.MergeFromString(bytes(texts))
+    if dropped:
+        notes.append(f"V1 layer {v1.name!r}: {dropped} bytes of fields unknown to V1 were dropped "
+                     "by the upgrade, as Caffe's does")
+
+
+def _upgrade_v1(net, v1_blobs: list, notes: list[str]) -> list:
     upgraded = []
     for v1 in net.layers:
         layer = pb.LayerParameter()
@@ -269,6 +288,7 @@ def _upgrade_v1(net, v1_blobs: list) -> list:
         for field in _V1_COPIED_PARAMS:
             if v1.HasField(field):
                 getattr(layer, field).CopyFrom(getattr(v1, field))
+        _carry_unknown(v1, layer, notes)
         upgraded.append(layer)
     del net.layers[:]
     del net.layer[:]

@@ -15,7 +15,7 @@ from blobcast.converters.text_fields import field_name
 from blobcast.converters.wire import encode_tag, encode_varint, length_delimited
 from blobcast.errors import BlobcastWarning
 
-from .conftest import ROOT
+from .conftest import CAFFE, ROOT
 
 runner = CliRunner()
 REAL = ROOT / "fixtures" / "real"
@@ -248,3 +248,19 @@ def test_onnx_export_names_the_unknown_fields_it_cannot_hold(tmp_path):
     with pytest.warns(BlobcastWarning, match=r"6 left out \(layer 'data' source_class, layer 'data' "
                                              r"memory_data_param.source, "):
         blobcast.save(model, tmp_path / "lenet.onnx")
+
+
+def test_a_v1_layers_unknown_fields_through_the_upgrade(tmp_path):
+    # A V1 layer's text fields have names: they go with it into the V2 layer.
+    text = (CAFFE / "v1" / "lenet_v1.prototxt").read_text()
+    source = tmp_path / "v1_fork.prototxt"
+    source.write_text(text.replace('name: "conv1"', 'name: "conv1"\n  fork_v1_field: 7', 1))
+    assert blobcast.load(source)["conv1"].spec.unknown_text == ("fork_v1_field: 7",)
+    # Its binary ones are numbered for V1: Caffe's upgrade drops them, and a note says so.
+    net = pb.NetParameter.FromString((CAFFE / "v1" / "lenet_v1.caffemodel").read_bytes())
+    net.layers[0].MergeFromString(encode_tag(999, 0) + encode_varint(5))
+    binary = tmp_path / "v1_fork.caffemodel"
+    binary.write_bytes(net.SerializeToString())
+    model = blobcast.load(binary)
+    assert f"V1 layer {net.layers[0].name!r}: 3 bytes of fields unknown to V1 were dropped " \
+           "by the upgrade, as Caffe's does" in model.notes
