@@ -397,3 +397,25 @@ def test_a_binary_models_settings_count_against_the_budget_like_text(tmp_path):
 def test_fuzzed_modular_nets_and_onnx_files_are_read_or_refused_within_time_and_memory():
     # a short run; `python scripts/fuzz_expansions.py --examples 200` runs longer
     BUILD["fuzz"](examples=6, random_seed=20261205)
+
+
+def test_global_average_pooling_is_one_pass_and_a_huge_kernel_is_refused(tmp_path):
+    def net(pooling: str, side: int = 3000) -> str:
+        path = tmp_path / f"pool{len(pooling)}.prototxt"
+        path.write_text('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 1 '
+                        f'dim: {side} dim: {side} }} }} }}\n'
+                        f'layer {{ name: "pool" type: "Pooling" bottom: "data" top: "pool" '
+                        f'pooling_param {{ {pooling} }} }}\n')
+        return path
+
+    # 9 million window positions: a list of 9 million views and as many passes before
+    code, stderr = run_bounded(["run", net("pool: AVE global_pooling: true"), "--save", tmp_path / "out.npz"],
+                               seconds=30, memory=768 * 2**20)
+    assert code == 0, stderr
+    import numpy as np
+
+    saved = np.load(tmp_path / "out.npz")
+    plane = saved["data"].reshape(-1)
+    assert saved["pool"].reshape(-1)[0] == np.cumsum(plane)[-1] / np.float32(plane.size)
+    # a 1001 x 1001 kernel at every one of a million places: 10**12 additions
+    refused(["run", net("pool: AVE kernel_size: 1001 stride: 1", 2000)], "array passes over", seconds=30)

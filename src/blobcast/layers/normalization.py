@@ -52,7 +52,10 @@ class LRN(LayerOp):
             half = (size - 1) // 2
             height, width = x.shape[2:]
             out = (pooled_size(height, size, 1, half, True), pooled_size(width, size, 1, half, True))
-            mean = pool2d(xp, x * x, "AVE", (size, size), (1, 1), (half, half), out)
+            try:
+                mean = pool2d(xp, x * x, "AVE", (size, size), (1, 1), (half, half), out)
+            except ValueError as error:  # a window past the bound on passes
+                raise self.fail(str(error)) from None
             scale = 1 + alpha * mean
         return (x * scale ** (-beta),)
 

@@ -78,6 +78,8 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
     if method == "MAX":
         # The maximum of a window is the maximum of its rows' maxima: kh + kw
         # passes instead of kh * kw, and the same values.
+        planes = x.shape[0] * x.shape[1]
+        _check_passes(kh + kw, planes * ow * (kw * padded.shape[2] + kh * oh))
         columns = [padded[:, :, :, j:j + sw * (ow - 1) + 1:sw] for j in range(kw)]
         across = columns[0].copy()
         for column in columns[1:]:
@@ -86,19 +88,52 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
         for i in range(1, kh):
             xp.maximum(out, across[:, :, i:i + sh * (oh - 1) + 1:sh], out=out)
         return out
-    windows = [padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
-               for i in range(kh) for j in range(kw)]
+    whole_plane = (oh, ow) == (1, 1) and (ph, pw) == (0, 0) and (kh, kw) == (height, width)
+    if whole_plane and xp.__name__ == "numpy":
+        # One window per plane (global pooling): its running sums in Caffe's
+        # order (row by row) in one pass, as sequential as the window loop
+        def running(values):
+            flat = values.reshape(values.shape[:2] + (-1,))
+            return xp.cumsum(flat, axis=2)[:, :, -1:].reshape(values.shape[:2] + (1, 1))
+
+        if method == "AVE":
+            divisor = average_divisor(xp, (height, width), kernel, stride, pad, out_shape)
+            return running(x) / divisor.astype(x.dtype)
+        return _stochastic(xp, running(x), running(x * x), x.dtype)
+    _check_passes(kh * kw, kh * kw * x.shape[0] * x.shape[1] * oh * ow)
+    windows = (padded[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+               for i in range(kh) for j in range(kw))
     if method == "AVE":
-        total = windows[0].copy()
-        for window in windows[1:]:
+        total = next(windows).copy()
+        for window in windows:
             total += window
         divisor = average_divisor(xp, (height, width), kernel, stride, pad, out_shape)
         return total / divisor.astype(x.dtype)
     # STOCHASTIC at test time: the probability-weighted average sum(x^2)/sum(x).
-    total = sum(windows[1:], windows[0].copy())
-    squares = sum((w * w for w in windows[1:]), windows[0] * windows[0])
+    first = padded[:, :, 0:sh * (oh - 1) + 1:sh, 0:sw * (ow - 1) + 1:sw]
+    next(windows)
+    total, squares = first.copy(), first * first
+    for window in windows:
+        total += window
+        squares += window * window
+    return _stochastic(xp, total, squares, x.dtype)
+
+
+MAX_POOL_PASSES = 1_000_000             # window offsets, one array pass each
+MAX_POOL_WORK = 10_000_000_000          # values those passes touch
+
+
+def _check_passes(passes: int, work: int) -> None:
+    """Refuse a kernel whose passes would take long: each kernel offset (MAX:
+    each row and column) is one array pass, `work` the values they touch."""
+    if passes > MAX_POOL_PASSES or work > MAX_POOL_WORK:
+        raise ValueError(f"pooling by {passes} array passes over {work} values is past the bound of "
+                         f"{MAX_POOL_PASSES} passes and {MAX_POOL_WORK} values")
+
+
+def _stochastic(xp, total, squares, dtype):
     safe = xp.where(total > 0, total, 1)
-    return xp.where(total > 0, squares / safe, 0).astype(x.dtype)
+    return xp.where(total > 0, squares / safe, 0).astype(dtype)
 
 
 def max_pool_with_mask(xp, x, kernel, stride, pad, out_shape):
@@ -176,7 +211,10 @@ class Pooling(LayerOp):
         if len(self.layer.tops) > 1:
             self.top_shapes([x.shape])
             return max_pool_with_mask(self.xp, x, *geometry)
-        return (pool2d(self.xp, x, self.params.pool, *geometry),)
+        try:
+            return (pool2d(self.xp, x, self.params.pool, *geometry),)
+        except ValueError as error:  # a kernel past the bound on passes
+            raise self.fail(str(error)) from None
 
 
 @register("SPP", settings="spp_param")
@@ -198,7 +236,10 @@ class SpatialPyramidPooling(LayerOp):
         levels = self.params.pyramid_height
         outputs = []
         for kernel, pad, out in spp_levels(height, width, levels):
-            pooled = pool2d(self.xp, x, self.params.pool, kernel, kernel, pad, out)
+            try:
+                pooled = pool2d(self.xp, x, self.params.pool, kernel, kernel, pad, out)
+            except ValueError as error:
+                raise self.fail(str(error)) from None
             if levels == 1:
                 return (pooled,)
             outputs.append(pooled.reshape(x.shape[0], -1))
