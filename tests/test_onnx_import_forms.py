@@ -16,7 +16,10 @@ ort = pytest.importorskip("onnxruntime")
 
 def _save(path, nodes, inputs, outputs, initializers=(), opset=13):
     graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), path)
+    opsets = [helper.make_opsetid("", opset)]
+    # the oldest IR version for the opset: the runtimes pyproject allows read it
+    onnx.save(helper.make_model(graph, opset_imports=opsets,
+                                ir_version=helper.find_min_ir_version_for(opsets)), path)
     return path
 
 
@@ -107,6 +110,9 @@ def test_the_default_opset_avoids_a_runtime_that_computes_padded_average_pooling
 
     net = tmp_path / "ave.prototxt"
     net.write_text(AVE_NET)
+    installed = onnx_versions.runtime_newest_opset(onnx_versions.installed_runtime()) or 0
+    if expected is None and installed < (onnx_versions.runtime_newest_opset(release) or 0):
+        pytest.skip(f"the installed onnxruntime cannot run the opset onnxruntime {release} takes")
     monkeypatch.setattr(onnx_versions, "installed_runtime", lambda: release)
     out = tmp_path / "ave.onnx"
     with warnings.catch_warnings(record=True) as said:
