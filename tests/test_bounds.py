@@ -364,6 +364,11 @@ def test_verify_and_the_forward_check_count_both_sides_together(tmp_path):
     assert not (tmp_path / "net.onnx").exists()
     code, stderr = run_bounded(["convert", model, tmp_path / "copy.caffemodel", "--memory-budget", "48M"])
     assert code == 0 and "forward check skipped: it would exceed the memory budget" in stderr, stderr
+    # onnxruntime checks nothing as it runs: A's net is planned for it, beside A's blobs
+    code, stderr = run_bounded(["convert", model, tmp_path / "net.onnx", "--memory-budget", "64M"])
+    assert code == 0, stderr
+    refused(["verify", model, tmp_path / "net.onnx", "--memory-budget", "48M"],
+            "beside 19.1 MiB already held")
 
 
 # -- settings in a binary model ------------------------------------------------------------
