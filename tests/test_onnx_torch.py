@@ -27,7 +27,12 @@ def reference_input(seed: int = 11) -> np.ndarray:
 
 
 def onnxruntime_output(path: Path, x: np.ndarray) -> np.ndarray:
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as error:  # an old runtime refuses a newer file's IR version
+        if "Unsupported model IR version" not in str(error):
+            raise
+        pytest.skip(f"onnxruntime {ort.__version__}: {str(error).rsplit(': ', 1)[-1].strip()}")
     return session.run(None, {session.get_inputs()[0].name: x})[0]
 
 
@@ -40,11 +45,11 @@ def relative_errors(name: str, target: str, folder: Path) -> dict:
     if opset > (runtime_newest_opset(ort.__version__) or opset):
         pytest.skip(f"onnxruntime {ort.__version__} predates opset {opset}")
     out = folder / f"{name}_{target}.caffemodel"
+    x = reference_input()
+    expected = onnxruntime_output(source, x)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BlobcastWarning)
         blobcast.convert(source, out, target=target, overwrite=True)
-    x = reference_input()
-    expected = onnxruntime_output(source, x)
     spread = float(expected.max() - expected.min())
     model = blobcast.load(out)
     engine = np.asarray(Net(model).forward({"input": x})["logits"])
