@@ -12,10 +12,17 @@ import warnings
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 
 from . import __version__
 from .cli_commands import DEFAULT_OPSET_MARK, ConventionGroup, PlainCommand, print_json
+from .cli_output import (
+    format_error,
+    print_verify,
+    progress_factory,
+    stderr,
+    stdout,
+    summary_lines,
+)
 from .display import safe as escape
 from .errors import BlobcastError, BlobcastNote
 from .stopping import (
@@ -32,9 +39,7 @@ app = typer.Typer(cls=ConventionGroup, add_completion=False, no_args_is_help=Tru
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Convert, inspect and verify Caffe models. --json, --debug and --memory-budget "
                   "go before or after the command.")
-# emoji=False: a name from a file such as ":smile:" is shown as written
-stdout = Console(highlight=False, soft_wrap=True, emoji=False)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
+
 for _console in (stdout, stderr):
     if not _console.is_terminal:
         _console.width = 1000  # pipes and files get whole lines, not an 80-column cut
@@ -135,45 +140,6 @@ def _run(action, *, json_output: bool = False, debug: bool = False,
                     2, json_output) from None
     finally:
         limits.set_memory_budget(previous_budget)
-
-
-class _Progress:
-    """A rich progress bar on a terminal; nothing otherwise."""
-
-    def __init__(self, total: int, label: str):
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
-
-        self._progress = Progress("[progress.description]{task.description}", BarColumn(),
-                                  DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
-                                  console=stderr, transient=True)
-        self._task = self._progress.add_task(escape(label), total=max(total, 1))
-        self._progress.start()
-
-    def advance(self, amount: int) -> None:
-        self._progress.advance(self._task, amount)
-
-    def close(self) -> None:
-        self._progress.stop()
-
-
-def _progress_factory(json_output: bool):
-    if json_output or not stderr.is_terminal:
-        return None
-    return _Progress
-
-
-def _human_bytes(count: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if count < 1024 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count} B"
 
 
 def _show_version(value: bool) -> None:
@@ -299,7 +265,7 @@ def convert(
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
                               destination_format=to_format, compress=compress, overwrite=force,
                               weights=weights, forward_check=check,
-                              progress_factory=_progress_factory(json_output),
+                              progress_factory=progress_factory(json_output),
                               onnx_options=onnx_options or None, target=target,
                               solver=solver, find_modules=find_modules)
         if json_output:
@@ -307,28 +273,11 @@ def convert(
             return
         for note in (report.weights.notes if report.weights else []) + report.notes:
             stderr.print(f"blobcast: note: {escape(note)}")
-        for line in _summary_lines(report):
+        for line in summary_lines(report):
             stdout.print(line)
 
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
          files=[source, prototxt])
-
-
-def _summary_lines(report) -> list[str]:
-    lines = []
-    if report.weights is not None:
-        lines += _summary_lines(report.weights)
-    what = f"{report.layers} layers, " if report.destination_format not in (
-        "solverstate", "solverstate-h5") else ""
-    forward = ""
-    if report.forward:
-        forward = (f"; forward ({report.forward.get('device', 'cpu')}): "
-                   f"{report.forward['outputs']} outputs agree "
-                   f"(max abs error {report.forward['max_abs_error']:.3g})")
-    lines.append(
-        f"{escape(report.source)} -> {escape(report.destination)}: {what}{report.tensors} tensors, "
-        f"{_human_bytes(report.bytes)}, {report.seconds:.2f} s, check: {escape(report.check)}{forward}")
-    return lines
 
 
 @app.command(cls=PlainCommand, short_help="Show a model's layers and blobs, or a solver state's history.")
@@ -381,12 +330,6 @@ def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                       allow_python_layers=allow_python_layers,
                       python_path=tuple(python_path or ()), random_weights=random_weights,
                       layer_plugins=tuple(layer_plugins or ()), winograd=winograd)
-
-
-def _format_error(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return "inf" if value == float("inf") else f"{value:.3g}"
 
 
 def _say(report: dict, json_output: bool, line: str) -> None:
@@ -509,42 +452,12 @@ def verify(
             print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
                          **report.to_dict()})
         else:
-            _print_verify(report)
+            print_verify(report)
         if not report.passed:
             raise typer.Exit(1)
 
     _run(body, json_output=json_output, debug=debug, memory_budget=memory_budget,
          files=[a, b, prototxt])
-
-
-def _print_verify(report) -> None:
-    from rich.table import Table
-
-    table = Table(box=None, pad_edge=False)
-    for column in ("blob", "shape", "max abs", "mean abs", "max rel", "cosine", "min atol",
-                   "min rtol", ""):
-        table.add_column(column, justify="left" if column in ("blob", "shape", "") else "right")
-    for c in report.compared:
-        status = "[green]ok[/green]" if c.passed else f"[red]MISMATCH[/red] {escape(c.problem)}"
-        cosine = "-" if c.cosine_similarity is None else f"{c.cosine_similarity:.6f}"
-        table.add_row(escape(c.name), str(c.shape), _format_error(c.max_abs_error),
-                      _format_error(c.mean_abs_error), _format_error(c.max_rel_error), cosine,
-                      _format_error(c.min_atol), _format_error(c.min_rtol), status)
-    stdout.print(table)
-    for line in report.explanations():
-        stdout.print(escape(line))
-    for note in report.notes:
-        stderr.print(f"blobcast: note: {escape(note)}")
-    verdict = f"{len(report.compared)} blobs within {report.tolerance_text()}"
-    if report.problem:
-        stdout.print(f"FAIL: {escape(report.problem)}")
-    elif report.passed:
-        stdout.print(f"PASS: {verdict} ({report.seconds:.2f} s, {report.device})")
-    else:
-        first = report.first_mismatch
-        failed = sum(not c.passed for c in report.compared)
-        stdout.print(f"FAIL: {failed} of {len(report.compared)} blobs differ; the first in net "
-                     f"order is {escape(repr(first.name))}")
 
 
 @app.command("run", cls=PlainCommand, short_help="Run one model forward and show (or --save) its outputs.")
@@ -600,8 +513,8 @@ def run_command(
             stderr.print(f"blobcast: note: {escape(note)}")
         for row in summary:
             first = ", ".join(f"{v:.4g}" for v in row["first"])
-            stdout.print(f"{escape(row['blob'])} {row['shape']} min {_format_error(row['min'])} "
-                         f"max {_format_error(row['max'])} [{first}{', ...' if len(first) else ''}]")
+            stdout.print(f"{escape(row['blob'])} {row['shape']} min {format_error(row['min'])} "
+                         f"max {format_error(row['max'])} [{first}{', ...' if len(first) else ''}]")
         if save:
             stdout.print(f"saved {len(blobs)} blobs and {len(given)} inputs to {escape(save)}")
 
