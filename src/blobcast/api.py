@@ -208,7 +208,8 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
     further check of the same run (OpenCV's) that need not run B again."""
     import numpy as np
 
-    inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
+    inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0,
+                         unknown=getattr(side_a, "shape_unknown", None))
     outputs_a = forward_what_runs(side_a, inputs)
     outputs_b = forward_what_runs(side_b, inputs)
     if record is not None:
@@ -456,7 +457,8 @@ def _opencv_check(written: Model, path: str, dst_fmt, options: ForwardCheck,
         inputs, ours = run["inputs"], run["outputs"]
     else:
         engine = runner_for(written, skip_unrunnable=True)
-        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0)
+        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0,
+                             unknown=getattr(engine, "shape_unknown", None))
         ours = forward_what_runs(engine, inputs)
     theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
     results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)

@@ -16,10 +16,13 @@ from ..model import Layer, Model, layer_included
 from ..tensor import aligned_values
 from ..threads import run_channel_blocks
 from ..weights import expected_blob_count
+from .data_inputs import data_layer_shapes, feeding_data_layers, is_data_layer, unknown_shape_hint
 from .python_layer import PythonLayer
 
 
 def _role(layer: Layer) -> str:
+    if is_data_layer(layer):
+        return "data"
     kind = spec_for(layer.type)
     if kind is not None:
         return kind.role
@@ -51,40 +54,7 @@ def array_module(device: str = "cpu"):
     return np
 
 
-_BATCH_SETTINGS = ("data_param", "image_data_param", "hdf5_data_param", "window_data_param")
 _UNBUILT = object()  # an op not built yet, or freed after a run (hold_weights=False)
-
-
-def data_layer_shapes(layer: Layer, net_layers: list[Layer]) -> list[list[int] | None]:
-    """The shapes a data layer (Data, ImageData, ...) feeds its tops, from its
-    settings as Caffe's TEST phase would: the batch size, the crop size (or
-    ImageData's new_height/new_width), channels from ImageData's is_color,
-    from the per-channel mean values, or from the weights of the first
-    convolution that reads the data. None where the settings cannot say (the
-    image size is in the database): --input NAME=SHAPE gives it."""
-    spec = layer.spec
-    batch = next((getattr(spec, f).batch_size for f in _BATCH_SETTINGS if spec.has(f)), 0)
-    transform = spec.transform_param
-    height = width = transform.crop_size or 0
-    channels = 0
-    if layer.type == "ImageData" and spec.has("image_data_param"):
-        image = spec.image_data_param
-        channels = 3 if image.is_color else 1
-        if not height:
-            height, width = image.new_height, image.new_width
-    elif layer.type == "Data" and spec.has("data_param") and not height:
-        height = width = spec.data_param.crop_size  # the pre-transform_param spelling
-    if not channels and len(transform.mean_value) > 1:
-        channels = len(transform.mean_value)
-    if not channels and layer.tops:
-        consumer = next((other for other in net_layers if layer.tops[0] in other.bottoms), None)
-        blob = consumer.blobs[0] if consumer is not None and consumer.blobs else None
-        if consumer is not None and consumer.type == "Convolution" and blob is not None \
-                and len(blob.shape) >= 2:
-            channels = blob.shape[1] * consumer.spec.convolution_param.group
-    data = [batch, channels, height, width] if batch and channels and height and width else None
-    label = [batch] if batch else None
-    return [data, label][: len(layer.tops)]
 
 
 def _lacks_weights(layer: Layer) -> bool:
@@ -143,14 +113,16 @@ class Net:
         self.skipped: list[SkippedLayer] = []
         self.layers: list[Layer] = []
         self.unrun: list[Layer] = []  # with skip_unrunnable: layers left out
+        self.input_sources: dict[str, Layer] = {}  # data tops: the layer that makes them
+        for layer in feeding_data_layers(model.layers, chosen):
+            self._add_data_inputs(layer, f"data layer of another phase: its tops are {phase} "
+                                  "inputs")
         for layer in chosen:
             role = _role(layer)
             if role == "input":
                 self.inputs.update(self._input_shapes(layer))
             elif role == "data":
-                self.inputs.update(self._input_shapes(layer))
-                self.skipped.append(SkippedLayer(layer.name, layer.type,
-                                                 "data layer: its tops are inputs"))
+                self._add_data_inputs(layer, "data layer: its tops are inputs")
             elif is_not_run(layer):
                 self.skipped.append(SkippedLayer(layer.name, layer.type,
                                                  "loss/evaluation layer: not run"))
@@ -177,18 +149,23 @@ class Net:
         self._ops = None
         self._budget_checked: set = set()
 
+    def _add_data_inputs(self, layer: Layer, reason: str) -> None:
+        self.inputs.update(self._input_shapes(layer))
+        self.input_sources.update(dict.fromkeys(layer.tops, layer))
+        self.skipped.append(SkippedLayer(layer.name, layer.type, reason))
+
+    def shape_unknown(self, name: str) -> BlobcastError:
+        """The one-line refusal for an input whose shape nothing gives."""
+        source = self.input_sources.get(name)
+        origin = f", {unknown_shape_hint(source, name, self._chosen)}" if source else ""
+        return BlobcastError(f"the net input {name!r} has no known shape{origin}; give one with "
+                             f"--input {name}=SHAPE (or --input {name}=file.npy)")
+
     def _input_shapes(self, layer: Layer) -> dict:
         shapes: list = []
         spec = layer.spec
         if layer.type == "Input" and spec.has("input_param"):
             shapes = [list(s.dim) for s in spec.input_param.shape]
-        elif layer.type == "DummyData" and spec.has("dummy_data_param"):
-            d = spec.dummy_data_param
-            shapes = [list(s.dim) for s in d.shape] or [
-                [n, c, h, w] for n, c, h, w in zip(d.num, d.channels, d.height, d.width)]
-        elif layer.type == "MemoryData" and spec.has("memory_data_param"):
-            m = spec.memory_data_param
-            shapes = [[m.batch_size, m.channels, m.height, m.width]]
         elif _role(layer) == "data":
             shapes = data_layer_shapes(layer, self._chosen)
             return dict(zip(layer.tops, shapes + [None] * len(layer.tops)))
@@ -200,7 +177,7 @@ class Net:
     def _drop_unused_inputs(self) -> None:
         """Inputs no layer that runs reads (a training net's labels, which only
         its losses and accuracy read) are not inputs of the deploy net."""
-        read = {bottom for layer in self.layers for bottom in layer.bottoms}
+        read = {bottom for layer in self.layers + self.unrun for bottom in layer.bottoms}
         for name in [n for n in self.inputs if n not in read and self.layers]:
             del self.inputs[name]
             self.skipped.append(SkippedLayer(name, "input", "read only by layers that are not run "
@@ -520,8 +497,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     for name, declared in net.inputs.items():
         shape = (input_shapes or {}).get(name, declared)
         if shape is None:
-            raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
-                                f"--input {name}=SHAPE")
+            raise net.shape_unknown(name)
         shapes[name] = tuple(int(d) for d in shape)
         if check_memory:
             check_input_size(name, shapes[name], net.dtype)
