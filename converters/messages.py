@@ -26,6 +26,7 @@ FORK_FIELD_NUMBERS = {
     "ShuffleChannel": [(159, "shuffle_channel_param", "ShuffleChannelParameter")],  # Huawei ATC
     "Interp": [(166, "interp_param", "InterpParameter")],                   # merged fork protos
     "PSROIPooling": [(10002, "psroi_pooling_param", "PSROIPoolingParameter")],  # OpenCV
+    "BN": [(45, "bn_param", "SegNetBNParameter")],                          # SegNet, ENet
 }
 
 
