@@ -42,7 +42,7 @@ class Entry:
     shapes: dict = field(default_factory=dict)   # tops of layers blobcast cannot size (--shape)
     prototxt: str | None = None     # the definition to pair with a weights file
     solver: str | None = None       # a solver state's solver
-    atol: str = "1e-4"              # random weights make large values: the check's tolerance
+    atol: str | None = None         # the checks' absolute tolerance (default: see check())
     note: str = ""                  # what is known about the file (shown in the table)
 
     @property
@@ -78,7 +78,7 @@ CORPUS = [
     Entry("pspnet/pspnet50_ADE20K_473.prototxt", note="PSPNet BN, Interp"),
     Entry("pspnet/pspnet101_VOC2012_473.prototxt", note="PSPNet BN, Interp"),
     Entry("icnet/icnet_cityscapes.prototxt", note="PSPNet BN, Interp"),
-    Entry("enet/enet_deploy_final.prototxt", {"data": "1,3,128,256"}, atol="1",
+    Entry("enet/enet_deploy_final.prototxt", {"data": "1,3,128,256"},
           note="SegNet BN, SegNet Upsample"),
     Entry("enet/enet_deploy.prototxt", {"data": "1,3,128,256"},
           note="27 Python layers (module not shipped)"),
@@ -186,21 +186,24 @@ def check(entry: Entry, folder: Path, timeout: float) -> dict:
             return row
     else:
         row["weights"] = "file"
+    # Random weights make activations in the thousands, whose float32 rounding
+    # differs between runtimes by more than a trained net's would.
+    atol = entry.atol or ("0.1" if row["weights"] == "random" else "1e-4")
     solver = ["--solver", str(REAL / entry.solver)] if entry.solver else []
     h5_suffix = ".solverstate.h5" if source.suffix == ".solverstate" else ".caffemodel.h5"
     step("h5", ["convert", str(weights), str(folder / (source.stem + h5_suffix)), *pair, *inputs,
-                "--atol", entry.atol, "--force"])
+                "--atol", atol, "--force"])
     onnx = folder / (source.stem + ".onnx")
     python_layers = bool(entry.shapes)
     onnx_ok, _ = step("onnx", ["convert", str(weights), str(onnx), *pair, *inputs, *solver,
-                                *_shape_args(entry), "--atol", entry.atol, "--force"]
+                                *_shape_args(entry), "--atol", atol, "--force"]
                       + (["--no-verify"] if python_layers else []))
     if source.suffix == ".solverstate":
         row["steps"]["run"] = row["steps"]["verify"] = "-"
         return row
     step("run", ["run", str(weights), *pair, *inputs])
     if onnx_ok and not python_layers:
-        step("verify", ["verify", str(weights), str(onnx), *pair, *inputs, "--atol", entry.atol])
+        step("verify", ["verify", str(weights), str(onnx), *pair, *inputs, "--atol", atol])
     else:
         row["steps"]["verify"] = "-" if python_layers else "no ONNX file"
     return row

@@ -167,3 +167,39 @@ def test_a_faster_rcnn_net_whose_input_feeds_only_a_python_layer_exports(tmp_pat
     assert [i.name for i in graph.input] == ["data", "im_info"]  # im_info: read by the Python layer
     (proposal,) = [node for node in graph.node if node.name == "proposal"]
     assert proposal.domain == "ai.blobcast" and list(proposal.input)[-1] == "im_info"
+
+
+def _proposal_net(tmp_path):
+    """py-faster-rcnn's ZF test net up to its proposals, the Python proposal
+    layer replaced by the C++ `Proposal` OpenCV's own Faster R-CNN sample uses."""
+    text = (REAL / "py-faster-rcnn" / "zf_faster_rcnn_end2end_test.prototxt").read_text()
+    start = text.index("layer {\n  name: 'proposal'")
+    proposal = ("layer { name: 'proposal' type: 'Proposal' bottom: 'rpn_cls_prob_reshape' "
+                "bottom: 'rpn_bbox_pred' bottom: 'im_info' top: 'rois' proposal_param { "
+                "ratio: 0.5 ratio: 1.0 ratio: 2.0 scale: 8 scale: 16 scale: 32 post_nms_topn: 50 } }\n")
+    path = tmp_path / "zf_proposal.prototxt"
+    path.write_text(text[:start] + proposal)
+    model = blobcast.load(path)
+    fill_random_weights(model, seed=5)
+    for layer in model.layers:  # objectness and deltas of a useful size
+        if layer.name in ("rpn_cls_score", "rpn_bbox_pred"):
+            layer.blobs = [blobcast.Blob(b.data.numpy() * np.float32(0.05)) for b in layer.blobs]
+    weights = tmp_path / "zf_proposal.caffemodel"
+    blobcast.save(model, weights)
+    return path, weights
+
+
+@pytest.mark.slow
+def test_proposal_gives_opencvs_proposals_on_the_zf_rpn(tmp_path):
+    import cv2
+
+    prototxt, weights = _proposal_net(tmp_path)
+    x = np.random.RandomState(6).uniform(0, 255, (1, 3, 224, 224)).astype(np.float32)
+    im_info = np.array([[224, 224, 1]], np.float32)
+    ours = Net(blobcast.load(weights, prototxt=prototxt)).forward({"data": x, "im_info": im_info})
+    reference = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
+    reference.setInput(x, "data")
+    reference.setInput(im_info, "im_info")
+    (theirs,) = reference.forward(["proposal"])
+    assert ours["rois"].shape == (50, 5) and np.count_nonzero(ours["rois"][:, 3]) > 10
+    np.testing.assert_allclose(ours["rois"], theirs, rtol=1e-4, atol=2e-3)
