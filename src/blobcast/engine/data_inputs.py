@@ -50,7 +50,7 @@ def feeding_data_layers(layers: list[Layer], chosen: list[Layer]) -> list[Layer]
 
 def _first_consumer_channels(top: str, net_layers: list[Layer]) -> int:
     """Channels implied by the first layer that reads `top`: a convolution's
-    or an inner product's weights (input channels times group)."""
+    weights (input channels times group; a ConvolutionDepthwise's filters)."""
     consumer = next((other for other in net_layers if top in other.bottoms), None)
     if consumer is None or not consumer.blobs or consumer.blobs[0] is None:
         return 0
