@@ -1,11 +1,15 @@
 """Real public Caffe files (fixtures/real/, each folder with its SOURCE.md)
 taken through what a user does with them, each step a fresh `blobcast`
-process as a user runs it: inspect -> convert to .caffemodel.h5 -> convert
-to ONNX -> run -> verify (the file against its ONNX conversion).
+process as a user runs it: inspect, run, convert to .caffemodel.h5, convert
+to ONNX (each conversion with its check), verify (the file against its ONNX
+conversion).
 
 A net definition without weights gets seeded random ones first (its layers'
 fillers, written to a .caffemodel beside the outputs): the steps then check
-that blobcast reads, converts, runs and exports the architecture. Each
+that blobcast reads, converts, runs and exports the architecture. Random
+weights make activations grow to thousands or millions through a deep net, so
+the checks' absolute tolerance is then 1e-5 of the largest output `run` gave
+(1e-4 for trained weights). Each
 entry gives the inputs a step needs where the file cannot say (the image
 size of a training snapshot's database, real ROIs for an ROI net, the shape
 of a Python layer's top).
@@ -161,6 +165,19 @@ def _random_weights(entry: Entry, source: Path, folder: Path, inputs: list[str])
     return weights
 
 
+def _tolerance(run_output: str | None, random: bool) -> str:
+    """The checks' absolute tolerance: 1e-4 for trained weights; with random
+    weights, whose activations grow to thousands or millions through a deep
+    net, 1e-5 of the largest output the run gave (float32 keeps ~7 digits)."""
+    if not random:
+        return "1e-4"
+    largest = 1.0
+    if run_output:
+        for blob in json.loads(run_output).get("blobs", []):
+            largest = max(largest, abs(blob.get("min") or 0), abs(blob.get("max") or 0))
+    return f"{max(1e-4, 1e-5 * largest):.3g}"
+
+
 def check(entry: Entry, folder: Path, timeout: float) -> dict:
     source = REAL / entry.path
     row = {"file": entry.path, "repo": entry.repo, "note": entry.note, "steps": {}, "seconds": {}}
@@ -186,11 +203,13 @@ def check(entry: Entry, folder: Path, timeout: float) -> dict:
             return row
     else:
         row["weights"] = "file"
-    # Random weights make activations in the thousands, whose float32 rounding
-    # differs between runtimes by more than a trained net's would.
-    atol = entry.atol or ("0.1" if row["weights"] == "random" else "1e-4")
+    state = source.suffix == ".solverstate"
+    # run first: with random weights, its outputs' size sets the checks' tolerance
+    ran, out = (False, None) if state else step("run", ["run", str(weights), *pair, *inputs])
+    atol = entry.atol or _tolerance(out if ran else None, row["weights"] == "random")
+    row["atol"] = atol
     solver = ["--solver", str(REAL / entry.solver)] if entry.solver else []
-    h5_suffix = ".solverstate.h5" if source.suffix == ".solverstate" else ".caffemodel.h5"
+    h5_suffix = ".solverstate.h5" if state else ".caffemodel.h5"
     step("h5", ["convert", str(weights), str(folder / (source.stem + h5_suffix)), *pair, *inputs,
                 "--atol", atol, "--force"])
     onnx = folder / (source.stem + ".onnx")
@@ -198,10 +217,9 @@ def check(entry: Entry, folder: Path, timeout: float) -> dict:
     onnx_ok, _ = step("onnx", ["convert", str(weights), str(onnx), *pair, *inputs, *solver,
                                 *_shape_args(entry), "--atol", atol, "--force"]
                       + (["--no-verify"] if python_layers else []))
-    if source.suffix == ".solverstate":
+    if state:
         row["steps"]["run"] = row["steps"]["verify"] = "-"
         return row
-    step("run", ["run", str(weights), *pair, *inputs])
     if onnx_ok and not python_layers:
         step("verify", ["verify", str(weights), str(onnx), *pair, *inputs, "--atol", atol])
     else:
