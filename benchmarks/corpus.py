@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ class Entry:
     shapes: dict = field(default_factory=dict)   # tops of layers blobcast cannot size (--shape)
     prototxt: str | None = None     # the definition to pair with a weights file
     solver: str | None = None       # a solver state's solver
+    python: str | None = None       # the folder of its Python layers' modules (run with them)
     atol: str | None = None         # the checks' absolute tolerance (default: see check())
     note: str = ""                  # what is known about the file (shown in the table)
 
@@ -58,11 +60,12 @@ class Entry:
         return ""
 
 
-def _rois(folder: Path) -> str:
-    """Real ROIs (batch index, x1, y1, x2, y2) inside a 224 x 224 image."""
+def _rois(folder: Path, rank: int = 2) -> str:
+    """Real ROIs (batch index, x1, y1, x2, y2) inside a 224 x 224 image, as an
+    N x 5 array (rank 2) or N x 5 x 1 x 1 (rank 4, R-FCN's MATLAB nets)."""
     path = folder / "rois.npy"
-    np.save(path, np.array([[0, 10, 10, 100, 120], [0, 0, 0, 223, 223], [0, 50.5, 60, 70, 90]],
-                           np.float32))
+    rois = np.array([[0, 10, 10, 100, 120], [0, 0, 0, 223, 223], [0, 50.5, 60, 70, 90]], np.float32)
+    np.save(path, rois.reshape(rois.shape + (1,) * (rank - 2)))
     return str(path)
 
 
@@ -96,7 +99,7 @@ CORPUS = [
           note="Python proposal layer (module not shipped)"),
     Entry("py-rfcn/rfcn_resnet50_test_agnostic.prototxt", shapes={"rois": "300,5"},
           note="Python proposal layer, PSROIPooling"),
-    Entry("rfcn/rfcn_resnet50_test.prototxt", {"rois": "rois"}, note="PSROIPooling; real ROIs"),
+    Entry("rfcn/rfcn_resnet50_test.prototxt", {"rois": "rois4d"}, note="PSROIPooling; real ROIs"),
     Entry("intel-caffe/faster_rcnn_deploy.prototxt", shapes={"rois": "300,5"},
           note="Python proposal layer"),
     Entry("intel-caffe/alexnet_train_val_dummydata.prototxt", note="DummyData training net"),
@@ -114,7 +117,8 @@ CORPUS = [
     Entry("ultraface/RFB-320.caffemodel", prototxt="ultraface/RFB-320.prototxt",
           note="trained weights shipped"),
     Entry("ultraface/RFB-320.prototxt", note="definition alone"),
-    Entry("pycaffe-python-layer/linreg.prototxt", note="Python layer (pyloss, shipped)"),
+    Entry("pycaffe-python-layer/linreg.prototxt", shapes={"loss": "1"}, python="pycaffe-python-layer",
+          note="Python layer (pyloss, shipped: run with --allow-python-layers)"),
 ]
 
 
@@ -139,7 +143,9 @@ def _blobcast(args: list[str], timeout: float) -> tuple[bool, str, float]:
 def _input_args(entry: Entry, folder: Path) -> list[str]:
     args = []
     for name, value in entry.inputs.items():
-        args += ["--input", f"{name}={_rois(folder) if value == 'rois' else value}"]
+        if value.startswith("rois"):
+            value = _rois(folder, 4 if value == "rois4d" else 2)
+        args += ["--input", f"{name}={value}"]
     return args
 
 
@@ -194,7 +200,10 @@ def check(entry: Entry, folder: Path, timeout: float) -> dict:
         report = json.loads(out)
         row["layers"] = len(report.get("layers", [])) or report.get("totals", {}).get("layers")
     weights = source
-    if source.suffix in (".prototxt", ".pt") and ok:
+    if source.suffix in (".prototxt", ".pt") and not ok:
+        row["steps"].update(dict.fromkeys(STEPS[1:], "-"))  # a definition that does not open
+        return row
+    if source.suffix in (".prototxt", ".pt"):
         try:
             weights = _random_weights(entry, source, folder, inputs)
             row["weights"] = "random"
@@ -205,7 +214,8 @@ def check(entry: Entry, folder: Path, timeout: float) -> dict:
         row["weights"] = "file"
     state = source.suffix == ".solverstate"
     # run first: with random weights, its outputs' size sets the checks' tolerance
-    ran, out = (False, None) if state else step("run", ["run", str(weights), *pair, *inputs])
+    python = ["--allow-python-layers", "--python-path", str(REAL / entry.python)] if entry.python else []
+    ran, out = (False, None) if state else step("run", ["run", str(weights), *pair, *inputs, *python])
     atol = entry.atol or _tolerance(out if ran else None, row["weights"] == "random")
     row["atol"] = atol
     solver = ["--solver", str(REAL / entry.solver)] if entry.solver else []
@@ -227,19 +237,25 @@ def check(entry: Entry, folder: Path, timeout: float) -> dict:
     return row
 
 
-def _cell(value: str) -> str:
-    if value in ("ok", "-"):
-        return value
-    return value.replace("|", "/")[:140]
+def _failure(row: dict) -> str:
+    """The first failed step and its one line, its temporary paths left out."""
+    for name in STEPS:
+        value = row["steps"].get(name, "-")
+        if value not in ("ok", "-"):
+            value = re.sub(r"\S*/(\d\d)/", "", value).replace("|", "/")
+            return f"{name}: {value[:160]}"
+    return ""
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| file | repository | layers | weights | " + " | ".join(STEPS) + " | notes |",
-             "|---" * (len(STEPS) + 5) + "|"]
+    lines = ["| file | repository | layers | weights | " + " | ".join(STEPS) + " | notes | first failure |",
+             "|---" * (len(STEPS) + 6) + "|"]
     for row in rows:
-        cells = [_cell(row["steps"].get(name, "-")) for name in STEPS]
+        cells = [value if value in ("ok", "-") else "FAIL"
+                 for value in (row["steps"].get(name, "-") for name in STEPS)]
         lines.append(f"| `{row['file']}` | {row['repo']} | {row.get('layers', '')} | "
-                     f"{row.get('weights', '')} | " + " | ".join(cells) + f" | {row['note']} |")
+                     f"{row.get('weights', '')} | " + " | ".join(cells) +
+                     f" | {row['note']} | {_failure(row)} |")
     passed = sum(all(row["steps"].get(name, "-") in ("ok", "-") for name in STEPS) for row in rows)
     lines.append("")
     lines.append(f"{passed} of {len(rows)} files pass every step that applies; "
