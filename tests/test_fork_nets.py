@@ -203,3 +203,26 @@ def test_proposal_gives_opencvs_proposals_on_the_zf_rpn(tmp_path):
     (theirs,) = reference.forward(["proposal"])
     assert ours["rois"].shape == (50, 5) and np.count_nonzero(ours["rois"][:, 3]) > 10
     np.testing.assert_allclose(ours["rois"], theirs, rtol=1e-4, atol=2e-3)
+
+
+def test_segnet_bn_in_learn_mode_normalises_by_the_batch():
+    model = blobcast.load(REAL / "enet" / "enet_deploy_final.prototxt")
+    shape = [2, 3, 32, 64]
+    model.layers[0].spec.input_param.shape[0].dim = shape
+    bn = next(layer for layer in model.layers if layer.type == "BN")
+    model.layers = model.layers[:model.layers.index(bn) + 1]
+    bn.spec.bn_param.bn_mode = "LEARN"  # the fork's default: batch statistics in any phase
+    fill_random_weights(model, seed=4)
+    x = np.random.RandomState(1).normal(0, 1, shape).astype(np.float32)
+    before = Net(blobcast.Model(net=model.net, layers=model.layers[:-1])).forward({"data": x})
+    x_bn = before[bn.bottoms[0]].astype(np.float64)
+    mean = x_bn.mean(axis=(0, 2, 3), keepdims=True)
+    variance = (x_bn * x_bn).mean(axis=(0, 2, 3), keepdims=True) - mean * mean
+    scale, shift = (b.data.numpy() for b in bn.blobs)
+    expected = (x_bn - mean) / np.sqrt(variance + 1e-9) * scale + shift
+    out = Net(model).forward({"data": x})[bn.tops[0]]
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(blobcast.BlobcastError, match="batch statistics"):
+        from blobcast.converters.onnx_export import build_graph
+
+        build_graph(model, input_shapes={"data": shape}, strict=True)
