@@ -39,6 +39,9 @@ FORK_FIELD_NUMBERS = {
     "PSROIPooling": [(10001, "psroi_pooling_param", "PSROIPoolingParameter"),  # R-FCN
                      (10002, "psroi_pooling_param", "PSROIPoolingParameter")],  # OpenCV
     "ROIPooling": [(8266711, "roi_pooling_param", "ROIPoolingParameter")],  # Fast/Faster R-CNN
+    "BN": [(152, "bn_param", "BNParameter"),                                # PSPNet, DeepLab
+           (45, "bn_param", "SegNetBNParameter")],                          # SegNet, ENet
+    "Proposal": [(201, "proposal_param", "ProposalParameter")],             # OpenCV, Huawei ATC
 }
 
 # Where a text parse puts a fork setting given by name (whatever the layer's

@@ -64,14 +64,7 @@ NOT_BIT_EXACT = {
 NOT_COMPUTED = {"train_test": {"loss"}}
 
 # Known gaps outside the engine's memory and net rules.
-GAPS = {
-    "cdw_nogroup_numout6": "ConvolutionDepthwise (sophgo) ignores num_output and group; blobcast "
-                           "checks the weights against num_output and refuses the .caffemodel",
-    "cdw_nogroup_numout2_s2": "ConvolutionDepthwise (sophgo) ignores num_output and group; blobcast "
-                              "checks the weights against num_output and refuses the .caffemodel",
-    "cdw_no_stride_pad_refused": "ConvolutionDepthwise without stride and pad runs (the fork "
-                                 "reads stride(0) and pad(0) unguarded; Caffe refuses the net)",
-}
+GAPS: dict[str, str] = {}
 
 # What the engine's refusal says, for each net Caffe refused (Caffe's line in
 # NAME.caffe_error.txt): Caffe's own text for its net rules, the same fact in

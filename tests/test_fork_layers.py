@@ -23,7 +23,7 @@ runner = CliRunner()
 MOBILE_SSD_HEAD = '''name: "forks"
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 8 dim: 10 dim: 12 } } }
 layer { name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw"
-        convolution_param { num_output: 8 group: 8 kernel_size: 3 pad: 1 } }
+        convolution_param { num_output: 8 group: 8 kernel_size: 3 stride: 1 pad: 1 } }
 layer { name: "dw2" type: "DepthwiseConvolution" bottom: "dw" top: "dw2"
         convolution_param { num_output: 8 group: 8 kernel_size: 3 pad: 1 bias_term: false } }
 layer { name: "relu6" type: "ReLU6" bottom: "dw2" top: "relu6" }

@@ -39,7 +39,7 @@ def test_every_type_has_a_row_and_every_fork_type_names_its_fork(reference):
 
 def test_the_onnx_column_names_the_ops_the_exporters_write(reference):
     assert reference.onnx_form("ReLU") == "LeakyRelu, Relu"
-    assert reference.onnx_form("Dropout") == "Identity"  # a handler made by a factory
+    assert reference.onnx_form("Dropout") == "Identity, Mul"  # Mul: caffe-fast-rcnn's scale_train: false
     assert reference.onnx_form("ROIPooling").startswith("function (`ai.blobcast.caffe`): MaxRoiPool")
     assert "NonMaxSuppression" in reference.onnx_form("DetectionOutput")  # through its step helpers
     assert "Upsample" not in reference.onnx_form("Upsample").split(": ")[1].split(", ")

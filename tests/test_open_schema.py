@@ -96,14 +96,20 @@ def test_an_unknown_field_is_held_to_the_memory_budget(tmp_path):
     assert blobcast.load(path)["d"].spec.unknown_fields.endswith(payload)
 
 
-# Official net definitions with fields protobuf's Caffe schema lacks.
+# Official net definitions with fields the schema lacks.
 REAL_TEXT = {
-    "pspnet/pspnet50_ADE20K_473.prototxt": ("conv1_1_3x3_s2/bn", "bn_param", 60),
-    "enet/enet_deploy_final.prototxt": ("bn0_1", "bn_param", 3),
-    "py-faster-rcnn/ZF_faster_rcnn_end2end_test.prototxt": ("drop6", "scale_train", 2),
-    "py-faster-rcnn/ZF_fast_rcnn_test.prototxt": ("drop6", "scale_train", 2),
-    "opencv-faster-rcnn/faster_rcnn_vgg16.prototxt": ("proposal", "proposal_param", 2),
+    "opencv-faster-rcnn/faster_rcnn_vgg16.prototxt": ("detection_out", "normalized_bbox", 1),
     "caffeonspark/lenet_memory_train_test.prototxt": ("data", "source_class", 6),
+}
+
+# Official net definitions whose fork fields the schema now declares by layer
+# type: (layer, settings field); each file had them as unknown text before.
+REAL_FORK_SETTINGS = {
+    "pspnet/pspnet50_ADE20K_473.prototxt": ("conv1_1_3x3_s2/bn", "bn_param"),
+    "enet/enet_deploy_final.prototxt": ("bn0_1", "bn_param"),
+    "py-faster-rcnn/ZF_faster_rcnn_end2end_test.prototxt": ("drop6", "dropout_param"),
+    "py-faster-rcnn/ZF_fast_rcnn_test.prototxt": ("drop6", "dropout_param"),
+    "opencv-faster-rcnn/faster_rcnn_vgg16.prototxt": ("proposal", "proposal_param"),
 }
 
 
@@ -143,11 +149,22 @@ def test_official_nets_with_fork_fields_open_and_write_back(name, tmp_path):
         blobcast.save(model, tmp_path / "net.caffemodel")
 
 
+@pytest.mark.parametrize("name", sorted(REAL_FORK_SETTINGS))
+def test_official_nets_fork_settings_parse_as_typed_settings_and_write_back(name, tmp_path):
+    layer_name, field = REAL_FORK_SETTINGS[name]
+    model = blobcast.load(REAL / name)
+    assert model[layer_name].spec.has(field) and model[layer_name].spec.unknown_text == ()
+    out = tmp_path / "again.prototxt"
+    blobcast.save(model, out)
+    again = blobcast.load(out)
+    assert [layer.spec for layer in again.layers] == [layer.spec for layer in model.layers]
+
+
 def test_dropout_scale_train_stays_inside_dropout_param():
     model = blobcast.load(REAL / "py-faster-rcnn" / "ZF_fast_rcnn_test.prototxt")
     dropout = model["drop6"].spec.dropout_param
-    assert dropout.dropout_ratio == 0.5 and dropout.unknown_text == ("scale_train: false",)
-    assert model["drop6"].spec.unknown_text == ()
+    assert dropout.dropout_ratio == 0.5 and dropout.scale_train is False
+    assert dropout.unknown_text == () and model["drop6"].spec.unknown_text == ()
 
 
 NESTED = """# fields a fork adds, at every depth
@@ -192,11 +209,14 @@ def test_unknown_text_fields_at_any_depth_are_kept_in_their_message(tmp_path):
 
 @pytest.mark.slow
 def test_run_refuses_only_a_layer_whose_settings_hold_unknown_fields(tmp_path):
-    # py-faster-rcnn's Dropout reads scale_train; the schema has no such field.
-    result = runner.invoke(app, ["run", "--random-weights",
-                                 str(REAL / "py-faster-rcnn" / "ZF_fast_rcnn_test.prototxt")])
+    # A fork's Dropout setting the schema does not know may change what it computes.
+    net = tmp_path / "dropout.prototxt"
+    net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 } } }\n'
+                   'layer { name: "drop6" type: "Dropout" bottom: "x" top: "y"\n'
+                   '  dropout_param { dropout_ratio: 0.5 fork_scale_mode: 2 } }\n')
+    result = runner.invoke(app, ["run", str(net)])
     assert result.exit_code == 2
-    assert "'drop6' (Dropout)" in result.stderr and "dropout_param.scale_train" in result.stderr
+    assert "'drop6' (Dropout)" in result.stderr and "dropout_param.fork_scale_mode" in result.stderr
     # CaffeOnSpark's data layer fields (source_class, memory_data_param.source) are not read
     # by any computation: the net runs.
     result = runner.invoke(app, ["run", str(COS), "--prototxt",
@@ -209,12 +229,12 @@ def test_export_names_the_layer_and_the_unknown_field(tmp_path):
     net = tmp_path / "dropout.prototxt"
     net.write_text('layer { name: "in" type: "Input" top: "x" input_param { shape { dim: 1 dim: 4 } } }\n'
                    'layer { name: "drop" type: "Dropout" bottom: "x" top: "y"\n'
-                   '  dropout_param { dropout_ratio: 0.5 scale_train: false } }\n')
+                   '  dropout_param { dropout_ratio: 0.5 fork_scale_mode: 2 } }\n')
     result = runner.invoke(app, ["convert", str(net), str(tmp_path / "dropout.onnx")])
     lines = result.stderr.strip().splitlines()
     assert result.exit_code == 2 and len(lines) == 1
     assert "layer 'drop' (Dropout): its computation may depend on settings blobcast does not know: " \
-           "dropout_param.scale_train" in lines[0]
+           "dropout_param.fork_scale_mode" in lines[0]
 
 
 def test_a_solver_keeps_its_unknown_fields_and_its_inline_nets_fork_settings(tmp_path):

@@ -95,7 +95,8 @@ def test_an_input_the_net_cannot_size_is_named_with_the_option_to_give(tmp_path)
     net = _train_test(tmp_path, crop=False)  # the image size is in the database
     failed = run("run", SNAPSHOT, "--prototxt", net)
     assert failed.exit_code == 2
-    assert "the net input 'data' has no declared shape; give one with --input data=SHAPE" in failed.stderr
+    assert ("the net input 'data' has no known shape, made by the data layer 'mnist' (Data) (known so "
+            "far: [100, 1, ?, ?]); give one with --input data=SHAPE") in failed.stderr
     exported = run("convert", SNAPSHOT, tmp_path / "x.onnx", "--prototxt", net)
     assert exported.exit_code == 2 and "--input data=SHAPE" in exported.stderr
     given = run("convert", SNAPSHOT, tmp_path / "x.onnx", "--prototxt", net, "--input", "data=1,1,12,12",

@@ -46,7 +46,17 @@ exporter("Sigmoid")(_simple("Sigmoid"))
 exporter("TanH")(_simple("Tanh"))
 exporter("AbsVal")(_simple("Abs"))
 exporter("BNLL")(_simple("Softplus"))
-exporter("Dropout")(_simple("Identity"))
+
+
+@exporter("Dropout")
+def export_dropout(g, layer, ins, outs):
+    from blobcast.layers.activation import Dropout
+
+    factor = Dropout(layer, np, []).test_factor()  # caffe-fast-rcnn's scale_train: false
+    if factor is None:
+        g.node("Identity", ins, outs, layer.name)
+    else:
+        g.node("Mul", [ins[0], g.constant(layer.name, factor, role="scale")], outs, layer.name)
 
 
 @exporter("Power")

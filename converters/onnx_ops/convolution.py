@@ -12,7 +12,7 @@ from .registry import ExportError, Unsupported, exporter, importer
 
 
 @exporter("Convolution")
-def export_convolution(g, layer, ins, outs):
+def export_convolution(g, layer, ins, outs, group=None):
     p = layer.type_params
     kernel, stride, pad, dilation = spatial_settings(p, len(g.shape(layer.bottoms[0])) - 2,
                                                      layer.name)
@@ -20,7 +20,13 @@ def export_convolution(g, layer, ins, outs):
         raise ExportError(f"layer {layer.name!r}: convolution axis {p.axis} is not exported")
     inputs = ins + [g.weight(layer, 0)] + ([g.weight(layer, 1)] if p.bias_term else [])
     g.node("Conv", inputs, outs, layer.name, kernel_shape=list(kernel), strides=list(stride),
-           pads=list(pad) * 2, dilations=list(dilation), group=p.group)
+           pads=list(pad) * 2, dilations=list(dilation), group=p.group if group is None else group)
+
+
+@exporter("ConvolutionDepthwise")
+def export_convolution_depthwise(g, layer, ins, outs):
+    """One filter per channel whatever group and num_output say (the fork's rule)."""
+    export_convolution(g, layer, ins, outs, group=g.shape(layer.bottoms[0])[1])
 
 
 @exporter("Deconvolution")
@@ -136,6 +142,5 @@ def import_resize(im, node, attrs):
 
 importer("Upsample")(import_resize)
 
-# The depthwise names of MobileNet forks: convolutions with group == channels.
-exporter("ConvolutionDepthwise")(export_convolution)
+# yonghenglh6's DepthwiseConvolution: a grouped convolution, group as given.
 exporter("DepthwiseConvolution")(export_convolution)

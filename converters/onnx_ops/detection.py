@@ -205,3 +205,11 @@ def _keep_top_k(s, rows, image, score, keep):
     keep_row = s("Less", [rank, s.const(keep, np.int64, "keep_top_k")], "keep")
     return s("Compress", [rows, keep_row], "kept_rows", axis=0)
 
+
+
+@exporter("Proposal")
+def export_proposal(g, layer, ins, outs):
+    """OpenCV's Proposal measures IoU and box sizes with + 1 (pixel boxes);
+    NonMaxSuppression does not: no exact standard form."""
+    raise NoStandardForm(f"layer {layer.name!r}: Proposal's pixel IoU (sizes + 1) has no exact "
+                         "NonMaxSuppression form")

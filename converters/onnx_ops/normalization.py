@@ -29,6 +29,30 @@ def export_batch_norm(g, layer, ins, outs):
            outs, layer.name, epsilon=float(np.float32(p.eps)))
 
 
+@exporter("BN")
+def export_bn(g, layer, ins, outs):
+    """PSPNet's BN with its running statistics: BatchNormalization; SegNet's in
+    INFERENCE mode: Mul and Add. Batch statistics have no inference form."""
+    from blobcast.layers.forks import BN
+
+    op = BN(layer, np, [])
+    if op.batch_statistics():
+        raise ExportError(f"layer {layer.name!r}: BN with batch statistics (SegNet's LEARN mode, "
+                          "or PSPNet's TRAIN phase unfrozen) is not exported")
+    channels = g.shape(layer.bottoms[0])[1]
+    ndim = len(g.shape(layer.bottoms[0]))
+    if op.is_segnet:
+        scale, shift = (g.weight(layer, i, layer.blobs[i].data.numpy().reshape(
+            (channels,) + (1,) * (ndim - 2))) for i in (0, 1))
+        product = g.node("Mul", [ins[0], scale], [f"{layer.name}/scaled"], f"{layer.name}/mul")
+        g.node("Add", [product, shift], outs, layer.name)
+        return
+    slope, bias, mean, variance = (g.weight(layer, i, layer.blobs[i].data.numpy().reshape(channels))
+                                   for i in range(4))
+    g.node("BatchNormalization", ins + [slope, bias, mean, variance], outs, layer.name,
+           epsilon=float(np.float32(op.params.eps)))
+
+
 def _broadcast(g, layer, index, in_blob, axis) -> str:
     values = layer.blobs[index].data.numpy()
     ndim = len(g.shape(in_blob))

@@ -138,13 +138,17 @@ def _verify_written(obj, temporary: str, fmt, prototxt: str | None):
 
 @dataclass
 class ForwardCheck:
-    """How convert's forward check runs: input shapes (name -> shape) for
-    inputs the net leaves open or to override, the device, the tolerances."""
+    """How convert's forward check runs: inputs (name -> a shape, filled with
+    seeded random values, or an array of values: an ROI net needs real ROIs)
+    for inputs the net leaves open or to override, the device, the tolerances."""
 
     inputs: dict = field(default_factory=dict)
     device: str = "cpu"
     atol: float = 1e-5
     rtol: float = 1e-3
+
+    def input_shapes(self) -> dict:
+        return {name: list(getattr(value, "shape", value)) for name, value in self.inputs.items()}
 
 
 def _forward_check(source, written, strict: bool = False, options: ForwardCheck | None = None,
@@ -164,7 +168,7 @@ def _forward_check(source, written, strict: bool = False, options: ForwardCheck 
             from .engine import blob_shapes
 
             # The whole pass planned within the memory budget before anything runs.
-            blob_shapes(source, options.inputs, check_memory=True, skip_unrunnable=True)
+            blob_shapes(source, options.input_shapes(), check_memory=True, skip_unrunnable=True)
         # Layers (or custom nodes) that cannot run leave out the outputs that need them.
         source_side = runner_for(source, device=options.device, skip_unrunnable=True)
         written_side = runner_for(written, device=options.device, skip_unrunnable=True)
@@ -209,7 +213,8 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
     further check of the same run (OpenCV's) that need not run B again."""
     import numpy as np
 
-    inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0)
+    inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0,
+                         unknown=getattr(side_a, "shape_unknown", None))
     outputs_a = forward_what_runs(side_a, inputs)
     from .engine import Net, blob_shapes
 
@@ -461,7 +466,8 @@ def _opencv_check(written: Model, path: str, dst_fmt, options: ForwardCheck,
         inputs, ours = run["inputs"], run["outputs"]
     else:
         engine = runner_for(written, skip_unrunnable=True)
-        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0)
+        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0,
+                             unknown=getattr(engine, "shape_unknown", None))
         ours = forward_what_runs(engine, inputs)
     theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
     results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)

@@ -159,15 +159,19 @@ def _main(debug: DebugOption = False, memory_budget: BudgetOption = None,
     _state["json"] = json_output
 
 
-def _input_shapes(specs, option: str = "--input") -> dict:
+def _input_values(specs, option: str = "--input") -> dict:
+    """NAME=SHAPE or NAME=file.npy specs: name -> shape (a list) or the array."""
     from .verify import parse_input_spec
 
+    return dict(parse_input_spec(spec, option) for spec in specs or ())
+
+
+def _input_shapes(specs, option: str = "--input") -> dict:
     shapes = {}
-    for spec in specs or ():
-        name, shape = parse_input_spec(spec, option)
-        if not isinstance(shape, list):
-            raise BlobcastError(f"{option} {spec!r}: give a shape when converting")
-        shapes[name] = shape
+    for name, value in _input_values(specs, option).items():
+        if not isinstance(value, list):
+            raise BlobcastError(f"{option} {name}=...: give a shape, not a file")
+        shapes[name] = value
     return shapes
 
 
@@ -215,8 +219,9 @@ def convert(
         "--verify/--no-verify", help="Also run both models forward on the same inputs and "
         "compare their outputs (where both have layers).")] = True,
     inputs: Annotated[Optional[list[str]], typer.Option(
-        "--input", metavar="NAME=SHAPE",
-        help="An input shape for the forward check and the ONNX export; repeatable.")] = None,
+        "--input", metavar="NAME=SHAPE|FILE.npy",
+        help="An input for the forward check and the ONNX export: a shape (seeded random "
+             "values) or a .npy file (its values: an ROI net needs real ROIs); repeatable.")] = None,
     atol: AtolOption = 1e-5,
     rtol: RtolOption = 1e-3,
     device: DeviceOption = "cpu",
@@ -254,13 +259,14 @@ def convert(
         check_apart(layer_plugins or (), [destination])
         for plugin in layer_plugins or ():
             load_layer_plugin(plugin)
-        shapes = _input_shapes(inputs)
+        values = _input_values(inputs)  # a .npy file's values feed the check (real ROIs)
+        shapes = {name: list(getattr(value, "shape", value)) for name, value in values.items()}
         onnx_options = _onnx_options(opset, dynamic_batch, external_data, strict)
         if shapes and (to_format == "onnx" or destination.lower().endswith(".onnx")):
             onnx_options["input_shapes"] = shapes
         if given_shapes:
             onnx_options["given_shapes"] = _input_shapes(given_shapes, "--shape")
-        check = ForwardCheck(inputs=shapes, device=device, atol=atol, rtol=rtol) if verify_forward \
+        check = ForwardCheck(inputs=values, device=device, atol=atol, rtol=rtol) if verify_forward \
             else False
         report = convert_file(source, destination, prototxt=prototxt, source_format=from_format,
                               destination_format=to_format, compress=compress, overwrite=force,

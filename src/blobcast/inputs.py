@@ -31,14 +31,19 @@ def parse_input_spec(spec: str, option: str = "--input") -> tuple[str, np.ndarra
     return name, shape
 
 
-def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int) -> dict:
+def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int,
+                unknown=None) -> dict:
     """Input arrays: given arrays as they are, shapes (given or declared) filled
-    with normal(0, 1) float32 values from a seeded generator, in input order."""
+    with normal(0, 1) float32 values from a seeded generator, in input order.
+    `unknown(name)`, when given, makes the error for an input of unknown shape
+    (an engine Net's names the data layer behind it)."""
     rng = np.random.RandomState(seed)
     inputs = {}
     for name in declared:
         value = given.get(name, declared[name])
         if value is None:
+            if unknown is not None:
+                raise unknown(name)
             raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
                                 f"--input {name}=SHAPE or --input {name}=file.npy")
         if isinstance(value, np.ndarray):

@@ -217,7 +217,8 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
     given = _given_inputs(options)
     with about(path):
         net = _side(path, options)
-        inputs = make_inputs(net.inputs, given, options.seed)
+        inputs = make_inputs(net.inputs, given, options.seed,
+                             unknown=getattr(net, "shape_unknown", None))
         blobs = forward_what_runs(net, inputs, options.all_blobs)
     notes = _notes(net) + _uncomputed_notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
@@ -265,7 +266,8 @@ def _against_recording(net_a, b: str, given: dict, sources: dict, options: RunOp
             given[name] = reference[name]
             sources[name] = os.path.basename(b)
     b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
-    inputs = make_inputs(net_a.inputs, given, options.seed)
+    inputs = make_inputs(net_a.inputs, given, options.seed,
+                         unknown=getattr(net_a, "shape_unknown", None))
     a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
     if options.all_blobs:
         return inputs, a_blobs, b_blobs, [name for name in a_blobs
@@ -319,7 +321,8 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
                                 f"{list(net_b.inputs)}")
         with about(a):
-            inputs = make_inputs(net_a.inputs, given, options.seed)
+            inputs = make_inputs(net_a.inputs, given, options.seed,
+                                 unknown=getattr(net_a, "shape_unknown", None))
             a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
         held = reserved(held_bytes([*inputs.values(), *a_blobs.values()]))  # both sides count together
         if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:

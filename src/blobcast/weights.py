@@ -36,8 +36,10 @@ def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | Non
     spec = layer.spec
     if layer.type in ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution"):
         params = spec.convolution_param
+        # ConvolutionDepthwise ignores num_output: C x 1 x kh x kw, whatever it says.
+        counted = layer.type != "ConvolutionDepthwise"
         if index == 0:
-            if shape and shape[0] != params.num_output:
+            if counted and shape and shape[0] != params.num_output:
                 return f"num_output is {params.num_output} but the weights have {shape[0]} filters"
             kernel = _kernel_shape(params)
             if kernel is not None and tuple(shape[2:]) != kernel:
@@ -45,7 +47,7 @@ def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | Non
             if len(params.kernel_size) == 1 and any(d != params.kernel_size[0] for d in shape[2:]):
                 return (f"kernel_size is {params.kernel_size[0]} but the weights' kernel is "
                         f"{list(shape[2:])}")
-        elif index == 1 and shape != (params.num_output,):
+        elif index == 1 and counted and shape != (params.num_output,):
             return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
     elif layer.type == "InnerProduct":
         params = spec.inner_product_param

@@ -15,12 +15,14 @@ from ..model import Layer, Model, layer_included
 from ..tensor import aligned_values
 from ..weights import expected_blob_count
 from .caffe_rules import check_net
-from .data_shapes import data_layer_shapes
+from .data_inputs import data_layer_shapes, feeding_data_layers, is_data_layer, unknown_shape_hint
 from .memory import ForwardPass, makes_new_memory, plan_memory, run_in_place
 from .python_layer import PythonLayer
 
 
 def _role(layer: Layer) -> str:
+    if is_data_layer(layer):
+        return "data"
     kind = spec_for(layer.type)
     if kind is not None:
         return kind.role
@@ -107,20 +109,25 @@ class Net:
         self.python_path = tuple(python_path)
         chosen = [layer for layer in model.layers if layer_included(layer, phase, level, stages)]
         self._chosen = chosen
+        # Data layers of another phase that feed this one stand where Caffe
+        # would have its own data layer.
+        feeding = feeding_data_layers(model.layers, chosen)
         # What Caffe refuses is refused; the layers as Caffe connects them (its Split layers).
-        self.caffe_layers = check_net(chosen)
+        self.caffe_layers = check_net(feeding + chosen)
         self.inputs: dict[str, list[int] | None] = {}
         self.skipped: list[SkippedLayer] = []
         self.layers: list[Layer] = []
         self.unrun: list[Layer] = []  # with skip_unrunnable: layers left out
+        self.input_sources: dict[str, Layer] = {}  # data tops: the layer that makes them
+        for layer in feeding:
+            self._add_data_inputs(layer, f"data layer of another phase: its tops are {phase} "
+                                  "inputs")
         for layer in chosen:
             role = _role(layer)
             if role == "input":
                 self.inputs.update(self._input_shapes(layer))
             elif role == "data":
-                self.inputs.update(self._input_shapes(layer))
-                self.skipped.append(SkippedLayer(layer.name, layer.type,
-                                                 "data layer: its tops are inputs"))
+                self._add_data_inputs(layer, "data layer: its tops are inputs")
             elif is_not_run(layer):
                 self.skipped.append(SkippedLayer(layer.name, layer.type,
                                                  "loss/evaluation layer: not run"))
@@ -155,18 +162,23 @@ class Net:
         self._ops = None
         self._budget_checked: set = set()
 
+    def _add_data_inputs(self, layer: Layer, reason: str) -> None:
+        self.inputs.update(self._input_shapes(layer))
+        self.input_sources.update(dict.fromkeys(layer.tops, layer))
+        self.skipped.append(SkippedLayer(layer.name, layer.type, reason))
+
+    def shape_unknown(self, name: str) -> BlobcastError:
+        """The one-line refusal for an input whose shape nothing gives."""
+        source = self.input_sources.get(name)
+        origin = f", {unknown_shape_hint(source, name, self._chosen)}" if source else ""
+        return BlobcastError(f"the net input {name!r} has no known shape{origin}; give one with "
+                             f"--input {name}=SHAPE (or --input {name}=file.npy)")
+
     def _input_shapes(self, layer: Layer) -> dict:
         shapes: list = []
         spec = layer.spec
         if layer.type == "Input" and spec.has("input_param"):
             shapes = [list(s.dim) for s in spec.input_param.shape]
-        elif layer.type == "DummyData" and spec.has("dummy_data_param"):
-            d = spec.dummy_data_param
-            shapes = [list(s.dim) for s in d.shape] or [
-                [n, c, h, w] for n, c, h, w in zip(d.num, d.channels, d.height, d.width)]
-        elif layer.type == "MemoryData" and spec.has("memory_data_param"):
-            m = spec.memory_data_param
-            shapes = [[m.batch_size, m.channels, m.height, m.width]]
         elif _role(layer) == "data":
             shapes = data_layer_shapes(layer, self._chosen)
             return dict(zip(layer.tops, shapes + [None] * len(layer.tops)))
@@ -178,7 +190,7 @@ class Net:
     def _drop_unused_inputs(self) -> None:
         """Inputs no layer that runs reads (a training net's labels, which only
         its losses and accuracy read) are not inputs of the deploy net."""
-        read = {bottom for layer in self.layers for bottom in layer.bottoms}
+        read = {bottom for layer in self.layers + self.unrun for bottom in layer.bottoms}
         for name in [n for n in self.inputs if n not in read and self.layers]:
             del self.inputs[name]
             self.skipped.append(SkippedLayer(name, "input", "read only by layers that are not run "
@@ -472,8 +484,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     for name, declared in net.inputs.items():
         shape = (input_shapes or {}).get(name, declared)
         if shape is None:
-            raise BlobcastError(f"the net input {name!r} has no declared shape; give one with "
-                                f"--input {name}=SHAPE")
+            raise net.shape_unknown(name)
         shapes[name] = tuple(int(d) for d in shape)
         if check_memory:
             check_input_size(name, shapes[name], net.dtype)

@@ -7,7 +7,10 @@ user allows it (--allow-python-layers).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
+import types
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -45,6 +48,48 @@ class PythonBlob:
     width = property(lambda self: self._axis(3))
 
 
+class CaffeLayer:
+    """`caffe.Layer` as a Python layer subclasses it: the four methods, each a
+    no-op until the layer defines it."""
+
+    def setup(self, bottom, top):
+        pass
+
+    def reshape(self, bottom, top):
+        pass
+
+    def forward(self, bottom, top):
+        pass
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+
+def caffe_standin() -> types.ModuleType:
+    """A minimal `caffe` module: Layer and the phases, what a Python layer's
+    module needs to import where pycaffe is not installed."""
+    module = types.ModuleType("caffe", "blobcast's stand-in for pycaffe (Layer, TRAIN, TEST)")
+    module.Layer = CaffeLayer
+    module.TRAIN, module.TEST = 0, 1
+    return module
+
+
+@contextmanager
+def caffe_importable():
+    """`import caffe` works inside: pycaffe if it is installed, else the
+    stand-in, present only while the block runs (the imported layer module
+    keeps its own reference)."""
+    if "caffe" in sys.modules or importlib.util.find_spec("caffe") is not None:
+        yield
+        return
+    standin = sys.modules["caffe"] = caffe_standin()
+    try:
+        yield
+    finally:
+        if sys.modules.get("caffe") is standin:
+            del sys.modules["caffe"]
+
+
 class PythonLayer(LayerOp):
     allowed = False
     search_path: tuple[str, ...] = ()
@@ -60,12 +105,14 @@ class PythonLayer(LayerOp):
             if folder not in sys.path:
                 sys.path.insert(0, folder)
         try:
-            module = importlib.import_module(spec.module)
+            with caffe_importable():
+                module = importlib.import_module(spec.module)
             layer_class = getattr(module, spec.layer)
-        except (ImportError, AttributeError) as error:
+        except (ImportError, AttributeError, SyntaxError) as error:
             raise BlobcastError(f"layer {self.name!r}: cannot load {where}: {error}") from error
         self.instance = layer_class()
         self.instance.param_str = spec.param_str
+        self.instance.param_str_ = spec.param_str  # the name before pycaffe 1.0 (py-faster-rcnn)
         self.instance.phase = 1 if self.phase == "TEST" else 0
         self.instance.blobs = [PythonBlob(np.array(w)) for w in self.weights]
         self.ready = False

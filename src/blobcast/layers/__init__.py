@@ -9,6 +9,7 @@ from . import (  # noqa: F401
     forks,
     normalization,
     pooling,
+    proposal,
     regions,
     structure,
 )

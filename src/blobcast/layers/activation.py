@@ -183,14 +183,32 @@ class Swish(LayerOp):
         return (x * _sigmoid(self.xp, _const(x, self.params.beta) * x),)
 
 
-@register("Dropout", settings="dropout_param", key_settings=("dropout_ratio",))
+@register("Dropout", settings="dropout_param", key_settings=("dropout_ratio", "scale_train"))
 class Dropout(LayerOp):
+    """TEST: the identity, as Caffe scales by 1 / (1 - ratio) while training.
+    caffe-fast-rcnn's scale_train: false (its ZF nets) scales at test time
+    instead: x * (1 / scale) with scale = 1 / (1 - ratio) held as a float."""
+
+    def test_factor(self):
+        """None for the identity, else the multiplier as the fork computes it."""
+        p = self.params
+        if p.scale_train:
+            return None
+        import numpy as np
+
+        scale = np.float32(1.0 / (1.0 - float(np.float32(p.dropout_ratio))))
+        return np.float32(1.0 / float(scale))
+
     def forward(self, x):
         if self.phase == "TRAIN":
             raise self.fail("Dropout runs only in the TEST phase here (it is random in training)")
-        return (x,)  # Caffe scales at training time, so testing is the identity
+        factor = self.test_factor()
+        return (x,) if factor is None else (x * x.dtype.type(factor),)
 
     def in_place(self, shape):
         if self.phase == "TRAIN":
             return None
-        return lambda x, channels: None
+        factor = self.test_factor()
+        if factor is None:
+            return lambda x, channels: None
+        return lambda x, channels: self.xp.multiply(x, x.dtype.type(factor), out=x)

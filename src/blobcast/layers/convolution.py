@@ -112,8 +112,9 @@ class _ConvolutionBase(LayerOp):
         return self.params.num_output
 
 
-# The depthwise names of MobileNet forks are convolutions with group == channels.
-@register("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution", settings="convolution_param",
+# yonghenglh6's DepthwiseConvolution is Caffe's grouped convolution, group and
+# num_output as given (without group it is a dense one).
+@register("Convolution", "DepthwiseConvolution", settings="convolution_param",
           key_settings=(
     "num_output", "kernel_size", "stride", "pad", "dilation", "group", "bias_term"))
 class Convolution(_ConvolutionBase):
@@ -265,6 +266,50 @@ class Convolution(_ConvolutionBase):
                            BLOCK_BYTES if on_host else channels * prod(source_shape) * x.itemsize,
                            threaded=on_host)
         return y
+
+
+@register("ConvolutionDepthwise", settings="convolution_param", key_settings=(
+    "kernel_size", "stride", "pad", "dilation", "bias_term"))
+class ConvolutionDepthwise(Convolution):
+    """The MobileNet/ShuffleNet forks' ConvolutionDepthwise (conv_dw_layer.cpp,
+    sophgo/caffe and its copies): one filter per channel whatever group and
+    num_output say (ShuffleNet v1 leaves group out): top channels = bottom
+    channels, weights C x 1 x kh x kw, bias C; 4-D blobs only. The fork reads
+    stride and pad without checking they are given, which Caffe's protobuf
+    refuses: so do we."""
+
+    def _fork_settings(self, ndim: int):
+        p = self.params
+        if ndim != 4:
+            raise self.fail(f"takes a 4-D N x C x H x W blob, not a {ndim}-D one")
+        for name in ("stride", "pad"):
+            if not getattr(p, name) and not (p.has(f"{name}_h") and p.has(f"{name}_w")):
+                raise self.fail(f"the fork reads {name} unchecked: give {name} (or "
+                                f"{name}_h and {name}_w)")
+        return self._settings_for(ndim)
+
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        kernel, stride, pad, dilation = self._fork_settings(len(shape))
+        return [shape[:2] + self._spatial_out(shape[2:], kernel, stride, pad, dilation)]
+
+    def blob_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        kernel = self._fork_settings(len(shape))[0]
+        return [(shape[1], 1) + tuple(kernel)] + ([(shape[1],)] if self.bias else [])
+
+    def values_needed(self, shapes):
+        shape = tuple(shapes[0])
+        return 3 * prod(shape) + 2 * prod(self.top_shapes(shapes)[0])
+
+    def forward(self, x):
+        kernel, stride, pad, dilation = self._fork_settings(x.ndim)
+        channels, weight = x.shape[1], self.weights[0]
+        if tuple(weight.shape) != (channels, 1) + tuple(kernel):
+            raise self.fail(f"weights {list(weight.shape)} do not fit {channels} channels (the "
+                            f"fork holds {[channels, 1] + list(kernel)})")
+        shape_out = self._spatial_out(x.shape[2:], kernel, stride, pad, dilation)
+        return (self._depthwise(x, kernel, stride, pad, dilation, shape_out),)
 
 
 @register("Deconvolution", settings="convolution_param", key_settings=(
