@@ -112,7 +112,7 @@ def test_a_python_layer_imports_caffe_where_pycaffe_is_absent():
 
 @pytest.fixture(scope="module")
 def zf_fast_rcnn(tmp_path_factory):
-    model = blobcast.load(REAL / "py-faster-rcnn" / "zf_fast_rcnn_test.prototxt")
+    model = blobcast.load(REAL / "py-faster-rcnn" / "ZF_fast_rcnn_test.prototxt")
     fill_random_weights(model, {"rois": [3, 5]}, seed=2)
     path = tmp_path_factory.mktemp("zf") / "zf.caffemodel"
     blobcast.save(model, path)
@@ -157,7 +157,7 @@ def test_an_roi_net_converts_with_its_check_on_real_rois(zf_fast_rcnn, tmp_path)
 
 @pytest.mark.slow
 def test_a_faster_rcnn_net_whose_input_feeds_only_a_python_layer_exports(tmp_path):
-    model = blobcast.load(REAL / "py-faster-rcnn" / "zf_faster_rcnn_end2end_test.prototxt")
+    model = blobcast.load(REAL / "py-faster-rcnn" / "ZF_faster_rcnn_end2end_test.prototxt")
     fill_random_weights(model, given_shapes={"rois": [300, 5]}, seed=3)
     blobcast.save(model, tmp_path / "frcnn.caffemodel")
     result = runner.invoke(app, ["convert", str(tmp_path / "frcnn.caffemodel"), str(tmp_path / "f.onnx"),
@@ -172,7 +172,7 @@ def test_a_faster_rcnn_net_whose_input_feeds_only_a_python_layer_exports(tmp_pat
 def _proposal_net(tmp_path):
     """py-faster-rcnn's ZF test net up to its proposals, the Python proposal
     layer replaced by the C++ `Proposal` OpenCV's own Faster R-CNN sample uses."""
-    text = (REAL / "py-faster-rcnn" / "zf_faster_rcnn_end2end_test.prototxt").read_text()
+    text = (REAL / "py-faster-rcnn" / "ZF_faster_rcnn_end2end_test.prototxt").read_text()
     start = text.index("layer {\n  name: 'proposal'")
     proposal = ("layer { name: 'proposal' type: 'Proposal' bottom: 'rpn_cls_prob_reshape' "
                 "bottom: 'rpn_bbox_pred' bottom: 'im_info' top: 'rois' proposal_param { "

@@ -221,7 +221,7 @@ def _forward_check_pair(side_a, side_b, options: ForwardCheck, models=(),
     with reserved(held_bytes([*inputs.values(), *outputs_a.values()])):  # both sides count together
         if models and isinstance(models[0], Model) and not isinstance(side_b, Net):
             # a runtime checks nothing as it runs: the source's plan stands for it
-            blob_shapes(models[0], options.inputs, check_memory=True, skip_unrunnable=True)
+            blob_shapes(models[0], options.input_shapes(), check_memory=True, skip_unrunnable=True)
         outputs_b = forward_what_runs(side_b, inputs)
     if record is not None:
         record.update(inputs=inputs, outputs=outputs_b)
