@@ -1,0 +1,174 @@
+"""Convert's forward check: the source and the written model run on the same
+inputs and their outputs compared, and (--target opencv) the written net run
+in OpenCV as well."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .compare import _to_host, compare_arrays
+from .errors import BlobcastError, CheckFailed
+from .inputs import make_inputs
+from .limits import BudgetExceeded, held_bytes, reserved
+from .model import Model
+from .runners import forward_what_runs, runner_for
+
+
+@dataclass
+class ForwardCheck:
+    """How convert's forward check runs: inputs (name -> a shape, filled with
+    seeded random values, or an array of values: an ROI net needs real ROIs)
+    for inputs the net leaves open or to override, the device, the tolerances."""
+
+    inputs: dict = field(default_factory=dict)
+    device: str = "cpu"
+    atol: float = 1e-5
+    rtol: float = 1e-3
+
+    def input_shapes(self) -> dict:
+        return {name: list(getattr(value, "shape", value)) for name, value in self.inputs.items()}
+
+
+def check_forward(source, written, strict: bool = False, options: ForwardCheck | None = None,
+                   record: dict | None = None) -> tuple[dict | None, str | None]:
+    """Run the source and the written model (each a Model or an .onnx path) on
+    the same seeded inputs.
+
+    Returns (result, note). For Caffe formats a net the engine cannot run (a
+    layer type it lacks, an input without a shape) is not a failed conversion:
+    the tensors were already checked bit for bit, so that gives a note instead.
+    Where ONNX is involved (strict) the forward check is the check, so it must run.
+    """
+    options = options or ForwardCheck()
+    written_side = None
+    try:
+        if isinstance(source, Model):
+            from .engine import blob_shapes
+
+            # The whole pass planned within the memory budget before anything runs.
+            blob_shapes(source, options.input_shapes(), check_memory=True, skip_unrunnable=True)
+        # Layers (or custom nodes) that cannot run leave out the outputs that need them.
+        source_side = runner_for(source, device=options.device, skip_unrunnable=True)
+        written_side = runner_for(written, device=options.device, skip_unrunnable=True)
+        return check_forward_pair(source_side, written_side, options, (source, written), record)
+    except CheckFailed:
+        raise
+    except BudgetExceeded:
+        if strict:
+            raise
+        return None, "forward check skipped: it would exceed the memory budget (--memory-budget)"
+    except BlobcastError as error:
+        fallback = getattr(written_side, "engine", "") == "onnx reference evaluator"
+        if strict and not fallback:
+            raise CheckFailed(f"the forward check could not run: {error.problem}") from error
+        if fallback:
+            # That evaluator has gaps of its own (grouped ConvTranspose in onnx
+            # 1.23): its failure is no evidence against the file.
+            return None, (f"forward check skipped: {error.problem}; install onnxruntime "
+                          "(pip install 'blobcast[onnxruntime]') for the full check")
+        return None, f"forward check skipped: {error.problem}"
+
+
+def _float32_noise(models, inputs: dict, outputs32: dict, name: str, device: str) -> float | None:
+    """How far the output `name` of the first Caffe model among `models` moves
+    between float32 and float64 arithmetic: the float32 noise floor of the net."""
+    model = next((m for m in models if isinstance(m, Model)), None)
+    if model is None:
+        return None
+    try:
+        exact = forward_what_runs(runner_for(model, device=device, precision="f8",
+                                             skip_unrunnable=True), inputs)
+    except BlobcastError:
+        return None
+    import numpy as np
+
+    return float(np.max(np.abs(_to_host(exact[name]) - _to_host(outputs32[name])), initial=0.0))
+
+
+def check_forward_pair(side_a, side_b, options: ForwardCheck, models=(),
+                        record: dict | None = None) -> tuple[dict | None, str | None]:
+    """`record`, when given, receives the inputs and side B's outputs, for a
+    further check of the same run (OpenCV's) that need not run B again."""
+    import numpy as np
+
+    inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0,
+                         unknown=getattr(side_a, "shape_unknown", None))
+    outputs_a = forward_what_runs(side_a, inputs)
+    from .engine import Net, blob_shapes
+
+    with reserved(held_bytes([*inputs.values(), *outputs_a.values()])):  # both sides count together
+        if models and isinstance(models[0], Model) and not isinstance(side_b, Net):
+            # a runtime checks nothing as it runs: the source's plan stands for it
+            blob_shapes(models[0], options.input_shapes(), check_memory=True, skip_unrunnable=True)
+        outputs_b = forward_what_runs(side_b, inputs)
+    if record is not None:
+        record.update(inputs=inputs, outputs=outputs_b)
+    missing = [name for name in outputs_a if name not in outputs_b and name not in side_b.uncomputed]
+    if missing:
+        raise CheckFailed("the written model lacks the outputs " + ", ".join(missing))
+    compared = [name for name in outputs_a if name in outputs_b]
+    results = [compare_arrays(name, outputs_a[name], outputs_b[name], options.atol, options.rtol)
+               for name in compared]
+    if not results:
+        raise CheckFailed("the forward check compared nothing: the model has no outputs")
+    failed = [r for r in results if not r.passed]
+    if failed and all(compare_arrays(r.name, outputs_a[r.name], outputs_b[r.name], options.atol,
+                                     options.rtol, allow_nonfinite=True).passed for r in failed):
+        # Both sides give the same NaN/Inf: nothing is proved either way.
+        return None, ("forward check inconclusive: the outputs hold NaN/Inf values (the same "
+                      f"on both sides), e.g. {failed[0].name!r}")
+    if failed:
+        worst = failed[0]
+        largest = float(np.max(np.abs(_to_host(outputs_a[worst.name])), initial=0.0))
+        relative = f" ({worst.max_abs_error / largest:.2g} of its largest value {largest:.3g})" \
+            if largest > 0 else ""
+        noise = _float32_noise(models, inputs, outputs_a, worst.name, options.device)
+        floor = ""
+        if noise is not None:
+            verdict = ("within that noise: float32 rounding, not a conversion error"
+                       if worst.max_abs_error <= 4 * noise else "beyond that noise")
+            floor = (f"; the source itself moves by {noise:.3g} between float32 and float64 "
+                     f"arithmetic, so this is {verdict}")
+        raise CheckFailed(f"the written model computes differently: output {worst.name!r} differs "
+                          f"by up to {worst.max_abs_error:.3g}{relative}, beyond atol "
+                          f"{options.atol:g} + rtol {options.rtol:g}{floor}; widen --atol/--rtol, "
+                          "or skip the check with --no-verify")
+    worst = max((r.max_abs_error for r in results), default=0.0)
+    uncompared = {**side_a.uncomputed, **side_b.uncomputed}
+    note = None
+    if uncompared:
+        note = ("forward check compared what both sides compute; not compared: " + ", ".join(
+            f"{name!r} (needs {cause})" for name, cause in uncompared.items()))
+    return {"outputs": len(results), "max_abs_error": worst, "passed": True,
+            "device": getattr(side_a, "device", "cpu"), "not_compared": sorted(uncompared)}, note
+
+
+def check_in_opencv(written: Model, path: str, dst_fmt, options: ForwardCheck,
+                  run: dict) -> str:
+    """Run the written net in OpenCV 4 as well (--target opencv): its outputs
+    must agree with the engine's (those of the forward check's run, `run`,
+    when it ran). A note says what was compared, or why not."""
+    from .converters import opencv_check
+
+    if dst_fmt.name != "caffemodel":
+        return "OpenCV reads .caffemodel files: the written net was not run in OpenCV"
+    if not opencv_check.opencv_available():
+        return ("OpenCV is not installed (pip install opencv-python-headless): the written net "
+                "was not run in OpenCV")
+    if run:
+        inputs, ours = run["inputs"], run["outputs"]
+    else:
+        engine = runner_for(written, skip_unrunnable=True)
+        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0,
+                             unknown=getattr(engine, "shape_unknown", None))
+        ours = forward_what_runs(engine, inputs)
+    theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
+    results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)
+               for name in theirs]
+    failed = next((r for r in results if not r.passed), None)
+    if failed is not None:
+        raise CheckFailed(f"OpenCV computes differently: output {failed.name!r} differs by up to "
+                          f"{failed.max_abs_error:.3g}, beyond atol {options.atol:g} + rtol "
+                          f"{options.rtol:g}")
+    worst = max((r.max_abs_error for r in results), default=0.0)
+    return f"OpenCV runs it: {len(results)} outputs agree with the engine (max abs error {worst:.3g})"
