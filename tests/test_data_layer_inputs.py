@@ -93,3 +93,23 @@ def test_every_data_layer_type_feeds_the_net_its_shape(tmp_path, data_layer, sha
         shape = [1, 3, 8, 8]
     out = net.forward({"data": np.zeros(shape, np.float32)})
     assert out["conv1"].shape == (shape[0], 32, shape[2], shape[3])
+
+
+def test_a_2014_solver_state_with_legacy_history_goes_to_onnx_and_reads_back(tmp_path):
+    # its history blobs are 4-D (1 x 1 x 1 x 64 for a [64] bias), as Caffe wrote every blob then
+    state = SNAPSHOT / "cifar10_full_iter_10000.solverstate"
+    out = tmp_path / "c.onnx"
+    result = runner.invoke(app, ["convert", str(state), str(out), "--solver",
+                                 str(SNAPSHOT / "cifar10_full_solver.prototxt"), "--input",
+                                 "data=1,3,32,32", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "training state read back bit-exact" in json.loads(result.stdout)["check"]
+
+
+def test_segnets_dense_image_data_layer_feeds_the_net_its_input(tmp_path):
+    net = ROOT / "fixtures" / "real" / "segnet" / "segnet_basic_inference.prototxt"
+    asked = runner.invoke(app, ["run", str(net), "--random-weights"])
+    assert asked.exit_code == 2 and "'data' (DenseImageData)" in asked.stderr
+    result = runner.invoke(app, ["run", str(net), "--random-weights", "--input", "data=1,3,40,48"])  # 40: the fork's pad_out_h fits
+    assert result.exit_code == 0, result.output
+    assert "prob [1, 11, 40, 48]" in result.stdout

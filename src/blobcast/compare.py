@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .model import Model
-from .solver import SolverState
-from .tensor import same_bits
+from .solver import SolverState, legacy_history_fits
+from .tensor import reshaped, same_bits
 
 
 def _tensor_map(model: Model) -> dict:
@@ -77,6 +77,8 @@ def state_differences(source: SolverState, written: SolverState) -> list[str]:
         problems.append(f"history count {len(source.history)} became {len(written.history)}")
     else:
         for i, (a, b) in enumerate(zip(source.history, written.history)):
+            if legacy_history_fits(tuple(a.shape), tuple(b.shape)):
+                a = reshaped(a, b.shape)  # Caffe's legacy 4-D history, written in its parameter's shape
             if not same_bits(a, b):
                 problems.append(f"history tensor {i} differs")
     return problems

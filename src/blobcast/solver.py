@@ -149,7 +149,7 @@ def tie_history(state: SolverState, slots: list[ParamSlot],
     for i, tensor in enumerate(state.history):
         slot = slots[i % params]
         if slot.shape is not None and tuple(tensor.shape) != tuple(slot.shape):
-            if not _legacy_history_fits(tuple(tensor.shape), tuple(slot.shape)):
+            if not legacy_history_fits(tuple(tensor.shape), tuple(slot.shape)):
                 raise FormatError(
                     f"history tensor {i} has shape {list(tensor.shape)} but its parameter "
                     f"{slot.layer!r} blob {slot.index} has shape {list(slot.shape)}", where)
@@ -158,7 +158,7 @@ def tie_history(state: SolverState, slots: list[ParamSlot],
     return entries
 
 
-def _legacy_history_fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
+def legacy_history_fits(stored: tuple[int, ...], shape: tuple[int, ...]) -> bool:
     """A history blob in the legacy 4-D num/channels/height/width that Caffe
     before 2015 wrote for every blob: the parameter's shape with leading 1s
     (1 x 1 x 1 x 20 for a [20] bias). Caffe's RestoreSolverStateFromBinaryProto

@@ -14,6 +14,7 @@ for _name, _settings in (("Data", "data_param"), ("ImageData", "image_data_param
     declare(_name, settings=_settings, role="data")
 declare("AnnotatedData", role="data", origin="SSD (weiliu89)")
 declare("VideoData", role="data", origin="video forks (TSN and others)")
+declare("DenseImageData", role="data", origin="SegNet (alexgkendall/caffe-segnet)")
 for _name, _settings in (("SoftmaxWithLoss", "softmax_param"), ("EuclideanLoss", None),
                          ("SigmoidCrossEntropyLoss", None), ("HingeLoss", "hinge_loss_param"),
                          ("ContrastiveLoss", "contrastive_loss_param"),
