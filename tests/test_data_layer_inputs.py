@@ -110,6 +110,7 @@ def test_segnets_dense_image_data_layer_feeds_the_net_its_input(tmp_path):
     net = ROOT / "fixtures" / "real" / "segnet" / "segnet_basic_inference.prototxt"
     asked = runner.invoke(app, ["run", str(net), "--random-weights"])
     assert asked.exit_code == 2 and "'data' (DenseImageData)" in asked.stderr
-    result = runner.invoke(app, ["run", str(net), "--random-weights", "--input", "data=1,3,40,48"])  # 40: the fork's pad_out_h fits
+    # 40 rows pool to 5 and 3: the fork's pad_out_h on the first Upsample gives 5 back
+    result = runner.invoke(app, ["run", str(net), "--random-weights", "--input", "data=1,3,40,48"])
     assert result.exit_code == 0, result.output
     assert "prob [1, 11, 40, 48]" in result.stdout
