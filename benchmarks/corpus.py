@@ -92,7 +92,8 @@ CORPUS = [
     Entry("segnet/segnet_basic_inference.prototxt", {"data": "1,3,360,480"},
           note="SegNet BN, Upsample, DenseImageData (CamVid's 360 x 480)"),
     Entry("segnet/bayesian_segnet_inference.prototxt", {"data": "1,3,360,480"},
-          note="SegNet BN, Upsample, DenseImageData (CamVid's 360 x 480)"),
+          note="Monte Carlo dropout at test time (dropout_param.sample_weights_test, a fork "
+               "field): random by design, so run refuses it, naming the field"),
     Entry("deeplab-v2/deeplab_largeFOV_test.prototxt",
           note="a template: DeepLab's run script fills ${NUM_LABELS} and ${EXP}; as stored it is "
                "no prototxt, and Caffe refuses it too"),
