@@ -335,10 +335,143 @@ def _check_target(obj, dst_fmt, target: str, source: str) -> None:
                           + "; ".join(problems), source)
 
 
+def _read_for_conversion(source: str, prototxt, source_format, weights, solver, src_fmt, dst_fmt):
+    """Read the source as the destination needs it: (what is written, the
+    model a state came from, the weights path still to write)."""
+    source_is_state = "solver_state" in src_fmt.holds
+    if source_is_state and prototxt is not None and weights is None \
+            and "graph" not in dst_fmt.holds:
+        raise BlobcastError("with a solver state, --prototxt describes the weights "
+                            "converted by --weights", prototxt)
+    obj = load(source, prototxt=None if source_is_state else prototxt, format=source_format)
+    trained_model = None
+    if solver is not None and not (source_is_state and "graph" in dst_fmt.holds):
+        raise BlobcastError("--solver goes with a solver state converted to ONNX")
+    if source_is_state and "graph" in dst_fmt.holds:
+        obj = _with_training(obj, weights, prototxt, solver, source)
+        weights = None  # read, not written
+    elif isinstance(obj, Model) and "solver_state" in dst_fmt.holds:
+        if obj.training is None:
+            raise FormatError("holds no Caffe training state (a model blobcast wrote from a "
+                              ".solverstate carries one)", source)
+        trained_model, obj = obj, obj.training.state
+    return obj, trained_model, weights
+
+
+def _prepare(obj, *, source: str, prototxt, dst_fmt, target, find_modules: bool) -> None:
+    """Modules found, the net's wiring checked and the target's rewrites made
+    before anything is written."""
+    if find_modules:
+        if not isinstance(obj, Model) or not obj.has_architecture:
+            raise BlobcastError("--modules needs a net with its layer definitions")
+        if not obj.modules:
+            from .module_discovery import discover_modules
+
+            discover_modules(obj)
+    if isinstance(obj, Model) and obj.has_architecture:
+        missing = obj.unproduced_bottoms()
+        if missing:
+            layer, bottom = missing[0]
+            raise FormatError(f"layer {layer!r} reads blob {bottom!r}, which no earlier layer "
+                              f"produces ({len(missing)} such bottom(s) in all)", prototxt or source)
+    if target is not None:
+        _check_target(obj, dst_fmt, target, source)
+
+
+def _convert_weights_beside(obj, trained_model, *, source: str, destination: str, weights: str,
+                            prototxt, overwrite: bool, forward_check, progress_factory,
+                            group: OutputGroup, after_commit: list) -> ConversionReport:
+    """A solver state's weights file, written beside it (--weights)."""
+    check_distinct(source, weights)
+    if trained_model is not None:
+        report = _write_weights(trained_model, weights, overwrite, group)
+    else:
+        if not isinstance(obj, SolverState):
+            raise BlobcastError("--weights goes with a solver state conversion")
+        old_weights = obj.require_weights()
+        report = _convert(old_weights, weights, prototxt=prototxt,
+                          source_format=_converters().weights_format(old_weights),
+                          destination_format=None, compress=None, overwrite=overwrite,
+                          weights=None, forward_check=forward_check,
+                          progress_factory=progress_factory, onnx_options=None,
+                          group=group, after_commit=after_commit)
+    obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
+    return report
+
+
+@dataclass
+class _Written:
+    check: str
+    forward: dict | None = None
+    forward_note: str | None = None
+    target_note: str | None = None
+
+
+def _write_and_check(obj, temporary: str, *, source: str, destination: str, src_fmt, dst_fmt,
+                     prototxt, compress, onnx_options, advance, forward_check, check_options,
+                     target, overwrite: bool, group: OutputGroup) -> _Written:
+    """Write the destination's temporary file and check it: read back, and run
+    forward beside the source where both have layers."""
+    with about(source):  # what export finds wrong is the source's content
+        save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
+             **(onnx_options or {}))
+    if "graph" in dst_fmt.holds:  # checked by onnx's checker and its runtime
+        written = _Written(dst_fmt.module.check(temporary))
+        if isinstance(obj, Model) and obj.training is not None:
+            written.check += "; " + _check_training_read_back(obj, temporary, dst_fmt)
+        if forward_check:
+            with about(source):
+                written.forward, written.forward_note = check_forward(
+                    obj, temporary, strict=True, options=check_options)
+    else:
+        check, read_back = _verify_written(obj, temporary, dst_fmt, prototxt)
+        written = _Written(check)
+        if (forward_check and isinstance(obj, Model) and obj.has_architecture
+                and {"architecture", "weights"} <= dst_fmt.holds):
+            from_onnx = "graph" in src_fmt.holds
+            run: dict = {}
+            with about(source):
+                written.forward, written.forward_note = check_forward(
+                    source if from_onnx else obj, read_back, strict=from_onnx,
+                    options=check_options, record=run)
+            if target == "opencv":
+                written.target_note = check_in_opencv(read_back, temporary, dst_fmt,
+                                                      check_options, run)
+    if "graph" in src_fmt.holds and dst_fmt.name == "caffemodel":
+        # Tools that take a deploy prototxt and weights get both.
+        _write_beside(obj, destination, ".prototxt", overwrite, group)
+    return written
+
+
+def _conversion_report(obj, written: _Written, *, source: str, destination: str, src_fmt, dst_fmt,
+                       weights_report, caught, temporary) -> ConversionReport:
+    report = ConversionReport(source, destination, src_fmt.name, dst_fmt.name, check=written.check,
+                              forward=written.forward, weights=weights_report)
+    report.tensors = len(obj.history) if isinstance(obj, SolverState) else len(obj.owned_params())
+    report.bytes = obj.nbytes
+    if not isinstance(obj, SolverState):
+        report.layers = len(obj.layers)
+        report.notes = list(obj.notes) + [note for note in (written.forward_note,
+                                                            written.target_note) if note]
+        if not obj.has_architecture and "architecture" in dst_fmt.holds:
+            report.notes.append("the file carries no layer definitions (weights only): Caffe and "
+                                "OpenCV load it together with the net's deploy prototxt")
+        if "weights" not in dst_fmt.holds and obj.owned_params():
+            report.notes.append("a .prototxt holds the architecture only; the weights were not written")
+    # Writers name the file they write: the temporary one; say the destination.
+    said = [(str(w.message).replace(temporary or "\0", destination), w.category) for w in caught]
+    for message, kind in said:
+        if issubclass(kind, BlobcastNote) and message not in report.notes:
+            report.notes.append(message)
+    report.warnings = [message for message, kind in said if not issubclass(kind, BlobcastNote)]
+    return report
+
+
 def _convert(source, destination, *, prototxt, source_format, destination_format, compress,
              overwrite, weights, forward_check, progress_factory, onnx_options,
              group: OutputGroup, after_commit: list, target: str | None = None,
              solver: str | None = None, find_modules: bool = False) -> ConversionReport:
+    """plan -> read -> prepare -> write -> check -> report."""
     source, destination = os.fspath(source), os.fspath(destination)
     started = time.perf_counter()
     check_options = forward_check if isinstance(forward_check, ForwardCheck) else ForwardCheck()
@@ -350,57 +483,17 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         dst_fmt = converters.output_format(destination, destination_format)
         outputs = _outputs_of(destination, weights, src_fmt, dst_fmt)
         check_apart([source, prototxt, solver] + ([weights] if weights not in outputs else []), outputs)
-        source_is_state = "solver_state" in src_fmt.holds
-        if source_is_state and prototxt is not None and weights is None \
-                and "graph" not in dst_fmt.holds:
-            raise BlobcastError("with a solver state, --prototxt describes the weights "
-                                "converted by --weights", prototxt)
-        obj = load(source, prototxt=None if source_is_state else prototxt, format=source_format)
-        trained_model = None
-        if solver is not None and not (source_is_state and "graph" in dst_fmt.holds):
-            raise BlobcastError("--solver goes with a solver state converted to ONNX")
-        if source_is_state and "graph" in dst_fmt.holds:
-            obj = _with_training(obj, weights, prototxt, solver, source)
-            weights = None  # read, not written
-        elif isinstance(obj, Model) and "solver_state" in dst_fmt.holds:
-            if obj.training is None:
-                raise FormatError("holds no Caffe training state (a model blobcast wrote from a "
-                                  ".solverstate carries one)", source)
-            trained_model, obj = obj, obj.training.state
+        obj, trained_model, weights = _read_for_conversion(source, prototxt, source_format, weights,
+                                                           solver, src_fmt, dst_fmt)
         _check_kind(obj, dst_fmt, destination)
-        if find_modules:
-            if not isinstance(obj, Model) or not obj.has_architecture:
-                raise BlobcastError("--modules needs a net with its layer definitions")
-            if not obj.modules:
-                from .module_discovery import discover_modules
-
-                discover_modules(obj)
-        if isinstance(obj, Model) and obj.has_architecture:
-            missing = obj.unproduced_bottoms()
-            if missing:
-                layer, bottom = missing[0]
-                raise FormatError(f"layer {layer!r} reads blob {bottom!r}, which no earlier layer "
-                                  f"produces ({len(missing)} such bottom(s) in all)",
-                                  prototxt or source)
-        if target is not None:
-            _check_target(obj, dst_fmt, target, source)
+        _prepare(obj, source=source, prototxt=prototxt, dst_fmt=dst_fmt, target=target,
+                 find_modules=find_modules)
         weights_report = None
-        if weights is not None and trained_model is not None:
-            check_distinct(source, weights)
-            weights_report = _write_weights(trained_model, weights, overwrite, group)
-            obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
-        elif weights is not None:
-            if not isinstance(obj, SolverState):
-                raise BlobcastError("--weights goes with a solver state conversion")
-            old_weights = obj.require_weights()
-            check_distinct(source, weights)
-            weights_report = _convert(old_weights, weights, prototxt=prototxt,
-                                      source_format=converters.weights_format(old_weights),
-                                      destination_format=None, compress=None, overwrite=overwrite,
-                                      weights=None, forward_check=forward_check,
-                                      progress_factory=progress_factory, onnx_options=None,
-                                      group=group, after_commit=after_commit)
-            obj.learned_net = _learned_net_for(obj.learned_net, weights, destination)
+        if weights is not None:
+            weights_report = _convert_weights_beside(
+                obj, trained_model, source=source, destination=destination, weights=weights,
+                prototxt=prototxt, overwrite=overwrite, forward_check=forward_check,
+                progress_factory=progress_factory, group=group, after_commit=after_commit)
         total = obj.nbytes if hasattr(obj, "nbytes") else 0
         progress = progress_factory(total, os.path.basename(destination)) if progress_factory else None
 
@@ -417,34 +510,11 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
             if "graph" in dst_fmt.holds and overwrite and os.path.isfile(destination):
                 after_commit.append(dst_fmt.module.replaced_data_remover(destination))
             with atomic_destination(destination, overwrite=overwrite, group=group) as temporary:
-                with about(source):  # what export finds wrong is the source's content
-                    save(obj, temporary, format=dst_fmt.name, compress=compress, progress=advance,
-                         **(onnx_options or {}))
-                forward, forward_note, target_note = None, None, None
-                if "graph" in dst_fmt.holds:  # checked by onnx's checker and its runtime
-                    check = dst_fmt.module.check(temporary)
-                    if isinstance(obj, Model) and obj.training is not None:
-                        check += "; " + _check_training_read_back(obj, temporary, dst_fmt)
-                    if forward_check:
-                        with about(source):
-                            forward, forward_note = check_forward(obj, temporary, strict=True,
-                                                                  options=check_options)
-                else:
-                    check, written = _verify_written(obj, temporary, dst_fmt, prototxt)
-                    if (forward_check and isinstance(obj, Model) and obj.has_architecture
-                            and {"architecture", "weights"} <= dst_fmt.holds):
-                        from_onnx = "graph" in src_fmt.holds
-                        run: dict = {}
-                        with about(source):
-                            forward, forward_note = check_forward(source if from_onnx else obj,
-                                                                  written, strict=from_onnx,
-                                                                  options=check_options, record=run)
-                        if target == "opencv":
-                            target_note = check_in_opencv(written, temporary, dst_fmt,
-                                                          check_options, run)
-                if "graph" in src_fmt.holds and dst_fmt.name == "caffemodel":
-                    # Tools that take a deploy prototxt and weights get both.
-                    _write_beside(obj, destination, ".prototxt", overwrite, group)
+                written = _write_and_check(
+                    obj, temporary, source=source, destination=destination, src_fmt=src_fmt,
+                    dst_fmt=dst_fmt, prototxt=prototxt, compress=compress,
+                    onnx_options=onnx_options, advance=advance, forward_check=forward_check,
+                    check_options=check_options, target=target, overwrite=overwrite, group=group)
         except BlobcastError as error:
             if temporary and error.path and temporary in error.path:
                 # The user knows the destination, not our temporary name for it.
@@ -454,27 +524,9 @@ def _convert(source, destination, *, prototxt, source_format, destination_format
         finally:
             if progress:
                 progress.close()
-    report = ConversionReport(source, destination, src_fmt.name, dst_fmt.name, check=check,
-                              forward=forward, weights=weights_report)
-    if isinstance(obj, SolverState):
-        report.tensors = len(obj.history)
-        report.bytes = obj.nbytes
-    else:
-        report.layers = len(obj.layers)
-        report.tensors = len(obj.owned_params())
-        report.bytes = obj.nbytes
-        report.notes = list(obj.notes) + [note for note in (forward_note, target_note) if note]
-        if not obj.has_architecture and "architecture" in dst_fmt.holds:
-            report.notes.append("the file carries no layer definitions (weights only): Caffe and "
-                                "OpenCV load it together with the net's deploy prototxt")
-        if "weights" not in dst_fmt.holds and obj.owned_params():
-            report.notes.append("a .prototxt holds the architecture only; the weights were not written")
-    # Writers name the file they write: the temporary one; say the destination.
-    said = [(str(w.message).replace(temporary or "\0", destination), w.category) for w in caught]
-    for message, kind in said:
-        if issubclass(kind, BlobcastNote) and message not in report.notes:
-            report.notes.append(message)
-    report.warnings = [message for message, kind in said if not issubclass(kind, BlobcastNote)]
+    report = _conversion_report(obj, written, source=source, destination=destination,
+                                src_fmt=src_fmt, dst_fmt=dst_fmt, weights_report=weights_report,
+                                caught=caught, temporary=temporary)
     for message in report.warnings:
         warnings.warn(message, BlobcastWarning, stacklevel=2)
     report.seconds = time.perf_counter() - started
