@@ -201,40 +201,42 @@ def fill_pb(pb, message: Message, fork_settings: str = "binary") -> None:
     carried = {name: carrier for fields in LAYER_TYPE_FIELDS.values()
                for name, (carrier, _) in fields.items()} if pb.DESCRIPTOR.name == "LayerParameter" else {}
     for name in message.present_fields():
-        number, kind, repeated, default, type_name = message.field_spec(name)
-        if name in forked:
-            continue
-        value = getattr(message, name)
-        if name in carried:  # written under the Caffe field's number, as the fork does
-            raw = pb_from_message(getattr(caffe_pb2, type_name), value, nested).SerializeToString()
-            getattr(pb, carried[name]).MergeFromString(raw)
-            getattr(pb, carried[name]).SetInParent()
-            continue
-        if kind == "message":
-            if repeated:
-                target = getattr(pb, name)
-                for item in value:
-                    fill_pb(target.add(), item, nested)
-            else:
-                if value.type_name != type_name:  # a fork's own layout, written by name
-                    value = BY_NAME[value.type_name](value)
-                fill_pb(getattr(pb, name), value, nested)
-                getattr(pb, name).SetInParent()
-        elif kind == "enum":
-            numbers = ENUMS[type_name]
-            if repeated:
-                getattr(pb, name).extend(numbers[v] for v in value)
-            else:
-                setattr(pb, name, numbers[value])
-        elif repeated:
-            getattr(pb, name).extend(value)
-        else:
-            setattr(pb, name, value)
+        if name not in forked:
+            _fill_field(pb, message, name, carried, nested)
     if fork_settings == "text":  # text holds named fields, not numbered ones
         if message.unknown_text:
             pb.MergeFromString(marks(message.unknown_text))
     elif message.unknown_fields:
         pb.MergeFromString(message.unknown_fields)
+
+
+def _fill_field(pb, message: Message, name: str, carried: dict, nested: str) -> None:
+    """One present field of `message` onto `pb`."""
+    _number, kind, repeated, _default, type_name = message.field_spec(name)
+    value = getattr(message, name)
+    if name in carried:  # written under the Caffe field's number, as the fork does
+        raw = pb_from_message(getattr(caffe_pb2, type_name), value, nested).SerializeToString()
+        getattr(pb, carried[name]).MergeFromString(raw)
+        getattr(pb, carried[name]).SetInParent()
+    elif kind == "message" and repeated:
+        target = getattr(pb, name)
+        for item in value:
+            fill_pb(target.add(), item, nested)
+    elif kind == "message":
+        if value.type_name != type_name:  # a fork's own layout, written by name
+            value = BY_NAME[value.type_name](value)
+        fill_pb(getattr(pb, name), value, nested)
+        getattr(pb, name).SetInParent()
+    elif kind == "enum":
+        numbers = ENUMS[type_name]
+        if repeated:
+            getattr(pb, name).extend(numbers[v] for v in value)
+        else:
+            setattr(pb, name, numbers[value])
+    elif repeated:
+        getattr(pb, name).extend(value)
+    else:
+        setattr(pb, name, value)
 
 
 def _atc_upsample_by_name(atc: Message) -> Message:

@@ -23,47 +23,67 @@ _INT_RANGES = {
 }
 
 
+def _check_int(kind: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if not hasattr(value, "__index__"):
+            raise TypeError(f"{where}: expected an integer, got {value!r}")
+        value = value.__index__()
+    low, high = _INT_RANGES[kind]
+    if not low <= value <= high:
+        raise ValueError(f"{where}: {value} is out of range for {kind}")
+    return int(value)
+
+
+def _check_float(value: Any, where: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: expected a number, got {value!r}") from None
+
+
+def _check_bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _check_string(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def _check_enum(type_name: str, value: Any, where: str) -> str:
+    names = ENUMS[type_name]
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"{where}: {value!r} is not one of {', '.join(names)}")
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        for name, number in names.items():
+            if number == value:
+                return name
+        raise ValueError(f"{where}: {value} is not a value of {type_name}")
+    raise TypeError(f"{where}: expected one of {', '.join(names)}, got {value!r}")
+
+
+_SCALAR_CHECKS = {
+    "float": lambda type_name, value, where: _check_float(value, where),
+    "double": lambda type_name, value, where: _check_float(value, where),
+    "bool": lambda type_name, value, where: _check_bool(value, where),
+    "string": lambda type_name, value, where: _check_string(value, where),
+    "bytes": lambda type_name, value, where: bytes(value),
+    "enum": _check_enum,
+}
+
+
 def _check_scalar(kind: str, type_name: str | None, value: Any, where: str) -> Any:
     if kind in _INT_RANGES:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if hasattr(value, "__index__"):
-                value = value.__index__()
-            else:
-                raise TypeError(f"{where}: expected an integer, got {value!r}")
-        low, high = _INT_RANGES[kind]
-        if not low <= value <= high:
-            raise ValueError(f"{where}: {value} is out of range for {kind}")
-        return int(value)
-    if kind in ("float", "double"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                raise TypeError(f"{where}: expected a number, got {value!r}") from None
-        return float(value)
-    if kind == "bool":
-        if not isinstance(value, bool):
-            raise TypeError(f"{where}: expected true or false, got {value!r}")
-        return value
-    if kind == "string":
-        if not isinstance(value, str):
-            raise TypeError(f"{where}: expected a string, got {value!r}")
-        return value
-    if kind == "bytes":
-        return bytes(value)
-    if kind == "enum":
-        names = ENUMS[type_name]
-        if isinstance(value, str):
-            if value not in names:
-                raise ValueError(f"{where}: {value!r} is not one of {', '.join(names)}")
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            for name, number in names.items():
-                if number == value:
-                    return name
-            raise ValueError(f"{where}: {value} is not a value of {type_name}")
-        raise TypeError(f"{where}: expected one of {', '.join(names)}, got {value!r}")
-    raise TypeError(f"{where}: unsupported field kind {kind}")
+        return _check_int(kind, value, where)
+    check = _SCALAR_CHECKS.get(kind)
+    if check is None:
+        raise TypeError(f"{where}: unsupported field kind {kind}")
+    return check(type_name, value, where)
 
 
 def _short_float32(value: float) -> float:
