@@ -25,15 +25,67 @@ def _quote(text: str) -> str:
     return '"' + str(text).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def _first_bad_layer(model: Model, comparisons: dict):
+    for layer in model.layers:
+        if any(top in comparisons and not comparisons[top].passed for top in layer.tops):
+            return layer
+    return None
+
+
+def _instance_lines(model: Model, instance_ids: dict, first_bad) -> list[str]:
+    """Each top-level module instance as one node (collapsed drawings)."""
+    lines = []
+    for name, instance in model.modules.items():
+        if instance.parent is None:
+            params = ", ".join(f"{k}={v}" for k, v in instance.params.items())
+            bad = first_bad is not None and name in first_bad.module_path
+            style = ', style="filled,bold", fillcolor="#f4cccc"' if bad else \
+                ', style="rounded,filled", fillcolor="#e8f0fe"'
+            label = _quote(f"{name}\n{instance.module}({params})")
+            lines.append(f"  {instance_ids[name]} [label={label}{style}];")
+    return lines
+
+
+def _edge_lines(model: Model, node_of, shapes: dict, comparisons: dict) -> list[str]:
+    """Blobs as edges between the nodes that make and read them; net inputs
+    and outputs as ellipses."""
+    lines: list[str] = []
+    producer: dict[str, str] = {}
+    consumed: set[str] = set()
+    drawn: set[tuple] = set()
+
+    def blob_node(blob: str) -> str:
+        producer[blob] = f"in_{len(producer)}"
+        lines.append(f"  {producer[blob]} [shape=ellipse, label={_quote(blob)}];")
+        return producer[blob]
+
+    for index, layer in enumerate(model.layers):
+        if layer.type == "Input":
+            for top in layer.tops:
+                blob_node(top)
+            continue
+        target = node_of(index)
+        for bottom in layer.bottoms:
+            consumed.add(bottom)
+            source = producer.get(bottom) or blob_node(bottom)
+            if source != target and (source, target, bottom) not in drawn:
+                drawn.add((source, target, bottom))
+                lines.append(f"  {source} -> {target} [{_edge(bottom, shapes, comparisons)}];")
+        for top in layer.tops:
+            producer[top] = target
+    for number, blob in enumerate(name for name in producer if name not in consumed):
+        if producer[blob].startswith("in_"):
+            continue
+        lines.append(f"  out{number} [shape=ellipse, label={_quote(blob)}];")
+        lines.append(f"  {producer[blob]} -> out{number} [{_edge(blob, shapes, comparisons)}];")
+    return lines
+
+
 def dot_text(model: Model, *, expand: bool = False, shapes: dict | None = None,
              comparisons: dict | None = None) -> str:
     """DOT for the net. `comparisons`: blob -> BlobComparison (verify's)."""
     shapes, comparisons = shapes or {}, comparisons or {}
-    first_bad = None
-    for layer in model.layers:
-        if any(top in comparisons and not comparisons[top].passed for top in layer.tops):
-            first_bad = layer
-            break
+    first_bad = _first_bad_layer(model, comparisons)
     instance_ids = {name: f"m{i}" for i, name in enumerate(model.modules)}
 
     def node_of(index: int) -> str:
@@ -55,43 +107,11 @@ def dot_text(model: Model, *, expand: bool = False, shapes: dict | None = None,
         layer_lines.setdefault(owner, []).append(
             f"  {node_of(index)} [label={_quote(layer.name + chr(10) + layer.type)}{style}];")
     if not expand:
-        for name, instance in model.modules.items():
-            if instance.parent is None:
-                params = ", ".join(f"{k}={v}" for k, v in instance.params.items())
-                bad = first_bad is not None and name in first_bad.module_path
-                style = ', style="filled,bold", fillcolor="#f4cccc"' if bad else \
-                    ', style="rounded,filled", fillcolor="#e8f0fe"'
-                label = _quote(f"{name}\n{instance.module}({params})")
-                lines.append(f"  {instance_ids[name]} [label={label}{style}];")
+        lines += _instance_lines(model, instance_ids, first_bad)
     lines += layer_lines.get(None, [])
     if expand:
         lines += _clusters(model, None, layer_lines, "  ")
-    producer: dict[str, str] = {}
-    consumed: set[str] = set()
-    drawn: set[tuple] = set()
-    for index, layer in enumerate(model.layers):
-        if layer.type == "Input":
-            for top in layer.tops:
-                producer[top] = f"in_{len(producer)}"
-                lines.append(f"  {producer[top]} [shape=ellipse, label={_quote(top)}];")
-            continue
-        target = node_of(index)
-        for bottom in layer.bottoms:
-            consumed.add(bottom)
-            source = producer.get(bottom)
-            if source is None:
-                source = producer[bottom] = f"in_{len(producer)}"
-                lines.append(f"  {source} [shape=ellipse, label={_quote(bottom)}];")
-            if source != target and (source, target, bottom) not in drawn:
-                drawn.add((source, target, bottom))
-                lines.append(f"  {source} -> {target} [{_edge(bottom, shapes, comparisons)}];")
-        for top in layer.tops:
-            producer[top] = target
-    for number, blob in enumerate(name for name in producer if name not in consumed):
-        if producer[blob].startswith("in_"):
-            continue
-        lines.append(f"  out{number} [shape=ellipse, label={_quote(blob)}];")
-        lines.append(f"  {producer[blob]} -> out{number} [{_edge(blob, shapes, comparisons)}];")
+    lines += _edge_lines(model, node_of, shapes, comparisons)
     return "\n".join(lines + ["}"]) + "\n"
 
 
