@@ -151,6 +151,25 @@ def _run_node(node, inputs: list):
     raise FormatError(f"the training step has a {op} node, which the executor does not run")
 
 
+def _bind_gradients(node, gradients: dict, known: dict) -> None:
+    """The Gradient node's outputs from the gradients given (by output name,
+    by parameter, or by the Caffe name of a blob the graph holds reshaped)."""
+    for x, output in zip(list(_attributes(node)["xs"]), node.output):
+        x = x.decode() if isinstance(x, bytes) else x
+        given = gradients.get(output, gradients.get(x))
+        if given is None and x.endswith("_onnx"):  # a reshaped blob, by its Caffe name
+            given = gradients.get(x[: -len("_onnx")])
+        if given is None:
+            raise FormatError(f"no gradient given for {x!r}")
+        given = np.asarray(given, np.float32)
+        if x in known and given.shape != np.shape(known[x]):
+            if given.size != np.size(known[x]):
+                raise FormatError(f"the gradient for {x!r} has shape {list(given.shape)}, "
+                                  f"the parameter {list(np.shape(known[x]))}")
+            given = given.reshape(np.shape(known[x]))
+        known[output] = given
+
+
 def run_step(training_info, values: dict, gradients: dict, model_path: str = "") -> dict:
     """{binding key: new value} after one step of `training_info`'s algorithm.
 
@@ -166,21 +185,7 @@ def run_step(training_info, values: dict, gradients: dict, model_path: str = "")
     producers = {}
     for node in algorithm.node:
         if node.domain == PREVIEW_DOMAIN and node.op_type == "Gradient":
-            xs = list(_attributes(node)["xs"])
-            for x, output in zip(xs, node.output):
-                x = x.decode() if isinstance(x, bytes) else x
-                given = gradients.get(output, gradients.get(x))
-                if given is None and x.endswith("_onnx"):  # a reshaped blob, by its Caffe name
-                    given = gradients.get(x[: -len("_onnx")])
-                if given is None:
-                    raise FormatError(f"no gradient given for {x!r}")
-                given = np.asarray(given, np.float32)
-                if x in known and given.shape != np.shape(known[x]):
-                    if given.size != np.size(known[x]):
-                        raise FormatError(f"the gradient for {x!r} has shape {list(given.shape)}, "
-                                          f"the parameter {list(np.shape(known[x]))}")
-                    given = given.reshape(np.shape(known[x]))
-                known[output] = given
+            _bind_gradients(node, gradients, known)
             continue
         for output in node.output:
             producers[output] = node
