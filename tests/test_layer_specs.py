@@ -55,12 +55,8 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
     assert set(LAYER_TYPES) - checked - forks <= {"Silence"}  # Silence has no tops
 
 
-def test_the_module_graph_has_no_cycle():
-    # Every import, module level or inside a function, between blobcast's own
-    # modules: a cycle means two modules that cannot be understood apart.
-    import ast
-    import sys
-
+def _own_modules() -> dict:
+    """blobcast's modules by dotted name -> their file."""
     from .conftest import ROOT
 
     files = {}
@@ -70,6 +66,12 @@ def test_the_module_graph_has_no_cycle():
                  if converters in path.parents else path.relative_to(ROOT / "src").with_suffix("").parts)
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         files[name] = path
+    return files
+
+
+def _import_graph(files: dict) -> dict:
+    """Every import, module level or inside a function, between those modules."""
+    import ast
 
     def targets(module, node):
         if isinstance(node, ast.Import):
@@ -82,13 +84,21 @@ def test_the_module_graph_has_no_cycle():
 
     graph = {module: set() for module in files}
     for module, path in files.items():
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in targets(module, node):
-                    while target and target not in files:
-                        target = target.rpartition(".")[0]
-                    if target and target not in (module, "blobcast"):
-                        graph[module].add(target)
+        imports = [node for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, (ast.Import, ast.ImportFrom))]
+        for target in (target for node in imports for target in targets(module, node)):
+            while target and target not in files:
+                target = target.rpartition(".")[0]
+            if target and target not in (module, "blobcast"):
+                graph[module].add(target)
+    return graph
+
+
+def test_the_module_graph_has_no_cycle():
+    # A cycle means two modules that cannot be understood apart.
+    import sys
+
+    graph = _import_graph(_own_modules())
     state, path_stack, cycles = {}, [], []
     sys.setrecursionlimit(max(sys.getrecursionlimit(), 10_000))
 

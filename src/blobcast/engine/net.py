@@ -465,6 +465,19 @@ def known_layer_types() -> list[str]:
     return sorted(LAYER_TYPES)
 
 
+def _input_shapes_of(net: Net, input_shapes: dict | None, check_memory: bool) -> dict:
+    """The net's input shapes: given, else declared (one line when neither)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, declared in net.inputs.items():
+        shape = (input_shapes or {}).get(name, declared)
+        if shape is None:
+            raise net.shape_unknown(name)
+        shapes[name] = tuple(int(d) for d in shape)
+        if check_memory:
+            check_input_size(name, shapes[name], net.dtype)
+    return shapes
+
+
 def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
                 check_memory: bool = False, given_shapes: dict[str, list[int]] | None = None,
                 **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
@@ -480,14 +493,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     fit is refused before anything is allocated."""
     net = Net(model, **net_options)
     tolerate = net_options.get("skip_unrunnable", False)
-    shapes: dict[str, tuple[int, ...]] = {}
-    for name, declared in net.inputs.items():
-        shape = (input_shapes or {}).get(name, declared)
-        if shape is None:
-            raise net.shape_unknown(name)
-        shapes[name] = tuple(int(d) for d in shape)
-        if check_memory:
-            check_input_size(name, shapes[name], net.dtype)
+    shapes = _input_shapes_of(net, input_shapes, check_memory)
     itemsize = np.dtype(net.dtype).itemsize
     given = {name: tuple(int(d) for d in shape) for name, shape in (given_shapes or {}).items()}
     _check_given_shapes(net, given)
