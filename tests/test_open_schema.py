@@ -4,6 +4,7 @@ written back; a fork's number read as its setting only on its layer type."""
 import json
 import warnings
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -13,6 +14,7 @@ from blobcast.converters import caffe_pb2 as pb
 from blobcast.converters.prototxt import net_of_solver, read_solver
 from blobcast.converters.text_fields import field_name
 from blobcast.converters.wire import encode_tag, encode_varint, length_delimited
+from blobcast.engine import Net
 from blobcast.errors import BlobcastWarning
 
 from .conftest import CAFFE, ROOT
@@ -284,3 +286,47 @@ def test_a_v1_layers_unknown_fields_through_the_upgrade(tmp_path):
     model = blobcast.load(binary)
     assert f"V1 layer {net.layers[0].name!r}: 3 bytes of fields unknown to V1 were dropped " \
            "by the upgrade, as Caffe's does" in model.notes
+
+
+CEIL_MODE_NET = """name: "p"
+input: "data"
+input_dim: 1 input_dim: 2 input_dim: 8 input_dim: 8
+layer { name: "pool" type: "Pooling" bottom: "data" top: "pool"
+        pooling_param { pool: MAX kernel_size: 3 stride: 2 ceil_mode: %s } }
+"""
+
+
+@pytest.mark.parametrize("ceil, size", [("false", 3), ("true", 4)])
+def test_opencvs_ceil_mode_spelling_pools_as_opencv_pools(ceil, size, tmp_path):
+    # shicai's DenseNet and MobileNet nets write `ceil_mode: false` (OpenCV's caffe.proto, number 13)
+    cv2 = pytest.importorskip("cv2")
+    path = tmp_path / "pool.prototxt"
+    path.write_text(CEIL_MODE_NET % ceil)
+    model = blobcast.load(path)
+    assert model["pool"].spec.pooling_param.ceil_mode is (ceil == "true")
+    x = np.random.default_rng(3).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    ours = np.asarray(Net(model).forward({"data": x})["pool"])
+    net = cv2.dnn.readNetFromCaffe(str(path))
+    net.setInput(x)
+    theirs = net.forward()
+    assert ours.shape == theirs.shape == (1, 2, size, size)
+    np.testing.assert_array_equal(ours, theirs)
+    out = tmp_path / "again.prototxt"
+    blobcast.save(model, out)
+    assert f"ceil_mode: {ceil}" in out.read_text()
+
+
+@pytest.mark.parametrize("target", ["caffe", "caffe-1.0"])
+def test_ceil_mode_is_written_as_what_each_target_reads(target, tmp_path):
+    path = tmp_path / "pool.prototxt"
+    path.write_text(CEIL_MODE_NET % "false")
+    out = tmp_path / "pool_out.prototxt"
+    result = runner.invoke(app, ["convert", str(path), str(out), "--target", target])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "ceil_mode" not in text
+    assert ("round_mode: FLOOR" in text) == (target == "caffe")  # caffe-1.0: CEIL pooling and a Slice
+    x = np.random.default_rng(4).standard_normal((1, 2, 8, 8)).astype(np.float32)
+    expected = Net(blobcast.load(path)).forward({"data": x})["pool"]
+    got = Net(blobcast.load(out)).forward({"data": x})
+    np.testing.assert_array_equal(got["pool"], expected)

@@ -113,7 +113,8 @@ def lower_for(model: Model, target: Target) -> list[str]:
     Deconvolution whose kernel is the factor, filled with ones (or the
     multiplier). A target that reads inputs only as the net's input fields
     gets them so."""
-    done = _lower_floor_pooling(model, target) + _lower_channel_shuffles(model, target)
+    done = _ceil_mode_as_round_mode(model, target)
+    done += _lower_floor_pooling(model, target) + _lower_channel_shuffles(model, target)
     shapes = None
     for layer in list(model.layers):
         if layer.type == "Swish" and layer.type not in target.types and \
@@ -151,6 +152,23 @@ def lower_for(model: Model, target: Target) -> list[str]:
 
 
 _ROUND_MODE = ("Pooling", "pooling_param", "round_mode")
+
+
+def _ceil_mode_as_round_mode(model: Model, target: Target) -> list[str]:
+    """OpenCV's and other forks' `ceil_mode` is OpenCV's own field; every other
+    target reads BVLC's round_mode (or, lacking it, gets FLOOR lowered next)."""
+    if target.name == "opencv":
+        return []
+    done = []
+    for layer in model.layers:
+        if layer.type == "Pooling" and layer.spec.has("pooling_param") and \
+                layer.spec.pooling_param.has("ceil_mode"):
+            settings = layer.spec.pooling_param
+            settings.round_mode = "CEIL" if settings.ceil_mode else "FLOOR"
+            settings.clear("ceil_mode")
+            done.append(f"layer {layer.name!r}: ceil_mode written as round_mode "
+                        f"{settings.round_mode}")
+    return done
 
 
 def _lower_floor_pooling(model: Model, target: Target) -> list[str]:

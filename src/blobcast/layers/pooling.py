@@ -38,7 +38,8 @@ def pool_geometry(params, height: int, width: int):
         raise ValueError(f"kernel {list(kernel)} and stride {list(stride)} must be positive")
     if pad[0] >= kernel[0] or pad[1] >= kernel[1]:
         raise ValueError("the padding must be smaller than the kernel")
-    ceil_mode = params.round_mode == "CEIL"
+    # OpenCV's and other forks' ceil_mode, where a file gives it, says the same as round_mode
+    ceil_mode = params.ceil_mode if params.has("ceil_mode") else params.round_mode == "CEIL"
     out = (pooled_size(height, kernel[0], stride[0], pad[0], ceil_mode),
            pooled_size(width, kernel[1], stride[1], pad[1], ceil_mode))
     return kernel, stride, pad, out
@@ -169,7 +170,7 @@ def _pool_values(batch_channels: int, height: int, width: int, geometry) -> int:
 
 
 @register("Pooling", settings="pooling_param", key_settings=(
-    "pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode"), tops=(1, 2))
+    "pool", "kernel_size", "stride", "pad", "global_pooling", "round_mode", "ceil_mode"), tops=(1, 2))
 class Pooling(LayerOp):
     """Caffe's pooling; MAX pooling's optional second top is the mask (each
     maximum's position in its input plane) that SegNet's Upsample reads."""
