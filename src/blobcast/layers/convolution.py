@@ -243,18 +243,27 @@ class Convolution(_ConvolutionBase):
             reads = [window for _, window in _windows(shape_out, kernel, stride, dilation)]
         width = padded[1] if flat else shape_out[1]
 
+        # With a stride, the padded planes are first split into stride x stride
+        # phases (every stride-th row and column from each start): each offset
+        # then reads one phase at a fixed shift, laid flat as above, where a
+        # strided read would make short, gapped loops.
+        phases, phase_width, phase_reads = _phase_reads(x.shape[2:], kernel, stride, pad,
+                                                        dilation, shape_out)
+
         def planes(sample: int, chosen: slice) -> None:
             inside = x[sample, chosen]
-            count, rest = inside.shape[0], (1,) if flat else (1, 1)
-            source = xp.zeros((count,) + padded, dtype=x.dtype)
-            source[:, pad[0]:pad[0] + inside.shape[1], pad[1]:pad[1] + inside.shape[2]] = inside
-            source = source.reshape(count, -1) if flat else source
-            out = xp.empty((count, length), dtype=x.dtype) if flat else y[sample, chosen]
-            _weighted_sum(xp, [source[(slice(None),) + read] for read in reads],
-                          [column.reshape((-1,) + rest) for column in filters[chosen].T],
-                          None if bias is None else bias[chosen].reshape((-1,) + rest), out)
+            count = inside.shape[0]
             if flat:
-                y[sample, chosen] = out.reshape(count, shape_out[0], width)[:, :, :shape_out[1]]
+                source = xp.zeros((count,) + padded, dtype=x.dtype)
+                source[:, pad[0]:pad[0] + inside.shape[1], pad[1]:pad[1] + inside.shape[2]] = inside
+                source = source.reshape(count, 1, -1)
+            else:
+                source = _phase_planes(xp, inside, pad, stride, phases)
+            out = xp.empty((count, shape_out[0] * phase_width), dtype=x.dtype)
+            _weighted_sum(xp, [source[:, phase, run] for phase, run in phase_reads],
+                          [column.reshape(-1, 1) for column in filters[chosen].T],
+                          None if bias is None else bias[chosen].reshape(-1, 1), out)
+            y[sample, chosen] = out.reshape(count, shape_out[0], phase_width)[:, :, :shape_out[1]]
 
         # Output rows a few values long make short NumPy loops with a cost
         # per row: there the channels go last (a transposed copy in and out),
@@ -286,6 +295,37 @@ class Convolution(_ConvolutionBase):
                            DEPTHWISE_BLOCK_BYTES if on_host else channels * prod(padded) * x.itemsize,
                            threaded=on_host)
         return y
+
+
+def _phase_reads(spatial, kernel, stride, pad, dilation, shape_out):
+    """The phase planes' shape (one zero row more, as the flat runs of the
+    last rows pass the end), their width, and for each kernel offset the
+    phase it reads and the run of that phase, laid flat, that it reads."""
+    padded = [size + 2 * p for size, p in zip(spatial, pad)]
+    rows, width = (-(-size // s) for size, s in zip(padded, stride))
+    length = shape_out[0] * width
+    reads = []
+    for a in range(kernel[0]):
+        for b in range(kernel[1]):
+            (row, row_phase), (column, column_phase) = (
+                divmod(o * d, s) for o, d, s in zip((a, b), dilation, stride))
+            shift = row * width + column
+            reads.append((row_phase * stride[1] + column_phase, slice(shift, shift + length)))
+    return (stride[0] * stride[1], rows + 1, width), width, reads
+
+
+def _phase_planes(xp, inside, pad, stride, phases):
+    """A run of channels' padded planes, split into stride x stride phases
+    and laid flat: (channels, phases, phase plane)."""
+    count, height, width = inside.shape
+    padded = xp.zeros((count, height + 2 * pad[0], width + 2 * pad[1]), dtype=inside.dtype)
+    padded[:, pad[0]:pad[0] + height, pad[1]:pad[1] + width] = inside
+    source = xp.zeros((count,) + phases, dtype=inside.dtype)
+    for row_phase in range(stride[0]):
+        for column_phase in range(stride[1]):
+            part = padded[:, row_phase::stride[0], column_phase::stride[1]]
+            source[:, row_phase * stride[1] + column_phase, :part.shape[1], :part.shape[2]] = part
+    return source.reshape(count, phases[0], -1)
 
 
 def _weighted_sum(xp, reads, weights, bias, out) -> None:
