@@ -181,19 +181,24 @@ def _depthwise_loop(x, w, b, stride, pad, dilation):
     return y
 
 
+# 5 channels of 9 x 8: each channel's planes laid flat; 48 channels of 4 x 3
+# (outputs at most 3 wide): the channels laid last.
+@pytest.mark.parametrize("shape", [(5, 9, 8), (48, 4, 3)])
 @pytest.mark.parametrize("stride,pad,dilation,bias", [(1, 1, 1, True), (2, 1, 1, False), (1, 2, 2, True), (1, 0, 1, False),
                                                        (2, 0, 1, True)])
-def test_depthwise_convolution_follows_the_forks_loop(stride, pad, dilation, bias, monkeypatch):
+def test_depthwise_convolution_follows_the_forks_loop(stride, pad, dilation, bias, shape, monkeypatch):
     import blobcast.layers.convolution as convolution
 
-    monkeypatch.setattr(convolution, "BLOCK_BYTES", 256)  # several blocks per sample
+    monkeypatch.setattr(convolution, "DEPTHWISE_BLOCK_BYTES", 256)  # several blocks per sample
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((2, 5, 9, 8)).astype(np.float32)
-    w = rng.standard_normal((5, 1, 3, 3)).astype(np.float32)
-    b = rng.standard_normal(5).astype(np.float32) if bias else None
-    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 dim: 9 dim: 8 } } }'
+    c, h, wd = shape
+    x = rng.standard_normal((2, c, h, wd)).astype(np.float32)
+    w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(c).astype(np.float32) if bias else None
+    text = (f'layer {{ name: "data" type: "Input" top: "data" input_param {{ shape {{ dim: 2 dim: {c} dim: {h} '
+            f'dim: {wd} }} }} }}'
             f'layer {{ name: "dw" type: "ConvolutionDepthwise" bottom: "data" top: "dw" convolution_param {{ '
-            f'num_output: 5 group: 5 kernel_size: 3 stride: {stride} pad: {pad} dilation: {dilation} '
+            f'num_output: {c} group: {c} kernel_size: 3 stride: {stride} pad: {pad} dilation: {dilation} '
             f'bias_term: {"true" if bias else "false"} }} }}')
     model = net_from_text(text, "<dw>")
     model["dw"].blobs = [blobcast.Blob(w)] + ([blobcast.Blob(b)] if bias else [])
