@@ -33,7 +33,7 @@ _LAYER_V2, _LAYERS_V1 = 100, 2
 _BLOBS_V2, _BLOBS_V1, _V0_LAYER, _BLOBS_V0 = 7, 6, 1, 50
 
 
-def _strip_blobs(buf, start, end, blob_field, where, nested=None, path=""):
+def _strip_blobs(buf, start, end, blob_field, where, nested=None):
     """Return (layer bytes without blob fields, blobs) for one layer message."""
     kept = bytearray()
     blobs = []
@@ -41,19 +41,12 @@ def _strip_blobs(buf, start, end, blob_field, where, nested=None, path=""):
         if number == blob_field and wire_type == 2:
             blobs.append(decode_blob(buf, vstart, vend, f"{where}, blob {len(blobs)}"))
         elif nested and number == nested[0] and wire_type == 2:
-            inner, inner_blobs = _strip_blobs(buf, vstart, vend, nested[1], where, path=path)
+            inner, inner_blobs = _strip_blobs(buf, vstart, vend, nested[1], where)
             kept += length_delimited(number, len(inner)) + inner
             blobs = inner_blobs or blobs
         else:
-            _count(kept, vend - tag_start, path)
             kept += buf[tag_start:vend]
     return bytes(kept), blobs
-
-
-def _count(kept: bytearray, more: int, path: str) -> None:
-    """Settings are copied out of the file (blobs are not): what the copies
-    hold, a fork's or an unknown field of any size included, is budgeted."""
-    check_allocation(len(kept) + more, "the layer settings (unknown fields included)", path)
 
 
 SETTINGS_COPIES = 6  # a binary model's settings (blobs aside) are held about six times while read (measured)
@@ -74,7 +67,8 @@ def _settings_size(buf, start, end, blob_field, nested=None) -> int:
 
 def _check_settings_size(buf, path: str) -> None:
     """Settings count against the memory budget before any is copied, as a
-    text file's bytes do: a 190 MB unknown field was held six times over."""
+    text file's bytes do: a 190 MB unknown field was held six times over.
+    Every copy decode_net makes is smaller than this, so it checks no more."""
     size = 0
     for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, len(buf)):
         if number == _LAYER_V2 and wire_type == 2:
@@ -96,18 +90,16 @@ def decode_net(buf, path: str):
     for number, wire_type, tag_start, vstart, vend in iter_fields(buf, 0, end):
         if number == _LAYER_V2 and wire_type == 2:
             where = f"layer {len(v2_blobs)}"
-            layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V2, where, path=path)
+            layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V2, where)
             v2_blobs.append(blobs)
         elif number == _LAYERS_V1 and wire_type == 2:
             where = f"V1 layer {len(v1_blobs)}"
             layer_bytes, blobs = _strip_blobs(buf, vstart, vend, _BLOBS_V1, where,
-                                              nested=(_V0_LAYER, _BLOBS_V0), path=path)
+                                              nested=(_V0_LAYER, _BLOBS_V0))
             v1_blobs.append(blobs)
         else:
-            _count(stripped, vend - tag_start, path)
             stripped += buf[tag_start:vend]
             continue
-        _count(stripped, len(layer_bytes), path)
         stripped += length_delimited(number, len(layer_bytes)) + layer_bytes
     net = pb.NetParameter.FromString(bytes(stripped))
     return net, v1_blobs, v2_blobs

@@ -255,12 +255,13 @@ def convert(
     def body():
         from .engine.plugins import load_layer_plugin
         from .fileio import check_apart
+        from .inputs import input_shapes
 
         check_apart(layer_plugins or (), [destination])
         for plugin in layer_plugins or ():
             load_layer_plugin(plugin)
         values = _input_values(inputs)  # a .npy file's values feed the check (real ROIs)
-        shapes = {name: list(getattr(value, "shape", value)) for name, value in values.items()}
+        shapes = input_shapes(values)
         onnx_options = _onnx_options(opset, dynamic_batch, external_data, strict)
         if shapes and (to_format == "onnx" or destination.lower().endswith(".onnx")):
             onnx_options["input_shapes"] = shapes

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from .compare import _to_host, compare_arrays
 from .errors import BlobcastError, CheckFailed
-from .inputs import make_inputs
+from .inputs import input_shapes, runner_inputs
 from .limits import BudgetExceeded, held_bytes, reserved
 from .model import Model
 from .runners import forward_what_runs, runner_for
@@ -26,7 +26,7 @@ class ForwardCheck:
     rtol: float = 1e-3
 
     def input_shapes(self) -> dict:
-        return {name: list(getattr(value, "shape", value)) for name, value in self.inputs.items()}
+        return input_shapes(self.inputs)
 
 
 def check_forward(source, written, strict: bool = False, options: ForwardCheck | None = None,
@@ -91,8 +91,7 @@ def check_forward_pair(side_a, side_b, options: ForwardCheck, models=(),
     further check of the same run (OpenCV's) that need not run B again."""
     import numpy as np
 
-    inputs = make_inputs(side_a.inputs, dict(options.inputs), seed=0,
-                         unknown=getattr(side_a, "shape_unknown", None))
+    inputs = runner_inputs(side_a, dict(options.inputs), seed=0)
     outputs_a = forward_what_runs(side_a, inputs)
     from .engine import Net, blob_shapes
 
@@ -159,8 +158,7 @@ def check_in_opencv(written: Model, path: str, dst_fmt, options: ForwardCheck,
         inputs, ours = run["inputs"], run["outputs"]
     else:
         engine = runner_for(written, skip_unrunnable=True)
-        inputs = make_inputs(engine.inputs, dict(options.inputs), seed=0,
-                             unknown=getattr(engine, "shape_unknown", None))
+        inputs = runner_inputs(engine, dict(options.inputs), seed=0)
         ours = forward_what_runs(engine, inputs)
     theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
     results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)

@@ -57,6 +57,17 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int,
     return inputs
 
 
+def runner_inputs(runner, given: dict, seed: int) -> dict:
+    """make_inputs for a runner's inputs; an engine Net names the data layer
+    behind an input whose shape is unknown."""
+    return make_inputs(runner.inputs, given, seed, unknown=getattr(runner, "shape_unknown", None))
+
+
+def input_shapes(values: dict) -> dict:
+    """--input values (a shape, or an array of values) -> name: shape."""
+    return {name: list(getattr(value, "shape", value)) for name, value in values.items()}
+
+
 MAX_NPZ_ENTRIES = 100_000
 RECORDED_INPUTS = "__blobcast_inputs__"  # the .npz entry `run --save` lists the inputs in
 

@@ -19,7 +19,14 @@ from .compare import (  # noqa: F401  (part of this module's interface)
 )
 from .engine import Net, blob_shapes
 from .errors import BlobcastError, about
-from .inputs import RECORDED_INPUTS, _check_npz, make_inputs, parse_input_spec, read_npy  # noqa: F401
+from .inputs import (  # noqa: F401  (part of this module's interface)
+    RECORDED_INPUTS,
+    _check_npz,
+    make_inputs,
+    parse_input_spec,
+    read_npy,
+    runner_inputs,
+)
 from .limits import held_bytes, reserved
 from .rounding import check_rounding
 from .runners import forward_what_runs, runner_for
@@ -217,8 +224,7 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
     given = _given_inputs(options)
     with about(path):
         net = _side(path, options)
-        inputs = make_inputs(net.inputs, given, options.seed,
-                             unknown=getattr(net, "shape_unknown", None))
+        inputs = runner_inputs(net, given, options.seed)
         blobs = forward_what_runs(net, inputs, options.all_blobs)
     notes = _notes(net) + _uncomputed_notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
@@ -266,8 +272,7 @@ def _against_recording(net_a, b: str, given: dict, sources: dict, options: RunOp
             given[name] = reference[name]
             sources[name] = os.path.basename(b)
     b_blobs = {k: v for k, v in reference.items() if k not in reference_inputs}
-    inputs = make_inputs(net_a.inputs, given, options.seed,
-                         unknown=getattr(net_a, "shape_unknown", None))
+    inputs = runner_inputs(net_a, given, options.seed)
     a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
     if options.all_blobs:
         return inputs, a_blobs, b_blobs, [name for name in a_blobs
@@ -321,8 +326,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
                                 f"{list(net_b.inputs)}")
         with about(a):
-            inputs = make_inputs(net_a.inputs, given, options.seed,
-                                 unknown=getattr(net_a, "shape_unknown", None))
+            inputs = runner_inputs(net_a, given, options.seed)
             a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
         held = reserved(held_bytes([*inputs.values(), *a_blobs.values()]))  # both sides count together
         if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:
