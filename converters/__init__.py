@@ -65,10 +65,6 @@ def _registry() -> dict:
 FORMATS = _registry()
 
 
-def format_names() -> list[str]:
-    return list(FORMATS)
-
-
 def format_by_name(name: str):
     try:
         return FORMATS[name]

@@ -258,10 +258,6 @@ class Message:
         """(number, kind, repeated, default, type name) for a field."""
         return self._spec(name)
 
-    @classmethod
-    def field_names(cls, type_name: str) -> list[str]:
-        return list(MESSAGES[type_name])
-
     # -- conversions and comparison --------------------------------------------
     def to_dict(self) -> dict:
         """Present fields as plain Python values (messages become dicts).

@@ -89,10 +89,6 @@ def record_committed(destinations) -> None:
     _committed.extend(destinations)
 
 
-def committed_outputs() -> list[str]:
-    return list(_committed)
-
-
 def forget_committed_outputs() -> None:
     """Start a new command's record (the CLI calls this before each command)."""
     _committed.clear()
