@@ -478,6 +478,22 @@ def _input_shapes_of(net: Net, input_shapes: dict | None, check_memory: bool) ->
     return shapes
 
 
+class _HeldValues:
+    """The values each blob held holds, and their running total (summing them
+    before every layer made a long net's plan quadratic)."""
+
+    def __init__(self, sizes: dict):
+        self.sizes = sizes
+        self.total = sum(sizes.values())
+
+    def set(self, name: str, count: int) -> None:
+        self.total += count - self.sizes.get(name, 0)
+        self.sizes[name] = count
+
+    def drop(self, name: str) -> None:
+        self.total -= self.sizes.pop(name, 0)
+
+
 def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
                 check_memory: bool = False, given_shapes: dict[str, list[int]] | None = None,
                 **net_options) -> tuple[Net, dict[str, tuple[int, ...]]]:
@@ -501,7 +517,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     left_out = {id(layer) for layer in net.unrun}
     in_order = sorted(net.layers + net.unrun, key=lambda layer: position[id(layer)])
     last_use = {bottom: index for index, layer in enumerate(in_order) for bottom in layer.bottoms}
-    held = {name: prod(shape) for name, shape in shapes.items()}
+    held = _HeldValues({name: prod(shape) for name, shape in shapes.items()})
     for index, layer in enumerate(in_order):
         if layer.type == "Python" or id(layer) in left_out:
             # Only running it would tell: the shapes the user gave, if any.
@@ -509,7 +525,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
                 shapes.pop(name, None)
                 if name in given:
                     shapes[name] = given[name]
-                    held[name] = prod(given[name])
+                    held.set(name, prod(given[name]))
             continue
         missing = [name for name in layer.bottoms if name not in shapes]
         if missing:
@@ -521,15 +537,15 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
         op = implementation(layer.type, layer.name)(layer, np, [], net.phase)
         bottoms = [shapes[name] for name in layer.bottoms]
         if check_memory:
-            _check_layer_memory(layer, op, bottoms, sum(held.values()) * itemsize, itemsize)
+            _check_layer_memory(layer, op, bottoms, held.total * itemsize, itemsize)
         tops = _by_settings(layer, bottoms, op.top_shapes)
         for name, shape in zip(layer.tops, tops):
             if shape is not None:
                 shapes[name] = tuple(int(d) for d in shape)
-                held[name] = prod(shapes[name])
+                held.set(name, prod(shapes[name]))
         for name in layer.bottoms:  # as the forward pass frees what no later layer reads
             if last_use.get(name) == index and name not in net.outputs and name not in layer.tops:
-                held.pop(name, None)
+                held.drop(name)
     return net, shapes
 
 
