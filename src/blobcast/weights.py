@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import FormatError
+from .errors import BlobcastError, FormatError
 from .layers import spec_for
 from .model import Blob, Layer, Model
 
@@ -20,6 +20,22 @@ def expected_blob_count(layer: Layer) -> int | None:
     """How many blobs Caffe's layer of this type holds, or None when unknown."""
     kind = spec_for(layer.type)
     return kind.blob_count(layer) if kind is not None else None
+
+
+def lacks_weights(layer: Layer) -> bool:
+    expected = expected_blob_count(layer)
+    return bool(expected) and sum(blob is not None for blob in layer.blobs) < expected
+
+
+def check_has_weights(layer: Layer) -> None:
+    expected = expected_blob_count(layer)
+    present = sum(blob is not None for blob in layer.blobs)
+    if expected and present < expected:
+        held = "no weights" if not present else f"{present} of its {expected} blobs"
+        raise BlobcastError(f"layer {layer.name!r} ({layer.type}) has {held}; a net definition "
+                            "alone holds none: give the weights file (a .caffemodel, or "
+                            "weights with --prototxt), or run --random-weights for a shape and "
+                            "speed check")
 
 
 def _kernel_shape(params) -> tuple[int, ...] | None:

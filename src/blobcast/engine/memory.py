@@ -20,10 +20,10 @@ from math import prod
 
 import numpy as np
 
+from ..caffe_rules import shared_memory
 from ..layers.base import LAYER_TYPES
 from ..model import Layer
 from ..threads import run_channel_blocks
-from .caffe_rules import shared_memory
 
 # Built-in layer types whose forward always returns arrays it has just
 # allocated: never a bottom, a view of one, a weight or an array kept

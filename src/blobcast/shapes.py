@@ -1,0 +1,152 @@
+"""Every blob's shape from the layer classes' shape rules, without running
+anything or reading a weight; the memory a pass would hold on the way; and
+the load-time check of each weight blob's shape against its layer class
+(weight_checks.py)."""
+
+from __future__ import annotations
+
+from math import prod
+
+import numpy as np
+
+from .errors import BlobcastError
+from .layers.base import implementation
+from .limits import check_allocation
+from .model import Layer, Model
+from .schedule import Schedule
+
+
+def by_settings(layer: Layer, bottom_shapes: list, rule):
+    """A layer's shape rule on its bottoms' shapes; settings it cannot follow
+    (a zero stride, a zero aspect ratio) are the file's problem, said as such."""
+    try:
+        return rule(bottom_shapes)
+    except (ValueError, TypeError, IndexError, KeyError, ArithmeticError) as error:
+        shapes = [list(shape) for shape in bottom_shapes]
+        raise BlobcastError(f"layer {layer.name!r} ({layer.type}): its settings do not give a "
+                            f"shape for inputs of shape {shapes} ({str(error).strip()})") from error
+
+
+def check_layer_memory(layer: Layer, op, bottom_shapes: list, held_bytes: int, itemsize: int) -> None:
+    """What a layer allocates (tops, temporaries) on top of the blobs held, within the budget."""
+    check_allocation(held_bytes + by_settings(layer, bottom_shapes, op.values_needed) * itemsize,
+                     f"layer {layer.name!r} ({layer.type}) with the blobs held before it")
+
+
+def check_input_size(name: str, shape, dtype=np.float32) -> None:
+    """An input's declared shape within the memory budget, before it is made."""
+    if any(int(d) < 0 for d in shape):
+        raise BlobcastError(f"the net input {name!r} has a negative dimension in {list(shape)}")
+    count = 1
+    for d in shape:
+        count *= int(d)
+    check_allocation(count * np.dtype(dtype).itemsize, f"the net input {name!r} of shape {list(shape)}")
+
+
+def _input_shapes_of(schedule: Schedule, input_shapes: dict | None, check_memory: bool,
+                     dtype) -> dict:
+    """The net's input shapes: given, else declared (one line when neither)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for name, declared in schedule.inputs.items():
+        shape = (input_shapes or {}).get(name, declared)
+        if shape is None:
+            raise schedule.shape_unknown(name)
+        shapes[name] = tuple(int(d) for d in shape)
+        if check_memory:
+            check_input_size(name, shapes[name], dtype)
+    return shapes
+
+
+class _HeldValues:
+    """The values each blob held holds, and their running total (summing them
+    before every layer made a long net's plan quadratic)."""
+
+    def __init__(self, sizes: dict):
+        self.sizes = sizes
+        self.total = sum(sizes.values())
+
+    def set(self, name: str, count: int) -> None:
+        self.total += count - self.sizes.get(name, 0)
+        self.sizes[name] = count
+
+    def drop(self, name: str) -> None:
+        self.total -= self.sizes.pop(name, 0)
+
+
+def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
+                check_memory: bool = False, given_shapes: dict[str, list[int]] | None = None,
+                precision=None, **schedule_options) -> tuple[Schedule, dict[str, tuple[int, ...]]]:
+    """Every blob's shape from the layer types' shape rules, without running
+    anything or reading a weight; with the schedule they are the shapes of.
+    With skip_unrunnable, a layer the engine cannot run (or a Python layer)
+    leaves its tops (and what follows from them) without a shape, unless
+    `given_shapes` (top -> shape) gives them. Blobs rewritten in place keep
+    their final shape.
+
+    With check_memory, what a forward pass would hold at each layer (its
+    inputs, the blobs kept for later layers, its tops and temporaries) is
+    checked against the memory budget on the way, in `precision` (else the
+    weights' dtype): a pass that would not fit is refused before anything
+    is allocated."""
+    schedule = Schedule(model, **schedule_options)
+    dtype = np.dtype(precision) if precision is not None else schedule.weights_dtype()
+    shapes = _input_shapes_of(schedule, input_shapes, check_memory, dtype)
+    given = {name: tuple(int(d) for d in shape) for name, shape in (given_shapes or {}).items()}
+    _check_given_shapes(schedule, given)
+    propagate(schedule, shapes, given, schedule_options.get("skip_unrunnable", False),
+              dtype.itemsize if check_memory else None)
+    return schedule, shapes
+
+
+def propagate(schedule: Schedule, shapes: dict, given: dict, tolerate: bool,
+              itemsize: int | None = None) -> dict:
+    """Fill `shapes` (inputs' shapes given) with every top's, layer by layer.
+    With `tolerate`, a layer whose bottoms' shapes are unknown leaves its
+    tops unknown; with `itemsize`, each layer's memory is checked on the way."""
+    held = _HeldValues({name: prod(shape) for name, shape in shapes.items()})
+    in_order = schedule.in_order
+    left_out = {id(layer) for layer in schedule.unrun}
+    last_use = {bottom: index for index, layer in enumerate(in_order) for bottom in layer.bottoms}
+    for index, layer in enumerate(in_order):
+        if layer.type == "Python" or id(layer) in left_out:
+            # Only running it would tell: the shapes the user gave, if any.
+            for name in layer.tops:
+                shapes.pop(name, None)
+                if name in given:
+                    shapes[name] = given[name]
+                    held.set(name, prod(given[name]))
+            continue
+        missing = [name for name in layer.bottoms if name not in shapes]
+        if missing:
+            if tolerate:
+                for name in layer.tops:
+                    shapes.pop(name, None)
+                continue  # downstream of a layer whose shapes are unknown
+            raise BlobcastError(f"layer {layer.name!r}: its bottom {missing[0]!r} is never produced")
+        op = implementation(layer.type, layer.name)(layer, np, [], schedule.phase)
+        bottoms = [shapes[name] for name in layer.bottoms]
+        if itemsize is not None:
+            check_layer_memory(layer, op, bottoms, held.total * itemsize, itemsize)
+        tops = by_settings(layer, bottoms, op.top_shapes)
+        for name, shape in zip(layer.tops, tops):
+            if shape is not None:
+                shapes[name] = tuple(int(d) for d in shape)
+                held.set(name, prod(shapes[name]))
+        for name in layer.bottoms:  # as the forward pass frees what no later layer reads
+            if last_use.get(name) == index and name not in schedule.outputs and \
+                    name not in layer.tops:
+                held.drop(name)
+    return shapes
+
+
+def _check_given_shapes(schedule: Schedule, given: dict) -> None:
+    """Shapes may be given only for the tops of layers that do not say theirs."""
+    left_out = {id(layer) for layer in schedule.unrun}
+    unsaid = {top for layer in schedule.layers + schedule.unrun
+              if layer.type == "Python" or id(layer) in left_out for top in layer.tops}
+    for name, shape in given.items():
+        if name not in unsaid:
+            raise BlobcastError(f"--shape {name}: only the tops of layers blobcast cannot run or "
+                                f"size take a given shape, and {name!r} is not one")
+        if not shape or any(d <= 0 for d in shape):
+            raise BlobcastError(f"--shape {name}: every dimension must be positive")
