@@ -2,8 +2,9 @@
 Caffe's exact semantics, in onnx_ops/<family>.py (EXPORTERS).
 
 Value names are Caffe blob names. A blob rewritten in place (ReLU with
-top == bottom) is one name per version: the final version keeps the plain
-name, as Caffe's net.blobs does, earlier ones are "<blob>:<layer>". Node
+top == bottom) is one name per version, as blobcast.values names them: the
+final version keeps the plain name, as Caffe's net.blobs does, earlier ones
+are "<blob>:<layer>". Node
 names are layer names ("<layer>/<step>" for the extra nodes of a
 decomposition). A parameter shared between layers is one initializer.
 
@@ -27,6 +28,7 @@ from blobcast.layers import spec_for
 from blobcast.layers.base import UNKNOWN_SETTINGS
 from blobcast.model import Model
 from blobcast.shapes import blob_shapes
+from blobcast.values import BlobVersions
 from blobcast.weights import check_has_weights
 
 from .caffemodel import layer_settings_bytes
@@ -63,18 +65,8 @@ class GraphBuilder:
         self._function_inputs: list[str] = []
         self.symbolic_shapes: dict[str, list] = {}  # data-dependent outputs: dims, names for unknowns
         self.latest: dict[str, str] = {name: name for name in self.schedule.inputs}
-        self._plan_names()
-
-    # -- names ----------------------------------------------------------------
-    def _plan_names(self):
-        total = Counter(top for layer in self.layers for top in layer.tops)
-        seen = Counter()
-        self.top_names = {}
-        for li, layer in enumerate(self.layers):
-            for ti, top in enumerate(layer.tops):
-                seen[top] += 1
-                final = seen[top] == total[top] and top not in self.schedule.inputs
-                self.top_names[(li, ti)] = top if final else f"{top}:{layer.name}"
+        # One value name per blob version (blobcast.values).
+        self.versions = BlobVersions(self.layers, self.schedule.inputs)
 
     def constant(self, layer_name: str, values, dtype=None, role: str = "c") -> str:
         array = np.asarray(values, dtype=dtype if dtype is not None else self.dtype)
@@ -123,7 +115,7 @@ class GraphBuilder:
         plan = module_spans(self.layers, lambda layer: layer.type in EXPORTERS) \
             if self.model.modules else {}
         capture = None
-        self._last_read = {blob: li for li, layer in enumerate(self.layers) for blob in layer.bottoms}
+        self._last_read = self.versions.last_reads()
         for li, layer in enumerate(self.layers):
             if li in plan:  # a module instance: its nodes become one function call
                 capture = (*plan[li], self._body, self._function_inputs, li)
@@ -133,7 +125,7 @@ class GraphBuilder:
                 raise ExportError(f"layer {layer.name!r} ({layer.type or 'no type'}) reads "
                                   f"{absent[0]!r}, which no exported layer or input gives")
             ins = [self.latest[b] for b in layer.bottoms]
-            outs = [self.top_names[(li, ti)] for ti in range(len(layer.tops))]
+            outs = [self.versions.written[li, ti].name for ti in range(len(layer.tops))]
             handler = EXPORTERS.get(layer.type)
             if handler is None:
                 self._custom(layer, ins, outs)

@@ -75,7 +75,7 @@ class Net:
         self.input_sources, self.skipped = schedule.input_sources, schedule.skipped
         self.outputs, self.uncomputed = schedule.outputs, schedule.uncomputed
         self.shape_unknown = schedule.shape_unknown
-        self.memory = plan_memory(self.layers, self.inputs, self.outputs)
+        self.memory = plan_memory(schedule)
         self._ops = None
         self._budget_checked: set = set()
 
