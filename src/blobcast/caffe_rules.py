@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from math import prod
 
 from .errors import BlobcastError
+from .layers.base import expected_blob_count
 from .model import Layer
-from .weights import expected_blob_count
 
 # Layer types whose tops are their first bottom's memory in Caffe.
 SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})

@@ -1,7 +1,7 @@
 """Every blob's shape from the layer classes' shape rules, without running
 anything or reading a weight; the memory a pass would hold on the way; and
 the load-time check of each weight blob's shape against its layer class
-(weight_checks.py)."""
+(`weight_shape_problem`)."""
 
 from __future__ import annotations
 
@@ -150,3 +150,119 @@ def _check_given_shapes(schedule: Schedule, given: dict) -> None:
                                 f"size take a given shape, and {name!r} is not one")
         if not shape or any(d <= 0 for d in shape):
             raise BlobcastError(f"--shape {name}: every dimension must be positive")
+
+
+# -- weights' shapes at load --------------------------------------------------------
+
+_SETTINGS_ERRORS = (BlobcastError, ValueError, TypeError, IndexError, KeyError, ArithmeticError)
+
+
+def weight_shape_problem(model: Model) -> str | None:
+    """The first weight blob whose shape is not the one its layer class gives
+    (LayerOp.blob_shapes) for its bottoms' shapes, as one line; None when
+    every blob fits. Caffe refuses such a blob when it copies the weights in
+    (Blob::ShapeEquals). Bottom shapes come from the net's declared inputs,
+    phase by phase; a layer whose bottoms no phase sizes is checked against
+    its own blobs where its type makes them agree (Scale's and Bias's
+    blobs, BatchNorm's mean and variance)."""
+    checked: set[int] = set()
+    for phase in ("TEST", "TRAIN"):
+        try:
+            schedule = Schedule(model, phase=phase, skip_unrunnable=True)
+        except BlobcastError:
+            continue  # a net Caffe refuses is refused when it runs, not here
+        for layer, op, bottoms in _sized_layers(schedule):
+            if id(layer) in checked:
+                continue
+            checked.add(id(layer))
+            problem = _against_class(layer, op, bottoms)
+            if problem:
+                return problem
+    for layer in model.layers:
+        problem = None if id(layer) in checked else _against_own_blobs(layer)
+        if problem:
+            return problem
+    return None
+
+
+def _sized_layers(schedule: Schedule):
+    """Each layer the schedule runs whose bottoms' shapes the declared
+    inputs give, with a weightless op and those shapes; what a layer's
+    settings cannot size leaves its tops unknown."""
+    shapes = {name: tuple(int(d) for d in shape) for name, shape in schedule.inputs.items()
+              if shape is not None}
+    left_out = {id(layer) for layer in schedule.unrun}
+    for layer in schedule.in_order:
+        bottoms = [shapes.get(name) for name in layer.bottoms]
+        tops: list = []
+        if layer.type != "Python" and id(layer) not in left_out and None not in bottoms:
+            try:
+                op = implementation(layer.type, layer.name)(layer, np, [], schedule.phase)
+                yield layer, op, bottoms
+                tops = list(op.top_shapes(bottoms))
+            except _SETTINGS_ERRORS:
+                tops = []  # the settings' problem, said when the net runs
+        for position, name in enumerate(layer.tops):
+            shape = tops[position] if position < len(tops) else None
+            if shape is None:
+                shapes.pop(name, None)
+            else:
+                shapes[name] = tuple(int(d) for d in shape)
+
+
+def _fits(expected, blob) -> bool:
+    """Blob::ShapeEquals: the same shape, or a legacy 4-D num/channels/
+    height/width equal to the expected shape padded with leading 1s."""
+    expected = tuple(int(d) for d in expected)
+    if tuple(blob.shape) == expected:
+        return True
+    legacy = blob.legacy_shape
+    return legacy is not None and len(expected) <= 4 and \
+        tuple(legacy) == (1,) * (4 - len(expected)) + expected
+
+
+def _line(layer: Layer, index: int, expected, actual, why: str = "") -> str:
+    return (f"layer {layer.name!r} ({layer.type}) blob {index}: expected shape "
+            f"{list(expected)}{why}, the file has {list(actual)}")
+
+
+def _against_class(layer: Layer, op, bottoms: list) -> str | None:
+    try:
+        expected = op.blob_shapes(bottoms)
+    except _SETTINGS_ERRORS:
+        return None
+    if len(expected) != len(layer.blobs):
+        return None  # the blob count is checked as the weights are copied
+    for index, (shape, blob) in enumerate(zip(expected, layer.blobs)):
+        if blob is not None and not _fits(shape, blob):
+            return _line(layer, index, shape, blob.shape,
+                         f" (for inputs of shape {[list(b) for b in bottoms]})")
+    return None
+
+
+# Types whose blobs all have one shape, and which of them (BatchNorm's third is its factor).
+_ONE_SHAPE = {"Scale": None, "Bias": None, "BatchNorm": 2}
+
+
+def _natural(blob) -> tuple:
+    """A blob's shape, without the leading 1s a legacy 4-D shape pads it with."""
+    shape = tuple(blob.shape)
+    if blob.legacy_shape is not None:
+        while len(shape) > 1 and shape[0] == 1:
+            shape = shape[1:]
+    return shape
+
+
+def _against_own_blobs(layer: Layer) -> str | None:
+    """What the settings alone fix where no bottom shape is known: the blobs
+    a type gives one shape agree with its first."""
+    if layer.type not in _ONE_SHAPE:
+        return None
+    blobs = [blob for blob in layer.blobs[:_ONE_SHAPE[layer.type]] if blob is not None]
+    if not blobs:
+        return None
+    first = _natural(blobs[0])
+    for index, blob in enumerate(blobs[1:], start=1):
+        if _natural(blob) != first:
+            return _line(layer, index, first, blob.shape, " (blob 0's)")
+    return None

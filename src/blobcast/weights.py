@@ -12,14 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import BlobcastError, FormatError
-from .layers import spec_for
+from .layers.base import expected_blob_count  # noqa: F401  (re-exported)
 from .model import Blob, Layer, Model
-
-
-def expected_blob_count(layer: Layer) -> int | None:
-    """How many blobs Caffe's layer of this type holds, or None when unknown."""
-    kind = spec_for(layer.type)
-    return kind.blob_count(layer) if kind is not None else None
+from .shapes import weight_shape_problem
 
 
 def lacks_weights(layer: Layer) -> bool:
@@ -129,6 +124,27 @@ def _fill_layer(model: Model, li: int, source: WeightSource, owners: dict, check
     layer.blobs = blobs
 
 
+def _take_owners_blobs(model: Model, owners: dict, weights_path: str | None) -> None:
+    """Absent shared slots take the owner's blob."""
+    for li, layer in enumerate(model.layers):
+        for j, blob in enumerate(layer.blobs):
+            if blob is None:
+                oi, oj = owners[(li, j)]
+                owner_blobs = model.layers[oi].blobs
+                if oj >= len(owner_blobs) or owner_blobs[oj] is None:
+                    raise FormatError(
+                        f"layer {layer.name!r} shares blob {j} with layer "
+                        f"{model.layers[oi].name!r}, which has no weights for it", weights_path)
+                layer.blobs[j] = owner_blobs[oj]
+
+
+def _check_shapes_against_layers(model: Model, weights_path: str | None) -> None:
+    """Every blob in the shape its layer class gives it (shapes.py), once all are in place."""
+    problem = weight_shape_problem(model)
+    if problem:
+        raise FormatError(problem, weights_path)
+
+
 def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: str,
                    absent_shared_ok: bool, check_definitions: bool = True) -> MatchReport:
     """Copy weights into `model`'s layers by name; raise FormatError on a mismatch.
@@ -161,18 +177,10 @@ def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: s
             _fill_layer(model, li, source, owners, check_definitions, absent_shared_ok, weights_path)
             filled.add(li)
 
-    # Absent shared slots take the owner's blob.
-    for li, layer in enumerate(model.layers):
-        for j, blob in enumerate(layer.blobs):
-            if blob is None:
-                oi, oj = owners[(li, j)]
-                owner_blobs = model.layers[oi].blobs
-                if oj >= len(owner_blobs) or owner_blobs[oj] is None:
-                    raise FormatError(
-                        f"layer {layer.name!r} shares blob {j} with layer "
-                        f"{model.layers[oi].name!r}, which has no weights for it", weights_path)
-                layer.blobs[j] = owner_blobs[oj]
+    _take_owners_blobs(model, owners, weights_path)
     model.link_shared_params()
+    if check_definitions:
+        _check_shapes_against_layers(model, weights_path)
     for li, layer in enumerate(model.layers):
         if li not in filled and (expected_blob_count(layer) or 0) > 0:
             report.layers_without_weights.append(layer.name)
