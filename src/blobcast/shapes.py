@@ -1,7 +1,8 @@
 """Every blob's shape from the layer classes' shape rules, without running
 anything or reading a weight; the memory a pass would hold on the way; and
-the load-time check of each weight blob's shape against its layer class
-(`weight_shape_problem`)."""
+the load-time checks of the weights' shapes: each blob against its layer's
+settings as it is copied in (`shape_problem`), then, all in place, against
+the shapes its layer class gives it (`weight_shape_problem`)."""
 
 from __future__ import annotations
 
@@ -153,6 +154,49 @@ def _check_given_shapes(schedule: Schedule, given: dict) -> None:
 
 
 # -- weights' shapes at load --------------------------------------------------------
+
+def _kernel_shape(params) -> tuple[int, ...] | None:
+    if params.has("kernel_h") or params.has("kernel_w"):
+        return (params.kernel_h, params.kernel_w)
+    sizes = list(params.kernel_size)
+    if len(sizes) == 1:
+        return None  # rank depends on the input; only the values can be checked
+    return tuple(sizes) if sizes else None
+
+
+def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | None:
+    """What the layer's settings alone say is wrong with a blob shape, if
+    anything: checked as each blob is copied in, before any shape is known."""
+    spec = layer.spec
+    if layer.type in ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution"):
+        params = spec.convolution_param
+        # ConvolutionDepthwise ignores num_output: C x 1 x kh x kw, whatever it says.
+        counted = layer.type != "ConvolutionDepthwise"
+        if index == 0:
+            if counted and shape and shape[0] != params.num_output:
+                return f"num_output is {params.num_output} but the weights have {shape[0]} filters"
+            kernel = _kernel_shape(params)
+            if kernel is not None and tuple(shape[2:]) != kernel:
+                return f"kernel is {list(kernel)} but the weights' kernel is {list(shape[2:])}"
+            if len(params.kernel_size) == 1 and any(d != params.kernel_size[0] for d in shape[2:]):
+                return (f"kernel_size is {params.kernel_size[0]} but the weights' kernel is "
+                        f"{list(shape[2:])}")
+        elif index == 1 and counted and shape != (params.num_output,):
+            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
+    elif layer.type == "InnerProduct":
+        params = spec.inner_product_param
+        if index == 0 and len(shape) == 2:
+            outputs = shape[1] if params.transpose else shape[0]
+            if outputs != params.num_output:
+                return f"num_output is {params.num_output} but the weights have shape {list(shape)}"
+        elif index == 0:
+            return f"the weight must be 2-D, the file has shape {list(shape)}"
+        elif index == 1 and shape != (params.num_output,):
+            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
+    elif layer.type == "BatchNorm" and index == 2 and shape != (1,):
+        return f"the scale-factor blob must have shape [1], the file has {list(shape)}"
+    return None
+
 
 _SETTINGS_ERRORS = (BlobcastError, ValueError, TypeError, IndexError, KeyError, ArithmeticError)
 

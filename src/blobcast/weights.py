@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from .errors import BlobcastError, FormatError
 from .layers.base import expected_blob_count  # noqa: F401  (re-exported)
 from .model import Blob, Layer, Model
-from .shapes import weight_shape_problem
+from .shapes import shape_problem, weight_shape_problem
 
 
 def lacks_weights(layer: Layer) -> bool:
@@ -31,48 +31,6 @@ def check_has_weights(layer: Layer) -> None:
                             "alone holds none: give the weights file (a .caffemodel, or "
                             "weights with --prototxt), or run --random-weights for a shape and "
                             "speed check")
-
-
-def _kernel_shape(params) -> tuple[int, ...] | None:
-    if params.has("kernel_h") or params.has("kernel_w"):
-        return (params.kernel_h, params.kernel_w)
-    sizes = list(params.kernel_size)
-    if len(sizes) == 1:
-        return None  # rank depends on the input; only the values can be checked
-    return tuple(sizes) if sizes else None
-
-
-def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | None:
-    """What the layer's definition says is wrong with a blob shape, if anything."""
-    spec = layer.spec
-    if layer.type in ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution"):
-        params = spec.convolution_param
-        # ConvolutionDepthwise ignores num_output: C x 1 x kh x kw, whatever it says.
-        counted = layer.type != "ConvolutionDepthwise"
-        if index == 0:
-            if counted and shape and shape[0] != params.num_output:
-                return f"num_output is {params.num_output} but the weights have {shape[0]} filters"
-            kernel = _kernel_shape(params)
-            if kernel is not None and tuple(shape[2:]) != kernel:
-                return f"kernel is {list(kernel)} but the weights' kernel is {list(shape[2:])}"
-            if len(params.kernel_size) == 1 and any(d != params.kernel_size[0] for d in shape[2:]):
-                return (f"kernel_size is {params.kernel_size[0]} but the weights' kernel is "
-                        f"{list(shape[2:])}")
-        elif index == 1 and counted and shape != (params.num_output,):
-            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
-    elif layer.type == "InnerProduct":
-        params = spec.inner_product_param
-        if index == 0 and len(shape) == 2:
-            outputs = shape[1] if params.transpose else shape[0]
-            if outputs != params.num_output:
-                return f"num_output is {params.num_output} but the weights have shape {list(shape)}"
-        elif index == 0:
-            return f"the weight must be 2-D, the file has shape {list(shape)}"
-        elif index == 1 and shape != (params.num_output,):
-            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
-    elif layer.type == "BatchNorm" and index == 2 and shape != (1,):
-        return f"the scale-factor blob must have shape [1], the file has {list(shape)}"
-    return None
 
 
 @dataclass
