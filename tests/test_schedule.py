@@ -34,3 +34,16 @@ def test_layers_the_engine_cannot_run_are_left_out_with_their_reason():
     assert schedule.unrun == [model.layers[2]]
     assert schedule.uncomputed  # every output depends on it
     assert schedule.in_order == [layer for layer in model.layers if layer.type != "Input"]
+
+
+def test_formats_import_no_engine():
+    # Converters read the schedule and the shapes; running a net is the engine's alone.
+    from .test_layer_specs import _import_graph, _own_modules
+
+    graph = _import_graph(_own_modules())
+    engine = [(module, target) for module, targets in graph.items()
+              if module.startswith("blobcast.converters") for target in targets
+              if target == "blobcast.engine" or target.startswith("blobcast.engine.")]
+    assert engine == []
+    for module in ("blobcast.schedule", "blobcast.shapes", "blobcast.values"):
+        assert not any(target.startswith("blobcast.engine") for target in graph[module])

@@ -1,4 +1,5 @@
-"""Running a canonical Model forward with Caffe's semantics."""
+"""Running a canonical Model forward with Caffe's semantics: the layers its
+schedule (blobcast.schedule) runs, in order, with the weights on the device."""
 
 from __future__ import annotations
 
