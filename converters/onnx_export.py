@@ -54,7 +54,7 @@ class GraphBuilder:
         # Layers the engine cannot run still go into the graph (as custom nodes),
         # in their place in net order.
         self.layers = self.schedule.in_order
-        self.dtype = self.schedule.weights_dtype()
+        self.dtype = self.schedule.dtype
         self.nodes, self.initializers = [], []
         self.initializer_names: dict[int, str] = {}
         self.constant_count = Counter()

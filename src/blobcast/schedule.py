@@ -307,7 +307,8 @@ class Schedule:
                     blocked[top] = cause
         return {name: blocked[name] for name in available if name in blocked}
 
-    def weights_dtype(self):
+    @property
+    def dtype(self):
         """The dtype of the weights of the layers run (float32 when none has any)."""
         for layer in self.layers:
             for blob in layer.blobs:

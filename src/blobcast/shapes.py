@@ -90,7 +90,7 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     weights' dtype): a pass that would not fit is refused before anything
     is allocated."""
     schedule = Schedule(model, **schedule_options)
-    dtype = np.dtype(precision) if precision is not None else schedule.weights_dtype()
+    dtype = np.dtype(precision) if precision is not None else schedule.dtype
     shapes = _input_shapes_of(schedule, input_shapes, check_memory, dtype)
     given = {name: tuple(int(d) for d in shape) for name, shape in (given_shapes or {}).items()}
     _check_given_shapes(schedule, given)

@@ -84,7 +84,7 @@ class Net:
     def dtype(self):
         if self.precision is not None:
             return self.precision
-        return self.schedule.weights_dtype()
+        return self.schedule.dtype
 
     def _op_at(self, index: int):
         """The op of layer `index`, built on first use; None for a layer whose
