@@ -98,3 +98,14 @@ def test_a_solver_type_is_registered_once():
     with pytest.raises(RuntimeError, match="registered twice"):
         register(Twin)
     assert SOLVER_TYPES["Adam"].name == "Adam"
+
+
+def test_the_legacy_solver_type_enum_names_each_type(tmp_path):
+    from blobcast.schema import ENUMS
+
+    for name in ENUMS["SolverParameter.SolverType"]:
+        path = tmp_path / f"{name}.prototxt"
+        path.write_text(f"base_lr: 0.01 solver_type: {name}\n")
+        solver = read_solver(str(path))
+        assert solver.type in SOLVER_TYPES and solver.type.upper() == name
+        assert not solver.has("solver_type")
