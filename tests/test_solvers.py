@@ -109,3 +109,14 @@ def test_the_legacy_solver_type_enum_names_each_type(tmp_path):
         solver = read_solver(str(path))
         assert solver.type in SOLVER_TYPES and solver.type.upper() == name
         assert not solver.has("solver_type")
+
+
+def test_a_step_refuses_history_that_does_not_fit():
+    solver = blobcast.Message("SolverParameter")
+    solver.type, solver.base_lr, solver.lr_policy = "Adam", 0.01, "fixed"
+    one = [np.ones(3, np.float32)]
+    with pytest.raises(blobcast.FormatError, match="a Adam step takes one gradient and 2 history"):
+        apply_update(solver, one, one, one, lr_mults=[1], decay_mults=[1], iteration=0)
+    solver.type = "Lion"
+    with pytest.raises(blobcast.FormatError, match="unknown solver type 'Lion'"):
+        apply_update(solver, one, one, one, lr_mults=[1], decay_mults=[1], iteration=0)

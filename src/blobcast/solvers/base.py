@@ -129,7 +129,9 @@ def legacy_type_name(number: int) -> str | None:
 @dataclass(frozen=True)
 class SolverType:
     """A Caffe solver type. Subclasses are frozen dataclasses whose fields
-    are the SolverParameter settings their update reads, as float32."""
+    are the SolverParameter settings their update reads, as float32 and
+    named as the message names them (`from_solver` reads them so; a type
+    that needs more overrides it)."""
 
     name: ClassVar[str] = ""
     history: ClassVar[tuple[HistorySet, ...]] = ()

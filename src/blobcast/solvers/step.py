@@ -83,8 +83,15 @@ def apply_update(solver: Message, values: list, gradients: list, history: list, 
                  lr_mults: list, decay_mults: list, iteration: int, current_step: int = 0) -> StepResult:
     """One update of the learnable parameters `values` (Caffe's order) from
     their raw gradients and the state's history at `iteration`."""
-    kind = SOLVER_TYPES[solver_type_of(solver)].from_solver(solver)
+    name = solver_type_of(solver)
+    if name not in SOLVER_TYPES:
+        raise FormatError(f"unknown solver type {name!r}; Caffe has " + ", ".join(SOLVER_TYPES))
+    kind = SOLVER_TYPES[name].from_solver(solver)
     n = len(values)
+    if len(gradients) != n or len(history) != len(kind.history) * n:
+        raise FormatError(f"{len(values)} parameters, {len(gradients)} gradients and {len(history)} "
+                          f"history tensors: a {name} step takes one gradient and "
+                          f"{len(kind.history)} history tensor(s) per parameter")
     values = [np.asarray(v, np.float32) for v in values]
     grads = [np.asarray(g, np.float32) for g in gradients]
     rate, current_step = learning_rate(solver, iteration, current_step)
