@@ -9,7 +9,8 @@ import numpy as np
 from .api import _converters, _reading, load
 from .errors import BlobcastError
 from .model import Model
-from .solver import HISTORY_ROLES, SolverState, learnable_slots, tie_history
+from .solver import SolverState, learnable_slots, tie_history
+from .solvers import DEFAULT_TYPE, SOLVER_TYPES, solver_class
 from .targets import lower_for, target_named, target_problems
 from .tensor import Tensor
 
@@ -147,12 +148,13 @@ _SOLVER_KEYS = ("type", "base_lr", "lr_policy", "gamma", "stepsize", "stepvalue"
 
 def _solver_settings(solver) -> dict:
     present = solver.to_dict()
-    return {k: present.get(k, solver.type or "SGD") for k in _SOLVER_KEYS
+    return {k: present.get(k, solver.type or DEFAULT_TYPE) for k in _SOLVER_KEYS
             if solver.has(k) or k == "type"}
 
 
 def _grouped_history(entries, solver_type: str | None, stats: bool) -> list[dict]:
-    roles = HISTORY_ROLES.get(solver_type or "", ())
+    kind = solver_class(solver_type or "")
+    roles = kind.roles() if kind else ()
     grouped: dict[tuple[str, int], dict] = {}
     for i, entry in enumerate(entries):
         key = (entry.slot.layer, entry.slot.index)
@@ -162,16 +164,27 @@ def _grouped_history(entries, solver_type: str | None, stats: bool) -> list[dict
     return list(grouped.values())
 
 
+def _update_form(solver_type: str) -> str:
+    kind = solver_class(solver_type)
+    return kind.update_form if kind else ""
+
+
+def _types_with(sets: int) -> str | None:
+    """The solver types a state of `sets` history sets may come from, where
+    that narrows them (one set is most types')."""
+    if sets < 2:
+        return None
+    return " or ".join(name for name, kind in SOLVER_TYPES.items() if len(kind.history) == sets) or None
+
+
 def training_facts(model: Model, stats: bool = False) -> dict:
     """What a model carrying its training holds: solver, iteration, optimizer state."""
-    from .training import UPDATE_FORMS
-
     training = model.training
     kind = training.solver_type
     entries = training.entries(model)
     return {"solver_type": kind, "solver": _solver_settings(training.solver),
             "iter": training.state.iter, "current_step": training.state.current_step,
-            "learned_net": training.state.learned_net, "update": UPDATE_FORMS.get(kind, ""),
+            "learned_net": training.state.learned_net, "update": _update_form(kind),
             "history_count": len(entries), "history": _grouped_history(entries, kind, stats),
             "bytes": training.state.nbytes}
 
@@ -208,7 +221,7 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
     sets = max(e.set_index for e in entries) + 1 if entries else 1
     facts["history"] = _grouped_history(entries, solver_type, stats)
     facts["history_sets"] = sets
-    facts["solver_type"] = solver_type or ("AdaDelta or Adam" if sets == 2 else None)
+    facts["solver_type"] = solver_type or _types_with(sets)
     return facts
 
 
