@@ -313,7 +313,7 @@ def check_written(obj, temporary: str, request: Request, plan: Plan) -> _Written
 def _write_net_definition(model: Model, path: str, overwrite: bool, group: OutputGroup) -> None:
     try:
         with atomic_destination(path, overwrite=overwrite, group=group) as temporary:
-            write_as(model, temporary, converters().format_by_name("prototxt"))
+            write_as(model, temporary, converters().output_format(path))
     except FormatError as error:  # a setting with no text form: the weights file still holds it all
         warnings.warn(f"{path} not written: {error.problem}", BlobcastWarning, stacklevel=2)
 
