@@ -61,7 +61,8 @@ def test_a_file_of_another_format_is_refused_by_verify_written(tmp_path):
 
 
 def test_listing_the_formats_imports_no_onnx():
-    probe = "import sys, blobcast.converters as c; c.FORMATS['onnx'].match('m.onnx'); print('onnx' in sys.modules)"
+    probe = ("import sys, blobcast.converters as c; c.FORMATS['onnx'].match('m.onnx'); "
+             "print('onnx' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
