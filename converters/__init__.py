@@ -109,16 +109,23 @@ def detect_format(path: str, override: str | None = None):
                                    "has no suffix blobcast knows)"), stacklevel=2)
         return FORMATS.get(sniffed.format, FORMATS["caffemodel-h5"])  # an unknown HDF5 layout
     if sniffed is not None and sniffed.format != fmt.name:
-        if _same_container(fmt, sniffed):
-            if sniffed.format == fmt.container:  # unreadable: its reader says why
-                return fmt
-            if not os.fspath(path).lower().endswith(fmt.suffixes[0]):  # .h5 says only HDF5
-                warnings.warn(BlobcastNote(f"{path}: read as {sniffed.what}, by its content"),
-                              stacklevel=2)
-                return FORMATS[sniffed.format]
-        raise FormatError(f"the name says {fmt.description} but the content is {sniffed.what}; "
-                          "rename it or name the format with --from", path)
+        return _named_otherwise(path, fmt, sniffed)
     return fmt
+
+
+def _named_otherwise(path: str, fmt, sniffed):
+    """A name that says one format over content that says another: another
+    layout of the same container where the name says only the container
+    (.h5), else refused."""
+    if _same_container(fmt, sniffed):
+        if sniffed.format == fmt.container:  # unreadable: its reader says why
+            return fmt
+        if not os.fspath(path).lower().endswith(fmt.suffixes[0]):  # .h5 says only HDF5
+            warnings.warn(BlobcastNote(f"{path}: read as {sniffed.what}, by its content"),
+                          stacklevel=3)
+            return FORMATS[sniffed.format]
+    raise FormatError(f"the name says {fmt.description} but the content is {sniffed.what}; "
+                      "rename it or name the format with --from", path)
 
 
 def output_format(path: str, override: str | None = None):

@@ -183,7 +183,8 @@ def record_of(source, **capabilities) -> Format:
         module_name, given = source.__name__, {}
     else:
         module_name = source.__module__
-        given = {hook: getattr(source, hook) for hook in HOOKS if hasattr(source, hook)}
+        # Only the class's own hooks: another format of its module is not its.
+        given = {hook: getattr(source, hook, None) for hook in HOOKS}
     return Format(name=source.NAME, suffixes=tuple(source.SUFFIXES), description=source.DESCRIPTION,
                   holds=frozenset(source.HOLDS), magic=getattr(source, "MAGIC", None),
                   module_name=getattr(source, "MODULE", module_name), _given=given, **capabilities)
