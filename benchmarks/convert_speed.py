@@ -72,7 +72,7 @@ elif kind == "protobuf-write":
     open(dst, "wb").write(net.SerializeToString())
 elif kind == "inspect":
     import blobcast
-    from blobcast.inspection import inspect_file
+    from blobcast.app.inspect import inspect_file
     inspect_file(src)
 seconds = time.perf_counter() - start
 # VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork and exec, so a

@@ -1,62 +1,42 @@
 """Readers and writers, one module per file format, behind one small contract.
 
-Each format is one record: NAME, SUFFIXES, DESCRIPTION (with its article),
-HOLDS (what its files carry: architecture, weights, diffs, solver_state,
-graph for ONNX, which its own runtimes run), MAGIC (first bytes, where the
-format has them), read(path, **options) -> Model and write(model, path,
-**options). A file's format is found from the
-longest known suffix (so `x.caffemodel.h5` is a Caffe HDF5 snapshot, not
-just "some .h5"), then checked against its content (sniff.py); a name
-with no known suffix is read as its content says.
+Each format is one record (formats.py): its name, suffixes, description
+(with its article), what its files hold and its magic bytes, with the hooks
+every caller goes through (match, read, write, verify_written, companions,
+inspect, runner). A file's format is found from the longest known suffix
+(so `x.caffemodel.h5` is a Caffe HDF5 snapshot, not just "some .h5"), then
+checked against its content (sniff.py); a name with no known suffix is read
+as its content says.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import warnings
-from types import SimpleNamespace
 
 from blobcast.errors import BlobcastNote, FormatError
 from blobcast.fileio import open_regular
 
 from . import binaryproto, caffe_hdf5, caffemodel, onnx_names, prototxt, solverstate
-from .caffe_hdf5 import HDF5_MAGIC
+from .formats import HOOKS, JOINED_BY_LAYER_NAME, JOINED_BY_READER, Companions, Format, record_of
+from .hdf5_container import HDF5_MAGIC
 from .sniff import sniff
 
-
-def _as_format(module_or_class) -> SimpleNamespace:
-    return SimpleNamespace(
-        name=module_or_class.NAME, suffixes=module_or_class.SUFFIXES,
-        description=module_or_class.DESCRIPTION, holds=module_or_class.HOLDS,
-        magic=getattr(module_or_class, "MAGIC", None), read=module_or_class.read,
-        write=module_or_class.write, module=module_or_class)
-
-
-class _ImportedOnUse(SimpleNamespace):
-    """A format record whose module (and the library it needs) is imported
-    when a file of the format is first read or written."""
-
-    def __init__(self, names):
-        super().__init__(name=names.NAME, suffixes=names.SUFFIXES, description=names.DESCRIPTION,
-                         holds=names.HOLDS, magic=None)
-        self._module_name = names.MODULE
-
-    @property
-    def module(self):
-        return importlib.import_module(self._module_name)
-
-    def read(self, *args, **options):
-        return self.module.read(*args, **options)
-
-    def write(self, *args, **options):
-        return self.module.write(*args, **options)
+__all__ = ["FORMATS", "HOOKS", "Companions", "Format", "detect_format", "file_runner",
+           "format_by_name", "format_for_suffix", "output_format", "weights_format"]
 
 
 def _registry() -> dict:
-    formats = [caffemodel, caffe_hdf5, prototxt, binaryproto, binaryproto.NumpyFormat,
-               solverstate.BinaryFormat, solverstate.HDF5Format]
-    records = [_as_format(f) for f in formats] + [_ImportedOnUse(onnx_names)]
+    records = [
+        record_of(caffemodel, joins_net_definition=JOINED_BY_LAYER_NAME, deploy_pair=True),
+        record_of(caffe_hdf5, joins_net_definition=JOINED_BY_READER, container="hdf5"),
+        record_of(prototxt, joins_net_definition=JOINED_BY_LAYER_NAME),
+        record_of(binaryproto),
+        record_of(binaryproto.NumpyFormat),
+        record_of(solverstate.BinaryFormat),
+        record_of(solverstate.HDF5Format, container="hdf5"),
+        record_of(onnx_names),  # its module, and onnx, imported when a file is read or written
+    ]
     order = ["caffemodel", "caffemodel-h5", "prototxt", "binaryproto", "npy", "onnx"]
     records.sort(key=lambda r: order.index(r.name) if r.name in order else len(order))
     return {r.name: r for r in records}
@@ -74,12 +54,12 @@ def format_by_name(name: str):
 
 
 def format_for_suffix(path: str):
-    lowered = os.path.basename(os.fspath(path)).lower()
+    name = os.path.basename(os.fspath(path))
     best, best_length = None, 0
     for fmt in FORMATS.values():
-        for suffix in fmt.suffixes:
-            if lowered.endswith(suffix) and len(suffix) > best_length:
-                best, best_length = fmt, len(suffix)
+        length = fmt.match(name)
+        if length > best_length:
+            best, best_length = fmt, length
     return best
 
 
@@ -99,7 +79,12 @@ def _download_mistake(head: bytes) -> str | None:
     return None
 
 
-_HDF5_FORMATS = ("hdf5", "caffemodel-h5", "solverstate-h5")
+def _same_container(fmt, sniffed) -> bool:
+    """The content is the container the named format lays out (HDF5), laid
+    out as another format of it, or unreadable as any (sniffed "hdf5")."""
+    return fmt.container is not None and (
+        sniffed.format == fmt.container
+        or getattr(FORMATS.get(sniffed.format), "container", None) == fmt.container)
 
 
 def detect_format(path: str, override: str | None = None):
@@ -124,16 +109,23 @@ def detect_format(path: str, override: str | None = None):
                                    "has no suffix blobcast knows)"), stacklevel=2)
         return FORMATS.get(sniffed.format, FORMATS["caffemodel-h5"])  # an unknown HDF5 layout
     if sniffed is not None and sniffed.format != fmt.name:
-        if fmt.magic == HDF5_MAGIC and sniffed.format in _HDF5_FORMATS:
-            if sniffed.format == "hdf5":  # unreadable: its reader says why
-                return fmt
-            if not os.fspath(path).lower().endswith(fmt.suffixes[0]):  # .h5 says only HDF5
-                warnings.warn(BlobcastNote(f"{path}: read as {sniffed.what}, by its content"),
-                              stacklevel=2)
-                return FORMATS[sniffed.format]
-        raise FormatError(f"the name says {fmt.description} but the content is {sniffed.what}; "
-                          "rename it or name the format with --from", path)
+        return _named_otherwise(path, fmt, sniffed)
     return fmt
+
+
+def _named_otherwise(path: str, fmt, sniffed):
+    """A name that says one format over content that says another: another
+    layout of the same container where the name says only the container
+    (.h5), else refused."""
+    if _same_container(fmt, sniffed):
+        if sniffed.format == fmt.container:  # unreadable: its reader says why
+            return fmt
+        if not os.fspath(path).lower().endswith(fmt.suffixes[0]):  # .h5 says only HDF5
+            warnings.warn(BlobcastNote(f"{path}: read as {sniffed.what}, by its content"),
+                          stacklevel=3)
+            return FORMATS[sniffed.format]
+    raise FormatError(f"the name says {fmt.description} but the content is {sniffed.what}; "
+                      "rename it or name the format with --from", path)
 
 
 def output_format(path: str, override: str | None = None):
@@ -151,3 +143,17 @@ def weights_format(path: str) -> str | None:
     if format_for_suffix(path) is not None:
         return None
     return "caffemodel-h5" if _read_head(path).startswith(HDF5_MAGIC) else "caffemodel"
+
+
+def file_runner(path: str, **options):
+    """What runs the file at `path` by itself: its format's runner (the
+    format by suffix, else by content)."""
+    fmt = format_for_suffix(path)
+    if fmt is None or not fmt.runs_by_itself:
+        sniffed = sniff(path)
+        fmt = FORMATS.get(sniffed.format) if sniffed is not None else fmt
+    runner = fmt.runner(path, **options) if fmt is not None else None
+    if runner is None:
+        raise FormatError("no runtime of its own runs this file; blobcast's engine runs the "
+                          "model it reads as", path)
+    return runner

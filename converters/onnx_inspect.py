@@ -11,8 +11,6 @@ from collections import Counter
 
 from onnx import AttributeProto, TensorProto
 
-from blobcast.errors import FormatError
-
 from .onnx_format import map_onnx
 
 _SUBGRAPH_OPS = frozenset({"If", "Loop", "Scan", "SequenceMap"})
@@ -115,17 +113,3 @@ def onnx_facts(path: str) -> dict:
         }
     finally:
         buf.close()
-
-
-def caffe_form(path: str):
-    """(the net as Caffe layers, None) where every node has a Caffe form, else
-    (None, [each node without one, and why])."""
-    from .onnx_format import read
-    from .onnx_import import NoCaffeForm
-
-    try:
-        return read(path), None
-    except NoCaffeForm as error:
-        return None, list(error.problems)
-    except FormatError as error:  # e.g. shapes that cannot be inferred statically
-        return None, [error.problem]

@@ -8,11 +8,12 @@ ignores it; onnx's reference evaluator has no Gradient and computes the
 preview ops partly in float64): blobcast needs it to prove, given the same
 gradients, that the step it wrote is Caffe's.
 
-Arithmetic is float32 per op, as Caffe's CPU solver does it. Where an op's
-formula leaves the grouping open, the executor groups as Caffe does:
-Adagrad's and Adam's step is rate * (G / (sqrt(H) + eps)), and Adam's bias
-correction is computed in double and rounded to float32 before it scales
-the rate (AdamSolver::ComputeUpdateValue).
+Arithmetic is float32 per op, as Caffe's CPU solver does it. A node of the
+training domain (Momentum, Adagrad, Adam) runs as the solver type whose
+update it is computes it (blobcast.solvers), so where the op's formula
+leaves the grouping open it is Caffe's: Adagrad's and Adam's step is
+rate * (G / (sqrt(H) + eps)), and Adam's bias correction is computed in
+double and rounded to float32 before it scales the rate.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from blobcast.errors import FormatError
+from blobcast.solvers import preview_solver
+from blobcast.solvers.base import split_preview_inputs
 
 from .onnx_tensors import tensor_value
 from .onnx_training import PREVIEW_DOMAIN
@@ -57,60 +60,6 @@ def _sum_of_squares(x, keepdims=1, **_):
     return total.reshape((1,) * x.ndim) if keepdims else total
 
 
-def _regularized(x, g, nc):
-    return g if nc == 0 else np.float32(nc) * x + g
-
-
-def _momentum(r, t, *data, alpha, beta, mode, norm_coefficient):
-    n = len(data) // 3
-    xs, gs, vs = data[:n], data[n:2 * n], data[2 * n:]
-    beta_now = np.float32(beta if t > 0 else 1.0)
-    alpha = np.float32(alpha)
-    new_x, new_v = [], []
-    for x, g, v in zip(xs, gs, vs):
-        g = _regularized(x, g, norm_coefficient)
-        v_next = alpha * v + beta_now * g
-        step = v_next if mode == b"standard" or mode == "standard" else g + alpha * v_next
-        new_x.append(x - (step if np.float32(r) == 1 else np.float32(r) * step))
-        new_v.append(v_next)
-    return new_x + new_v
-
-
-def _adagrad(r, t, *data, epsilon, decay_factor, norm_coefficient):
-    n = len(data) // 3
-    xs, gs, hs = data[:n], data[n:2 * n], data[2 * n:]
-    rate = np.float32(r) if decay_factor == 0 else np.float32(r / (1 + t * decay_factor))
-    new_x, new_h = [], []
-    for x, g, h in zip(xs, gs, hs):
-        g = _regularized(x, g, norm_coefficient)
-        h_next = h + g * g
-        new_x.append(x - rate * (g / (np.sqrt(h_next) + np.float32(epsilon))))
-        new_h.append(h_next)
-    return new_x + new_h
-
-
-def _adam(r, t, *data, alpha, beta, epsilon, norm_coefficient, norm_coefficient_post):
-    n = len(data) // 4
-    xs, gs, vs, hs = data[:n], data[n:2 * n], data[2 * n:3 * n], data[3 * n:]
-    a, b = np.float32(alpha), np.float32(beta)
-    rate = np.float32(r)
-    if t > 0:
-        correction = np.float32(np.sqrt(1.0 - float(b) ** int(t)) / (1.0 - float(a) ** int(t)))
-        rate = rate * correction
-    new_x, new_v, new_h = [], [], []
-    for x, g, v, h in zip(xs, gs, vs, hs):
-        g = _regularized(x, g, norm_coefficient)
-        v_next = a * v + (np.float32(1) - a) * g
-        h_next = b * h + (np.float32(1) - b) * (g * g)
-        x_next = x - rate * (v_next / (np.sqrt(h_next) + np.float32(epsilon)))
-        if norm_coefficient_post:
-            x_next = (np.float32(1) - np.float32(norm_coefficient_post)) * x_next
-        new_x.append(x_next)
-        new_v.append(v_next)
-        new_h.append(h_next)
-    return new_x + new_v + new_h
-
-
 _ELEMENTWISE = {
     "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Pow": np.power,
     "Min": np.minimum, "Max": np.maximum, "Greater": np.greater,
@@ -118,17 +67,24 @@ _ELEMENTWISE = {
     "Sqrt": np.sqrt, "Exp": np.exp, "Sign": np.sign, "Neg": np.negative, "Where": np.where,
     "Identity": lambda x: x, "Sum": _sum,
 }
-_PREVIEW = {"Momentum": _momentum, "Adagrad": _adagrad, "Adam": _adam}
+
+
+def _run_preview(op: str, inputs: list, attributes: dict) -> list:
+    """A training-domain update node, by the solver type whose update it is."""
+    solver = preview_solver(op)
+    if solver is None:
+        raise FormatError(f"the training step's {op} node runs before the gradients")
+    rate, t = np.asarray(inputs[0]).reshape(()), int(np.asarray(inputs[1]))
+    params, gradients, history = split_preview_inputs(tuple(inputs[2:]), len(solver.history))
+    new_params, new_history = solver.run_preview(rate, t, params, gradients, history, **attributes)
+    return new_params + [value for values in new_history for value in values]
 
 
 def _run_node(node, inputs: list):
     attributes = _attributes(node)
     op = node.op_type
     if node.domain == PREVIEW_DOMAIN:
-        if op not in _PREVIEW:
-            raise FormatError(f"the training step's {op} node runs before the gradients")
-        r, t = inputs[0], int(np.asarray(inputs[1]))
-        return _PREVIEW[op](np.asarray(r).reshape(()), t, *inputs[2:], **attributes)
+        return _run_preview(op, inputs, attributes)
     if op == "Div":
         a, b = inputs
         if np.asarray(a).dtype.kind in "iu":

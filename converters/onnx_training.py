@@ -27,15 +27,15 @@ from onnx import TensorProto, helper
 from blobcast.model import Layer, Model, layer_included
 from blobcast.schedule import Schedule
 from blobcast.solver import learnable_params
+from blobcast.solvers import PREVIEW_DOMAIN, SOLVER_TYPES
+from blobcast.solvers.base import GRADIENT, LOCAL_RATE, Const, history_symbol
 from blobcast.tensor import reshaped
-from blobcast.training import HISTORY_SUFFIXES
 
 from . import caffe_pb2 as pb
 from .caffemodel import net_chunks
 from .messages import fill_pb
 from .onnx_ops.registry import ExportError
 
-PREVIEW_DOMAIN = "ai.onnx.preview.training"
 TRAINING_IR_VERSION = 7  # ModelProto.training_info
 ITERATION, CURRENT_STEP = "solver.iter", "solver.current_step"
 META_SOLVER = "caffe.solver"              # SolverParameter, prototxt text
@@ -338,38 +338,25 @@ def _groups(params: list[_Param]) -> dict:
     return groups
 
 
-def _preview_update(g: StepGraph, kind: str, solver, params, grads, history, rate: str,
+def _preview_update(g: StepGraph, kind, solver, params, grads, history, rate: str,
                     next_iter: str, l2: bool) -> tuple[list[str], list[list[str]]]:
-    """Momentum / Adagrad / Adam nodes, one per (lr_mult, decay_mult) group."""
+    """The solver type's training-domain node, one per (lr_mult, decay_mult) group."""
     new_x = [None] * len(params)
     new_h = [[None] * len(params) for _ in history]
     rates: dict = {}
     for (lr_mult, decay_mult), members in _groups(params).items():
-        decay = float(f32(f32(solver.weight_decay) * f32(decay_mult))) if l2 else 0.0
+        decay = f32(f32(solver.weight_decay) * f32(decay_mult)) if l2 else f32(0)
+        form = kind.preview_update(f32(lr_mult), decay)
         xs = [params[i].value for i in members]
         gs = [grads[i] for i in members]
         states = [[h[i] for i in members] for h in history]
         outs = [[f"{params[i].value}.next" for i in members]] + [
             [f"{h[i]}.next" for i in members] for h in history]
-        if kind == "SGD":  # fixed rate: beta = local rate, R = 1, T >= 1 so beta applies
-            local = float(f32(f32(solver.base_lr) * f32(lr_mult)))
-            op, inputs = "Momentum", [g.const("one", 1.0, np.float32), next_iter]
-            attributes = dict(alpha=float(f32(solver.momentum)), beta=local, mode="standard",
-                              norm_coefficient=decay)
-        else:
-            first = params[members[0]]
-            inputs = [_local_rate(g, rate, first, rates), next_iter]
-            if kind == "AdaGrad":
-                op, attributes = "Adagrad", dict(epsilon=float(f32(solver.delta)),
-                                                  decay_factor=0.0, norm_coefficient=decay)
-            else:
-                op, attributes = "Adam", dict(alpha=float(f32(solver.momentum)),
-                                              beta=float(f32(solver.momentum2)),
-                                              epsilon=float(f32(solver.delta)),
-                                              norm_coefficient=decay, norm_coefficient_post=0.0)
-        g.node(op, inputs + xs + gs + [s for group in states for s in group], "update",
-               outputs=[name for group in outs for name in group], domain=PREVIEW_DOMAIN,
-               **attributes)
+        given_rate = (_local_rate(g, rate, params[members[0]], rates) if form.rate is None
+                      else g.const("one" if form.rate == 1 else "rate", form.rate, np.float32))
+        g.node(form.op, [given_rate, next_iter] + xs + gs + [s for group in states for s in group],
+               "update", outputs=[name for group in outs for name in group], domain=form.domain,
+               **form.attributes)
         for k, i in enumerate(members):
             new_x[i] = outs[0][k]
             for s in range(len(history)):
@@ -377,71 +364,36 @@ def _preview_update(g: StepGraph, kind: str, solver, params, grads, history, rat
     return new_x, new_h
 
 
-def _plain_update(g: StepGraph, kind: str, solver, params, grads, history, rate: str):
-    """SGD with a schedule, Nesterov, RMSProp and AdaDelta in standard ops,
-    term for term as Caffe's ComputeUpdateValue computes them."""
+def _plain_update(g: StepGraph, kind, params, grads, history, rate: str):
+    """The solver type's update in standard ops, term for term as Caffe's
+    ComputeUpdateValue computes them, for each parameter."""
+    form = kind.standard_update()
     new_x, new_h = [], [[] for _ in history]
     rates: dict = {}
-    momentum = f32(solver.momentum)
-    c = lambda hint, value: g.const(hint, f32(value), np.float32)  # noqa: E731
-    mul = lambda a, b, hint: g.binary("Mul", a, b, hint)  # noqa: E731
-    add = lambda a, b, hint: g.binary("Add", a, b, hint)  # noqa: E731
     for i, p in enumerate(params):
-        grad, lr = grads[i], _local_rate(g, rate, p, rates)
         h = [hist[i] for hist in history]
-        if kind in ("SGD", "Nesterov"):
-            # caffe_cpu_axpby(local_rate, diff, momentum, history)
-            h_next = add(mul(h[0], c("momentum", momentum), "momentum_term"),
-                         mul(grad, lr, "rate_term"), "history")
-            step = h_next
-            if kind == "Nesterov":  # axpby(1 + momentum, h_new, -momentum, h_old)
-                step = add(mul(h[0], c("minus_momentum", -momentum), "step_back"),
-                           mul(h_next, c("one_plus_momentum", f32(1) + momentum), "step_over"),
-                           "nesterov_step")
-            news = [h_next]
-        elif kind == "RMSProp":
-            decay = f32(solver.rms_decay)
-            square = mul(grad, grad, "grad_sq")
-            h_next = add(mul(h[0], c("rms_decay", decay), "kept"),
-                         mul(square, c("one_minus_rms_decay", f32(1) - decay), "fresh"), "mean_sq")
-            root = add(g.node("Sqrt", [h_next], "rms"), c("delta", solver.delta), "rms_delta")
-            step = mul(g.binary("Div", grad, root, "scaled_grad"), lr, "rmsprop_step")
-            news = [h_next]
-        else:  # AdaDelta
-            square = mul(grad, grad, "grad_sq")
-            g_next = add(mul(h[0], c("momentum", momentum), "kept"),
-                         mul(square, c("one_minus_momentum", f32(1) - momentum), "fresh"),
-                         "mean_sq_grad")
-            delta = c("delta", solver.delta)
-            ratio = g.binary("Div", add(h[1], delta, "step_delta"), add(g_next, delta, "grad_delta"),
-                             "ratio")
-            update = mul(grad, g.node("Sqrt", [ratio], "rms_ratio"), "adadelta_update")
-            d_next = add(mul(h[1], c("momentum", momentum), "kept"),
-                         mul(mul(update, update, "update_sq"),
-                             c("one_minus_momentum", f32(1) - momentum), "fresh"), "mean_sq_step")
-            step = mul(update, lr, "adadelta_step")
-            news = [g_next, d_next]
-        new_x.append(g.node("Sub", [p.value, step], "", outputs=[f"{p.value}.next"]))
-        for s, name in enumerate(news):
-            new_h[s].append(g.node("Identity", [name], "", outputs=[f"{h[s]}.next"]))
+        values = {GRADIENT: grads[i], LOCAL_RATE: _local_rate(g, rate, p, rates),
+                  **{history_symbol(s): name for s, name in enumerate(h)}}
+        for op in form.ops:
+            inputs = [g.const(x.hint, x.value, np.float32) if isinstance(x, Const) else values[x]
+                      for x in op.inputs]
+            values[op.name] = g.node(op.op, inputs, op.name)
+        new_x.append(g.node("Sub", [p.value, values[form.step]], "", outputs=[f"{p.value}.next"]))
+        for s, name in enumerate(form.history):
+            new_h[s].append(g.node("Identity", [values[name]], "", outputs=[f"{h[s]}.next"]))
     return new_x, new_h
-
-
-def _uses_preview(kind: str, solver) -> bool:
-    if kind in ("AdaGrad", "Adam"):
-        return True
-    return kind == "SGD" and solver.lr_policy == "fixed"
 
 
 def build_training_info(model: Model, builder):
     """(TrainingInfoProto without initializer values, [(name, array)] of its
     algorithm initializers, metadata {key: value}) for a model carrying training."""
     training = model.training
-    solver, state, kind = training.solver, training.state, training.solver_type
+    solver, state = training.solver, training.state
     training.check(model)
+    kind = SOLVER_TYPES[training.solver_type].from_solver(solver)
     g = StepGraph()
     params = _params(g, model, builder)
-    suffixes = HISTORY_SUFFIXES[kind]
+    suffixes = kind.suffixes()
     n = len(params)
     history_names = [f"{params[k % n].value}.{suffixes[k // n]}" for k in range(len(state.history))]
     # each history tensor in its parameter's shape in the graph: (name, element type, shape)
@@ -461,7 +413,7 @@ def build_training_info(model: Model, builder):
     next_iter = g.binary("Add", ITERATION, g.const("one_step", 1, np.int64), "iter_next")
     history = [typed[s * n:(s + 1) * n] for s in range(len(suffixes))]
     history_values = [[name for name, _, _ in names] for names in history]
-    preview = _uses_preview(kind, solver)
+    preview = kind.uses_preview_op
     l2_in_op = preview and solver.regularization_type == "L2"
     if not l2_in_op:
         grads = [_regularized(g, solver, p, grad) for p, grad in zip(params, grads)]
@@ -469,7 +421,7 @@ def build_training_info(model: Model, builder):
         new_x, new_h = _preview_update(g, kind, solver, params, grads, history_values, rate,
                                        next_iter, l2_in_op)
     else:
-        new_x, new_h = _plain_update(g, kind, solver, params, grads, history_values, rate)
+        new_x, new_h = _plain_update(g, kind, params, grads, history_values, rate)
 
     for p, updated in zip(params, new_x):
         g.bindings.append((p.value, updated))
@@ -485,7 +437,7 @@ def build_training_info(model: Model, builder):
         g.outputs.append(helper.make_tensor_value_info(new_step, _INT64, []))
 
     algorithm = helper.make_graph(g.nodes, "caffe_training_step", g.inputs, g.outputs,
-                                  doc_string=f"One Caffe {kind} iteration (SGDSolver::ApplyUpdate)")
+                                  doc_string=f"One Caffe {kind.name} iteration (SGDSolver::ApplyUpdate)")
     info = helper.make_training_info(algorithm, g.bindings, _initialization(typed),
                                      [(name, f"{name}.reset") for name in history_names]
                                      + [(ITERATION, f"{ITERATION}.reset"),

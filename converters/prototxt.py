@@ -13,6 +13,7 @@ from blobcast.fileio import open_regular
 from blobcast.limits import check_allocation
 from blobcast.model import Model
 from blobcast.schema import FORK_SETTINGS, LAYER_TYPE_FIELDS, MESSAGES
+from blobcast.solvers import legacy_type_name
 
 from . import caffe_pb2 as pb
 from . import modular
@@ -212,9 +213,6 @@ def write(model: Model, path: str, **_options) -> None:
         handle.write(text)
 
 
-_SOLVER_TYPES = {0: "SGD", 1: "Nesterov", 2: "AdaGrad", 3: "RMSProp", 4: "AdaDelta", 5: "Adam"}
-
-
 def read_solver(path: str):
     """A solver .prototxt as a SolverParameter Message, legacy solver_type upgraded."""
     try:
@@ -225,7 +223,7 @@ def read_solver(path: str):
     if solver.HasField("solver_type"):
         if solver.HasField("type"):
             raise FormatError("sets both solver_type and type; Caffe refuses that", path)
-        solver.type = _SOLVER_TYPES[solver.solver_type]
+        solver.type = legacy_type_name(solver.solver_type)
         solver.ClearField("solver_type")
     return message_from_pb(solver)
 

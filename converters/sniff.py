@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from blobcast.errors import FormatError
 from blobcast.fileio import open_regular
 
-from .caffe_hdf5 import HDF5_MAGIC
+from .hdf5_container import HDF5_MAGIC
 from .mapping import map_file
 from .wire import FIXED32, FIXED64, LENGTH_DELIMITED, VARINT, WireError, iter_fields
 

@@ -1,6 +1,7 @@
 """Caffe solver state: .solverstate (binary SolverState) and .solverstate.h5.
 
-The HDF5 layout is SGDSolver::SnapshotSolverStateToHDF5's: /iter and
+The HDF5 layout (on the container of hdf5_container.py) is
+SGDSolver::SnapshotSolverStateToHDF5's: /iter and
 /current_step as int32 datasets of shape (1,), /learned_net as a scalar
 null-terminated ASCII string, /history/<i> for each history tensor.
 """
@@ -17,8 +18,7 @@ from blobcast.solver import SolverState
 
 from . import caffe_pb2 as pb
 from .blobproto import BlobFormatError, decode_blob, encode_blob
-from .caffe_hdf5 import HDF5_MAGIC, FileMap, _dataset_tensor
-from .hdf5_guard import check_storage, child, members, open_hdf5
+from .hdf5_container import HDF5_MAGIC, FileMap, check_storage, child, float_tensor, members, open_hdf5
 from .mapping import map_file
 from .messages import fill_pb, message_from_pb
 from .wire import WireError, iter_fields, length_delimited, splice_at_field, write_chunks
@@ -145,8 +145,8 @@ class HDF5Format:
             raise FormatError("/history must hold datasets named 0 .. n-1; found "
                               + ", ".join(sorted(keys)[:10]), path)
         file_map, copied = FileMap(path), []
-        history = [_dataset_tensor(entries[str(i)], path, f"/history/{i}", file_map, copied)
-                   for i in range(len(keys))]
+        history = [float_tensor(entries[str(i)], path, f"/history/{i}", file_map, copied,
+                                expected="Caffe stores floats") for i in range(len(keys))]
         check_allocation(sum(copied), "reading the datasets that are not stored plainly", path)
         names = ["iter", "learned_net", "current_step"] + [f"history/{i}" for i in range(len(keys))]
         times = {}

@@ -10,10 +10,10 @@ import pytest
 from typer.testing import CliRunner
 
 import blobcast
+from blobcast.app.inspect import inspect_file
 from blobcast.cli import app
 from blobcast.converters import caffe_pb2 as pb
 from blobcast.errors import FormatError
-from blobcast.inspection import inspect_file
 
 from .conftest import CAFFE, ROOT
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import blobcast
-from blobcast.converters.caffe_hdf5 import hdf5_listing
+from blobcast.converters.hdf5_container import listing as hdf5_listing
 
 from .conftest import CAFFE, GENERATED, SOLVER_TYPES, views_a_file_mapping
 

@@ -10,8 +10,8 @@ from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 import blobcast
+from blobcast.app.inspect import inspect_file
 from blobcast.cli import app
-from blobcast.inspection import inspect_file
 
 from .conftest import CAFFE
 

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import blobcast
-from blobcast import api
+from blobcast.app import convert as convert_use_case
 from blobcast.cli import app
 from blobcast.fileio import atomic_destination
 
@@ -29,7 +29,7 @@ def test_of_two_racing_conversions_exactly_one_writes(tmp_path):
     destination = tmp_path / "out.caffemodel.h5"
     barrier = threading.Barrier(8)
     outcomes = []
-    original = api.save
+    original = convert_use_case.write_as
 
     def save_then_wait(*args, **kwargs):
         original(*args, **kwargs)
@@ -42,7 +42,7 @@ def test_of_two_racing_conversions_exactly_one_writes(tmp_path):
         except blobcast.BlobcastError as error:
             outcomes.append(str(error))
 
-    api.save = save_then_wait
+    convert_use_case.write_as = save_then_wait
     try:
         threads = [threading.Thread(target=convert) for _ in range(8)]
         for thread in threads:
@@ -50,7 +50,7 @@ def test_of_two_racing_conversions_exactly_one_writes(tmp_path):
         for thread in threads:
             thread.join()
     finally:
-        api.save = original
+        convert_use_case.write_as = original
     assert outcomes.count("written") == 1
     assert all("already exists; use --force" in o for o in outcomes if o != "written")
     assert [p.name for p in tmp_path.iterdir()] == ["out.caffemodel.h5"]
@@ -126,7 +126,7 @@ def test_an_interruption_after_the_rename_says_what_was_written(tmp_path, monkey
             shutil.copy(source, temporary)
         raise KeyboardInterrupt  # the signal lands after the rename
 
-    monkeypatch.setattr(api, "convert", convert_then_interrupted)
+    monkeypatch.setattr(convert_use_case, "convert", convert_then_interrupted)
     result = run("convert", GENERATED / "lenet.caffemodel", destination)
     assert result.exit_code == 130
     assert result.stderr.strip() == f"blobcast: error: interrupted after writing {destination}"

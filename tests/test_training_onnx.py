@@ -206,7 +206,7 @@ def test_each_learning_rate_policy_is_computed_from_the_iteration(policy, tmp_pa
 
 def test_inspect_shows_the_training_state(tmp_path):
     path, _ = _step_model("adam", tmp_path)
-    from blobcast.inspection import inspect_file
+    from blobcast.app.inspect import inspect_file
 
     facts = inspect_file(str(path))
     training = facts["training"]

@@ -247,8 +247,8 @@ def convert(
     json_output: JsonOption = False,
 ):
     """Convert between Caffe formats and ONNX; the output is checked before it appears."""
-    from .api import ForwardCheck
-    from .api import convert as convert_file
+    from .app.convert import convert as convert_file
+    from .forward_check import ForwardCheck
 
     json_output = json_output or _state["json"]
 
@@ -307,7 +307,7 @@ def inspect(
     json_output: JsonOption = False,
 ):
     """Show a model's layers and blobs (or a solver state's history) as a tree."""
-    from .inspection import inspect_file
+    from .app.inspect import inspect_file
 
     json_output = json_output or _state["json"]
 
@@ -361,7 +361,7 @@ def modularize(
 ):
     """Find the blocks a flat net repeats and write it with each defined once as a module
     and instantiated where it occurs; checked to flatten back to the same net."""
-    from .api import modularize as modularize_net
+    from .app.modularize import modularize as modularize_net
 
     json_output = json_output or _state["json"]
 
@@ -398,7 +398,7 @@ def draw(
 ):
     """Draw the net as Caffe's draw_net.py does, with module instances as clusters (found in
     flat nets), blob shapes on the edges, and with --against the error of each blob."""
-    from .draw import draw_file as draw_net
+    from .app.draw import draw_file as draw_net
 
     json_output = json_output or _state["json"]
 
@@ -445,16 +445,15 @@ def verify(
     json_output: JsonOption = False,
 ):
     """Run A and B on the same inputs and compare their outputs (exit 1 on a mismatch)."""
-    from .verify import parse_tolerance, verify_files
+    from .app.verify import verify as verify_models
 
     json_output = json_output or _state["json"]
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, layer_plugins=layer_plugins, winograd=winograd)
-        per_blob = dict(parse_tolerance(spec) for spec in tolerance or ())
-        report = verify_files(a, b, options, atol=atol, rtol=rtol, allow_nonfinite=allow_nonfinite,
-                              tolerances=per_blob)
+        report = verify_models(a, b, options, atol=atol, rtol=rtol,
+                               allow_nonfinite=allow_nonfinite, tolerance_specs=tolerance or ())
         if json_output:
             print_json({"ok": report.passed, "exit_code": 0 if report.passed else 1,
                          **report.to_dict()})
@@ -490,27 +489,15 @@ def run_command(
     json_output: JsonOption = False,
 ):
     """Run one model forward and show (or --save) its outputs."""
-    from .fileio import atomic_destination, check_distinct
-    from .verify import run_model, save_blobs
+    from .app.run import run as run_model
 
     json_output = json_output or _state["json"]
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
                                python_path, random_weights, layer_plugins, winograd)
-        if save:
-            for used in [model, prototxt, *(layer_plugins or ())] + [
-                    spec.split("=", 1)[1] for spec in inputs or () if "=" in spec]:
-                if used:
-                    check_distinct(used, save)
-        given, blobs, notes = run_model(model, options)
-        if save:
-            with atomic_destination(save, overwrite=force) as temporary:
-                save_blobs(temporary, given, blobs)
-        summary = [{"blob": name, "shape": list(value.shape),
-                    "min": float(value.min()) if value.size else None,
-                    "max": float(value.max()) if value.size else None,
-                    "first": [float(v) for v in value.ravel()[:4]]} for name, value in blobs.items()]
+        result = run_model(model, options, save=save, overwrite=force)
+        given, blobs, notes, summary = result.inputs, result.blobs, result.notes, result.summary()
         if json_output:
             print_json({"ok": True, "model": model,
                          "inputs": {k: list(v.shape) for k, v in given.items()},

@@ -12,9 +12,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from dataclasses import replace
 
-from .errors import BlobcastError, FormatError
+from .errors import BlobcastError
 from .model import Model
 
 RENDERED = {".svg": "svg", ".png": "png", ".pdf": "pdf"}
@@ -172,40 +171,3 @@ def write_drawing(text: str, path: str, overwrite: bool = False) -> str:
             raise BlobcastError("Graphviz's dot failed: " + (detail[-1] if detail else "no message"),
                                 path) from None
     return kind
-
-
-def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prototxt: str | None = None,
-         expand: bool = False, against: str | None = None, options=None, overwrite: bool = False) -> dict:
-    """Draw the net (DOT; SVG/PNG/PDF with Graphviz) with its module instances
-    collapsed or, with `expand`, as clusters; with `against`, each blob's error
-    against that model (or .npz) colours its edge and the first bad layer."""
-    from .api import load
-    from .engine import blob_shapes
-    from .fileio import check_apart, check_writable
-    from .module_discovery import discover_modules
-
-    source, destination = os.fspath(source), os.fspath(destination)
-    check_apart([source, prototxt, against], [destination])
-    check_writable(destination, overwrite)
-    model = load(source, prototxt=prototxt)
-    if not isinstance(model, Model) or not model.has_architecture:
-        raise FormatError("drawing needs the layer definitions (give --prototxt with weights)", source)
-    if not model.modules:
-        discover_modules(model)
-    try:
-        shapes = blob_shapes(model, skip_unrunnable=True)[1]
-    except BlobcastError:
-        shapes = {}
-    comparisons, report = {}, None
-    if against is not None:
-        from .verify import RunOptions, verify_files
-
-        run = replace(options or RunOptions(), all_blobs=True, prototxt=prototxt)
-        report = verify_files(source, os.fspath(against), run, explain=False)  # colours only
-        comparisons = {c.name: c for c in report.compared}
-    kind = write_drawing(dot_text(model, expand=expand, shapes=shapes, comparisons=comparisons),
-                         destination, overwrite)
-    first = report.first_mismatch if report is not None else None
-    return {"source": source, "destination": destination, "format": kind,
-            "instances": len(model.modules), "layers": len(model.layers),
-            "compared": len(comparisons), "first_mismatch": first.name if first else None}

@@ -149,7 +149,7 @@ def check_in_opencv(written: Model, path: str, dst_fmt, options: ForwardCheck,
     when it ran). A note says what was compared, or why not."""
     from .converters import opencv_check
 
-    if dst_fmt.name != "caffemodel":
+    if not dst_fmt.deploy_pair:
         return "OpenCV reads .caffemodel files: the written net was not run in OpenCV"
     if not opencv_check.opencv_available():
         return ("OpenCV is not installed (pip install opencv-python-headless): the written net "

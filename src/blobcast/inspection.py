@@ -1,15 +1,18 @@
-"""The facts `blobcast inspect` shows, as plain data (JSON-ready)."""
+"""The facts `blobcast inspect` shows, as plain data (JSON-ready): of a
+net, of a solver state, of the training a model carries, and whether a net
+fits a target (app/inspect.py puts them together per file)."""
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
-from .api import _converters, _reading, load
 from .errors import BlobcastError
+from .io import converters as _converters
+from .io import load
+from .io import reading as _reading
 from .model import Model
-from .solver import HISTORY_ROLES, SolverState, learnable_slots, tie_history
+from .solver import SolverState, learnable_slots, tie_history
+from .solvers import DEFAULT_TYPE, SOLVER_TYPES, solver_class
 from .targets import lower_for, target_named, target_problems
 from .tensor import Tensor
 
@@ -147,12 +150,13 @@ _SOLVER_KEYS = ("type", "base_lr", "lr_policy", "gamma", "stepsize", "stepvalue"
 
 def _solver_settings(solver) -> dict:
     present = solver.to_dict()
-    return {k: present.get(k, solver.type or "SGD") for k in _SOLVER_KEYS
+    return {k: present.get(k, solver.type or DEFAULT_TYPE) for k in _SOLVER_KEYS
             if solver.has(k) or k == "type"}
 
 
 def _grouped_history(entries, solver_type: str | None, stats: bool) -> list[dict]:
-    roles = HISTORY_ROLES.get(solver_type or "", ())
+    kind = solver_class(solver_type or "")
+    roles = kind.roles() if kind else ()
     grouped: dict[tuple[str, int], dict] = {}
     for i, entry in enumerate(entries):
         key = (entry.slot.layer, entry.slot.index)
@@ -162,16 +166,27 @@ def _grouped_history(entries, solver_type: str | None, stats: bool) -> list[dict
     return list(grouped.values())
 
 
+def _update_form(solver_type: str) -> str:
+    kind = solver_class(solver_type)
+    return kind.update_form if kind else ""
+
+
+def _types_with(sets: int) -> str | None:
+    """The solver types a state of `sets` history sets may come from, where
+    that narrows them (one set is most types')."""
+    if sets < 2:
+        return None
+    return " or ".join(name for name, kind in SOLVER_TYPES.items() if len(kind.history) == sets) or None
+
+
 def training_facts(model: Model, stats: bool = False) -> dict:
     """What a model carrying its training holds: solver, iteration, optimizer state."""
-    from .training import UPDATE_FORMS
-
     training = model.training
     kind = training.solver_type
     entries = training.entries(model)
     return {"solver_type": kind, "solver": _solver_settings(training.solver),
             "iter": training.state.iter, "current_step": training.state.current_step,
-            "learned_net": training.state.learned_net, "update": UPDATE_FORMS.get(kind, ""),
+            "learned_net": training.state.learned_net, "update": _update_form(kind),
             "history_count": len(entries), "history": _grouped_history(entries, kind, stats),
             "bytes": training.state.nbytes}
 
@@ -208,11 +223,11 @@ def state_facts(state: SolverState, *, stats: bool = False, solver_path: str | N
     sets = max(e.set_index for e in entries) + 1 if entries else 1
     facts["history"] = _grouped_history(entries, solver_type, stats)
     facts["history_sets"] = sets
-    facts["solver_type"] = solver_type or ("AdaDelta or Adam" if sets == 2 else None)
+    facts["solver_type"] = solver_type or _types_with(sets)
     return facts
 
 
-def _target_facts(model: Model | None, target: str, extra_problems=(), rewrite: bool = False) -> dict:
+def target_facts(model: Model | None, target: str, extra_problems=(), rewrite: bool = False) -> dict:
     """Whether the net fits the target; with `rewrite` (a net convert writes
     anew, as from ONNX), after the exact rewrites convert --target makes."""
     chosen = target_named(target)
@@ -225,71 +240,9 @@ def _target_facts(model: Model | None, target: str, extra_problems=(), rewrite: 
     return facts
 
 
-def onnx_file_facts(path: str, *, stats: bool = False, target: str | None = None,
-                    modules: bool = False) -> dict:
-    """Any valid ONNX file as ONNX (opsets, producer, nodes, ...); where every
-    node has a Caffe form, the Caffe net too, as for a Caffe file. Nodes
-    without one are facts about the file, and make it unfit for any target."""
-    from .converters import onnx_inspect  # file-format code lives apart from the model
-
-    graph = _reading(path, lambda: onnx_inspect.onnx_facts(path))
-    model, problems = _reading(path, lambda: onnx_inspect.caffe_form(path))
-    if model is None:
-        facts = {"kind": "onnx", "format": "onnx", "name": graph["graph_name"], "onnx": graph,
-                 "caffe": {"converts": False, "problems": problems}}
-    else:
-        facts = model_facts(model, stats=stats)
-        facts["onnx"] = graph
-        facts["caffe"] = {"converts": True, "layers": len(model.layers)}
-        if modules:
-            facts["module_view"] = _module_view(model)
-        if model.training is not None:
-            facts["training"] = training_facts(model, stats)
-    facts["caffe_version"] = None  # an opset is ONNX's, not a Caffe version
-    if target:
-        facts["target"] = _target_facts(model, target, [f"no Caffe form: {p}" for p in problems or ()],
-                                        rewrite=True)
-    return facts
-
-
-def _module_view(model: Model) -> dict:
+def module_view(model: Model) -> dict:
     if not model.modules:
         from .module_discovery import discover_modules
 
         discover_modules(model)
     return module_facts(model)
-
-
-def inspect_file(path: str, *, prototxt: str | None = None, stats: bool = False,
-                 solver: str | None = None, file_format: str | None = None,
-                 target: str | None = None, modules: bool = False) -> dict:
-    if prototxt is None and not solver and "graph" in _converters().detect_format(
-            path, file_format).holds:
-        facts = onnx_file_facts(path, stats=stats, target=target, modules=modules)
-        facts["path"] = os.fspath(path)
-        facts["file_bytes"] = os.path.getsize(path)
-        return facts
-    obj = load(path, prototxt=prototxt, format=file_format)
-    if isinstance(obj, SolverState):
-        if target:
-            raise BlobcastError("--target goes with a net, not a solver state", path)
-        facts = state_facts(obj, stats=stats, solver_path=solver)
-    else:
-        if solver:
-            raise BlobcastError("--solver goes with a solver state file", path)
-        facts = model_facts(obj, stats=stats)
-        if modules:
-            if not obj.has_architecture:
-                raise BlobcastError("--modules needs the layer definitions; give --prototxt", path)
-            facts["module_view"] = _module_view(obj)
-        if obj.training is not None:
-            facts["training"] = training_facts(obj, stats)
-        if target:
-            if not obj.has_architecture:
-                raise BlobcastError("--target needs the layer definitions; give --prototxt", path)
-            facts["target"] = _target_facts(obj, target)
-    facts["path"] = os.fspath(path)
-    facts["file_bytes"] = os.path.getsize(path)
-    if facts["format"] in ("caffemodel-h5", "solverstate-h5"):
-        facts["hdf5"] = _reading(path, lambda: _converters().caffe_hdf5.hdf5_listing(path))
-    return facts

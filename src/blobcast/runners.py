@@ -37,14 +37,14 @@ def runner_for(model_or_onnx_path, *, device: str = "cpu", **net_options) -> Run
 
         net_options.setdefault("hold_weights", False)
         return Net(model_or_onnx_path, device=device, **net_options)
-    from .converters import onnx_runner  # file-format code lives apart from the model
+    from .converters import file_runner  # file-format code lives apart from the model
 
     given = [flag for option, flag in _ENGINE_ONLY.items() if _is_set(net_options.get(option))]
     if given:
         raise BlobcastError(f"{', '.join(given)}: an option of blobcast's engine, which does not "
                             "run an ONNX file (onnxruntime does); leave it out",
                             model_or_onnx_path)
-    return onnx_runner.OnnxRunner(model_or_onnx_path, device=device)
+    return file_runner(model_or_onnx_path, device=device)  # its format's runner
 
 
 def _is_set(value) -> bool:

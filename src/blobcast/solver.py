@@ -1,7 +1,7 @@
 """Solver state of a training snapshot: optimizer history tied to parameters.
 
-Caffe keeps one history tensor per learnable parameter (SGD, Nesterov,
-AdaGrad, RMSProp) or two (AdaDelta, Adam: the second set after the first),
+Caffe keeps one history tensor per learnable parameter for each of its
+solver type's history sets (blobcast.solvers; a second set after the first),
 in the net's learnable-parameter order: layers in order, blobs in order,
 shared parameters once under their owner (Net::AppendParam).
 """
@@ -14,16 +14,9 @@ from dataclasses import dataclass, field
 from .errors import FormatError
 from .model import Layer, Model, layer_included
 from .params import Message
+from .solvers import SOLVER_TYPES
 from .tensor import Tensor, as_tensor, reshaped
 from .weights import expected_blob_count
-
-HISTORY_SETS = {"SGD": 1, "Nesterov": 1, "AdaGrad": 1, "RMSProp": 1, "AdaDelta": 2, "Adam": 2}
-HISTORY_ROLES = {
-    "SGD": ("momentum",), "Nesterov": ("momentum",), "AdaGrad": ("sum of squared gradients",),
-    "RMSProp": ("mean squared gradient",),
-    "AdaDelta": ("mean squared gradient", "mean squared update"),
-    "Adam": ("first moment (m)", "second moment (v)"),
-}
 
 
 @dataclass
@@ -128,10 +121,10 @@ def tie_history(state: SolverState, slots: list[ParamSlot],
     count, params = len(state.history), len(slots)
     where = state.source_path or None
     if solver_type is not None:
-        if solver_type not in HISTORY_SETS:
+        if solver_type not in SOLVER_TYPES:
             raise FormatError(f"unknown solver type {solver_type!r}; known: "
-                              + ", ".join(HISTORY_SETS))
-        sets = HISTORY_SETS[solver_type]
+                              + ", ".join(SOLVER_TYPES))
+        sets = len(SOLVER_TYPES[solver_type].history)
         if count != sets * params:
             raise FormatError(
                 f"a {solver_type} state holds {sets} history tensor(s) per learnable parameter: "

@@ -13,33 +13,16 @@ from dataclasses import dataclass
 from .errors import FormatError
 from .model import Model
 from .params import Message
-from .solver import HISTORY_ROLES, HISTORY_SETS, HistoryEntry, SolverState, learnable_slots, tie_history
+from .solver import HistoryEntry, SolverState, learnable_slots, tie_history
+from .solvers import SOLVER_TYPES, solver_type_of
 
 LR_POLICIES = ("fixed", "step", "exp", "inv", "multistep", "poly", "sigmoid")
 REGULARIZATION = ("L1", "L2")
 
-# How the ONNX training step writes each solver's update, and how exactly it
-# matches Caffe (docs/training.md, "Training state in ONNX").
-UPDATE_FORMS = {
-    "SGD": "ai.onnx.preview.training Momentum when lr_policy is fixed (and regularization L2), "
-           "else standard ops",
-    "Nesterov": "standard ops",
-    "AdaGrad": "ai.onnx.preview.training Adagrad",
-    "RMSProp": "standard ops",
-    "AdaDelta": "standard ops",
-    "Adam": "ai.onnx.preview.training Adam",
-}
-
-# Value names of the optimizer state in ONNX: `<parameter>.<suffix>`.
-HISTORY_SUFFIXES = {
-    "SGD": ("momentum",), "Nesterov": ("momentum",), "AdaGrad": ("adagrad_sum_sq",),
-    "RMSProp": ("rmsprop_mean_sq",), "AdaDelta": ("adadelta_mean_sq_grad", "adadelta_mean_sq_step"),
-    "Adam": ("adam_m", "adam_v"),
-}
-
 
 def solver_type(solver: Message) -> str:
-    return solver.type if solver.has("type") else "SGD"
+    """The type a SolverParameter names (SGD when it names none)."""
+    return solver_type_of(solver)
 
 
 @dataclass
@@ -60,8 +43,8 @@ class Training:
     def check(self, model: Model, where: str | None = None) -> list[HistoryEntry]:
         """What Caffe's solver would refuse, as one FormatError; else the tied history."""
         kind, solver = self.solver_type, self.solver
-        if kind not in HISTORY_SETS:
-            raise FormatError(f"unknown solver type {kind!r}; Caffe has " + ", ".join(HISTORY_SETS),
+        if kind not in SOLVER_TYPES:
+            raise FormatError(f"unknown solver type {kind!r}; Caffe has " + ", ".join(SOLVER_TYPES),
                               where)
         policy = solver.lr_policy
         if policy not in LR_POLICIES:
@@ -76,8 +59,9 @@ class Training:
             raise FormatError("lr_policy poly needs a positive max_iter", where)
         if policy == "multistep" and list(solver.stepvalue) != sorted(solver.stepvalue):
             raise FormatError("lr_policy multistep needs its stepvalues in increasing order", where)
-        if kind in ("AdaGrad", "RMSProp") and solver.momentum != 0:
-            raise FormatError(f"{kind} takes no momentum (Caffe checks it is 0)", where)
+        refusal = SOLVER_TYPES[kind].refusal(solver)
+        if refusal:
+            raise FormatError(refusal, where)
         if not model.has_architecture:
             raise FormatError("the weights file holds no layer definitions; give the training "
                               "net with --prototxt", where)
@@ -91,5 +75,4 @@ def optimizer_state(model: Model) -> list[HistoryEntry]:
     return model.training.entries(model)
 
 
-__all__ = ["HISTORY_ROLES", "HISTORY_SUFFIXES", "LR_POLICIES", "Training", "UPDATE_FORMS",
-           "optimizer_state", "solver_type"]
+__all__ = ["LR_POLICIES", "Training", "optimizer_state", "solver_type"]

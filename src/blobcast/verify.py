@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .api import _converters, load
 from .compare import (  # noqa: F401  (part of this module's interface)
     DEFAULT_ATOL,
     DEFAULT_RTOL,
@@ -27,6 +26,8 @@ from .inputs import (  # noqa: F401  (part of this module's interface)
     read_npy,
     runner_inputs,
 )
+from .io import converters as _converters
+from .io import load
 from .limits import held_bytes, reserved
 from .rounding import check_rounding
 from .runners import forward_what_runs, runner_for
@@ -177,7 +178,7 @@ def _load_model(path: str, prototxt: str | None):
 
 
 def _is_onnx(path: str) -> bool:
-    return not path.lower().endswith(".npz") and "graph" in _converters().detect_format(path).holds
+    return not path.lower().endswith(".npz") and _converters().detect_format(path).runs_by_itself
 
 
 def _side(path: str, options: RunOptions, engine_elsewhere: bool = False):
