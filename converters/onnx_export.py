@@ -2,8 +2,9 @@
 Caffe's exact semantics, in onnx_ops/<family>.py (EXPORTERS).
 
 Value names are Caffe blob names. A blob rewritten in place (ReLU with
-top == bottom) is one name per version: the final version keeps the plain
-name, as Caffe's net.blobs does, earlier ones are "<blob>:<layer>". Node
+top == bottom) is one name per version, as blobcast.values names them: the
+final version keeps the plain name, as Caffe's net.blobs does, earlier ones
+are "<blob>:<layer>". Node
 names are layer names ("<layer>/<step>" for the extra nodes of a
 decomposition). A parameter shared between layers is one initializer.
 
@@ -22,11 +23,13 @@ from collections import Counter
 import numpy as np
 from onnx import helper, numpy_helper
 
-from blobcast.engine import blob_shapes, check_has_weights
 from blobcast.errors import BlobcastWarning
 from blobcast.layers import spec_for
 from blobcast.layers.base import UNKNOWN_SETTINGS
 from blobcast.model import Model
+from blobcast.shapes import blob_shapes
+from blobcast.values import BlobVersions
+from blobcast.weights import check_has_weights
 
 from .caffemodel import layer_settings_bytes
 from .onnx_modules import module_call, module_spans
@@ -46,13 +49,12 @@ class GraphBuilder:
         if opset < MIN_OPSET:
             raise ExportError(f"opset {opset} is too old; blobcast writes opset {MIN_OPSET} or newer")
         self.model, self.opset, self.dynamic_batch, self.strict = model, opset, dynamic_batch, strict
-        self.net, self.shapes = blob_shapes(model, input_shapes, skip_unrunnable=True,
+        self.schedule, self.shapes = blob_shapes(model, input_shapes, skip_unrunnable=True,
                                             given_shapes=given_shapes)
         # Layers the engine cannot run still go into the graph (as custom nodes),
         # in their place in net order.
-        order = {id(layer): i for i, layer in enumerate(model.layers)}
-        self.layers = sorted(self.net.layers + self.net.unrun, key=lambda layer: order[id(layer)])
-        self.dtype = self.net.dtype
+        self.layers = self.schedule.in_order
+        self.dtype = self.schedule.dtype
         self.nodes, self.initializers = [], []
         self.initializer_names: dict[int, str] = {}
         self.constant_count = Counter()
@@ -62,19 +64,9 @@ class GraphBuilder:
         self._body: list | None = None      # the nodes of the function being written
         self._function_inputs: list[str] = []
         self.symbolic_shapes: dict[str, list] = {}  # data-dependent outputs: dims, names for unknowns
-        self.latest: dict[str, str] = {name: name for name in self.net.inputs}
-        self._plan_names()
-
-    # -- names ----------------------------------------------------------------
-    def _plan_names(self):
-        total = Counter(top for layer in self.layers for top in layer.tops)
-        seen = Counter()
-        self.top_names = {}
-        for li, layer in enumerate(self.layers):
-            for ti, top in enumerate(layer.tops):
-                seen[top] += 1
-                final = seen[top] == total[top] and top not in self.net.inputs
-                self.top_names[(li, ti)] = top if final else f"{top}:{layer.name}"
+        self.latest: dict[str, str] = {name: name for name in self.schedule.inputs}
+        # One value name per blob version (blobcast.values).
+        self.versions = BlobVersions(self.layers, self.schedule.inputs)
 
     def constant(self, layer_name: str, values, dtype=None, role: str = "c") -> str:
         array = np.asarray(values, dtype=dtype if dtype is not None else self.dtype)
@@ -123,7 +115,7 @@ class GraphBuilder:
         plan = module_spans(self.layers, lambda layer: layer.type in EXPORTERS) \
             if self.model.modules else {}
         capture = None
-        self._last_read = {blob: li for li, layer in enumerate(self.layers) for blob in layer.bottoms}
+        self._last_read = self.versions.last_reads()
         for li, layer in enumerate(self.layers):
             if li in plan:  # a module instance: its nodes become one function call
                 capture = (*plan[li], self._body, self._function_inputs, li)
@@ -133,7 +125,7 @@ class GraphBuilder:
                 raise ExportError(f"layer {layer.name!r} ({layer.type or 'no type'}) reads "
                                   f"{absent[0]!r}, which no exported layer or input gives")
             ins = [self.latest[b] for b in layer.bottoms]
-            outs = [self.top_names[(li, ti)] for ti in range(len(layer.tops))]
+            outs = [self.versions.written[li, ti].name for ti in range(len(layer.tops))]
             handler = EXPORTERS.get(layer.type)
             if handler is None:
                 self._custom(layer, ins, outs)
@@ -175,7 +167,7 @@ class GraphBuilder:
         # layers, not every later one, so a net of many instances stays linear
         later = {self.latest[top] for layer in self.layers[capture[4]:last + 1] for top in layer.tops
                  if self._last_read.get(top, -1) > last}
-        outputs = {self.latest[name] for name in self.net.outputs if name in self.latest}
+        outputs = {self.latest[name] for name in self.schedule.outputs if name in self.latest}
         call = module_call(self, instance, body, later, outputs)
         (self.nodes if self._body is None else self._body).append(call)
 
@@ -220,13 +212,13 @@ class GraphBuilder:
 
     def shape_hint(self) -> str:
         """How to give the shapes blobcast cannot tell."""
-        left_out = {id(layer) for layer in self.net.unrun}
+        left_out = {id(layer) for layer in self.schedule.unrun}
         unsized = [top for layer in self.layers if id(layer) in left_out or layer.type == "Python"
                    for top in layer.tops if top not in self.shapes]
         hint = ("give the shapes of " + ", ".join(repr(t) for t in dict.fromkeys(unsized))
                 + " with --shape BLOB=N,C,H,W") if unsized else "give them with --shape BLOB=N,C,H,W"
         unknown = [f"layer {s.name!r} ({s.type}): {s.reason.removeprefix('not run: ')}"
-                   for s in self.net.skipped if UNKNOWN_SETTINGS in s.reason]
+                   for s in self.schedule.skipped if UNKNOWN_SETTINGS in s.reason]
         return hint + ("; " + "; ".join(unknown) if unknown else "")
 
     def reshape_target(self, in_blob: str, out_shape) -> list[int]:
@@ -257,12 +249,13 @@ def build_graph(model: Model, *, opset: int = DEFAULT_OPSET, input_shapes=None,
     builder = GraphBuilder(model, opset, input_shapes or {}, dynamic_batch, strict,
                            given_shapes).build()
     element = ELEMENT_TYPE[builder.dtype]
-    inputs = [value_info(name, builder.shapes[name], element, dynamic_batch) for name in builder.net.inputs]
+    inputs = [value_info(name, builder.shapes[name], element, dynamic_batch)
+              for name in builder.schedule.inputs]
     consumed = {b for layer in builder.layers for b in layer.bottoms}
     produced = [top for layer in builder.layers for top in layer.tops]
     output_names = [n for n in dict.fromkeys(produced) if n not in consumed or
-                    n in builder.net.outputs]
-    unknown = [name for name in output_names if name not in builder.net.inputs and name not in
+                    n in builder.schedule.outputs]
+    unknown = [name for name in output_names if name not in builder.schedule.inputs and name not in
                builder.shapes and builder.latest[name] not in builder.symbolic_shapes]
     if unknown:  # ONNX requires every graph output's shape (its rank at least)
         raise ExportError("the shapes of the outputs " + ", ".join(repr(n) for n in unknown)
@@ -272,5 +265,5 @@ def build_graph(model: Model, *, opset: int = DEFAULT_OPSET, input_shapes=None,
                if name in builder.shapes else
                helper.make_tensor_value_info(builder.latest[name], element,
                                              builder.symbolic_shapes.get(builder.latest[name]))
-               for name in output_names if name not in builder.net.inputs]
+               for name in output_names if name not in builder.schedule.inputs]
     return builder, inputs, outputs

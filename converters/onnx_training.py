@@ -24,8 +24,8 @@ import numpy as np
 from google.protobuf import text_format
 from onnx import TensorProto, helper
 
-from blobcast.engine import Net
 from blobcast.model import Layer, Model, layer_included
+from blobcast.schedule import Schedule
 from blobcast.solver import learnable_params
 from blobcast.solvers import PREVIEW_DOMAIN, SOLVER_TYPES
 from blobcast.solvers.base import GRADIENT, LOCAL_RATE, Const, history_symbol
@@ -133,7 +133,7 @@ def _euclidean_loss(g: StepGraph, layer, a: str, b: str, shapes: dict) -> str:
 
 def _loss(g: StepGraph, model: Model, builder) -> tuple[str, list[str]]:
     """The training net's total loss, and the training inputs the graph adds."""
-    train = Net(model, phase="TRAIN", skip_unrunnable=True)
+    train = Schedule(model, phase="TRAIN", skip_unrunnable=True)
     losses = [layer for layer in model.layers
               if layer_included(layer, "TRAIN") and "Loss" in layer.type]
     if not losses:
@@ -405,7 +405,7 @@ def build_training_info(model: Model, builder):
     g.initializers.append((CURRENT_STEP, np.array(state.current_step, np.int64)))
 
     loss, labels = _loss(g, model, builder)
-    grads = _gradients(g, params, loss, list(builder.net.inputs) + labels)
+    grads = _gradients(g, params, loss, list(builder.schedule.inputs) + labels)
     if solver.clip_gradients >= 0:
         grads = _clip(g, grads, solver.clip_gradients)
     # Normalize (iter_size): the gradient is taken of the batch fed, as one pass; see docs/training.md.

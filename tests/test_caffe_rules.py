@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from blobcast.caffe_rules import NetRefused, check_net, shared_memory
 from blobcast.cli import app
 from blobcast.converters.prototxt import net_from_text
 from blobcast.engine import Net
-from blobcast.engine.caffe_rules import NetRefused, check_net, shared_memory
 
 INPUT = ('layer { name: "input" type: "Input" top: "data" '
          'input_param { shape { dim: 1 dim: 2 dim: 3 dim: 3 } } }\n')

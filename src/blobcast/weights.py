@@ -11,57 +11,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import FormatError
-from .layers import spec_for
+from .errors import BlobcastError, FormatError
+from .layers.base import expected_blob_count  # noqa: F401  (re-exported)
 from .model import Blob, Layer, Model
+from .shapes import shape_problem, weight_shape_problem
 
 
-def expected_blob_count(layer: Layer) -> int | None:
-    """How many blobs Caffe's layer of this type holds, or None when unknown."""
-    kind = spec_for(layer.type)
-    return kind.blob_count(layer) if kind is not None else None
+def lacks_weights(layer: Layer) -> bool:
+    expected = expected_blob_count(layer)
+    return bool(expected) and sum(blob is not None for blob in layer.blobs) < expected
 
 
-def _kernel_shape(params) -> tuple[int, ...] | None:
-    if params.has("kernel_h") or params.has("kernel_w"):
-        return (params.kernel_h, params.kernel_w)
-    sizes = list(params.kernel_size)
-    if len(sizes) == 1:
-        return None  # rank depends on the input; only the values can be checked
-    return tuple(sizes) if sizes else None
-
-
-def shape_problem(layer: Layer, index: int, shape: tuple[int, ...]) -> str | None:
-    """What the layer's definition says is wrong with a blob shape, if anything."""
-    spec = layer.spec
-    if layer.type in ("Convolution", "ConvolutionDepthwise", "DepthwiseConvolution"):
-        params = spec.convolution_param
-        # ConvolutionDepthwise ignores num_output: C x 1 x kh x kw, whatever it says.
-        counted = layer.type != "ConvolutionDepthwise"
-        if index == 0:
-            if counted and shape and shape[0] != params.num_output:
-                return f"num_output is {params.num_output} but the weights have {shape[0]} filters"
-            kernel = _kernel_shape(params)
-            if kernel is not None and tuple(shape[2:]) != kernel:
-                return f"kernel is {list(kernel)} but the weights' kernel is {list(shape[2:])}"
-            if len(params.kernel_size) == 1 and any(d != params.kernel_size[0] for d in shape[2:]):
-                return (f"kernel_size is {params.kernel_size[0]} but the weights' kernel is "
-                        f"{list(shape[2:])}")
-        elif index == 1 and counted and shape != (params.num_output,):
-            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
-    elif layer.type == "InnerProduct":
-        params = spec.inner_product_param
-        if index == 0 and len(shape) == 2:
-            outputs = shape[1] if params.transpose else shape[0]
-            if outputs != params.num_output:
-                return f"num_output is {params.num_output} but the weights have shape {list(shape)}"
-        elif index == 0:
-            return f"the weight must be 2-D, the file has shape {list(shape)}"
-        elif index == 1 and shape != (params.num_output,):
-            return f"num_output is {params.num_output} but the bias has shape {list(shape)}"
-    elif layer.type == "BatchNorm" and index == 2 and shape != (1,):
-        return f"the scale-factor blob must have shape [1], the file has {list(shape)}"
-    return None
+def check_has_weights(layer: Layer) -> None:
+    expected = expected_blob_count(layer)
+    present = sum(blob is not None for blob in layer.blobs)
+    if expected and present < expected:
+        held = "no weights" if not present else f"{present} of its {expected} blobs"
+        raise BlobcastError(f"layer {layer.name!r} ({layer.type}) has {held}; a net definition "
+                            "alone holds none: give the weights file (a .caffemodel, or "
+                            "weights with --prototxt), or run --random-weights for a shape and "
+                            "speed check")
 
 
 @dataclass
@@ -113,6 +82,27 @@ def _fill_layer(model: Model, li: int, source: WeightSource, owners: dict, check
     layer.blobs = blobs
 
 
+def _take_owners_blobs(model: Model, owners: dict, weights_path: str | None) -> None:
+    """Absent shared slots take the owner's blob."""
+    for li, layer in enumerate(model.layers):
+        for j, blob in enumerate(layer.blobs):
+            if blob is None:
+                oi, oj = owners[(li, j)]
+                owner_blobs = model.layers[oi].blobs
+                if oj >= len(owner_blobs) or owner_blobs[oj] is None:
+                    raise FormatError(
+                        f"layer {layer.name!r} shares blob {j} with layer "
+                        f"{model.layers[oi].name!r}, which has no weights for it", weights_path)
+                layer.blobs[j] = owner_blobs[oj]
+
+
+def _check_shapes_against_layers(model: Model, weights_path: str | None) -> None:
+    """Every blob in the shape its layer class gives it (shapes.py), once all are in place."""
+    problem = weight_shape_problem(model)
+    if problem:
+        raise FormatError(problem, weights_path)
+
+
 def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: str,
                    absent_shared_ok: bool, check_definitions: bool = True) -> MatchReport:
     """Copy weights into `model`'s layers by name; raise FormatError on a mismatch.
@@ -145,18 +135,10 @@ def attach_weights(model: Model, sources: list[WeightSource], *, weights_path: s
             _fill_layer(model, li, source, owners, check_definitions, absent_shared_ok, weights_path)
             filled.add(li)
 
-    # Absent shared slots take the owner's blob.
-    for li, layer in enumerate(model.layers):
-        for j, blob in enumerate(layer.blobs):
-            if blob is None:
-                oi, oj = owners[(li, j)]
-                owner_blobs = model.layers[oi].blobs
-                if oj >= len(owner_blobs) or owner_blobs[oj] is None:
-                    raise FormatError(
-                        f"layer {layer.name!r} shares blob {j} with layer "
-                        f"{model.layers[oi].name!r}, which has no weights for it", weights_path)
-                layer.blobs[j] = owner_blobs[oj]
+    _take_owners_blobs(model, owners, weights_path)
     model.link_shared_params()
+    if check_definitions:
+        _check_shapes_against_layers(model, weights_path)
     for li, layer in enumerate(model.layers):
         if li not in filled and (expected_blob_count(layer) or 0) > 0:
             report.layers_without_weights.append(layer.name)

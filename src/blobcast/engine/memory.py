@@ -20,10 +20,12 @@ from math import prod
 
 import numpy as np
 
+from ..caffe_rules import shared_memory
 from ..layers.base import LAYER_TYPES
 from ..model import Layer
+from ..schedule import Schedule
 from ..threads import run_channel_blocks
-from .caffe_rules import shared_memory
+from ..values import BlobVersions
 
 # Built-in layer types whose forward always returns arrays it has just
 # allocated: never a bottom, a view of one, a weight or an array kept
@@ -65,20 +67,18 @@ class MemoryPlan:
     changed_at: dict[int, list[str]]
 
 
-def plan_memory(layers: list[Layer], inputs, outputs) -> MemoryPlan:
+def plan_memory(schedule: Schedule) -> MemoryPlan:
+    layers, inputs, outputs = schedule.layers, schedule.inputs, schedule.outputs
     shared = shared_memory(layers)
     numbers: dict[int, int] = {}
     group = {name: numbers.setdefault(id(members), len(numbers)) for name, members in shared.items()}
-    last_write: dict[str, int] = {}
+    values = BlobVersions(layers, inputs)
+    last_write = values.last_writes()
     group_in_place: dict[int, int] = {}  # a group's last in-place write
-    last_read: dict[str, int] = {}
-    for index, layer in enumerate(layers):
-        for name in layer.bottoms:
-            last_read[name] = index
-        for position, name in enumerate(layer.tops):
-            last_write[name] = index
-            if name in group and position < len(layer.bottoms) and layer.bottoms[position] == name:
-                group_in_place[group[name]] = index
+    for version in values.versions:
+        if version.in_place and version.blob in group:
+            group_in_place[group[version.blob]] = version.producer
+    last_read = values.last_reads()
     final_at: dict[str, int] = {}
     changed_at: dict[int, list[str]] = {}
     for name in list(inputs) + list(last_write):

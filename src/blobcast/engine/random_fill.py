@@ -8,8 +8,8 @@ import numpy as np
 
 from ..fillers import random_weights
 from ..model import Blob, Model
+from ..shapes import blob_shapes
 from ..weights import expected_blob_count
-from .net import blob_shapes
 
 
 def fill_random_weights(model: Model, input_shapes: dict | None = None, seed: int = 0,

@@ -54,6 +54,12 @@ def spec_for(type_name: str) -> type | None:
     return SPECS.get(type_name)
 
 
+def expected_blob_count(layer) -> int | None:
+    """How many blobs Caffe's layer of this type holds, or None when unknown."""
+    kind = spec_for(layer.type)
+    return kind.blob_count(layer) if kind is not None else None
+
+
 def implementation(type_name: str, layer_name: str) -> type:
     try:
         return LAYER_TYPES[type_name]

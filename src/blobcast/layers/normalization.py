@@ -132,6 +132,8 @@ class _Affine(LayerOp):
         return learned + int(layer.type == "Scale" and layer.spec.scale_param.bias_term)
 
     def blob_shapes(self, shapes):
+        if len(shapes) > 1:  # Scale's bias covers the axes of the second bottom, the scale
+            return [tuple(shapes[1])] * self.blob_count(self.layer)
         p, shape = self.params, tuple(shapes[0])
         axis = canonical_axis(p.axis, len(shape))
         end = len(shape) if p.num_axes == -1 else axis + p.num_axes

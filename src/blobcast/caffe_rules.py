@@ -20,9 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-from ..errors import BlobcastError
-from ..model import Layer
-from ..weights import expected_blob_count
+from .errors import BlobcastError
+from .layers.base import expected_blob_count
+from .model import Layer
 
 # Layer types whose tops are their first bottom's memory in Caffe.
 SHARING_TYPES = frozenset({"Split", "Flatten", "Reshape"})
