@@ -6,10 +6,10 @@ from . import (  # noqa: F401
     convolution,
     dense,
     detection,
-    forks,
     normalization,
     pooling,
     regions,
+    resample,
     structure,
 )
 from .registry import (
