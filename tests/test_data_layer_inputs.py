@@ -62,7 +62,9 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
 """
 
 
-@pytest.mark.parametrize(("data_layer", "shape"), [
+# One case per data-layer type (and a Python layer with no bottoms): the
+# settings and the shape they give, None where the data alone tells it.
+DATA_LAYER_CASES = [
     ('type: "Data" data_param { batch_size: 7 } transform_param { crop_size: 24 }', [7, 3, 24, 24]),
     ('type: "ImageData" image_data_param { batch_size: 2 new_height: 30 new_width: 20 }',
      [2, 3, 30, 20]),
@@ -74,8 +76,19 @@ layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
      [6, 3, 11, 11]),
     ('type: "HDF5Data" hdf5_data_param { batch_size: 3 }', None),  # sizes are in the HDF5 file
     ('type: "VideoData"', None),
+    ('type: "DenseImageData"', None),
     ('type: "Python" python_param { module: "roi_data_layer.layer" layer: "RoIDataLayer" }', None),
-])
+]
+
+
+def test_every_registered_data_layer_type_has_a_case():
+    from blobcast.layers import SPECS
+
+    cased = {text.split('"')[1] for text, _ in DATA_LAYER_CASES}
+    assert {name for name, kind in SPECS.items() if kind.role == "data"} - cased == set()
+
+
+@pytest.mark.parametrize(("data_layer", "shape"), DATA_LAYER_CASES)
 @pytest.mark.parametrize("phase", ["TRAIN", "TEST"])
 def test_every_data_layer_type_feeds_the_net_its_shape(tmp_path, data_layer, shape, phase):
     net_text = tmp_path / "net.prototxt"

@@ -48,11 +48,14 @@ def test_shape_rules_cover_every_type_the_zoo_runs():
         assert blobs == [blob.shape for blob in layer.blobs], layer.name
         assert len(op.blob_fillers()) == len(blobs) == (type(op).blob_count(layer) or 0), layer.name
         checked.add(layer.type)
-    forks = {"ReLU6", "ShuffleChannel", "Permute", "Normalize", "Axpy", "Upsample", "PriorBox",
-             "DetectionOutput", "Interp", "ConvolutionDepthwise", "DepthwiseConvolution",
-             "ROIPooling", "PSROIPooling", "BN", "Proposal"}
-    # in test_fork_layers.py, test_region_pooling.py, test_fork_nets.py and test_fork_goldens.py
+    # the fork types (an origin in the registry) are checked in their families' tests
+    forks = {name for name, kind in LAYER_TYPES.items() if fork_of(name, kind)}
     assert set(LAYER_TYPES) - checked - forks <= {"Silence"}  # Silence has no tops
+
+
+def fork_of(type_name: str, kind) -> str | None:
+    """The fork a registered type comes from, None for BVLC Caffe's."""
+    return kind.origin.get(type_name) if isinstance(kind.origin, dict) else kind.origin
 
 
 def _own_modules() -> dict:
@@ -130,14 +133,16 @@ def test_every_type_the_engine_runs_exports_to_onnx():
         exporter("Convolution")(lambda *args: None)
 
 
-def test_the_engine_page_describes_every_type_the_engine_runs():
+def test_the_layer_reference_describes_every_type_the_engine_runs():
+    # The reference is generated from the registry (test_layer_reference.py
+    # keeps it current); the engine page's prose points to it.
     from .conftest import ROOT
 
-    page = (ROOT / "docs" / "engine.md").read_text()
-    listing = page[page.index("Layer types: Input"):page.index("## Layers blobcast cannot run")]
-    # the fork layers of the official nets are documented with their sources in docs/
-    listing += (ROOT / "docs" / "fork-files.md").read_text()
-    assert {name for name in LAYER_TYPES if name not in listing} == set()
+    page = (ROOT / "docs" / "layers.md").read_text()
+    assert {name for name in LAYER_TYPES if f"| `{name}` |" not in page} == set()
+    rows = {line.split(" | ")[0].strip("|` ") for line in page.splitlines() if " | runs | " in line}
+    assert rows == set(LAYER_TYPES)
+    assert "[layer reference](layers.md)" in (ROOT / "docs" / "engine.md").read_text()
 
 
 def test_bottom_and_top_counts_are_checked_as_caffe_does():
