@@ -20,7 +20,7 @@ from ..conftest import ROOT
 
 SSD = ROOT / "fixtures" / "caffe" / "ssd"
 # Tied scores at a keep_top_k cut: the fork's unstable std::sort keeps the same
-# rows in its own order (tests/test_fork_layers.py shows the rows are the same).
+# rows in its own order (tests/blobcast/layers/test_detection.py shows the rows are the same).
 UNSTABLE_TIES = {"b_center", "b_noshare", "b_noshare_nobg"}
 
 

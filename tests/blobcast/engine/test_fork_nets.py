@@ -1,5 +1,5 @@
-"""Official fork nets (fixtures/real/, each with its SOURCE.md): PSPNet's and
-SegNet/ENet's BN, caffe-fast-rcnn's Dropout scale_train, py-faster-rcnn's
+"""Official fork nets (fixtures/real/, each with its SOURCE.md): ENet with
+SegNet's BN and Upsample, caffe-fast-rcnn's Dropout scale_train, py-faster-rcnn's
 Python-layer and ROI nets, and a real Python layer that imports caffe."""
 
 import json
@@ -19,51 +19,6 @@ from ...conftest import ROOT
 
 runner = CliRunner()
 REAL = ROOT / "fixtures" / "real"
-
-
-def _first_layers(path, count, shape):
-    """The real net's first `count` layers behind an input of `shape`."""
-    model = blobcast.load(path)
-    model.layers = model.layers[:count + 1]  # the Input layer made from the legacy inputs, then these
-    model.layers[0].spec.input_param.shape[0].dim = list(shape)
-    return model
-
-
-def test_pspnet_bn_normalises_with_its_frozen_statistics(tmp_path):
-    model = _first_layers(REAL / "pspnet" / "pspnet50_ADE20K_473.prototxt", 2, (1, 3, 17, 17))
-    bn = model.layers[2]
-    assert bn.type == "BN" and bn.spec.bn_param.frozen
-    fill_random_weights(model)
-    rng = np.random.RandomState(3)
-    slope, bias, mean = (rng.normal(0, 1, (1, 64, 1, 1)).astype(np.float32) for _ in range(3))
-    variance = rng.uniform(0.2, 2, (1, 64, 1, 1)).astype(np.float32)
-    bn.blobs = [blobcast.Blob(v) for v in (slope, bias, mean, variance)]
-    x = rng.normal(0, 1, (1, 3, 17, 17)).astype(np.float32)
-    conv = Net(blobcast.Model(net=model.net, layers=model.layers[:2])).forward({"data": x})
-    conv = conv["conv1_1_3x3_s2"].astype(np.float64)
-    expected = (conv - mean) / np.sqrt(variance.astype(np.float64) + 1e-5) * slope + bias
-    for phase in ("TEST", "TRAIN"):  # frozen: the running statistics in training too
-        out = Net(model, phase=phase).forward({"data": x})["conv1_1_3x3_s2"]
-        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    blobcast.save(model, tmp_path / "psp.caffemodel")
-    result = runner.invoke(app, ["convert", str(tmp_path / "psp.caffemodel"), str(tmp_path / "psp.onnx"),
-                                 "--strict", "--json"])
-    assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["forward"]["passed"]
-    assert "BatchNormalization" in {n.op_type for n in onnx.load(tmp_path / "psp.onnx").graph.node}
-
-
-def test_pspnet_unfrozen_bn_in_training_uses_the_batch_statistics():
-    model = _first_layers(REAL / "pspnet" / "pspnet50_ADE20K_473.prototxt", 2, (2, 3, 9, 9))
-    model.layers[2].spec.bn_param.frozen = False
-    fill_random_weights(model)
-    x = np.random.RandomState(4).normal(0, 1, (2, 3, 9, 9)).astype(np.float32)
-    conv = Net(blobcast.Model(net=model.net, layers=model.layers[:2])).forward({"data": x})
-    conv = conv["conv1_1_3x3_s2"].astype(np.float64)
-    mean = conv.mean(axis=(0, 2, 3), keepdims=True)
-    expected = (conv - mean) / np.sqrt(((conv - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True) + 1e-5)
-    out = Net(model, phase="TRAIN").forward({"data": x})["conv1_1_3x3_s2"]
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)  # slope 1, bias 0 (fillers)
 
 
 @pytest.mark.slow
@@ -167,62 +122,3 @@ def test_a_faster_rcnn_net_whose_input_feeds_only_a_python_layer_exports(tmp_pat
     assert [i.name for i in graph.input] == ["data", "im_info"]  # im_info: read by the Python layer
     (proposal,) = [node for node in graph.node if node.name == "proposal"]
     assert proposal.domain == "ai.blobcast" and list(proposal.input)[-1] == "im_info"
-
-
-def _proposal_net(tmp_path):
-    """py-faster-rcnn's ZF test net up to its proposals, the Python proposal
-    layer replaced by the C++ `Proposal` OpenCV's own Faster R-CNN sample uses."""
-    text = (REAL / "py-faster-rcnn" / "ZF_faster_rcnn_end2end_test.prototxt").read_text()
-    start = text.index("layer {\n  name: 'proposal'")
-    proposal = ("layer { name: 'proposal' type: 'Proposal' bottom: 'rpn_cls_prob_reshape' "
-                "bottom: 'rpn_bbox_pred' bottom: 'im_info' top: 'rois' proposal_param { "
-                "ratio: 0.5 ratio: 1.0 ratio: 2.0 scale: 8 scale: 16 scale: 32 post_nms_topn: 50 } }\n")
-    path = tmp_path / "zf_proposal.prototxt"
-    path.write_text(text[:start] + proposal)
-    model = blobcast.load(path)
-    fill_random_weights(model, seed=5)
-    for layer in model.layers:  # objectness and deltas of a useful size
-        if layer.name in ("rpn_cls_score", "rpn_bbox_pred"):
-            layer.blobs = [blobcast.Blob(b.data.numpy() * np.float32(0.05)) for b in layer.blobs]
-    weights = tmp_path / "zf_proposal.caffemodel"
-    blobcast.save(model, weights)
-    return path, weights
-
-
-@pytest.mark.slow
-def test_proposal_gives_opencvs_proposals_on_the_zf_rpn(tmp_path):
-    import cv2
-
-    prototxt, weights = _proposal_net(tmp_path)
-    x = np.random.RandomState(6).uniform(0, 255, (1, 3, 224, 224)).astype(np.float32)
-    im_info = np.array([[224, 224, 1]], np.float32)
-    ours = Net(blobcast.load(weights, prototxt=prototxt)).forward({"data": x, "im_info": im_info})
-    reference = cv2.dnn.readNetFromCaffe(str(prototxt), str(weights))
-    reference.setInput(x, "data")
-    reference.setInput(im_info, "im_info")
-    (theirs,) = reference.forward(["proposal"])
-    assert ours["rois"].shape == (50, 5) and np.count_nonzero(ours["rois"][:, 3]) > 10
-    np.testing.assert_allclose(ours["rois"], theirs, rtol=1e-4, atol=2e-3)
-
-
-def test_segnet_bn_in_learn_mode_normalises_by_the_batch():
-    model = blobcast.load(REAL / "enet" / "enet_deploy_final.prototxt")
-    shape = [2, 3, 32, 64]
-    model.layers[0].spec.input_param.shape[0].dim = shape
-    bn = next(layer for layer in model.layers if layer.type == "BN")
-    model.layers = model.layers[:model.layers.index(bn) + 1]
-    bn.spec.bn_param.bn_mode = "LEARN"  # the fork's default: batch statistics in any phase
-    fill_random_weights(model, seed=4)
-    x = np.random.RandomState(1).normal(0, 1, shape).astype(np.float32)
-    before = Net(blobcast.Model(net=model.net, layers=model.layers[:-1])).forward({"data": x})
-    x_bn = before[bn.bottoms[0]].astype(np.float64)
-    mean = x_bn.mean(axis=(0, 2, 3), keepdims=True)
-    variance = (x_bn * x_bn).mean(axis=(0, 2, 3), keepdims=True) - mean * mean
-    scale, shift = (b.data.numpy() for b in bn.blobs)
-    expected = (x_bn - mean) / np.sqrt(variance + 1e-9) * scale + shift
-    out = Net(model).forward({"data": x})[bn.tops[0]]
-    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-4)
-    with pytest.raises(blobcast.BlobcastError, match="batch statistics"):
-        from blobcast.converters.onnx_export import build_graph
-
-        build_graph(model, input_shapes={"data": shape}, strict=True)

@@ -215,3 +215,14 @@ def test_every_layer_the_importer_makes_exports_again():
                     re.findall(r'kind = "(\w+)" if op in \(.*\) else "(\w+)"', text)[0])
     assert {"Convolution", "Pooling", "InnerProduct", "Scale", "Bias", "Eltwise"} <= made
     assert made - set(EXPORTERS) - {"Input"} == set()
+
+
+def test_shape_inference_without_weights_matches_a_real_pass():
+    from blobcast.engine import Net, blob_shapes
+
+    from ...conftest import CAFFE
+
+    model = blobcast.load(CAFFE / "zoo" / "zoo.caffemodel", prototxt=CAFFE / "zoo" / "zoo_deploy.prototxt")
+    _, shapes = blob_shapes(model)
+    real = Net(model).forward({"data": np.zeros((2, 4, 17, 17), np.float32)}, keep_all=True)
+    assert shapes == {name: value.shape for name, value in real.items()}
