@@ -1,7 +1,7 @@
 """Convolution, Deconvolution and the forks' depthwise convolutions."""
 
-
 import numpy as np
+import pytest
 
 from ...netgen import HEADER, net
 
@@ -19,3 +19,18 @@ def test_nd_convolution_over_a_singleton_depth_equals_2d():
                            "pad: 0 pad: 1 pad: 1",
                   {"c": [w[:, :, None], b]}).forward({"data": x[:, :, None]})["c"]
     np.testing.assert_allclose(three_d[:, :, 0], two_d, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["ConvolutionDepthwise", "DepthwiseConvolution"])
+def test_the_forks_depthwise_convolutions_are_convolutions_with_a_group_per_channel(kind):
+    rng = np.random.RandomState(4)
+    x = rng.standard_normal((2, 3, 7, 6)).astype(np.float32)
+    weights = {"c": [rng.standard_normal((3, 1, 3, 3)).astype(np.float32),
+                     rng.standard_normal(3).astype(np.float32)]}
+    layer = ('layer {{ name: "c" type: "{}" bottom: "data" top: "c" '
+             'convolution_param {{ num_output: 3 group: 3 kernel_size: 3 stride: 1 pad: 1 }} }}')
+    header = HEADER % "dim: 2 dim: 3 dim: 7 dim: 6"
+    grouped = net(header + layer.format("Convolution"), weights).forward({"data": x})["c"]
+    ours = net(header + layer.format(kind), weights).forward({"data": x})["c"]
+    np.testing.assert_allclose(ours, grouped, rtol=1e-6, atol=1e-6)
+

@@ -1,6 +1,5 @@
 """Pooling and SPP: Caffe's rounding, padding rule and methods."""
 
-
 import numpy as np
 import pytest
 

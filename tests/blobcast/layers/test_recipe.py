@@ -4,6 +4,7 @@ ONNX ops module beside it, is picked up by every check over the registry,
 by the generated layer reference and by the ONNX export."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -75,6 +76,27 @@ def reference():
     return module
 
 
+FAMILY_TESTS = Path(__file__).parent  # test_<family>.py, one per family of src/blobcast/layers
+
+
+def untested_types(reference, folders=(FAMILY_TESTS,)) -> set:
+    """Types the engine runs that their family's test file does not name and
+    no recorded net (the layer reference's "checked against") runs."""
+    recorded = set(reference.checked_against())
+    untested = set()
+    for name, kind in LAYER_TYPES.items():
+        family = kind.__module__.rpartition(".")[2]
+        texts = [path.read_text() for path in (folder / f"test_{family}.py" for folder in folders)
+                 if path.exists()]
+        if name not in recorded and not any(f'"{name}"' in text or f"'{name}'" in text for text in texts):
+            untested.add(name)
+    return untested
+
+
+def test_every_type_the_engine_runs_is_tested_in_its_family_file(reference):
+    assert untested_types(reference) == set()
+
+
 def test_every_registry_check_picks_a_new_type_up(new_type, reference, tmp_path, monkeypatch):
     with pytest.raises(AssertionError):  # step 2 missing: the ONNX check names it
         test_layer_specs.test_every_type_the_engine_runs_exports_to_onnx()
@@ -83,6 +105,10 @@ def test_every_registry_check_picks_a_new_type_up(new_type, reference, tmp_path,
     test_layer_specs.test_every_settings_field_exists_in_the_schema()
     test_layer_specs.test_the_engine_runs_exactly_the_runnable_specs()
     test_layer_reference.test_every_type_has_a_row_and_every_fork_type_names_its_fork(reference)
+    # step 3: its test in its family's test file
+    assert untested_types(reference) == {"RecipeDouble"}
+    (tmp_path / "test_recipe_family.py").write_text('TEXT = \'layer { type: "RecipeDouble" }\'\n')
+    assert untested_types(reference, (FAMILY_TESTS, tmp_path)) == set()
     # step 4: the committed reference is stale until regenerated, and then holds the type
     assert reference.main(["--check"]) == 1
     with pytest.raises(AssertionError):

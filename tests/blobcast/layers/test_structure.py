@@ -1,7 +1,6 @@
 """Layers that move, split, join, reshape or combine blobs, with the forks'
 ShuffleChannel, Permute and Axpy."""
 
-
 import numpy as np
 from typer.testing import CliRunner
 
