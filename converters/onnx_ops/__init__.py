@@ -6,6 +6,7 @@ from . import (  # noqa: F401
     convolution,
     dense,
     detection,
+    loss,
     normalization,
     pooling,
     regions,
