@@ -34,7 +34,7 @@ from blobcast.tensor import reshaped
 from . import caffe_pb2 as pb
 from .caffemodel import net_chunks
 from .messages import fill_pb
-from .onnx_ops.registry import ExportError
+from .onnx_ops.registry import LOSS_EXPORTERS, ExportError
 
 TRAINING_IR_VERSION = 7  # ModelProto.training_info
 ITERATION, CURRENT_STEP = "solver.iter", "solver.current_step"
@@ -45,7 +45,6 @@ META_HISTORY = "caffe.history"            # JSON [value name, ...] in the state'
 META_LEARNED_NET = "caffe.learned_net"
 META_STATE_EXTRA = "caffe.solverstate_extra"  # fields beyond Caffe's four (a fork's), base64
 META_HDF5_TIMES = "caffe.solverstate_hdf5_times"  # JSON {dataset: mtime} of a .solverstate.h5
-LOSS_TYPES = ("SoftmaxWithLoss", "EuclideanLoss")
 _FLOAT, _DOUBLE, _INT64 = TensorProto.FLOAT, TensorProto.DOUBLE, TensorProto.INT64
 
 
@@ -91,46 +90,6 @@ def _loss_weight(layer) -> float:
     return float(weights[0]) if weights else 1.0
 
 
-def _softmax_loss(g: StepGraph, layer, scores: str, label: str, shapes: dict) -> str:
-    spec = layer.spec
-    axis = spec.softmax_param.axis if spec.has("softmax_param") else 1
-    score_shape = shapes[layer.bottoms[0]]
-    if axis not in (1, 1 - len(score_shape)):
-        raise ExportError(f"loss layer {layer.name!r}: softmax over axis {axis}; ONNX's "
-                          "SoftmaxCrossEntropyLoss takes classes on axis 1")
-    loss_param = spec.loss_param
-    if loss_param.has("normalization"):
-        mode = loss_param.normalization
-    elif loss_param.has("normalize"):
-        mode = "VALID" if loss_param.normalize else "BATCH_SIZE"
-    else:
-        mode = "VALID"
-    target = [score_shape[0], *score_shape[2:]]
-    labels = g.node("Cast", [label], f"{layer.name}_label_int", to=_INT64)
-    labels = g.node("Reshape", [labels, g.const("label_shape", target, np.int64)],
-                    f"{layer.name}_label")
-    attributes = {}
-    if loss_param.has("ignore_label"):
-        attributes["ignore_index"] = int(loss_param.ignore_label)
-    reduction = "mean" if mode == "VALID" else "sum"
-    loss = g.node("SoftmaxCrossEntropyLoss", [scores, labels], f"{layer.name}_loss",
-                  reduction=reduction, **attributes)
-    count = int(np.prod(target))
-    divisor = {"VALID": None, "FULL": count, "BATCH_SIZE": score_shape[0], "NONE": None}[mode]
-    if divisor is not None:
-        loss = g.binary("Div", loss, g.const("normalizer", float(max(1, divisor)), np.float32),
-                        f"{layer.name}_normalized")
-    return loss
-
-
-def _euclidean_loss(g: StepGraph, layer, a: str, b: str, shapes: dict) -> str:
-    difference = g.binary("Sub", a, b, f"{layer.name}_difference")
-    squares = g.node("ReduceSumSquare", [difference], f"{layer.name}_sum_sq", keepdims=0)
-    batch = shapes[layer.bottoms[0]][0]
-    return g.binary("Div", squares, g.const("normalizer", 2.0 * batch, np.float32),
-                    f"{layer.name}_loss")
-
-
 def _loss(g: StepGraph, model: Model, builder) -> tuple[str, list[str]]:
     """The training net's total loss, and the training inputs the graph adds."""
     train = Schedule(model, phase="TRAIN", skip_unrunnable=True)
@@ -143,9 +102,9 @@ def _loss(g: StepGraph, model: Model, builder) -> tuple[str, list[str]]:
     added: list[str] = []
     terms = []
     for layer in losses:
-        if layer.type not in LOSS_TYPES:
+        if layer.type not in LOSS_EXPORTERS:
             raise ExportError(f"loss layer {layer.name!r} is a {layer.type}; the training step "
-                              "is written for " + " and ".join(LOSS_TYPES))
+                              "is written for " + " and ".join(LOSS_EXPORTERS))
         values = []
         for bottom in layer.bottoms:
             if bottom in builder.latest:
@@ -160,8 +119,7 @@ def _loss(g: StepGraph, model: Model, builder) -> tuple[str, list[str]]:
                 g.inputs.append(helper.make_tensor_value_info(bottom, _FLOAT, list(shape)))
             shapes[bottom] = tuple(shape)
             values.append(bottom)
-        write = _softmax_loss if layer.type == "SoftmaxWithLoss" else _euclidean_loss
-        loss = write(g, layer, *values[:2], shapes)
+        loss = LOSS_EXPORTERS[layer.type](g, layer, *values[:2], shapes)
         weight = _loss_weight(layer)
         if weight != 1.0:
             loss = g.binary("Mul", loss, g.const("loss_weight", weight, np.float32),

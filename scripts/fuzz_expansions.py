@@ -7,7 +7,7 @@ time limit: it must read, or be refused in one line with exit 2, within both.
     python scripts/fuzz_expansions.py --examples 200       # a longer run
     python scripts/fuzz_expansions.py --examples 20 --seed 7
 
-The test suite runs a few examples of each kind (tests/test_bounds.py).
+The test suite runs a few examples of each kind (tests/project/test_bounds.py).
 """
 
 from __future__ import annotations

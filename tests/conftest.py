@@ -14,7 +14,7 @@ SOLVER_TYPES = ["sgd", "nesterov", "adagrad", "rmsprop", "adadelta", "adam"]
 
 def pytest_configure(config):
     # The default run leaves out slow tests (addopts: -m "not slow"); a test
-    # asked for by its node id (tests/test_x.py::test_y) runs whatever its marks.
+    # asked for by its node id (tests/cli/test_cli.py::test_y) runs whatever its marks.
     if config.option.markexpr == "not slow" and any("::" in arg for arg in config.args):
         config.option.markexpr = ""
 

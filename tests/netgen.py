@@ -6,14 +6,13 @@ import numpy as np
 
 import blobcast
 from blobcast.converters.prototxt import net_from_text
+from blobcast.engine import Net
 from blobcast.layers.convolution import spatial_settings
 
 
 def with_random_weights(text: str, input_shapes: dict, seed: int = 0) -> blobcast.Model:
     """Parse `text` and give each parametrised layer weights of Caffe's shapes,
     found by running shape inference layer by layer with the engine."""
-    from blobcast.engine import Net
-
     model = net_from_text(text, "<test net>")
     rng = np.random.RandomState(seed)
     shapes = dict(input_shapes)
@@ -56,3 +55,13 @@ def with_random_weights(text: str, input_shapes: dict, seed: int = 0) -> blobcas
         for top in layer.tops:
             shapes[top] = outputs[top].shape
     return model
+
+
+HEADER = 'layer { name: "data" type: "Input" top: "data" input_param { shape { %s } } }\n'
+
+
+def net(text: str, weights: dict | None = None) -> Net:
+    model = net_from_text(text, "<test>")
+    for name, arrays in (weights or {}).items():
+        model[name].blobs = [blobcast.Blob(np.asarray(a, np.float32)) for a in arrays]
+    return Net(model)

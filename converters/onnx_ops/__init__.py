@@ -6,10 +6,11 @@ from . import (  # noqa: F401
     convolution,
     dense,
     detection,
-    forks,
+    loss,
     normalization,
     pooling,
     regions,
+    resample,
     structure,
 )
 from .registry import (

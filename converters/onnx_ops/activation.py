@@ -237,3 +237,9 @@ def import_hard_swish(im, node, attrs):
     _hard_sigmoid(im, node, attrs, node.input[0], gate, suffix="/gate")
     im.layer(node, "Eltwise", [node.input[0], gate], [node.output[0]],
              eltwise_param={"operation": "PROD"})
+
+
+@exporter("ReLU6", as_function=True)
+def export_relu6(g, layer, ins, outs):
+    g.node("Clip", ins + [g.constant(layer.name, np.float32(0), role="min"),
+                          g.constant(layer.name, np.float32(6), role="max")], outs, layer.name)

@@ -1,10 +1,7 @@
-"""ONNX export and import of convolution and deconvolution (and nearest
-upsampling, which becomes a fixed deconvolution): Caffe type to ONNX ops and
+"""ONNX export and import of convolution and deconvolution: Caffe type to ONNX ops and
 back, each handler registered under the type or op it handles."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from blobcast.layers.convolution import spatial_settings
 
@@ -110,37 +107,6 @@ def import_conv_transpose(im, node, attrs):
                                 "pad": im.repeated(pads), "dilation": im.repeated(dilations),
                                 "group": group, "bias_term": bias is not None})
 
-
-@importer("Resize")
-def import_resize(im, node, attrs):
-    mode = attrs.get("mode", b"nearest")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    in_shape, out_shape = im.shape(node.input[0]), im.shape(node.output[0])
-    transform = attrs.get("coordinate_transformation_mode", b"half_pixel")
-    transform = transform.decode() if isinstance(transform, bytes) else transform
-    if mode == "linear" and transform == "align_corners" and len(in_shape) == 4 and \
-            in_shape[:2] == out_shape[:2]:
-        # PSPNet/DeepLab's Interp: bilinear with aligned corners, to a given size.
-        im.layer(node, "Interp", [node.input[0]], [node.output[0]],
-                 interp_param={"height": int(out_shape[2]), "width": int(out_shape[3])})
-        return
-    if mode != "nearest" or len(in_shape) != 4 or in_shape[:2] != out_shape[:2]:
-        raise Unsupported("only nearest upsampling of height and width, or bilinear with "
-                          "align_corners (Interp)")
-    factors = [o // i for i, o in zip(in_shape[2:], out_shape[2:])]
-    if any(o != i * f for i, o, f in zip(in_shape[2:], out_shape[2:], factors)) or min(factors) < 1:
-        raise Unsupported("only whole-number scale factors")
-    channels = in_shape[1]
-    # Nearest upsampling by whole factors is a grouped deconvolution with ones.
-    weight = np.ones((channels, 1, factors[0], factors[1]), np.float32)
-    im.layer(node, "Deconvolution", [node.input[0]], [node.output[0]], [weight],
-             param=[{"lr_mult": 0.0, "decay_mult": 0.0}],
-             convolution_param={"num_output": channels, "group": channels, "bias_term": False,
-                                "kernel_h": factors[0], "kernel_w": factors[1],
-                                "stride_h": factors[0], "stride_w": factors[1]})
-
-
-importer("Upsample")(import_resize)
 
 # yonghenglh6's DepthwiseConvolution: a grouped convolution, group as given.
 exporter("DepthwiseConvolution")(export_convolution)

@@ -1,5 +1,6 @@
-"""SSD's DetectionOutput in standard ONNX ops, written as one model-local
-function: box decoding, per-class NonMaxSuppression after the fork's top_k
+"""Detection layers in standard ONNX ops: SSD's PriorBox (one constant, the
+shapes being fixed), Faster R-CNN's Proposal, and SSD's DetectionOutput as
+one model-local function: box decoding, per-class NonMaxSuppression after the fork's top_k
 pre-selection, keep_top_k across classes, and the fork's output rows.
 
 Exact where the fork's rules allow: NonMaxSuppression takes scores strictly
@@ -213,3 +214,14 @@ def export_proposal(g, layer, ins, outs):
     NonMaxSuppression does not: no exact standard form."""
     raise NoStandardForm(f"layer {layer.name!r}: Proposal's pixel IoU (sizes + 1) has no exact "
                          "NonMaxSuppression form")
+
+
+@exporter("PriorBox", as_function=True)
+def export_prior_box(g, layer, ins, outs):
+    # The boxes depend on the shapes alone: with the input shapes fixed, one constant.
+    from blobcast.layers import LAYER_TYPES
+
+    op = LAYER_TYPES["PriorBox"](layer, np, [], "TEST")
+    boxes, variances = op.boxes(g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1]))
+    values = np.stack([boxes.reshape(-1), variances.reshape(-1)]).reshape(1, 2, -1)
+    g.node("Identity", [g.constant(layer.name, values.astype(g.dtype), role="priors")], outs, layer.name)

@@ -1,5 +1,5 @@
-"""ONNX export and import of BatchNorm, Scale, Bias, LRN, MVN, and the
-arithmetic that becomes them: Caffe type to ONNX ops and back, each handler
+"""ONNX export and import of BatchNorm, BN, Scale, Bias, LRN, MVN, Normalize,
+and the arithmetic that becomes them: Caffe type to ONNX ops and back, each handler
 registered under the type or op it handles."""
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def export_batch_norm(g, layer, ins, outs):
 def export_bn(g, layer, ins, outs):
     """PSPNet's BN with its running statistics: BatchNormalization; SegNet's in
     INFERENCE mode: Mul and Add. Batch statistics have no inference form."""
-    from blobcast.layers.forks import BN
+    from blobcast.layers.normalization import BN
 
     op = BN(layer, np, [])
     if op.batch_statistics():
@@ -284,3 +284,20 @@ def import_lrn(im, node, attrs):
     im.layer(node, "LRN", [node.input[0]], [node.output[0]],
              lrn_param={"local_size": size, "alpha": attrs.get("alpha", 1e-4),
                         "beta": attrs.get("beta", 0.75), "k": attrs.get("bias", 1.0)})
+
+
+@exporter("Normalize", as_function=True)
+def export_normalize(g, layer, ins, outs):
+    # eps inside the square root, as SSD computes it (LpNormalization has none).
+    p = layer.type_params
+    ndim = len(g.shape(layer.bottoms[0]))
+    axes = list(range(1, ndim)) if p.across_spatial else [1]
+    squares = g.reduce_axes("ReduceSumSquare", ins[0], axes, 1, f"{layer.name}/squares",
+                        f"{layer.name}/sum_squares")
+    shifted = g.node("Add", [squares, g.constant(layer.name, np.float32(p.eps), role="eps")],
+                     [f"{layer.name}/shifted"], f"{layer.name}/eps")
+    norm = g.node("Sqrt", [shifted], [f"{layer.name}/norm"], f"{layer.name}/sqrt")
+    unit = g.node("Div", [ins[0], norm], [f"{layer.name}/unit"], f"{layer.name}/divide")
+    scale = layer.blobs[0].data.numpy()
+    scale = scale.reshape(()) if p.channel_shared else scale.reshape((-1,) + (1,) * (ndim - 2))
+    g.node("Mul", [unit, g.weight(layer, 0, scale)], outs, layer.name)

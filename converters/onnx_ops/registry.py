@@ -12,6 +12,7 @@ from blobcast.errors import BlobcastError
 EXPORTERS: dict = {}  # Caffe type -> handler(builder, layer, ins, outs)
 FUNCTION_EXPORTS: dict = {}  # Caffe type -> which of its layers become one function call each
 IMPORTERS: dict = {}  # ONNX op -> handler(importer, node, attrs)
+LOSS_EXPORTERS: dict = {}  # Caffe loss type -> its term of a training step's loss
 ELEMENT_TYPE = {np.dtype("<f4"): TensorProto.FLOAT, np.dtype("<f8"): TensorProto.DOUBLE}
 
 
@@ -65,3 +66,4 @@ def exported_as_function(layer) -> bool:
     return bool(test and test(layer))
 
 importer = _registrar(IMPORTERS, "ONNX importer for")
+loss_exporter = _registrar(LOSS_EXPORTERS, "ONNX loss exporter for")

@@ -216,3 +216,38 @@ def import_cast(im, node, attrs):
         _identity(im, node, attrs)
         return
     raise Unsupported("casts to non-float types")
+
+
+@exporter("ShuffleChannel", as_function=True)
+def export_shuffle_channel(g, layer, ins, outs):
+    shape = g.shape(layer.bottoms[0])
+    group = layer.type_params.group
+    grouped = [shape[0], group, shape[1] // group, *shape[2:]]
+    if g.dynamic_batch:
+        grouped[0] = -1
+    split = g.node("Reshape", [ins[0], g.constant(layer.name, grouped, np.int64, "groups")],
+                   [f"{layer.name}/grouped"], f"{layer.name}/group")
+    swapped = g.node("Transpose", [split], [f"{layer.name}/swapped"], f"{layer.name}/transpose",
+                     perm=[0, 2, 1] + list(range(3, len(grouped))))
+    target = g.reshape_target(layer.bottoms[0], shape)
+    g.node("Reshape", [swapped, g.constant(layer.name, target, np.int64, "shape")], outs, layer.name)
+
+
+@exporter("Permute")
+def export_permute(g, layer, ins, outs):
+    from blobcast.layers import LAYER_TYPES
+
+    order = LAYER_TYPES["Permute"](layer, np, [], "TEST").order(len(g.shape(layer.bottoms[0])))
+    g.node("Transpose", ins, outs, layer.name, perm=order)
+
+
+@exporter("Axpy", as_function=True)
+def export_axpy(g, layer, ins, outs):
+    a, x = g.shape(layer.bottoms[0]), g.shape(layer.bottoms[1])
+    target = list(a[:2]) + [1] * (len(x) - 2)
+    if g.dynamic_batch:
+        target[0] = -1
+    scale = g.node("Reshape", [ins[0], g.constant(layer.name, target, np.int64, "shape")],
+                   [f"{layer.name}/scale"], f"{layer.name}/reshape")
+    product = g.node("Mul", [scale, ins[1]], [f"{layer.name}/product"], f"{layer.name}/mul")
+    g.node("Add", [product, ins[2]], outs, layer.name)

@@ -28,10 +28,8 @@ import numpy as np
 from .caffe_rules import check_net
 from .errors import BlobcastError
 from .layers.base import LAYER_TYPES, implementation, spec_for, unknown_settings
+from .layers.data import batch_size, data_rules
 from .model import Layer, Model, layer_included
-
-_BATCH_SETTINGS = ("data_param", "image_data_param", "hdf5_data_param", "window_data_param",
-                   "memory_data_param")  # SSD's AnnotatedData and VideoData read data_param
 
 
 def is_data_layer(layer: Layer) -> bool:
@@ -77,51 +75,23 @@ def _first_consumer_channels(top: str, net_layers: list[Layer]) -> int:
     return 0
 
 
-def _batch(spec) -> int:
-    return next((getattr(spec, f).batch_size for f in _BATCH_SETTINGS if spec.has(f)), 0)
-
-
-def _listed_shapes(layer: Layer) -> list | None:
-    """Shapes a layer's settings spell out in full (DummyData, MemoryData)."""
-    spec = layer.spec
-    if layer.type == "DummyData" and spec.has("dummy_data_param"):
-        d = spec.dummy_data_param
-        return [list(s.dim) for s in d.shape] or [
-            [n, c, h, w] for n, c, h, w in zip(d.num, d.channels, d.height, d.width)]
-    if layer.type == "MemoryData" and spec.has("memory_data_param"):
-        m = spec.memory_data_param
-        return [[m.batch_size, m.channels, m.height, m.width], [m.batch_size]]
-    return None
-
-
 def data_top_dims(layer: Layer, net_layers: list[Layer]) -> list[list[int | None]]:
     """Each top's dimensions as far as the settings and the weights tell
     them, None for each one they do not (the image size in a database)."""
-    listed = _listed_shapes(layer)
+    rules = data_rules(layer.type)
+    listed = rules.listed_shapes(layer)
     if listed is not None:
-        if len(listed) == 1 and len(layer.tops) > 1 and layer.type == "DummyData":
-            listed = listed * len(layer.tops)
         return [list(listed[i]) if i < len(listed) else None for i in range(len(layer.tops))]
     spec = layer.spec
-    batch = _batch(spec) or None
+    batch = batch_size(spec) or None
     transform = spec.transform_param
-    height = width = transform.crop_size or None
-    channels = None
-    if layer.type == "ImageData" and spec.has("image_data_param"):
-        image = spec.image_data_param
-        channels = 3 if image.is_color else 1
-        if height is None and image.new_height and image.new_width:
-            height, width = image.new_height, image.new_width
-    elif layer.type == "Data" and spec.has("data_param") and height is None:
-        height = width = spec.data_param.crop_size or None  # the pre-transform_param spelling
-    elif layer.type == "WindowData" and spec.has("window_data_param") and height is None:
-        height = width = spec.window_data_param.crop_size or None
+    channels, height, width = rules.image_dims(layer, transform.crop_size or None)
     if channels is None and len(transform.mean_value) > 1:
         channels = len(transform.mean_value)
     if channels is None and layer.tops:
         channels = _first_consumer_channels(layer.tops[0], net_layers) or None
     dims: list = [[batch, channels, height, width]]
-    if layer.type in ("Data", "ImageData", "WindowData", "MemoryData") and len(layer.tops) > 1:
+    if rules.label_top and len(layer.tops) > 1:
         dims.append([batch])  # the label
     return dims + [None] * (len(layer.tops) - len(dims))
 

@@ -1,16 +1,17 @@
-"""One home per Caffe layer type: importing this package registers them all."""
+"""One home per Caffe layer type, one module per family: importing this
+package registers them all."""
 
 from . import (  # noqa: F401
     activation,
     convolution,
-    declared,
+    data,
     dense,
     detection,
-    forks,
+    loss,
     normalization,
     pooling,
-    proposal,
     regions,
+    resample,
     structure,
 )
 from .base import LAYER_TYPES, SPECS, LayerOp, LayerSpec, declare, register, spec_for

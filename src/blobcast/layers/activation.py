@@ -212,3 +212,16 @@ class Dropout(LayerOp):
         if factor is None:
             return lambda x, channels: None
         return lambda x, channels: self.xp.multiply(x, x.dtype.type(factor), out=x)
+
+
+@register("ReLU6")
+class ReLU6(LayerOp):
+    """y = min(max(x, 0), 6) (the forks' relu6_layer.cpp)."""
+
+    origin = 'MobileNet forks'
+
+    def forward(self, x):
+        return (self.xp.clip(x, 0, _const(x, 6)),)
+
+    def in_place(self, shape):
+        return lambda x, channels: self.xp.clip(x, 0, _const(x, 6), out=x)

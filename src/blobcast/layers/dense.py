@@ -1,10 +1,11 @@
-"""InnerProduct, Embed, Softmax, ArgMax, Reduction, Input."""
+"""InnerProduct, Embed, Softmax, ArgMax, Reduction; the recurrent types,
+read and written but not run."""
 
 from __future__ import annotations
 
 from math import prod
 
-from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
+from .base import LayerOp, canonical_axis, declare, register, weight_and_bias_fillers
 
 
 @register("InnerProduct", settings="inner_product_param", key_settings=(
@@ -153,3 +154,10 @@ class Reduction(LayerOp):
         coefficient = x.dtype.type(p.coeff)
         return (xp.asarray(y * coefficient if coefficient != 1 else y, dtype=x.dtype),)
 
+
+
+# Recurrent layers: read and written, not run.
+declare("Recurrent", settings="recurrent_param", blobs=None,
+        origin="BVLC Caffe (the base class of RNN and LSTM)")
+for _name in ("RNN", "LSTM"):
+    declare(_name, settings="recurrent_param", blobs=None)

@@ -1,4 +1,5 @@
-"""LRN, BatchNorm, Scale, Bias and MVN."""
+"""LRN, BatchNorm, Scale, Bias and MVN, and the forks' Normalize (SSD) and BN
+(PSPNet, SegNet)."""
 
 from __future__ import annotations
 
@@ -242,3 +243,117 @@ class MVN(LayerOp):
             variance = (x * x).mean(axis=axes, keepdims=True) - mean * mean
             y = y / (xp.sqrt(variance) + _const(x, p.eps))
         return (y,)
+
+
+@register("Normalize", settings="norm_param", key_settings=("across_spatial", "channel_shared", "eps"),
+          blobs=1)
+class Normalize(LayerOp):
+    """L2 normalisation with eps inside the square root, then a learned scale
+    (SSD's normalize_layer.cpp): across_spatial divides by the norm over
+    C, H, W of each sample, otherwise by the norm over C at each position."""
+
+    origin = 'SSD (weiliu89)'
+
+    def blob_shapes(self, shapes):
+        return [() if self.params.channel_shared else (shapes[0][1],)]
+
+    def blob_fillers(self):
+        return [given_filler(self.params, "scale_filler", filler(value=1.0))]
+
+    def forward(self, x):
+        xp, p = self.xp, self.params
+        axes = tuple(range(1, x.ndim)) if p.across_spatial else (1,)
+        norm = xp.sqrt((x * x).sum(axis=axes, keepdims=True) + _const(x, p.eps))
+        scale = self.weights[0]
+        if not p.channel_shared:
+            scale = scale.reshape((1, -1) + (1,) * (x.ndim - 2))
+        return ((x / norm) * scale.astype(x.dtype),)
+
+
+_SEGNET_BN_FIELDS = ("scale_filler", "shift_filler", "bn_mode")
+
+
+@register("BN", settings="bn_param", key_settings=("frozen", "eps", "bn_mode"), blobs=None,
+          tops=(1, 3))
+class BN(LayerOp):
+    """Two forks' batch normalisation under one type name, told apart by their
+    settings (or, without any, by the blobs a weights file holds):
+
+    PSPNet/DeepLab (hszhao/PSPNet bn_layer.cpp): blobs slope, bias, running
+    mean, running variance (1 x C x 1 x 1 each). At TEST, or when `frozen`:
+    y = (x - mean) * (var + eps)^-0.5 * slope + bias, in that order; in TRAIN
+    the batch's mean and (biased) variance over N, H, W replace the running ones.
+
+    SegNet/ENet (caffe-segnet bn_layer.cpp): blobs scale and shift. bn_mode
+    INFERENCE: y = x * scale + shift (the statistics were folded into them);
+    LEARN, in any phase: the batch's mean and E(x^2) - mean^2, then
+    (x - mean) / sqrt(var + 1e-9) * scale + shift. Tops 2 and 3 (LEARN): the
+    batch mean and variance, 1 x C x 1 x 1."""
+
+    origin = "PSPNet / DeepLab (hszhao/PSPNet); SegNet / ENet (caffe-segnet)"
+
+    @classmethod
+    def segnet(cls, layer) -> bool:
+        p = layer.spec.settings("bn_param") if layer.spec.has("bn_param") else None
+        if p is not None and (p.type_name == "SegNetBNParameter"
+                              or any(p.has(name) for name in _SEGNET_BN_FIELDS)):
+            return True
+        if p is not None and p.to_dict():
+            return False
+        return len(layer.blobs) == 2
+
+    @classmethod
+    def blob_count(cls, layer) -> int:
+        return 2 if cls.segnet(layer) else 4
+
+    def setup(self):
+        self.is_segnet = self.segnet(self.layer)
+        self.learn = self.is_segnet and self.params.bn_mode != "INFERENCE"
+        if not self.is_segnet and len(self.layer.tops) != 1:
+            raise self.fail("PSPNet's BN has one top")
+
+    def blob_shapes(self, shapes):
+        return [(1, shapes[0][1], 1, 1)] * self.blob_count(self.layer)
+
+    def blob_fillers(self):
+        p = self.params
+        if self.is_segnet:
+            return [given_filler(p, "scale_filler", filler()), given_filler(p, "shift_filler", filler())]
+        return [given_filler(p, "slope_filler", filler()), given_filler(p, "bias_filler", filler()),
+                filler(value=0.0), filler(value=1.0 if p.frozen else 0.0)]
+
+    def top_shapes(self, shapes):
+        shape = tuple(shapes[0])
+        return [shape] + [(1, shape[1], 1, 1)] * (len(self.layer.tops) - 1)
+
+    def batch_statistics(self) -> bool:
+        if self.is_segnet:
+            return self.learn
+        return self.phase == "TRAIN" and not self.params.frozen
+
+    def _per_channel(self, values, ndim: int):
+        return values.reshape((1, -1) + (1,) * (ndim - 2))
+
+    def forward(self, x):
+        xp = self.xp
+        if x.ndim < 2:
+            raise self.fail(f"takes an N x C (x H x W) blob, not {list(x.shape)}")
+        axes = (0,) + tuple(range(2, x.ndim))
+        scale, shift = (self._per_channel(w.astype(x.dtype), x.ndim) for w in self.weights[:2])
+        if self.is_segnet and not self.learn:
+            return (x * scale + shift,)
+        if self.batch_statistics():
+            mean = x.mean(axis=axes, keepdims=True)
+            if self.is_segnet:
+                variance = (x * x).mean(axis=axes, keepdims=True) - mean * mean
+            else:
+                variance = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        else:
+            mean, variance = (self._per_channel(w.astype(x.dtype), x.ndim) for w in self.weights[2:4])
+        if self.is_segnet:
+            centred = (x - mean) / xp.sqrt(variance + x.dtype.type(1e-9))
+            out = centred * scale + shift
+            return (out,) + tuple(s.reshape(1, -1, 1, 1) for s in (mean, variance))[
+                :len(self.layer.tops) - 1]
+        inverse = xp.power(variance + x.dtype.type(self.params.eps), x.dtype.type(-0.5))
+        return (((x - mean) * inverse) * scale + shift,)

@@ -1,10 +1,11 @@
-"""Layers that move, split, join or reshape blobs."""
+"""Layers that move, split, join, reshape or combine blobs (with the forks'
+ShuffleChannel, Permute and Axpy), and the types carried through unchanged."""
 
 from __future__ import annotations
 
 from math import prod
 
-from .base import LayerOp, canonical_axis, register
+from .base import LayerOp, canonical_axis, declare, register
 
 
 @register("Split", tops=(1, None))
@@ -182,3 +183,82 @@ class Eltwise(LayerOp):
             else:
                 xp.maximum(y, b, out=y)
         return (y,)
+
+
+@register("ShuffleChannel", settings="shuffle_channel_param", key_settings=("group",))
+class ShuffleChannel(LayerOp):
+    """Channels split into `group` groups and interleaved: out channel j*G + i
+    is in channel i*(C/G) + j (ShuffleNet's shuffle_channel_layer.cpp)."""
+
+    origin = 'ShuffleNet (farmingyard)'
+
+    def _groups(self, shape) -> int:
+        group = self.params.group
+        if group <= 0 or len(shape) < 2 or shape[1] % group:
+            raise self.fail(f"{shape[1] if len(shape) > 1 else 0} channels do not split into "
+                            f"{group} groups")
+        return group
+
+    def top_shapes(self, shapes):
+        self._groups(shapes[0])
+        return [tuple(shapes[0])]
+
+    def forward(self, x):
+        group = self._groups(x.shape)
+        n, c = x.shape[:2]
+        grouped = x.reshape((n, group, c // group) + x.shape[2:])
+        return (self.xp.ascontiguousarray(self.xp.swapaxes(grouped, 1, 2)).reshape(x.shape),)
+
+
+@register("Permute", settings="permute_param", key_settings=("order",))
+class Permute(LayerOp):
+    """np.transpose with the given order, the axes it leaves out appended in
+    ascending order (SSD's permute_layer.cpp)."""
+
+    origin = 'SSD (weiliu89)'
+
+    def order(self, ndim: int) -> list[int]:
+        order = []
+        for axis in self.params.order:
+            if axis >= ndim:
+                raise self.fail(f"order names axis {axis} of a {ndim}-axis blob")
+            if axis in order:
+                raise self.fail(f"order repeats axis {axis}")
+            order.append(axis)
+        return order + [axis for axis in range(ndim) if axis not in order]
+
+    def top_shapes(self, shapes):
+        return [tuple(shapes[0][axis] for axis in self.order(len(shapes[0])))]
+
+    def forward(self, x):
+        return (self.xp.ascontiguousarray(self.xp.transpose(x, self.order(x.ndim))),)
+
+
+@register("Axpy", bottoms=(3, 3))
+class Axpy(LayerOp):
+    """F = a * X + Y with a of shape N x C (x 1 x 1), as SENet's axpy_layer.cpp
+    computes it: bottoms a, X, Y. (OpenCV's importer swaps X and Y.)"""
+
+    origin = 'SENet (hujie-frank)'
+    exactness = "SENet's a·X + Y (OpenCV's importer swaps X and Y)"
+
+    def top_shapes(self, shapes):
+        a, x, y = (tuple(shape) for shape in shapes)
+        if x != y or a[:2] != x[:2] or prod(a) != a[0] * a[1]:
+            raise self.fail(f"takes a [N, C(, 1, 1)] scale and two equal blobs, got "
+                            f"{list(a)}, {list(x)}, {list(y)}")
+        return [x]
+
+    def forward(self, a, x, y):
+        self.top_shapes([a.shape, x.shape, y.shape])
+        scale = a.reshape(a.shape[:2] + (1,) * (x.ndim - 2))
+        return (scale * x + y,)
+
+
+# Read, written and carried through unchanged; the engine runs them only as
+# plugins (Python) or not at all.
+declare("Python", settings="python_param", key_settings=("module", "layer"), blobs=None)
+declare("Parameter", settings="parameter_param", blobs=1)
+for _name in ("Filter", "BatchReindex"):
+    declare(_name)
+declare("Im2col", settings="convolution_param")  # convolution's patches as columns

@@ -1,0 +1,59 @@
+"""Every runner honours or refuses every run option: an .onnx file given an
+option of blobcast's engine, or a device it cannot use, is refused."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+import blobcast
+from blobcast.cli import app
+
+from ..conftest import CAFFE
+
+ort = pytest.importorskip("onnxruntime")
+SNAPSHOT = CAFFE / "lenet" / "snapshots" / "adadelta_bp_iter_5.caffemodel"
+DEPLOY = CAFFE / "lenet" / "lenet_deploy.prototxt"
+
+
+@pytest.fixture(scope="module")
+def lenet_onnx(tmp_path_factory):
+    path = tmp_path_factory.mktemp("onnx") / "lenet.onnx"
+    blobcast.convert(SNAPSHOT, path, prototxt=DEPLOY)
+    return path
+
+
+def _run(*args):
+    result = CliRunner().invoke(app, [*map(str, args), "--json"])
+    return result.exit_code, json.loads(result.stdout)
+
+
+@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
+                    reason="this onnxruntime can run on a GPU")
+def test_device_gpu_without_a_cuda_runtime_is_refused_like_the_engines(lenet_onnx):
+    code, report = _run("run", lenet_onnx, "--device", "gpu")
+    assert code == 2 and "--device gpu" in report["error"]
+    code, report = _run("run", lenet_onnx, "--device", "auto")
+    assert code == 0 and report["ok"]
+
+
+@pytest.mark.parametrize("option", [["--winograd"], ["--random-weights"], ["--allow-python-layers"],
+                                    ["--prototxt", DEPLOY]])
+def test_engine_options_are_refused_for_an_onnx_file(option, lenet_onnx):
+    code, report = _run("run", lenet_onnx, *option)
+    assert code == 2 and str(option[0]) in report["error"]
+    if option[0] != "--random-weights":  # verify compares files as they are
+        code, report = _run("verify", lenet_onnx, lenet_onnx, *option)
+        assert code == 2 and str(option[0]) in report["error"]
+
+
+def test_engine_options_beside_an_onnx_file_are_for_the_engine_side(lenet_onnx):
+    code, report = _run("verify", lenet_onnx, SNAPSHOT, "--prototxt", DEPLOY, "--winograd")
+    assert code == 0 and report["ok"], report
+
+
+def test_all_blobs_is_honoured(lenet_onnx):
+    code, outputs = _run("run", lenet_onnx)
+    code_all, every = _run("run", lenet_onnx, "--all-blobs")
+    assert code == code_all == 0
+    assert len(every["blobs"]) > len(outputs["blobs"]) == 1
