@@ -191,7 +191,9 @@ class Convolution(_ConvolutionBase):
             columns = columns.reshape(n, group, per_group * prod(kernel), locations)
             y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
         else:
-            y = self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation, shape_out)
+            # the bias added to each part while it is in cache
+            return (self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation,
+                                            shape_out).reshape(leading + (outputs,) + shape_out),)
         if self.bias:
             y += self.weights[1].reshape((1, outputs) + (1,) * len(shape_out))
         return (y.reshape(leading + y.shape[1:]),)
@@ -218,6 +220,7 @@ class Convolution(_ConvolutionBase):
         y = xp.empty((n, outputs) + shape_out, dtype=x.dtype)
         rows = self._column_rows(channels, kernel, shape_out, x.itemsize)
         buffer = xp.empty((channels, prod(kernel), rows) + shape_out[1:], dtype=x.dtype)
+        bias = self.weights[1].reshape((outputs, 1)) if self.bias else None
         for sample in range(n):
             padded = xp.pad(x[sample], [(0, 0)] + [(p, p) for p in pad]) if any(pad) else x[sample]
             for first in range(0, shape_out[0], rows):
@@ -230,9 +233,11 @@ class Convolution(_ConvolutionBase):
                     rows_window = slice(start, start + stride[0] * (part[0] - 1) + 1, stride[0])
                     columns[:, index] = padded[(slice(None), rows_window) + window[1:]]
                 # written straight into the output's rows (a strided block BLAS takes)
+                block = y[sample].reshape(outputs, -1)[:, first * prod(part[1:]):last * prod(part[1:])]
                 xp.matmul(filters, columns.reshape(group, -1, prod(part)),
-                          out=y[sample].reshape(group, outputs // group, -1)[
-                              :, :, first * prod(part[1:]):last * prod(part[1:])])
+                          out=block.reshape(group, outputs // group, -1))
+                if bias is not None:
+                    block += bias
         return y
 
     def _depthwise(self, x, kernel, stride, pad, dilation, shape_out):
