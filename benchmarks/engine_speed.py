@@ -14,11 +14,12 @@ A second reference: each net converted to ONNX by blobcast (batch axis left
 free) and run by onnxruntime's CPU provider, intra_op_num_threads set to the
 same thread count (a session per count), its calls interleaved with the
 other two; "ORT ratio" is blobcast's time over onnxruntime's (--no-onnx
-leaves it out).
+leaves it out). --profile adds, for each row, where blobcast's pass spent
+its time per layer family.
 
     python benchmarks/engine_speed.py [--runs 5] [--nets ResNet-50,VGG16]
         [--batches 1,8] [--threads 1,2] [--device cpu|gpu] [--no-onnx]
-        [--clock wall|cpu] [--json]
+        [--clock wall|cpu] [--profile] [--json]
 """
 
 from __future__ import annotations
@@ -76,8 +77,61 @@ def onnx_sessions(name: str, folder: str, prototxt: str, weights: str, threads) 
     return sessions
 
 
+def layer_family(layer) -> str:
+    """A layer's family for --profile: its type; convolutions by kernel,
+    stride and depthwise."""
+    if layer.type != "Convolution":
+        return layer.type
+    p = layer.spec.convolution_param
+    kernel = list(p.kernel_size)[0] if p.kernel_size else p.kernel_h
+    stride = list(p.stride)[0] if p.stride else 1
+    return (f"Convolution {kernel}x{kernel}" + (" depthwise" if p.group > 1 else "")
+            + (f" stride {stride}" if stride > 1 else ""))
+
+
+def profile(net: Net, x, runs: int) -> dict:
+    """Seconds a pass spends per layer family, in-place chains (BatchNorm,
+    Scale, ReLU run block by block on a blob) apart. The engine keeps no
+    timers of its own: its two calls that run layers are timed from
+    outside, on this Net only."""
+    spent: dict = {}
+
+    def timer(method, key):
+        def timed_call(layer, *args):
+            start = _clock["now"]()
+            try:
+                return method(layer, *args)
+            finally:
+                name = key(layer, args)
+                spent[name] = spent.get(name, 0.0) + _clock["now"]() - start
+        return timed_call
+
+    net._run_layer = timer(net._run_layer, lambda layer, args: layer_family(layer))
+    net._run_chain = timer(net._run_chain, lambda layer, args: "in-place chain from " + layer.type
+                           + f" ({len(args[1])} layers)")
+    try:
+        start = _clock["now"]()
+        for _ in range(runs):
+            net.forward({"data": x})
+        total = _clock["now"]() - start
+    finally:
+        del net._run_layer, net._run_chain
+    return {"total_s": total / runs, **{k: v / runs for k, v in
+                                         sorted(spent.items(), key=lambda item: -item[1])}}
+
+
+def print_profile(name: str, batch: int, count: int, spent: dict) -> None:
+    total = spent["total_s"]
+    print(f"profile {name} batch {batch}, {count} thread(s): {1000 * total:.1f} ms a pass",
+          file=sys.stderr)
+    for family, seconds in spent.items():
+        if family != "total_s":
+            print(f"    {family:<42} {1000 * seconds:9.1f} ms {100 * seconds / total:5.1f}%",
+                  file=sys.stderr)
+
+
 def measure(name: str, folder: str, batches, threads, runs: int, device: str,
-            with_onnx: bool = True) -> list[dict]:
+            with_onnx: bool = True, with_profile: bool = False) -> list[dict]:
     import cv2
     from threadpoolctl import threadpool_limits
 
@@ -132,6 +186,10 @@ def measure(name: str, folder: str, batches, threads, runs: int, device: str,
                 rows[-1].update({"onnxruntime_s": statistics.median(t[2] for t in times),
                                  "onnxruntime_ratio": statistics.median(t[0] / t[2] for t in times)})
             print(_row(rows[-1]), file=sys.stderr, flush=True)
+            if with_profile:
+                with threadpool_limits(limits=count):
+                    rows[-1]["profile"] = profile(net, device_x, runs)
+                print_profile(name, batch, count, rows[-1]["profile"])
     net.release()
     return rows
 
@@ -152,6 +210,8 @@ def main() -> None:
     parser.add_argument("--no-onnx", action="store_true", help="leave onnxruntime out")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="cpu: process CPU time, steadier on a busy machine at 1 thread")
+    parser.add_argument("--profile", action="store_true",
+                        help="also time blobcast's passes per layer family")
     options = parser.parse_args()
     _clock["now"] = CLOCKS[options.clock]
     import cv2
@@ -173,7 +233,7 @@ def main() -> None:
     print(header, file=sys.stderr, flush=True)
     measure_and_report(
         names, lambda name, folder: measure(name, folder, batches, threads, options.runs,
-                                            options.device, with_onnx),
+                                            options.device, with_onnx, options.profile),
         header, _row, options.json,
         {"device": options.device, "blas": blas_description(), "opencv": cv2.__version__,
          "onnxruntime": onnxruntime.__version__ if with_onnx else None, "clock": options.clock},
