@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from itertools import product
 from math import prod
 
@@ -110,10 +111,15 @@ class _ConvolutionBase(LayerOp):
         return self._settings_for(x.ndim)
 
     def _settings_for(self, ndim: int):
-        try:
-            return spatial_settings(self.params, ndim - 2, self.name)
-        except ValueError as error:
-            raise self.fail(str(error)) from None
+        # read once per rank: reading the settings cost more than a small
+        # layer's arithmetic (MobileNet-v1 at batch 1)
+        known = self.__dict__.setdefault("_settings_by_rank", {})
+        if ndim not in known:
+            try:
+                known[ndim] = spatial_settings(self.params, ndim - 2, self.name)
+            except ValueError as error:
+                raise self.fail(str(error)) from None
+        return known[ndim]
 
     def _geometry(self, shape):
         """(batch, channels, spatial input, kernel, stride, pad, dilation) of an input shape."""
@@ -351,6 +357,7 @@ class Convolution(_ConvolutionBase):
         return y
 
 
+@lru_cache(maxsize=256)  # the same few shapes every pass
 def _phase_reads(spatial, kernel, stride, pad, dilation, shape_out):
     """The phase planes' shape (one zero row more, as the flat runs of the
     last rows pass the end), their width, and for each kernel offset the
@@ -365,7 +372,7 @@ def _phase_reads(spatial, kernel, stride, pad, dilation, shape_out):
                 divmod(o * d, s) for o, d, s in zip((a, b), dilation, stride))
             shift = row * width + column
             reads.append((row_phase * stride[1] + column_phase, slice(shift, shift + length)))
-    return (stride[0] * stride[1], rows + 1, width), width, reads
+    return (stride[0] * stride[1], rows + 1, width), width, tuple(reads)
 
 
 def _phase_planes(xp, inside, pad, stride, phases):
