@@ -75,20 +75,18 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
     bottom = max(ph, (oh - 1) * sh + kh - height - ph)
     right = max(pw, (ow - 1) * sw + kw - width - pw)
     fill = -xp.inf if method == "MAX" else 0.0
-    padded = xp.pad(x, [(0, 0), (0, 0), (ph, bottom), (pw, right)], constant_values=fill)
+    # only read below: without padding, the input itself (a copy less)
+    padded = xp.pad(x, [(0, 0), (0, 0), (ph, bottom), (pw, right)], constant_values=fill) \
+        if max(ph, bottom, pw, right) > 0 else x
     if method == "MAX":
         # The maximum of a window is the maximum of its rows' maxima: kh + kw
-        # passes instead of kh * kw, and the same values.
+        # passes instead of kh * kw, and the same values. The first maximum
+        # of each is made from its two first operands, not from a copy.
         planes = x.shape[0] * x.shape[1]
         _check_passes(kh + kw, planes * ow * (kw * padded.shape[2] + kh * oh))
         columns = [padded[:, :, :, j:j + sw * (ow - 1) + 1:sw] for j in range(kw)]
-        across = columns[0].copy()
-        for column in columns[1:]:
-            xp.maximum(across, column, out=across)
-        out = across[:, :, 0:sh * (oh - 1) + 1:sh].copy()
-        for i in range(1, kh):
-            xp.maximum(out, across[:, :, i:i + sh * (oh - 1) + 1:sh], out=out)
-        return out
+        across = _running_maximum(xp, columns)
+        return _running_maximum(xp, [across[:, :, i:i + sh * (oh - 1) + 1:sh] for i in range(kh)])
     whole_plane = (oh, ow) == (1, 1) and (ph, pw) == (0, 0) and (kh, kw) == (height, width)
     if whole_plane and xp.__name__ == "numpy":
         # One window per plane (global pooling): its running sums in Caffe's
@@ -118,6 +116,16 @@ def pool2d(xp, x, method: str, kernel, stride, pad, out_shape):
         total += window
         squares += window * window
     return _stochastic(xp, total, squares, x.dtype)
+
+
+def _running_maximum(xp, arrays):
+    """maximum(...maximum(maximum(a0, a1), a2)..., an) in a new array."""
+    if len(arrays) == 1:
+        return arrays[0].copy()
+    out = xp.maximum(arrays[0], arrays[1])
+    for array in arrays[2:]:
+        xp.maximum(out, array, out=out)
+    return out
 
 
 MAX_POOL_PASSES = 1_000_000             # window offsets, one array pass each

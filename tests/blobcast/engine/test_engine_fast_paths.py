@@ -281,9 +281,31 @@ def test_a_convolution_unfolded_in_parts_equals_it_unfolded_whole(stride, pad, d
     model["c"].blobs = [blobcast.Blob(w), blobcast.Blob(b)]
     whole = Net(model).forward({"data": x})["c"]
     monkeypatch.setattr(convolution, "COLUMN_BYTES", 4 * 9 * 11 * 3)  # three rows of columns
+    monkeypatch.setattr(convolution, "MIN_PART_COLUMNS", 1)
     parts = Net(model).forward({"data": x})["c"]
     assert parts.shape == whole.shape
     np.testing.assert_allclose(parts, whole, rtol=1e-5, atol=1e-5)  # GEMM sums in another order
+
+
+@pytest.mark.parametrize("kernel,stride,pad", [(1, 1, 0), (1, 2, 0), (3, 1, 1), (3, 2, 1)])
+def test_a_batch_side_by_side_in_one_product_equals_it_sample_by_sample(kernel, stride, pad, monkeypatch):
+    import blobcast.layers.convolution as convolution
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 16, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((24, 16, kernel, kernel)).astype(np.float32)
+    b = rng.standard_normal(24).astype(np.float32)
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 3 dim: 16 dim: 7 dim: 7 } } }'
+            f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param {{ num_output: 24 '
+            f'kernel_size: {kernel} stride: {stride} pad: {pad} }} }}')
+    model = net_from_text(text, "<conv>")
+    model["c"].blobs = [blobcast.Blob(w), blobcast.Blob(b)]
+    together = Net(model).forward({"data": x})["c"]
+    assert together.flags.c_contiguous
+    monkeypatch.setattr(convolution, "SIDE_BY_SIDE_LOCATIONS", 0)
+    apart = Net(model).forward({"data": x})["c"]
+    assert together.shape == apart.shape
+    np.testing.assert_allclose(together, apart, rtol=1e-5, atol=1e-5)  # GEMM sums in another order
 
 
 @pytest.mark.parametrize("pad,size", [((1, 1), (9, 7)), ((0, 0), (8, 8)), ((2, 1), (5, 6)), ((1, 1), (1, 1))])
