@@ -11,6 +11,7 @@ from .io import converters as _converters
 from .io import load
 from .io import reading as _reading
 from .model import Model
+from .shapes import weight_shape_problem
 from .solver import SolverState, learnable_slots, tie_history
 from .solvers import DEFAULT_TYPE, SOLVER_TYPES, solver_class
 from .targets import lower_for, target_named, target_problems
@@ -81,8 +82,18 @@ def model_facts(model: Model, stats: bool = False) -> dict:
             for layer, bottom in (model.unproduced_bottoms() if model.has_architecture else [])]
         + ([] if model.has_architecture else [
             "no architecture: the file holds layer names and weights only; pair it with "
-            "--prototxt"]),
+            "--prototxt"]) + _weight_shape_notes(model),
     }
+
+
+def _weight_shape_notes(model: Model) -> list[str]:
+    """A file that stores its net with its weights records them as they
+    were, so a blob its layer class cannot take is shown, not refused (with
+    --prototxt the weights must fit, and such a file is refused at load)."""
+    if not model.has_architecture or not model.owned_params():
+        return []
+    problem = weight_shape_problem(model)
+    return [f"{problem}; the net cannot run with it"] if problem else []
 
 
 def module_facts(model: Model) -> dict:

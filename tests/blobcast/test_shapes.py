@@ -80,3 +80,18 @@ def test_blob_shapes_gives_the_schedule_it_sized():
     assert isinstance(schedule, Schedule)
     assert shapes["data"] == (2, 4, 17, 17)
     assert all(name in shapes for name in schedule.outputs)
+
+
+def test_a_wrong_blob_in_a_file_that_stores_its_net_is_shown_by_inspect(tmp_path):
+    # The .caffemodel records its net with the weights: inspect shows the file
+    # as it is, and says which blob the net cannot run with.
+    model = blobcast.load(ZOO / "zoo.caffemodel", prototxt=ZOO / "zoo_deploy.prototxt")
+    channels = next(layer for layer in model.layers if layer.name == "bn_scale").blobs[0].shape[0]
+    weights = _zoo_with(tmp_path, "bn_scale", 0, np.ones(channels - 1, np.float32))
+    result = runner.invoke(app, ["inspect", str(weights), "--json"])
+    assert result.exit_code == 0, result.output
+    notes = [note for note in json.loads(result.stdout)["notes"] if "bn_scale" in note]
+    assert len(notes) == 1 and f"the file has [{channels - 1}]" in notes[0]
+    assert notes[0].endswith("the net cannot run with it")
+    clean = runner.invoke(app, ["inspect", str(ZOO / "zoo.caffemodel"), "--json"])
+    assert not [note for note in json.loads(clean.stdout)["notes"] if "cannot run" in note]
