@@ -10,7 +10,7 @@ import pytest
 
 import blobcast
 import blobcast.engine.net as engine_net
-from blobcast.compare import CHUNK_VALUES, compare_arrays
+from blobcast.check.compare import CHUNK_VALUES, compare_arrays
 from blobcast.converters.prototxt import net_from_text
 from blobcast.engine import Net
 from blobcast.errors import BlobcastError

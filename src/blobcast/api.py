@@ -7,10 +7,10 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from .compare import model_differences, state_differences
+from .check.compare import model_differences, state_differences
+from .check.forward import ForwardCheck, check_forward, check_in_opencv
 from .errors import BlobcastError, BlobcastNote, BlobcastWarning, CheckFailed, FormatError, about
 from .fileio import OutputGroup, atomic_destination, check_apart, check_distinct, check_stop
-from .forward_check import ForwardCheck, check_forward, check_in_opencv
 from .model import Model
 from .solver import SolverState
 from .stopping import uninterruptible
@@ -198,7 +198,7 @@ def modularize(source: str | os.PathLike, destination: str | os.PathLike, *,
     written once as modules, each occurrence an instance. The text is
     flattened again and must give the same layers and settings before it is
     written. Returns what was found."""
-    from .compare import model_differences
+    from .check.compare import model_differences
     from .module_discovery import discover_modules
 
     source, destination = os.fspath(source), os.fspath(destination)

@@ -198,7 +198,7 @@ def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prot
         shapes = {}
     comparisons, report = {}, None
     if against is not None:
-        from .verify import RunOptions, verify_files
+        from .check.verify import RunOptions, verify_files
 
         run = replace(options or RunOptions(), all_blobs=True, prototxt=prototxt)
         report = verify_files(source, os.fspath(against), run, explain=False)  # colours only

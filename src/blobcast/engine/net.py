@@ -8,6 +8,7 @@ from math import prod
 import numpy as np
 
 from .. import layers  # noqa: F401  (registers the layer types)
+from ..check.runner import OPTION_FLAGS, Runner
 from ..errors import BlobcastError
 from ..layers.base import LAYER_TYPES, implementation, spec_for, unknown_settings
 from ..limits import check_allocation
@@ -80,8 +81,12 @@ class SkippedLayer:
     reason: str
 
 
-class Net:
+class Net(Runner):
     """A model ready to run: layers of one phase, weights on the device."""
+
+    engine_name, runtime = "blobcast engine", "the engine"
+    takes = frozenset(OPTION_FLAGS)
+    plans_memory = streams_blobs = True
 
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .model import Model
-from .solver import SolverState, legacy_history_fits
-from .tensor import reshaped, same_bits
+from ..model import Model
+from ..solver import SolverState, legacy_history_fits
+from ..tensor import reshaped, same_bits
 
 
 def _tensor_map(model: Model) -> dict:
