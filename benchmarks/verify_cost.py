@@ -83,11 +83,11 @@ def main() -> None:
             "h5": ("verify --all-blobs .caffemodel .caffemodel.h5",
                    _passes([caffe, h5], x, True, options.device),
                    _verify(weights, hdf5, prototxt, shape, options.device)),
-            "onnx": ("verify --all-blobs .caffemodel .onnx --atol 1e-2",
+            "onnx": ("verify --all-blobs .caffemodel .onnx --atol 0.1",
                      _passes([caffe, onnx_path], x, True, options.device),
                      # another float32 implementation: a few blobs of ResNet-50 differ
-                     # by float32 rounding beyond atol 1e-3 (peaks of 1400)
-                     _verify(weights, onnx_path, prototxt, shape, options.device, atol=1e-2)),
+                     # by float32 rounding, up to 0.02 where values reach 13,000
+                     _verify(weights, onnx_path, prototxt, shape, options.device, atol=0.1)),
             "convert": ("convert .caffemodel -> .h5, forward check",
                         lambda: (_convert(weights, prototxt, folder, shape, False)(),
                                  _passes([caffe, h5], x, False, options.device)()),
