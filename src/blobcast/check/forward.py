@@ -17,13 +17,15 @@ from .sides import runner_for
 
 @dataclass
 class PairRun:
-    """What run_pair gives: A's blobs, B's (with `compared`, only the ones
-    that differ, as host copies) and, when B streamed its blobs, the
-    comparisons made as they came (name -> comparison, in B's order)."""
+    """What run_pair gives: A's blobs and B's, and, when one side streamed
+    its blobs, the comparisons made as they came (name -> comparison) in
+    `order`; then the streamed side's blobs are only those that differ, as
+    host copies."""
 
     a: dict
     b: dict
     compared: dict | None = None
+    order: list = field(default_factory=list)
 
 
 def run_pair(side_a: Runner, side_b: Runner, inputs: dict, keep_all: bool = False,
@@ -32,36 +34,52 @@ def run_pair(side_a: Runner, side_b: Runner, inputs: dict, keep_all: bool = Fals
     against the memory budget. A runtime that checks nothing as it runs is
     covered by the plan of A's model, the same net as a rule.
 
-    With keep_all and `judge(name, a, b) -> BlobComparison`, a B that streams
-    its blobs has each compared with A's as soon as its last version is made,
-    then let go: B's blobs are never all held at once, and each is compared
-    while it is still in the cache. Errors without a file name are about
-    `paths` (A's, B's)."""
+    With keep_all and `judge(name, a, b) -> BlobComparison`, a side that
+    streams its blobs (the engine) has each compared with the other side's
+    as soon as its last version is made, then let go: its blobs are never
+    all held at once, and each is compared while it is still in the cache.
+    Against a runtime that does not stream, the runtime runs first. Errors
+    without a file name are about `paths` (A's, B's)."""
+    streams = keep_all and judge is not None
+    if streams and side_a.streams_blobs and not side_a.uncomputed and not side_b.streams_blobs:
+        with about(paths[1]):
+            _plan_for_runtime(side_a, side_b, inputs)
+            outputs_b = forward_what_runs(side_b, inputs, keep_all)
+        with about(paths[0]), reserved(held_bytes([*inputs.values(), *outputs_b.values()])):
+            return _compared_as_produced(side_a, inputs, outputs_b,
+                                         lambda name, held, made: judge(name, made, held), True)
     with about(paths[0]):
         outputs_a = forward_what_runs(side_a, inputs, keep_all)
     with about(paths[1]), reserved(held_bytes([*inputs.values(), *outputs_a.values()])):
-        if keep_all and judge is not None and side_b.streams_blobs and not side_b.uncomputed:
-            return _compared_as_produced(side_b, inputs, outputs_a, judge)
-        if side_a.plans_memory and not side_b.plans_memory:
-            from ..engine import blob_shapes
-
-            blob_shapes(side_a.model, {name: list(value.shape) for name, value in inputs.items()},
-                        check_memory=True, skip_unrunnable=True)
+        if streams and side_b.streams_blobs and not side_b.uncomputed:
+            return _compared_as_produced(side_b, inputs, outputs_a, judge, False)
+        _plan_for_runtime(side_a, side_b, inputs)
         return PairRun(outputs_a, forward_what_runs(side_b, inputs, keep_all))
 
 
-def _compared_as_produced(side_b: Runner, inputs: dict, outputs_a: dict, judge) -> PairRun:
+def _plan_for_runtime(side_a: Runner, side_b: Runner, inputs: dict) -> None:
+    if side_a.plans_memory and not side_b.plans_memory:
+        from ..engine import blob_shapes
+
+        blob_shapes(side_a.model, {name: list(value.shape) for name, value in inputs.items()},
+                    check_memory=True, skip_unrunnable=True)
+
+
+def _compared_as_produced(streaming: Runner, inputs: dict, held: dict, judge,
+                          streaming_is_a: bool) -> PairRun:
     compared: dict[str, BlobComparison] = {}
     differing = {}
 
     def compare(name, value):
-        if name in outputs_a and name not in inputs:
-            compared[name] = judge(name, outputs_a[name], value)
+        if name in held and name not in inputs:
+            compared[name] = judge(name, held[name], value)
             if not compared[name].passed:
                 differing[name] = _to_host(value).copy()
 
-    side_b.forward(inputs, on_blob=compare, final_only=True)
-    return PairRun(outputs_a, differing, compared)
+    streaming.forward(inputs, on_blob=compare, final_only=True)
+    if streaming_is_a:
+        return PairRun(differing, held, compared, list(compared))
+    return PairRun(held, differing, compared, [name for name in held if name in compared])
 
 
 @dataclass

@@ -289,7 +289,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
                        judge=lambda name, x, y: judge.compare(name, x, y, allow_nonfinite))
         a_blobs, b_blobs = run.a, run.b
         if run.compared is not None:
-            order = [name for name in a_blobs if name in run.compared]
+            order = run.order
             results = [run.compared[name] for name in order]
         elif options.all_blobs:
             order = [name for name in a_blobs if name in b_blobs and name not in inputs]
