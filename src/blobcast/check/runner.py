@@ -30,8 +30,8 @@ class Runner(ABC):
 
     engine_name: str
     part: str = "layer"
-    # The canonical Model it runs, where it runs one (the engine's float64
-    # re-run of a failed comparison needs it).
+    # The canonical Model it runs, where it runs one: a runtime on the other
+    # side of a check is covered by this model's memory plan.
     model = None
     # Checks the memory budget layer by layer as it runs (the engine); for
     # another runtime the source's plan stands in.
