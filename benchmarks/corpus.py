@@ -162,8 +162,8 @@ def _shape_args(entry: Entry) -> list[str]:
 def _random_weights(entry: Entry, source: Path, folder: Path, inputs: list[str]) -> Path:
     """The definition with seeded random weights, as a .caffemodel."""
     import blobcast
+    from blobcast.check import parse_input_spec
     from blobcast.engine.random_fill import fill_random_weights
-    from blobcast.inputs import parse_input_spec
 
     model = blobcast.load(source)
     shapes = {}

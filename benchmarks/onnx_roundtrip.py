@@ -19,9 +19,9 @@ import onnxruntime
 from engine_speed import resnet50
 
 import blobcast
+from blobcast.check import compare_arrays
 from blobcast.converters.onnx_format import OnnxRunner
 from blobcast.engine import Net
-from blobcast.verify import compare_arrays
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
 
-from blobcast.compare import model_differences, state_differences
+from blobcast.check.compare import model_differences, state_differences
 from blobcast.errors import CheckFailed, FormatError
 from blobcast.solver import SolverState
 from blobcast.weights import WeightSource, attach_weights

@@ -6,7 +6,7 @@ takes a training step."""
 
 from __future__ import annotations
 
-from blobcast.compare import model_differences, state_differences
+from blobcast.check.compare import model_differences, state_differences
 from blobcast.errors import CheckFailed
 from blobcast.model import Model
 
@@ -47,7 +47,11 @@ def inspect(path: str) -> dict:
     return {"name": graph["graph_name"], "onnx": graph}
 
 
-def runner(path: str, *, device: str = "cpu"):
+def runner(path: str, *, device: str = "cpu", **options):
+    """onnxruntime on the file; an option it does not take is refused, naming its flag."""
+    from blobcast.check.runner import refuse_options
+
     from .onnx_runner import OnnxRunner
 
+    refuse_options(OnnxRunner, options, path)
     return OnnxRunner(path, device=device)

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from blobcast.check.runner import Runner
 from blobcast.errors import BlobcastError
 from blobcast.limits import check_allocation
 
@@ -69,23 +70,27 @@ def _point_at_file(tensor: TensorProto, file_name: str, span: tuple[int, int]) -
         entry.key, entry.value = key, str(value)
 
 
-class OnnxRunner:
+class OnnxRunner(Runner):
     """Runs an .onnx file: onnxruntime where installed, else onnx's reference
     evaluator (NumPy, slower; its grouped ConvTranspose is wrong in onnx 1.23,
-    so verification of such models needs onnxruntime)."""
+    so verification of such models needs onnxruntime). Of runner_for's
+    options it takes the device (onnxruntime's execution provider)."""
+
+    engine_name, part = "onnxruntime", "node"
 
     def __init__(self, path: str, device: str = "cpu"):
         self.path = path
-        self.engine, self.in_place = "onnx reference evaluator", False
+        self.engine_name, self.in_place = "onnx reference evaluator", False
         if runtime_loads(installed_runtime(), np.__version__):
             try:
                 import onnxruntime
 
-                self.engine = "onnxruntime"
+                self.engine_name = "onnxruntime"
                 self.in_place = maps_values_in_place(onnxruntime.__version__)
             except ImportError:
                 pass
         self.providers = self._providers(device)
+        self.device = "gpu" if self.providers[0] == "CUDAExecutionProvider" else "cpu"
         # The graph alone: tensor values are read by whichever engine runs it.
         onnx_model, raw, buf = map_onnx(path)  # every external reference checked before any is read
         graph = onnx_model.graph
@@ -120,7 +125,7 @@ class OnnxRunner:
         if device not in ("cpu", "gpu", "auto"):
             raise BlobcastError(f"unknown device {device!r}; use cpu, gpu or auto")
         available = []
-        if self.engine == "onnxruntime" and device != "cpu":
+        if self.engine_name == "onnxruntime" and device != "cpu":
             import onnxruntime
 
             available = onnxruntime.get_available_providers()
@@ -128,7 +133,7 @@ class OnnxRunner:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
         if device == "gpu":
             runtime = (f"onnxruntime {installed_runtime()} has no CUDA execution provider"
-                       if self.engine == "onnxruntime" else "onnxruntime is not installed")
+                       if self.engine_name == "onnxruntime" else "onnxruntime is not installed")
             raise BlobcastError(f"--device gpu: {runtime}; install onnxruntime-gpu on a machine "
                                 "with an NVIDIA GPU, or use --device cpu", self.path)
         return ["CPUExecutionProvider"]
@@ -213,7 +218,7 @@ class OnnxRunner:
         """The outputs (every value with keep_all) that do not depend on a custom node."""
         feeds = {k: np.asarray(v) for k, v in inputs.items()}
         try:
-            if self.engine == "onnxruntime":
+            if self.engine_name == "onnxruntime":
                 session, names = self._session(keep_all)
                 return dict(zip(names, session.run(names, feeds)))
             from onnx.reference import ReferenceEvaluator
@@ -224,4 +229,5 @@ class OnnxRunner:
             raise
         except Exception as error:  # onnxruntime and the evaluator raise their own types
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise BlobcastError(f"{self.engine} could not run the model: {message}", self.path) from error
+            raise BlobcastError(f"{self.engine_name} could not run the model: {message}",
+                                self.path) from error

@@ -12,8 +12,27 @@ import tempfile
 
 import numpy as np
 
-from blobcast.errors import CheckFailed
+from blobcast.check.runner import Runner
+from blobcast.errors import BlobcastError, CheckFailed
 from blobcast.model import Layer, Model
+
+
+class OpencvRunner(Runner):
+    """The written .caffemodel run by OpenCV 4's Caffe importer: its outputs
+    only (OpenCV keeps no other blob), on the CPU; it takes no option."""
+
+    engine_name = "opencv"
+    takes = frozenset()
+
+    def __init__(self, model: Model, caffemodel_path: str, inputs: dict, outputs: list[str]):
+        self.written, self.path = model, caffemodel_path
+        self.inputs, self.outputs = dict(inputs), list(outputs)
+        self.uncomputed, self.skipped, self.device = {}, [], "cpu"
+
+    def forward(self, inputs: dict, keep_all: bool = False, tolerate_missing: bool = False) -> dict:
+        if keep_all:
+            raise BlobcastError("OpenCV gives a net's outputs only; compare outputs", self.path)
+        return run_in_opencv(self.written, self.path, inputs, self.outputs)
 
 
 def run_in_opencv(model, caffemodel_path: str, inputs: dict, outputs: list[str]) -> dict:

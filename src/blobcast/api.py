@@ -7,7 +7,7 @@ from .app.convert import convert
 from .app.modularize import modularize
 from .app.report import ConversionReport
 from .app.training_step import training_step
-from .forward_check import ForwardCheck
+from .check.forward import ForwardCheck
 from .io import load, save
 
 __all__ = ["ConversionReport", "ForwardCheck", "convert", "load", "modularize", "save",

@@ -161,7 +161,7 @@ def _main(debug: DebugOption = False, memory_budget: BudgetOption = None,
 
 def _input_values(specs, option: str = "--input") -> dict:
     """NAME=SHAPE or NAME=file.npy specs: name -> shape (a list) or the array."""
-    from .verify import parse_input_spec
+    from .check.verify import parse_input_spec
 
     return dict(parse_input_spec(spec, option) for spec in specs or ())
 
@@ -248,14 +248,14 @@ def convert(
 ):
     """Convert between Caffe formats and ONNX; the output is checked before it appears."""
     from .app.convert import convert as convert_file
-    from .forward_check import ForwardCheck
+    from .check.forward import ForwardCheck
 
     json_output = json_output or _state["json"]
 
     def body():
+        from .check.inputs import input_shapes
         from .engine.plugins import load_layer_plugin
         from .fileio import check_apart
-        from .inputs import input_shapes
 
         check_apart(layer_plugins or (), [destination])
         for plugin in layer_plugins or ():
@@ -330,7 +330,7 @@ def inspect(
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
                  random_weights: bool = False, layer_plugins=None, winograd: bool = False):
-    from .verify import RunOptions
+    from .check.verify import RunOptions
 
     return RunOptions(prototxt=prototxt, inputs=tuple(inputs or ()), seed=seed,
                       all_blobs=all_blobs, device=device,
@@ -403,7 +403,7 @@ def draw(
     json_output = json_output or _state["json"]
 
     def body():
-        from .verify import RunOptions
+        from .check.verify import RunOptions
 
         report = draw_net(source, destination, prototxt=prototxt, expand=expand, against=against,
                           options=RunOptions(inputs=tuple(inputs or ())), overwrite=force)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import blobcast
-from blobcast.compare import model_differences
+from blobcast.check.compare import model_differences
 from blobcast.errors import FormatError
 from blobcast.tensor import ALIGNMENT, aligned_values, same_bits
 

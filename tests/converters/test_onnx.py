@@ -8,10 +8,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import blobcast
+from blobcast.check import compare_arrays
 from blobcast.converters.onnx_export import DEFAULT_OPSET
 from blobcast.converters.onnx_versions import runtime_newest_opset
 from blobcast.engine import Net
-from blobcast.verify import compare_arrays
 
 from ..conftest import CAFFE, GENERATED, views_a_file_mapping
 from ..netgen import with_random_weights
@@ -212,7 +212,7 @@ def test_external_data_may_not_escape_or_be_short(tmp_path, location, problem):
     with pytest.raises(blobcast.FormatError, match=problem):
         blobcast.load(path)
     with pytest.raises(blobcast.BlobcastError, match=problem):
-        from blobcast.verify import RunOptions, run_model
+        from blobcast.check import RunOptions, run_model
 
         run_model(str(path), RunOptions())
 

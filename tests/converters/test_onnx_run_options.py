@@ -57,3 +57,42 @@ def test_all_blobs_is_honoured(lenet_onnx):
     code_all, every = _run("run", lenet_onnx, "--all-blobs")
     assert code == code_all == 0
     assert len(every["blobs"]) > len(outputs["blobs"]) == 1
+
+
+# A value that sets each option of runner_for on purpose.
+_SET = {"device": "cpu", "prototxt": str(DEPLOY), "allow_python_layers": True, "python_path": ("x",),
+        "random_weights": 0, "layer_plugins": ("plugin.py",), "winograd": True, "precision": "f8",
+        "skip_unrunnable": True, "hold_weights": False}
+
+
+@pytest.mark.parametrize("option", sorted(_SET))
+def test_every_option_reaches_the_onnx_runner_honoured_or_refused_in_one_line(option, lenet_onnx):
+    from blobcast.check import OPTION_FLAGS, runner_for
+    from blobcast.converters.onnx_runner import OnnxRunner
+    from blobcast.errors import BlobcastError
+
+    assert set(_SET) == set(OPTION_FLAGS)  # a new option gets a case here
+    flag = OPTION_FLAGS[option]
+    if option in OnnxRunner.takes or flag is None:  # honoured (or, unflagged, how every ONNX run is)
+        runner_for(str(lenet_onnx), **{option: _SET[option]})
+        return
+    with pytest.raises(BlobcastError) as refused:
+        runner_for(str(lenet_onnx), **{option: _SET[option]})
+    assert flag in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_device_gpu_becomes_onnxruntimes_cuda_provider(lenet_onnx, monkeypatch):
+    from blobcast.check import runner_for
+
+    monkeypatch.setattr(ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    runner = runner_for(str(lenet_onnx), device="gpu")
+    assert runner.providers[0] == "CUDAExecutionProvider" and runner.device == "gpu"
+    assert runner_for(str(lenet_onnx), device="cpu").providers == ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize("option", [["--winograd"], ["--device", "nowhere"]])
+def test_verify_and_run_of_an_onnx_file_refuse_in_one_line(option, lenet_onnx):
+    for command in (["run", lenet_onnx], ["verify", lenet_onnx, lenet_onnx]):
+        code, report = _run(*command, *option)
+        assert code == 2 and option[-1] in report["error"] and "\n" not in report["error"]

@@ -50,7 +50,7 @@ def test_wheel_contains_the_converters(tmp_path):
 
 def test_core_model_does_not_import_file_format_libraries():
     code = ("import sys, blobcast.model, blobcast.params, blobcast.tensor, blobcast.weights, "
-            "blobcast.solver, blobcast.compare, blobcast.engine; "
+            "blobcast.solver, blobcast.check.compare, blobcast.engine; "
             "print(sorted(m for m in ('google.protobuf', 'h5py', 'onnx') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -6,8 +6,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import blobcast
+from blobcast.check import compare_arrays
 from blobcast.engine import Net
-from blobcast.verify import compare_arrays
 
 from ..netgen import with_random_weights
 

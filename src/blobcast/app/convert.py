@@ -10,9 +10,9 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
+from ..check.forward import ForwardCheck, check_forward, check_in_opencv
 from ..errors import BlobcastError, BlobcastNote, BlobcastWarning, CheckFailed, FormatError, about
 from ..fileio import OutputGroup, atomic_destination, check_apart, check_distinct, check_stop
-from ..forward_check import ForwardCheck, check_forward, check_in_opencv
 from ..io import check_kind, converters, read_as, reading, write_as
 from ..model import Model
 from ..solver import SolverState

@@ -56,7 +56,7 @@ def _shapes(model: Model) -> dict:
 def _compared(source: str, against: str, prototxt: str | None, options):
     """Every blob of the net against the other model (colours only, so no
     float64 explanation of the differences)."""
-    from ..verify import RunOptions, verify_files
+    from ..check.verify import RunOptions, verify_files
 
     run = replace(options or RunOptions(), all_blobs=True, prototxt=prototxt)
     return verify_files(source, os.fspath(against), run, explain=False)

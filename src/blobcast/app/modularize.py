@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ..compare import model_differences
+from ..check.compare import model_differences
 from ..errors import BlobcastError, CheckFailed, FormatError
 from ..fileio import atomic_destination, check_apart
 from ..io import converters, load

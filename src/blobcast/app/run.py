@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..check.verify import RunOptions, run_model, save_blobs
 from ..fileio import atomic_destination, check_distinct
-from ..verify import RunOptions, run_model, save_blobs
 
 
 @dataclass

@@ -3,7 +3,7 @@ comparison itself is verify.py's)."""
 
 from __future__ import annotations
 
-from ..verify import DEFAULT_ATOL, DEFAULT_RTOL, RunOptions, VerifyReport, parse_tolerance, verify_files
+from ..check.verify import DEFAULT_ATOL, DEFAULT_RTOL, RunOptions, VerifyReport, parse_tolerance, verify_files
 
 
 def verify(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_ATOL,

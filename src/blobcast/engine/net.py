@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import layers  # noqa: F401  (registers the layer types)
+from ..check.runner import OPTION_FLAGS, Runner
 from ..errors import BlobcastError
 from ..layers.base import LAYER_TYPES, implementation
 from ..model import Layer, Model, layer_included  # noqa: F401  (layer_included: re-exported)
@@ -40,8 +41,12 @@ def array_module(device: str = "cpu"):
 _UNBUILT = object()  # an op not built yet, or freed after a run (hold_weights=False)
 
 
-class Net:
+class Net(Runner):
     """A model ready to run: layers of one phase, weights on the device."""
+
+    engine_name, runtime = "blobcast engine", "the engine"
+    takes = frozenset(OPTION_FLAGS)
+    plans_memory = streams_blobs = True
 
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),

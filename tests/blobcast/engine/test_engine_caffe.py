@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import blobcast
+from blobcast.check import compare_arrays
 from blobcast.engine import Net, known_layer_types
-from blobcast.verify import compare_arrays
 
 from ...conftest import CAFFE, SOLVER_TYPES
 

@@ -10,7 +10,7 @@ import pytest
 
 import blobcast
 import blobcast.engine.net as engine_net
-from blobcast.compare import CHUNK_VALUES, compare_arrays
+from blobcast.check.compare import CHUNK_VALUES, compare_arrays
 from blobcast.converters.prototxt import net_from_text
 from blobcast.engine import Net
 from blobcast.errors import BlobcastError
@@ -490,3 +490,22 @@ def test_a_long_group_of_blobs_sharing_memory_costs_a_linear_pass():
     out = net.forward({"b0": np.zeros((1, 8), np.float32)}, keep_all=True)
     assert time.perf_counter() - start < 30  # about 1.5 s; quadratic work took minutes
     assert all(np.array_equal(out[f"b{i}"], out["b8000"].reshape(out[f"b{i}"].shape)) for i in range(8001))
+
+
+def test_equal_chunks_take_the_short_way_to_the_same_figures():
+    rng = np.random.default_rng(8)
+    size = CHUNK_VALUES["cpu"] * 2 + 5
+    a = rng.standard_normal(size).astype(np.float32)
+    b = a.copy()
+    b[-1] += np.float32(1.0)  # the last chunk differs, the others are equal
+    expected = _direct_figures(a, b, 1e-5, 1e-3)
+    result = compare_arrays("x", a, b, 1e-5, 1e-3)
+    assert result.max_abs_error == expected["max_abs_error"]
+    assert result.min_atol == expected["min_atol"] and result.min_rtol == expected["min_rtol"]
+    assert result.mismatched == expected["mismatched"] == 1
+    same = compare_arrays("x", a, a.copy())
+    assert same.passed and same.max_abs_error == same.max_rel_error == same.min_atol == 0.0
+    assert abs(same.cosine_similarity - 1.0) < 1e-12 and same.mean_abs_error == 0.0
+    a[3] = np.inf  # equal but not finite: counted as the general way counts it
+    infinite = compare_arrays("x", a, a.copy())
+    assert infinite.nonfinite == 1 and not infinite.passed and infinite.cosine_similarity is None

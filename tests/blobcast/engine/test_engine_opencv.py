@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 import blobcast
+from blobcast.check import compare_arrays
 from blobcast.engine import Net
-from blobcast.verify import compare_arrays
 
 from ...netgen import with_random_weights
 

@@ -10,7 +10,7 @@ from blobcast.cli import app
 from blobcast.engine import Net, blob_shapes
 
 from ...conftest import ROOT
-from ..engine.test_data_layer_inputs import CONV1, WEIGHTS
+from ..test_data_layer_inputs import CONV1, WEIGHTS
 
 runner = CliRunner()
 

@@ -121,6 +121,7 @@ def test_the_module_graph_has_no_cycle():
             visit(module)
     assert cycles == []
     assert "blobcast.verify" not in graph["blobcast.api"]
+    assert "blobcast.check.verify" not in graph["blobcast.api"]
 
 
 def test_every_type_the_engine_runs_exports_to_onnx():

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import BlobcastError
 from .compare import BlobComparison, RoundingCheck, _to_host
-from .errors import BlobcastError
-from .runners import runner_for
+from .sides import runner_for
 
 # Another float32 implementation sums in other orders (blocked GEMMs, other
 # convolution algorithms): its rounding error is of the engine's size, not
@@ -76,7 +76,7 @@ def check_rounding(failed: list[BlobComparison], sides: tuple, inputs: dict, a_v
                    b_values: dict) -> list[str]:
     """Fill in `rounding` of each failed comparison whose two sides are at
     hand; returns notes on what could not be checked."""
-    from .engine import Net
+    from ..engine import Net
 
     pending = {c.name: c for c in failed
                if c.name in a_values and c.name in b_values and not c.nan_mismatches

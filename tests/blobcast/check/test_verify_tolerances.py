@@ -9,12 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 import blobcast
+from blobcast.check import RunOptions, parse_tolerance, verify_files
+from blobcast.check.compare import FLOAT32_TINY, compare_arrays
 from blobcast.cli import app
-from blobcast.compare import FLOAT32_TINY, compare_arrays
 from blobcast.errors import BlobcastError
-from blobcast.verify import RunOptions, parse_tolerance, verify_files
 
-from ..conftest import GENERATED, ROOT
+from ...conftest import GENERATED, ROOT
 
 runner = CliRunner()
 LENET = GENERATED / "lenet.caffemodel"

@@ -7,10 +7,10 @@ import os
 
 import numpy as np
 
-from .engine.net import check_input_size
-from .errors import BlobcastError
-from .fileio import check_regular_file
-from .limits import check_allocation
+from ..errors import BlobcastError
+from ..fileio import check_regular_file
+from ..limits import check_allocation
+from .runner import Runner
 
 
 def parse_input_spec(spec: str, option: str = "--input") -> tuple[str, np.ndarray | list[int]]:
@@ -37,6 +37,8 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int,
     with normal(0, 1) float32 values from a seeded generator, in input order.
     `unknown(name)`, when given, makes the error for an input of unknown shape
     (an engine Net's names the data layer behind it)."""
+    from ..engine.net import check_input_size
+
     rng = np.random.RandomState(seed)
     inputs = {}
     for name in declared:
@@ -57,15 +59,17 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int,
     return inputs
 
 
-def runner_inputs(runner, given: dict, seed: int) -> dict:
-    """make_inputs for a runner's inputs; an engine Net names the data layer
-    behind an input whose shape is unknown."""
-    return make_inputs(runner.inputs, given, seed, unknown=getattr(runner, "shape_unknown", None))
+def runner_inputs(runner: Runner, given: dict, seed: int) -> dict:
+    """make_inputs for a runner's inputs; the runner's shape_unknown (the
+    engine's names the data layer behind the input) makes the error for an
+    input whose shape is unknown."""
+    return make_inputs(runner.inputs, given, seed, unknown=runner.shape_unknown)
 
 
 def input_shapes(values: dict) -> dict:
     """--input values (a shape, or an array of values) -> name: shape."""
-    return {name: list(getattr(value, "shape", value)) for name, value in values.items()}
+    return {name: list(value.shape) if isinstance(value, np.ndarray) else list(value)
+            for name, value in values.items()}
 
 
 MAX_NPZ_ENTRIES = 100_000

@@ -1,17 +1,85 @@
-"""Convert's forward check: the source and the written model run on the same
-inputs and their outputs compared, and (--target opencv) the written net run
-in OpenCV as well."""
+"""Two models run on the same inputs: `run_pair`, which convert's forward
+check (check_forward_pair) and `verify` (verify.py) both run, and
+(--target opencv) the written net run in OpenCV as well."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .compare import _to_host, compare_arrays
-from .errors import BlobcastError, CheckFailed
+from ..errors import BlobcastError, CheckFailed, about
+from ..limits import BudgetExceeded, held_bytes, reserved
+from ..model import Model
+from .compare import BlobComparison, _to_host, compare_arrays
 from .inputs import input_shapes, runner_inputs
-from .limits import BudgetExceeded, held_bytes, reserved
-from .model import Model
-from .runners import forward_what_runs, runner_for
+from .runner import Runner, forward_what_runs
+from .sides import runner_for
+
+
+@dataclass
+class PairRun:
+    """What run_pair gives: A's blobs and B's, and, when one side streamed
+    its blobs, the comparisons made as they came (name -> comparison) in
+    `order`; then the streamed side's blobs are only those that differ, as
+    host copies."""
+
+    a: dict
+    b: dict
+    compared: dict | None = None
+    order: list = field(default_factory=list)
+
+
+def run_pair(side_a: Runner, side_b: Runner, inputs: dict, keep_all: bool = False,
+             judge=None, paths: tuple = (None, None)) -> PairRun:
+    """Run A, then B, on the same inputs, both sides' blobs counted together
+    against the memory budget. A runtime that checks nothing as it runs is
+    covered by the plan of A's model, the same net as a rule.
+
+    With keep_all and `judge(name, a, b) -> BlobComparison`, a side that
+    streams its blobs (the engine) has each compared with the other side's
+    as soon as its last version is made, then let go: its blobs are never
+    all held at once, and each is compared while it is still in the cache.
+    Against a runtime that does not stream, the runtime runs first. Errors
+    without a file name are about `paths` (A's, B's)."""
+    streams = keep_all and judge is not None
+    if streams and side_a.streams_blobs and not side_a.uncomputed and not side_b.streams_blobs:
+        with about(paths[1]):
+            _plan_for_runtime(side_a, side_b, inputs)
+            outputs_b = forward_what_runs(side_b, inputs, keep_all)
+        with about(paths[0]), reserved(held_bytes([*inputs.values(), *outputs_b.values()])):
+            return _compared_as_produced(side_a, inputs, outputs_b,
+                                         lambda name, held, made: judge(name, made, held), True)
+    with about(paths[0]):
+        outputs_a = forward_what_runs(side_a, inputs, keep_all)
+    with about(paths[1]), reserved(held_bytes([*inputs.values(), *outputs_a.values()])):
+        if streams and side_b.streams_blobs and not side_b.uncomputed:
+            return _compared_as_produced(side_b, inputs, outputs_a, judge, False)
+        _plan_for_runtime(side_a, side_b, inputs)
+        return PairRun(outputs_a, forward_what_runs(side_b, inputs, keep_all))
+
+
+def _plan_for_runtime(side_a: Runner, side_b: Runner, inputs: dict) -> None:
+    if side_a.plans_memory and not side_b.plans_memory:
+        from ..engine import blob_shapes
+
+        blob_shapes(side_a.model, {name: list(value.shape) for name, value in inputs.items()},
+                    check_memory=True, skip_unrunnable=True)
+
+
+def _compared_as_produced(streaming: Runner, inputs: dict, held: dict, judge,
+                          streaming_is_a: bool) -> PairRun:
+    compared: dict[str, BlobComparison] = {}
+    differing = {}
+
+    def compare(name, value):
+        if name in held and name not in inputs:
+            compared[name] = judge(name, held[name], value)
+            if not compared[name].passed:
+                differing[name] = _to_host(value).copy()
+
+    streaming.forward(inputs, on_blob=compare, final_only=True)
+    if streaming_is_a:
+        return PairRun(differing, held, compared, list(compared))
+    return PairRun(held, differing, compared, [name for name in held if name in compared])
 
 
 @dataclass
@@ -43,7 +111,7 @@ def check_forward(source, written, strict: bool = False, options: ForwardCheck |
     written_side = None
     try:
         if isinstance(source, Model):
-            from .engine import blob_shapes
+            from ..engine import blob_shapes
 
             # The whole pass planned within the memory budget before anything runs.
             blob_shapes(source, options.input_shapes(), check_memory=True, skip_unrunnable=True)
@@ -58,7 +126,7 @@ def check_forward(source, written, strict: bool = False, options: ForwardCheck |
             raise
         return None, "forward check skipped: it would exceed the memory budget (--memory-budget)"
     except BlobcastError as error:
-        fallback = getattr(written_side, "engine", "") == "onnx reference evaluator"
+        fallback = written_side is not None and written_side.engine_name == "onnx reference evaluator"
         if strict and not fallback:
             raise CheckFailed(f"the forward check could not run: {error.problem}") from error
         if fallback:
@@ -92,14 +160,8 @@ def check_forward_pair(side_a, side_b, options: ForwardCheck, models=(),
     import numpy as np
 
     inputs = runner_inputs(side_a, dict(options.inputs), seed=0)
-    outputs_a = forward_what_runs(side_a, inputs)
-    from .engine import Net, blob_shapes
-
-    with reserved(held_bytes([*inputs.values(), *outputs_a.values()])):  # both sides count together
-        if models and isinstance(models[0], Model) and not isinstance(side_b, Net):
-            # a runtime checks nothing as it runs: the source's plan stands for it
-            blob_shapes(models[0], options.input_shapes(), check_memory=True, skip_unrunnable=True)
-        outputs_b = forward_what_runs(side_b, inputs)
+    run = run_pair(side_a, side_b, inputs)
+    outputs_a, outputs_b = run.a, run.b
     if record is not None:
         record.update(inputs=inputs, outputs=outputs_b)
     missing = [name for name in outputs_a if name not in outputs_b and name not in side_b.uncomputed]
@@ -139,7 +201,7 @@ def check_forward_pair(side_a, side_b, options: ForwardCheck, models=(),
         note = ("forward check compared what both sides compute; not compared: " + ", ".join(
             f"{name!r} (needs {cause})" for name, cause in uncompared.items()))
     return {"outputs": len(results), "max_abs_error": worst, "passed": True,
-            "device": getattr(side_a, "device", "cpu"), "not_compared": sorted(uncompared)}, note
+            "device": side_a.device, "not_compared": sorted(uncompared)}, note
 
 
 def check_in_opencv(written: Model, path: str, dst_fmt, options: ForwardCheck,
@@ -147,7 +209,7 @@ def check_in_opencv(written: Model, path: str, dst_fmt, options: ForwardCheck,
     """Run the written net in OpenCV 4 as well (--target opencv): its outputs
     must agree with the engine's (those of the forward check's run, `run`,
     when it ran). A note says what was compared, or why not."""
-    from .converters import opencv_check
+    from ..converters import opencv_check
 
     if not dst_fmt.deploy_pair:
         return "OpenCV reads .caffemodel files: the written net was not run in OpenCV"
@@ -160,7 +222,8 @@ def check_in_opencv(written: Model, path: str, dst_fmt, options: ForwardCheck,
         engine = runner_for(written, skip_unrunnable=True)
         inputs = runner_inputs(engine, dict(options.inputs), seed=0)
         ours = forward_what_runs(engine, inputs)
-    theirs = opencv_check.run_in_opencv(written, path, inputs, list(ours))
+    opencv = opencv_check.OpencvRunner(written, path, input_shapes(inputs), list(ours))
+    theirs = opencv.forward(inputs)
     results = [compare_arrays(name, ours[name], theirs[name], options.atol, options.rtol)
                for name in theirs]
     failed = next((r for r in results if not r.passed), None)

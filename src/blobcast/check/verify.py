@@ -1,5 +1,6 @@
 """Checking that two models compute the same thing: `verify` and `run`
-(blob comparison itself is in compare.py, inputs in inputs.py)."""
+(blob comparison itself is in compare.py, inputs in inputs.py, the two runs
+in forward.py's run_pair)."""
 
 from __future__ import annotations
 
@@ -8,29 +9,14 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .compare import (  # noqa: F401  (part of this module's interface)
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    BlobComparison,
-    _mismatch,
-    _to_host,
-    compare_arrays,
-)
-from .engine import Net, blob_shapes
-from .errors import BlobcastError, about
-from .inputs import (  # noqa: F401  (part of this module's interface)
-    RECORDED_INPUTS,
-    _check_npz,
-    make_inputs,
-    parse_input_spec,
-    read_npy,
-    runner_inputs,
-)
-from .io import converters as _converters
-from .io import load
-from .limits import held_bytes, reserved
+from ..errors import BlobcastError, about
+from ..io import converters, load
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, BlobComparison, _mismatch, _to_host, compare_arrays
+from .forward import run_pair
+from .inputs import RECORDED_INPUTS, _check_npz, parse_input_spec, runner_inputs
 from .rounding import check_rounding
-from .runners import forward_what_runs, runner_for
+from .runner import Runner, forward_what_runs, skipped_notes, uncomputed_notes
+from .sides import runner_for
 
 INPUTS_KEY = RECORDED_INPUTS
 
@@ -166,7 +152,7 @@ class RunOptions:
 
 
 def _load_model(path: str, prototxt: str | None):
-    from .model import Model
+    from ..model import Model
 
     needs_weights_pairing = not path.lower().endswith((".prototxt", ".pbtxt"))
     model = load(path, prototxt=prototxt if needs_weights_pairing else None)
@@ -178,14 +164,14 @@ def _load_model(path: str, prototxt: str | None):
 
 
 def _is_onnx(path: str) -> bool:
-    return not path.lower().endswith(".npz") and _converters().detect_format(path).runs_by_itself
+    return not path.lower().endswith(".npz") and converters().detect_format(path).runs_by_itself
 
 
-def _side(path: str, options: RunOptions, engine_elsewhere: bool = False):
+def _side(path: str, options: RunOptions, engine_elsewhere: bool = False) -> Runner:
     """What runs a file: the ONNX runner for .onnx, else the engine. The
     engine's options given for an ONNX file are refused, unless the other
     side of a comparison is run by the engine (they are for that side)."""
-    from .engine.plugins import load_layer_plugin
+    from ..engine.plugins import load_layer_plugin
 
     for plugin in options.layer_plugins:
         load_layer_plugin(plugin)
@@ -202,19 +188,6 @@ def _side(path: str, options: RunOptions, engine_elsewhere: bool = False):
                       skip_unrunnable=True, **engine_options)
 
 
-def _notes(side, prefix: str = "") -> list[str]:
-    return [f"{prefix}{s.name} ({s.type}): {s.reason}" for s in getattr(side, "skipped", [])]
-
-
-def _uncomputed_notes(side, prefix: str = "") -> list[str]:
-    missing = getattr(side, "uncomputed", None) or {}
-    onnx_side = hasattr(side, "engine")  # the ONNX runner names its runtime
-    what = (f"node {{}}, which {side.engine} cannot run" if onnx_side else
-            "layer {}, which the engine cannot run")
-    return [f"{prefix}output {name!r} not computed: it needs {what.format(cause)}"
-            for name, cause in missing.items()]
-
-
 def _given_inputs(options: RunOptions) -> dict:
     return dict(parse_input_spec(spec) for spec in options.inputs)
 
@@ -227,7 +200,7 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
         net = _side(path, options)
         inputs = runner_inputs(net, given, options.seed)
         blobs = forward_what_runs(net, inputs, options.all_blobs)
-    notes = _notes(net) + _uncomputed_notes(net)
+    notes = skipped_notes(net) + uncomputed_notes(net)
     return inputs, {name: _to_host(value) for name, value in blobs.items()
                     if name not in inputs}, notes
 
@@ -242,24 +215,6 @@ def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], tolerances: To
             continue
         results.append(tolerances.compare(name, a_blobs[name], b_blobs[name], allow_nonfinite))
     return results
-
-
-def _compare_as_produced(net, inputs: dict, a_blobs: dict, tolerances: Tolerances,
-                         allow_nonfinite: bool) -> tuple[dict, dict]:
-    """Run the engine net B and compare each blob with A's as soon as its last
-    version is made, then let it go: B's blobs are never all held at once,
-    and each is compared while it is still in the cache. Returns the
-    comparisons and copies of the blobs that differ (for the float64 check)."""
-    compared, differing = {}, {}
-
-    def compare(name, value):
-        if name in a_blobs and name not in inputs:
-            compared[name] = tolerances.compare(name, a_blobs[name], value, allow_nonfinite)
-            if not compared[name].passed:
-                differing[name] = _to_host(value).copy()
-
-    net.forward(inputs, on_blob=compare, final_only=True)
-    return compared, differing
 
 
 def _against_recording(net_a, b: str, given: dict, sources: dict, options: RunOptions):
@@ -313,7 +268,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     given = _given_inputs(options)
     with about(a):
         net_a = _side(a, options, engine_elsewhere=not b.lower().endswith(".npz") and not _is_onnx(b))
-    notes = _notes(net_a) + _uncomputed_notes(net_a)
+    notes = skipped_notes(net_a) + uncomputed_notes(net_a)
     sources = {name: "--input" for name in given}
     results, net_b, b_blobs = None, None, {}
     if b.lower().endswith(".npz"):
@@ -322,32 +277,23 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
     else:
         with about(b):
             net_b = _side(b, options, engine_elsewhere=not _is_onnx(a))
-        notes += _notes(net_b, "B: ") + _uncomputed_notes(net_b, "B: ")
+        notes += skipped_notes(net_b, "B: ") + uncomputed_notes(net_b, "B: ")
         if list(net_a.inputs) != list(net_b.inputs):
             raise BlobcastError(f"the two nets take different inputs: {list(net_a.inputs)} and "
                                 f"{list(net_b.inputs)}")
         with about(a):
             inputs = runner_inputs(net_a, given, options.seed)
-            a_blobs = forward_what_runs(net_a, inputs, options.all_blobs)
-        held = reserved(held_bytes([*inputs.values(), *a_blobs.values()]))  # both sides count together
-        if options.all_blobs and isinstance(net_b, Net) and not net_b.uncomputed:
-            with about(b), held:
-                compared, b_blobs = _compare_as_produced(net_b, inputs, a_blobs, judge,
-                                                         allow_nonfinite)
-            order = [name for name in a_blobs if name in compared]
-            results = [compared[name] for name in order]
+        run = run_pair(net_a, net_b, inputs, options.all_blobs, paths=(a, b),
+                       judge=lambda name, x, y: judge.compare(name, x, y, allow_nonfinite))
+        a_blobs, b_blobs = run.a, run.b
+        if run.compared is not None:
+            order = run.order
+            results = [run.compared[name] for name in order]
+        elif options.all_blobs:
+            order = [name for name in a_blobs if name in b_blobs and name not in inputs]
         else:
-            with about(b), held:
-                if isinstance(net_a, Net) and not isinstance(net_b, Net):
-                    # a runtime checks nothing as it runs: A's net, the same net as a rule, stands for it
-                    blob_shapes(net_a.model, {name: list(value.shape) for name, value in inputs.items()},
-                                check_memory=True, skip_unrunnable=True)
-                b_blobs = forward_what_runs(net_b, inputs, options.all_blobs)
-            if options.all_blobs:
-                order = [name for name in a_blobs if name in b_blobs and name not in inputs]
-            else:
-                order = [name for name in net_a.outputs if name not in inputs and name in a_blobs
-                         and name not in net_b.uncomputed]
+            order = [name for name in net_a.outputs if name not in inputs and name in a_blobs
+                     and name not in net_b.uncomputed]
     if results is None:
         results = _compare_runs(a_blobs, b_blobs, order, judge, allow_nonfinite)
     _check_tolerance_names(judge, results)
@@ -360,7 +306,7 @@ def verify_files(a: str, b: str, options: RunOptions, *, atol: float = DEFAULT_A
              for name, where in sources.items() if name in inputs] + notes
     report = VerifyReport(a, b, {name: list(np.shape(v)) for name, v in inputs.items()},
                           results,
-                          atol, rtol, "gpu" if getattr(net_a, "xp", np) is not np else "cpu",
+                          atol, rtol, net_a.device,
                           notes=notes, all_blobs=options.all_blobs,
                           input_sources={k: v for k, v in sources.items() if k in inputs},
                           tolerances={k: list(v) for k, v in judge.per_blob.items()})

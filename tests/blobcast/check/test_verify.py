@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 import blobcast
+from blobcast.check import compare_arrays
 from blobcast.cli import app
 from blobcast.engine import Net, layer_included
-from blobcast.verify import compare_arrays
 
-from ..conftest import CAFFE, GENERATED
+from ...conftest import CAFFE, GENERATED
 
 runner = CliRunner()
 LENET = CAFFE / "lenet" / "snapshots"
@@ -233,18 +233,20 @@ def test_final_versions_are_the_blobs_keep_all_returns():
 
 
 def test_all_blobs_compared_as_produced_match_the_blobs_compared_after(tmp_path, monkeypatch):
-    import blobcast.verify as verify
+    import blobcast.check.forward as forward
+    import blobcast.check.verify as verify
+    from blobcast.engine import Net
 
     weights = tmp_path / "zoo.caffemodel.h5"
     blobcast.save(_zoo(), weights)
     options = verify.RunOptions(prototxt=str(CAFFE / "zoo" / "zoo_deploy.prototxt"), all_blobs=True)
     streamed = verify.verify_files(str(CAFFE / "zoo" / "zoo.caffemodel"), str(weights), options)
     calls = []
-    original = verify._compare_as_produced
-    monkeypatch.setattr(verify, "_compare_as_produced", lambda *a: calls.append(1) or original(*a))
+    original = forward._compared_as_produced
+    monkeypatch.setattr(forward, "_compared_as_produced", lambda *a: calls.append(1) or original(*a))
     verify.verify_files(str(CAFFE / "zoo" / "zoo.caffemodel"), str(weights), options)
     assert calls == [1]  # an engine net as B is compared as it runs
-    monkeypatch.setattr(verify, "Net", type("NotTheEngine", (), {}))  # everything kept, then compared
+    monkeypatch.setattr(Net, "streams_blobs", False)  # everything kept, then compared
     kept = verify.verify_files(str(CAFFE / "zoo" / "zoo.caffemodel"), str(weights), options)
     assert len(streamed.compared) == len(kept.compared) > 60
     assert [c.__dict__ for c in streamed.compared] == [c.__dict__ for c in kept.compared]

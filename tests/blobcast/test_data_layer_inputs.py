@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from blobcast.cli import app
 
-from ...conftest import ROOT
+from ..conftest import ROOT
 
 runner = CliRunner()
 SNAPSHOT = ROOT / "fixtures" / "real" / "cifar10-full-snapshot"
