@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from blobcast.errors import FormatError
 from blobcast.limits import BudgetExceeded, check_allocation
 
-from .onnx_tensors import SHAPE_VALUES, _node_tensors, inferred_bytes, tensor_value
+from .onnx_tensors import SHAPE_VALUES, inferred_bytes, node_tensors, tensor_value
 
 # Ops whose outputs are no larger than their largest input: folded without a
 # size check. Any other op's output size (Gather with repeated indices, Concat
@@ -60,7 +60,7 @@ def data_propagation_is_bounded(model) -> bool:
     return True
 
 
-def _attributes(node) -> dict:
+def node_attributes(node) -> dict:
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
@@ -76,8 +76,8 @@ class ConstantFolding:
                 self.constants[node.output[0]] = self._constant_value(node)
                 continue
             if node.op_type == "Shape" and node.input[0] in self.shapes:
-                start = _attributes(node).get("start", 0)
-                end = _attributes(node).get("end", None)
+                start = node_attributes(node).get("start", 0)
+                end = node_attributes(node).get("end", None)
                 self.constants[node.output[0]] = np.asarray(self.shapes[node.input[0]][start:end], np.int64)
                 continue
             inputs = [i for i in node.input if i]
@@ -125,7 +125,7 @@ class ConstantFolding:
         shape inference on the input values first; unknown shapes are not folded."""
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             return False  # subgraphs are not folded
-        if any(t.data_location == TensorProto.EXTERNAL for _, t in _node_tensors(node, "")):
+        if any(t.data_location == TensorProto.EXTERNAL for _, t in node_tensors(node, "")):
             return False  # the evaluator would resolve it against the working directory
         inputs = [self.const(i) for i in node.input if i]
         if node.op_type in _BOUNDED_BY_INPUTS:
@@ -162,7 +162,7 @@ def _patch_bytes(node, inputs: list, output_dims: list[int]) -> int:
     if len(inputs) < 2 or inputs[0].ndim < 3 or inputs[1].ndim != inputs[0].ndim:
         return 0
     x, w = inputs[0], inputs[1]
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
     kernel = attributes.get("kernel_shape") or w.shape[2:]
     dilations = attributes.get("dilations") or [1] * len(kernel)
     extent = 1

@@ -32,10 +32,10 @@ from .onnx_names import DESCRIPTION, HOLDS, NAME, SUFFIXES  # noqa: F401  (the f
 from .onnx_ops.registry import NEWEST_OPSET
 from .onnx_tensors import (
     ExternalFiles,
-    _layout,
     check_external_data,
     check_sparse_sizes,
     external_tensor,
+    tensor_layout,
 )
 from .onnx_training import META_NET
 from .onnx_versions import check_runtime_computes, default_opset
@@ -324,7 +324,7 @@ def map_onnx(path: str):
 
 
 def _raw_tensor(tensor: TensorProto, buf, span, path: str):
-    dtype, shape, count = _layout(tensor, path)
+    dtype, shape, count = tensor_layout(tensor, path)
     start, end = span
     if end - start != count * dtype.itemsize:
         raise FormatError(f"initializer {tensor.name!r} holds {end - start} bytes for shape "

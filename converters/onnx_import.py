@@ -17,7 +17,7 @@ from blobcast.model import Blob, Layer, Model
 from . import caffe_pb2 as pb
 from .messages import message_from_pb
 from .onnx_export import CUSTOM_DOMAIN, FUNCTION_DOMAIN, LAYER_ATTRIBUTE
-from .onnx_fold import ConstantFolding, _attributes, data_propagation_is_bounded
+from .onnx_fold import ConstantFolding, data_propagation_is_bounded, node_attributes
 from .onnx_ops import IMPORTERS
 from .onnx_ops.registry import Unsupported
 from .onnx_simplify import simplify
@@ -164,7 +164,7 @@ class Importer(ConstantFolding):
                 self.problems.append(f"#{position} {node.op_type} {node.name!r}: no Caffe equivalent")
                 continue
             try:
-                handler(self, node, _attributes(node))
+                handler(self, node, node_attributes(node))
             except Unsupported as error:
                 self.problems.append(f"#{position} {node.op_type} {node.name!r}: {error}")
         if self.problems:

@@ -23,7 +23,7 @@ from blobcast.limits import check_allocation
 from .onnx_fold import data_propagation_is_bounded
 from .onnx_format import map_onnx
 from .onnx_prune import SkippedNode, blocked_outputs, keep_outputs, unrunnable_nodes
-from .onnx_tensors import _NUMPY_OF, SHAPE_VALUES, all_tensors, inferred_bytes
+from .onnx_tensors import NUMPY_OF, SHAPE_VALUES, all_tensors, inferred_bytes
 from .onnx_versions import installed_runtime, maps_values_in_place, runtime_loads, runtime_newest_opset
 
 # Where onnxruntime looks for the external data of a model given as bytes.
@@ -36,7 +36,7 @@ def _check_value_sizes(onnx_model, raw: dict, buf, path: str) -> None:
     probe = onnx.ModelProto()
     probe.CopyFrom(onnx_model)
     for tensor in probe.graph.initializer:
-        dtype = _NUMPY_OF.get(tensor.data_type)
+        dtype = NUMPY_OF.get(tensor.data_type)
         if tensor.name in raw and dtype is not None and dtype.kind in "iub":
             start, end = raw[tensor.name]
             if end - start <= SHAPE_VALUES * dtype.itemsize:

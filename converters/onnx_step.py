@@ -19,20 +19,17 @@ double and rounded to float32 before it scales the rate.
 from __future__ import annotations
 
 import numpy as np
-from onnx import helper, numpy_helper
+from onnx import numpy_helper
 
 from blobcast.errors import FormatError
 from blobcast.solvers import preview_solver
 from blobcast.solvers.base import split_preview_inputs
 
+from .onnx_fold import node_attributes
 from .onnx_tensors import tensor_value
 from .onnx_training import PREVIEW_DOMAIN
 
 _DTYPES = {1: np.float32, 11: np.float64, 7: np.int64, 9: np.bool_, 6: np.int32}
-
-
-def _attributes(node) -> dict:
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
 
 def _integer_div(a, b):
@@ -81,7 +78,7 @@ def _run_preview(op: str, inputs: list, attributes: dict) -> list:
 
 
 def _run_node(node, inputs: list):
-    attributes = _attributes(node)
+    attributes = node_attributes(node)
     op = node.op_type
     if node.domain == PREVIEW_DOMAIN:
         return _run_preview(op, inputs, attributes)
@@ -110,7 +107,7 @@ def _run_node(node, inputs: list):
 def _bind_gradients(node, gradients: dict, known: dict) -> None:
     """The Gradient node's outputs from the gradients given (by output name,
     by parameter, or by the Caffe name of a blob the graph holds reshaped)."""
-    for x, output in zip(list(_attributes(node)["xs"]), node.output):
+    for x, output in zip(list(node_attributes(node)["xs"]), node.output):
         x = x.decode() if isinstance(x, bytes) else x
         given = gradients.get(output, gradients.get(x))
         if given is None and x.endswith("_onnx"):  # a reshaped blob, by its Caffe name

@@ -17,7 +17,7 @@ from blobcast.tensor import FileBytes, LazyTensor
 
 from .mapping import MappedOnUse
 
-_NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
+NUMPY_OF = {TensorProto.FLOAT: np.dtype("<f4"), TensorProto.DOUBLE: np.dtype("<f8"),
              TensorProto.INT64: np.dtype("<i8"), TensorProto.INT32: np.dtype("<i4"),
              TensorProto.FLOAT16: np.dtype("<f2"), TensorProto.UINT8: np.dtype("u1"),
              TensorProto.INT8: np.dtype("i1"), TensorProto.BOOL: np.dtype("?")}
@@ -41,10 +41,10 @@ def _resolve_location(model_path: str, location: str) -> str:
     return target
 
 
-def _layout(tensor: TensorProto, path: str, where: str | None = None
+def tensor_layout(tensor: TensorProto, path: str, where: str | None = None
             ) -> tuple[np.dtype, tuple[int, ...], int]:
     """A tensor's dtype, shape and value count."""
-    dtype = _NUMPY_OF.get(tensor.data_type)
+    dtype = NUMPY_OF.get(tensor.data_type)
     if dtype is None:
         raise FormatError(f"{where or f'initializer {tensor.name!r}'} has an unsupported type", path)
     if any(d < 0 for d in tensor.dims):
@@ -57,7 +57,7 @@ def _external_span(tensor: TensorProto, model_path: str, where: str):
     """(file, offset, dtype, shape, count) of a tensor's external data, checked:
     inside the model's folder, a regular file, long enough."""
     info = {entry.key: entry.value for entry in tensor.external_data}
-    dtype, shape, count = _layout(tensor, model_path, where)
+    dtype, shape, count = tensor_layout(tensor, model_path, where)
     path = _resolve_location(model_path, info.get("location", ""))
     try:
         offset = int(info.get("offset", 0))
@@ -152,7 +152,7 @@ def _dense(items):
             yield where, item
 
 
-def _node_tensors(node, where: str):
+def node_tensors(node, where: str):
     yield from _dense(_node_items(node, where))
 
 
@@ -171,7 +171,7 @@ def check_sparse_sizes(model, path: str) -> None:
         if isinstance(item, SparseTensorProto):
             if any(d < 0 for d in item.dims):
                 raise FormatError(f"{where} has a negative dimension", path)
-            dtype = _NUMPY_OF.get(item.values.data_type, np.dtype("<f8"))
+            dtype = NUMPY_OF.get(item.values.data_type, np.dtype("<f8"))
             total += int(np.prod([int(d) for d in item.dims], dtype=object)) * dtype.itemsize
     check_allocation(total, "the sparse tensors at their dense size", path)
 

@@ -130,11 +130,11 @@ class BlobComparison:
     rounding: RoundingCheck | None = None  # on a failure: both sides against a float64 run
 
 
-def _to_host(array) -> np.ndarray:
+def to_host(array) -> np.ndarray:
     return np.asarray(array.get() if hasattr(array, "get") else array)
 
 
-def _mismatch(name: str, shape, count: int, problem: str) -> BlobComparison:
+def failed_comparison(name: str, shape, count: int, problem: str) -> BlobComparison:
     inf = float("inf")
     return BlobComparison(name, list(shape), False, inf, inf, inf, None, inf, inf, count,
                           problem=problem)
@@ -316,9 +316,9 @@ def compare_arrays(name: str, a, b, atol: float = DEFAULT_ATOL,
     blobs."""
     xp = _array_module(a)
     if xp is not _array_module(b):
-        xp, a, b = np, _to_host(a), _to_host(b)
+        xp, a, b = np, to_host(a), to_host(b)
     if tuple(a.shape) != tuple(b.shape):
-        return _mismatch(name, a.shape, int(max(a.size, b.size)),
+        return failed_comparison(name, a.shape, int(max(a.size, b.size)),
                          f"shapes differ: {list(a.shape)} vs {list(b.shape)}")
     flat_a, flat_b = a.reshape(-1), b.reshape(-1)
     step = CHUNK_VALUES["cpu" if xp is np else "gpu"]

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from ..errors import BlobcastError, CheckFailed, about
 from ..limits import BudgetExceeded, held_bytes, reserved
 from ..model import Model
-from .compare import BlobComparison, _to_host, compare_arrays
+from .compare import BlobComparison, compare_arrays, to_host
 from .inputs import input_shapes, runner_inputs
 from .runner import Runner, forward_what_runs
 from .sides import runner_for
@@ -74,7 +74,7 @@ def _compared_as_produced(streaming: Runner, inputs: dict, held: dict, judge,
         if name in held and name not in inputs:
             compared[name] = judge(name, held[name], value)
             if not compared[name].passed:
-                differing[name] = _to_host(value).copy()
+                differing[name] = to_host(value).copy()
 
     streaming.forward(inputs, on_blob=compare, final_only=True)
     if streaming_is_a:
@@ -150,7 +150,7 @@ def _float32_noise(models, inputs: dict, outputs32: dict, name: str, device: str
         return None
     import numpy as np
 
-    return float(np.max(np.abs(_to_host(exact[name]) - _to_host(outputs32[name])), initial=0.0))
+    return float(np.max(np.abs(to_host(exact[name]) - to_host(outputs32[name])), initial=0.0))
 
 
 def check_forward_pair(side_a, side_b, options: ForwardCheck, models=(),
@@ -180,7 +180,7 @@ def check_forward_pair(side_a, side_b, options: ForwardCheck, models=(),
                       f"on both sides), e.g. {failed[0].name!r}")
     if failed:
         worst = failed[0]
-        largest = float(np.max(np.abs(_to_host(outputs_a[worst.name])), initial=0.0))
+        largest = float(np.max(np.abs(to_host(outputs_a[worst.name])), initial=0.0))
         relative = f" ({worst.max_abs_error / largest:.2g} of its largest value {largest:.3g})" \
             if largest > 0 else ""
         noise = _float32_noise(models, inputs, outputs_a, worst.name, options.device)

@@ -134,7 +134,7 @@ def read_npy(path: str) -> np.ndarray:
         raise BlobcastError(f"not a readable .npy file ({error})", path) from error
 
 
-def _check_npz(path: str) -> None:
+def check_npz(path: str) -> None:
     """Every member's declared size, from the zip directory and each .npy
     header, within the file's bounds and the memory budget: no zip bomb."""
     import zipfile

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BlobcastError
-from .compare import BlobComparison, RoundingCheck, _to_host
+from .compare import BlobComparison, RoundingCheck, to_host
 from .sides import runner_for
 
 # Another float32 implementation sums in other orders (blocked GEMMs, other
@@ -31,7 +31,7 @@ TOO_SMALL = 1e-3
 
 def _deviation(values, exact: np.ndarray) -> float:
     """max |values - exact|, NaN passed over."""
-    values = _to_host(values)
+    values = to_host(values)
     if tuple(values.shape) != tuple(exact.shape):
         return float("inf")
     with np.errstate(invalid="ignore", over="ignore"):
@@ -92,7 +92,7 @@ def check_rounding(failed: list[BlobComparison], sides: tuple, inputs: dict, a_v
     def measure(name, value):
         comparison = pending.pop(name, None)
         if comparison is not None:
-            _judge(comparison, a_values[name], b_values[name], _to_host(value), reference)
+            _judge(comparison, a_values[name], b_values[name], to_host(value), reference)
 
     try:
         exact = runner_for(side.model, device=side.device, precision="f8", skip_unrunnable=True,

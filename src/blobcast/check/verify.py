@@ -11,9 +11,9 @@ import numpy as np
 
 from ..errors import BlobcastError, about
 from ..io import converters, load
-from .compare import DEFAULT_ATOL, DEFAULT_RTOL, BlobComparison, _mismatch, _to_host, compare_arrays
+from .compare import DEFAULT_ATOL, DEFAULT_RTOL, BlobComparison, compare_arrays, failed_comparison, to_host
 from .forward import run_pair
-from .inputs import RECORDED_INPUTS, _check_npz, parse_input_spec, runner_inputs
+from .inputs import RECORDED_INPUTS, check_npz, parse_input_spec, runner_inputs
 from .rounding import check_rounding
 from .runner import Runner, forward_what_runs, skipped_notes, uncomputed_notes
 from .sides import runner_for
@@ -115,7 +115,7 @@ class VerifyReport:
 def load_reference(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
     """Blobs recorded by `blobcast run --save` (or any .npz keyed by blob name),
     and the names of the inputs among them."""
-    _check_npz(path)
+    check_npz(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             blobs = {key: archive[key] for key in archive.files}
@@ -130,8 +130,8 @@ def load_reference(path: str) -> tuple[dict[str, np.ndarray], list[str]]:
 
 
 def save_blobs(path: str, inputs: dict, blobs: dict) -> None:
-    arrays = {name: _to_host(value) for name, value in blobs.items()}
-    arrays.update({name: _to_host(value) for name, value in inputs.items()})
+    arrays = {name: to_host(value) for name, value in blobs.items()}
+    arrays.update({name: to_host(value) for name, value in inputs.items()})
     arrays[INPUTS_KEY] = np.array(list(inputs), dtype=str)
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)
@@ -201,7 +201,7 @@ def run_model(path: str, options: RunOptions) -> tuple[dict, dict, list[str]]:
         inputs = runner_inputs(net, given, options.seed)
         blobs = forward_what_runs(net, inputs, options.all_blobs)
     notes = skipped_notes(net) + uncomputed_notes(net)
-    return inputs, {name: _to_host(value) for name, value in blobs.items()
+    return inputs, {name: to_host(value) for name, value in blobs.items()
                     if name not in inputs}, notes
 
 
@@ -210,7 +210,7 @@ def _compare_runs(a_blobs: dict, b_blobs: dict, order: list[str], tolerances: To
     results = []
     for name in order:
         if name not in b_blobs:
-            results.append(_mismatch(name, np.shape(a_blobs[name]), int(np.size(a_blobs[name])),
+            results.append(failed_comparison(name, np.shape(a_blobs[name]), int(np.size(a_blobs[name])),
                                      "missing from the other side"))
             continue
         results.append(tolerances.compare(name, a_blobs[name], b_blobs[name], allow_nonfinite))

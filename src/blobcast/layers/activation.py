@@ -11,7 +11,7 @@ def _sigmoid(xp, x):
     return 0.5 * xp.tanh(0.5 * x) + 0.5  # Caffe's sigmoid, free of exp overflow
 
 
-def _const(x, value):
+def same_type(x, value):
     return x.dtype.type(value)
 
 
@@ -21,7 +21,7 @@ class ReLU(LayerOp):
         slope = self.params.negative_slope
         y = self.xp.maximum(x, 0)
         if slope:
-            y = y + _const(x, slope) * self.xp.minimum(x, 0)
+            y = y + same_type(x, slope) * self.xp.minimum(x, 0)
         return (y,)
 
     def in_place(self, shape):
@@ -30,7 +30,7 @@ class ReLU(LayerOp):
         def apply(x, channels):
             if slope:
                 negative = xp.minimum(x, 0)
-                negative *= _const(x, slope)
+                negative *= same_type(x, slope)
                 xp.maximum(x, 0, out=x)
                 x += negative
             else:
@@ -63,7 +63,7 @@ class PReLU(LayerOp):
 class ELU(LayerOp):
     def forward(self, x):
         xp = self.xp
-        alpha = _const(x, self.params.alpha)
+        alpha = same_type(x, self.params.alpha)
         return (xp.maximum(x, 0) + alpha * (xp.exp(xp.minimum(x, 0)) - 1),)
 
 
@@ -89,7 +89,7 @@ class AbsVal(LayerOp):
 class Power(LayerOp):
     def forward(self, x):
         p = self.params
-        power, scale, shift = _const(x, p.power), _const(x, p.scale), _const(x, p.shift)
+        power, scale, shift = same_type(x, p.power), same_type(x, p.scale), same_type(x, p.shift)
         if power * scale == 0:  # the input does not matter (PowerLayer::Forward_cpu)
             value = 1 if power == 0 else shift ** power
             return (self.xp.full(x.shape, value, dtype=x.dtype),)
@@ -132,10 +132,10 @@ class Exp(LayerOp):
             inner, outer = exp_factors(self.params)
         except ValueError as error:
             raise self.fail(str(error)) from None
-        inner = _const(x, inner)
+        inner = same_type(x, inner)
         y = self.xp.exp(x if inner == 1 else inner * x)
         if outer != 1:
-            y = y * _const(x, outer)
+            y = y * same_type(x, outer)
         return (y,)
 
 
@@ -147,10 +147,10 @@ class Log(LayerOp):
             base_scale = log_factor(p)
         except ValueError as error:
             raise self.fail(str(error)) from None
-        y = x if (p.scale == 1 and p.shift == 0) else x * _const(x, p.scale) + _const(x, p.shift)
+        y = x if (p.scale == 1 and p.shift == 0) else x * same_type(x, p.scale) + same_type(x, p.shift)
         y = self.xp.log(y)
         if base_scale != 1:
-            y = y * _const(x, base_scale)
+            y = y * same_type(x, base_scale)
         return (y,)
 
 
@@ -165,7 +165,7 @@ class BNLL(LayerOp):
 @register("Threshold", settings="threshold_param")
 class Threshold(LayerOp):
     def forward(self, x):
-        return ((x > _const(x, self.params.threshold)).astype(x.dtype),)
+        return ((x > same_type(x, self.params.threshold)).astype(x.dtype),)
 
 
 @register("Clip", settings="clip_param")
@@ -174,13 +174,13 @@ class Clip(LayerOp):
         p = self.params
         if not (p.has("min") and p.has("max")):
             raise self.fail("clip_param needs both min and max")
-        return (self.xp.clip(x, _const(x, p.min), _const(x, p.max)),)
+        return (self.xp.clip(x, same_type(x, p.min), same_type(x, p.max)),)
 
 
 @register("Swish", settings="swish_param")
 class Swish(LayerOp):
     def forward(self, x):
-        return (x * _sigmoid(self.xp, _const(x, self.params.beta) * x),)
+        return (x * _sigmoid(self.xp, same_type(x, self.params.beta) * x),)
 
 
 @register("Dropout", settings="dropout_param", key_settings=("dropout_ratio", "scale_train"))
@@ -221,7 +221,7 @@ class ReLU6(LayerOp):
     origin = 'MobileNet forks'
 
     def forward(self, x):
-        return (self.xp.clip(x, 0, _const(x, 6)),)
+        return (self.xp.clip(x, 0, same_type(x, 6)),)
 
     def in_place(self, shape):
-        return lambda x, channels: self.xp.clip(x, 0, _const(x, 6), out=x)
+        return lambda x, channels: self.xp.clip(x, 0, same_type(x, 6), out=x)

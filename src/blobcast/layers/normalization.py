@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from math import prod
 
-from .activation import _const
+from .activation import same_type
 from .base import LayerOp, canonical_axis, filler, given_filler, register
 from .pooling import pool2d, pooled_size
 
@@ -33,7 +33,7 @@ class LRN(LayerOp):
         size = p.local_size
         if size % 2 == 0:
             raise self.fail("local_size must be odd")
-        alpha, beta = _const(x, p.alpha), _const(x, p.beta)
+        alpha, beta = same_type(x, p.alpha), same_type(x, p.beta)
         if p.norm_region == "ACROSS_CHANNELS":
             # scale = k + alpha/size * sum of squares over a window of channels,
             # added in the window's order; only offsets that reach a real
@@ -46,7 +46,7 @@ class LRN(LayerOp):
             for offset in range(max(0, half - channels + 1), min(size, half + channels)):
                 start = offset - half + before
                 total += squares[:, start:start + channels]
-            scale = _const(x, p.k) + (alpha / _const(x, size)) * total
+            scale = same_type(x, p.k) + (alpha / same_type(x, size)) * total
         else:
             # Caffe builds WITHIN_CHANNEL from layers: square, AVE-pool (the
             # divisor counts padding), then power(shift 1, scale alpha).
@@ -86,11 +86,11 @@ class BatchNorm(LayerOp):
         mean, variance, factor = self.weights
         factor = float(factor.reshape(-1)[0])
         factor = 0.0 if factor == 0 else 1.0 / factor
-        return mean * _const(x, factor), variance * _const(x, factor)
+        return mean * same_type(x, factor), variance * same_type(x, factor)
 
     def forward(self, x):
         xp, p = self.xp, self.params
-        eps = _const(x, p.eps)
+        eps = same_type(x, p.eps)
         if self._uses_global_stats():
             mean, variance = self._stored_statistics(x)
         else:
@@ -106,7 +106,7 @@ class BatchNorm(LayerOp):
             return None
         sample = self.xp.zeros((), self.weights[0].dtype)
         mean, variance = self._stored_statistics(sample)
-        deviation = self.xp.sqrt(variance + _const(sample, self.params.eps))
+        deviation = self.xp.sqrt(variance + same_type(sample, self.params.eps))
         rest = (1,) * (len(shape) - 2)
 
         def apply(x, channels):
@@ -241,7 +241,7 @@ class MVN(LayerOp):
         if p.normalize_variance:
             # Caffe: var = E[x^2] - E[x]^2, then divide by sqrt(var) + eps.
             variance = (x * x).mean(axis=axes, keepdims=True) - mean * mean
-            y = y / (xp.sqrt(variance) + _const(x, p.eps))
+            y = y / (xp.sqrt(variance) + same_type(x, p.eps))
         return (y,)
 
 
@@ -263,7 +263,7 @@ class Normalize(LayerOp):
     def forward(self, x):
         xp, p = self.xp, self.params
         axes = tuple(range(1, x.ndim)) if p.across_spatial else (1,)
-        norm = xp.sqrt((x * x).sum(axis=axes, keepdims=True) + _const(x, p.eps))
+        norm = xp.sqrt((x * x).sum(axis=axes, keepdims=True) + same_type(x, p.eps))
         scale = self.weights[0]
         if not p.channel_shared:
             scale = scale.reshape((1, -1) + (1,) * (x.ndim - 2))
