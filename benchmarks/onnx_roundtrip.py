@@ -16,17 +16,17 @@ import time
 
 import numpy as np
 import onnxruntime
-from engine_speed import resnet50
+from nets import write_net
 
 import blobcast
 from blobcast.check import compare_arrays
-from blobcast.converters.onnx_format import OnnxRunner
+from blobcast.converters.onnx_runner import OnnxRunner
 from blobcast.engine import Net
 
 
 def main() -> None:
     folder = tempfile.mkdtemp(prefix="blobcast-onnx-")
-    prototxt, weights = resnet50(folder)
+    prototxt, weights = write_net("ResNet-50", folder)
     onnx_path = os.path.join(folder, "resnet50.onnx")
     back = os.path.join(folder, "resnet50_back.caffemodel")
     start = time.perf_counter()
