@@ -70,6 +70,8 @@ TargetOption = Annotated[Optional[str], typer.Option(
 WinogradOption = Annotated[bool, typer.Option(
     "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
     "faster, not bit for bit Caffe's sums (docs/engine.md gives the measured error).")]
+PrecisionOption = Annotated[Optional[str], typer.Option(
+    "--precision", metavar="DTYPE", help="The engine's arithmetic (f8: float64), not the weights' own.")]
 AtolOption = Annotated[float, typer.Option("--atol", metavar="X", help="Absolute tolerance.")]
 RtolOption = Annotated[float, typer.Option(
     "--rtol", metavar="Y", help="Relative tolerance (of max(|a|, |b|)).")]
@@ -329,14 +331,16 @@ def inspect(
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
-                 random_weights: bool = False, layer_plugins=None, winograd: bool = False):
+                 random_weights: bool = False, layer_plugins=None, winograd: bool = False,
+                 precision: str | None = None):
     from .check.verify import RunOptions
 
     return RunOptions(prototxt=prototxt, inputs=tuple(inputs or ()), seed=seed,
                       all_blobs=all_blobs, device=device,
                       allow_python_layers=allow_python_layers,
                       python_path=tuple(python_path or ()), random_weights=random_weights,
-                      layer_plugins=tuple(layer_plugins or ()), winograd=winograd)
+                      layer_plugins=tuple(layer_plugins or ()), winograd=winograd,
+                      precision=precision)
 
 
 def _say(report: dict, json_output: bool, line: str) -> None:
@@ -475,6 +479,7 @@ def run_command(
     all_blobs: Annotated[bool, typer.Option("--all-blobs", help="Keep every blob.")] = False,
     device: DeviceOption = "cpu",
     winograd: WinogradOption = False,
+    precision: PrecisionOption = None,
     save: Annotated[Optional[str], typer.Option(
         "--save", metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the .npz if it exists.")] = False,
@@ -495,7 +500,7 @@ def run_command(
 
     def body():
         options = _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers,
-                               python_path, random_weights, layer_plugins, winograd)
+                               python_path, random_weights, layer_plugins, winograd, precision)
         result = run_model(model, options, save=save, overwrite=force)
         given, blobs, notes, summary = result.inputs, result.blobs, result.notes, result.summary()
         if json_output:

@@ -3,6 +3,7 @@ option of blobcast's engine, or a device it cannot use, is refused."""
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -38,7 +39,7 @@ def test_device_gpu_without_a_cuda_runtime_is_refused_like_the_engines(lenet_onn
 
 
 @pytest.mark.parametrize("option", [["--winograd"], ["--random-weights"], ["--allow-python-layers"],
-                                    ["--prototxt", DEPLOY]])
+                                    ["--prototxt", DEPLOY], ["--precision", "f8"]])
 def test_engine_options_are_refused_for_an_onnx_file(option, lenet_onnx):
     code, report = _run("run", lenet_onnx, *option)
     assert code == 2 and str(option[0]) in report["error"]
@@ -96,3 +97,17 @@ def test_verify_and_run_of_an_onnx_file_refuse_in_one_line(option, lenet_onnx):
     for command in (["run", lenet_onnx], ["verify", lenet_onnx, lenet_onnx]):
         code, report = _run(*command, *option)
         assert code == 2 and option[-1] in report["error"] and "\n" not in report["error"]
+
+
+def test_precision_runs_the_engine_in_float64(tmp_path):
+    saved = {}
+    for precision in (None, "f8"):
+        path = tmp_path / f"{precision}.npz"
+        given = ["--precision", precision] if precision else []
+        code, report = _run("run", SNAPSHOT, "--prototxt", DEPLOY, "--save", path, *given)
+        assert code == 0 and report["ok"]
+        with np.load(path) as archive:
+            saved[precision] = archive["prob"]
+    assert saved[None].dtype == np.float32 and saved["f8"].dtype == np.float64
+    np.testing.assert_allclose(saved["f8"], saved[None], rtol=1e-5)
+    assert not np.array_equal(saved["f8"], saved[None].astype(np.float64))  # computed apart

@@ -149,6 +149,7 @@ class RunOptions:
     random_weights: bool = False  # layers without weights get seeded ones (Caffe's fillers)
     layer_plugins: tuple[str, ...] = ()  # Python files registering layer types (--layer-plugin)
     winograd: bool = False  # the engine's opt-in fast 3x3 convolutions (--winograd)
+    precision: str | None = None  # the engine's arithmetic, e.g. f8 (--precision)
 
 
 def _load_model(path: str, prototxt: str | None):
@@ -178,7 +179,7 @@ def _side(path: str, options: RunOptions, engine_elsewhere: bool = False) -> Run
     engine_options = dict(allow_python_layers=options.allow_python_layers,
                           python_path=options.python_path,
                           random_weights=options.seed if options.random_weights else None,
-                          winograd=options.winograd)
+                          winograd=options.winograd, precision=options.precision)
     if _is_onnx(path):  # its own runtime runs it
         refused = {} if engine_elsewhere else dict(prototxt=options.prototxt,
                                                    layer_plugins=options.layer_plugins,
