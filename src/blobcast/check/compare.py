@@ -235,7 +235,8 @@ class _Totals:
         passes over the chunk: this is most of what verify --all-blobs costs."""
         with np.errstate(invalid="ignore"):  # inf - inf: found just below
             if xp is np:
-                difference = np.abs(np.subtract(x, y, out=self._buffers(x.size)[2]), out=...)
+                buffer = self._buffers(x.size)[2]
+                difference = np.abs(np.subtract(x, y, out=buffer), out=buffer)
             else:
                 difference = xp.abs(x - y)
         total = float(difference.sum())
