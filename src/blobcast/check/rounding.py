@@ -76,14 +76,14 @@ def check_rounding(failed: list[BlobComparison], sides: tuple, inputs: dict, a_v
                    b_values: dict) -> list[str]:
     """Fill in `rounding` of each failed comparison whose two sides are at
     hand; returns notes on what could not be checked."""
-    from ..engine import Net
-
     pending = {c.name: c for c in failed
                if c.name in a_values and c.name in b_values and not c.nan_mismatches
                and tuple(np.shape(a_values[c.name])) == tuple(np.shape(b_values[c.name]))}
     if not pending:
         return []
-    reference = next((i for i, side in enumerate(sides) if isinstance(side, Net)), None)
+    # The side that can run its own Caffe model again in float64 (the engine).
+    reference = next((i for i, side in enumerate(sides)
+                      if side.model is not None and "precision" in side.takes), None)
     if reference is None:
         return ["no float64 check of the differing blobs: neither side is a Caffe model, "
                 "which the engine alone can run in float64"]
