@@ -100,22 +100,21 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
 
 
 def propagate(schedule: Schedule, shapes: dict, given: dict, tolerate: bool,
-              itemsize: int | None = None) -> dict:
+              itemsize: int | None = None, visit=None) -> dict:
     """Fill `shapes` (inputs' shapes given) with every top's, layer by layer.
     With `tolerate`, a layer whose bottoms' shapes are unknown leaves its
-    tops unknown; with `itemsize`, each layer's memory is checked on the way."""
+    tops unknown; with `itemsize`, each layer's memory is checked on the way.
+    With `visit`, visit(layer, op, bottom_shapes) is called for each layer
+    sized, and a layer whose settings give no shape leaves its tops unknown
+    instead of being refused (the load-time weight check, which says nothing
+    of a net's settings: running it does)."""
     held = _HeldValues({name: prod(shape) for name, shape in shapes.items()})
     in_order = schedule.in_order
     left_out = {id(layer) for layer in schedule.unrun}
     last_use = {bottom: index for index, layer in enumerate(in_order) for bottom in layer.bottoms}
     for index, layer in enumerate(in_order):
         if layer.type == "Python" or id(layer) in left_out:
-            # Only running it would tell: the shapes the user gave, if any.
-            for name in layer.tops:
-                shapes.pop(name, None)
-                if name in given:
-                    shapes[name] = given[name]
-                    held.set(name, prod(given[name]))
+            _unsaid_tops(layer, shapes, given, held)  # only running it would tell
             continue
         missing = [name for name in layer.bottoms if name not in shapes]
         if missing:
@@ -124,11 +123,8 @@ def propagate(schedule: Schedule, shapes: dict, given: dict, tolerate: bool,
                     shapes.pop(name, None)
                 continue  # downstream of a layer whose shapes are unknown
             raise BlobcastError(f"layer {layer.name!r}: its bottom {missing[0]!r} is never produced")
-        op = implementation(layer.type, layer.name)(layer, np, [], schedule.phase)
         bottoms = [shapes[name] for name in layer.bottoms]
-        if itemsize is not None:
-            check_layer_memory(layer, op, bottoms, held.total * itemsize, itemsize)
-        tops = by_settings(layer, bottoms, op.top_shapes)
+        tops = _sized_tops(schedule, layer, bottoms, held, itemsize, visit)
         for name, shape in zip(layer.tops, tops):
             if shape is not None:
                 shapes[name] = tuple(int(d) for d in shape)
@@ -138,6 +134,31 @@ def propagate(schedule: Schedule, shapes: dict, given: dict, tolerate: bool,
                     name not in layer.tops:
                 held.drop(name)
     return shapes
+
+
+def _unsaid_tops(layer: Layer, shapes: dict, given: dict, held: _HeldValues) -> None:
+    """The tops of a layer that cannot be sized: the shapes the user gave, if any."""
+    for name in layer.tops:
+        shapes.pop(name, None)
+        if name in given:
+            shapes[name] = given[name]
+            held.set(name, prod(given[name]))
+
+
+def _sized_tops(schedule: Schedule, layer: Layer, bottoms: list, held: _HeldValues,
+                itemsize: int | None, visit) -> list:
+    """One layer's tops' shapes (None for each unknown one)."""
+    try:
+        op = implementation(layer.type, layer.name)(layer, np, [], schedule.phase)
+        if visit is not None:
+            visit(layer, op, bottoms)
+        if itemsize is not None:
+            check_layer_memory(layer, op, bottoms, held.total * itemsize, itemsize)
+        return list(by_settings(layer, bottoms, op.top_shapes))
+    except _SETTINGS_ERRORS:
+        if visit is None:
+            raise
+        return [None] * len(layer.tops)
 
 
 def _check_given_shapes(schedule: Schedule, given: dict) -> None:
@@ -210,48 +231,30 @@ def weight_shape_problem(model: Model) -> str | None:
     its own blobs where its type makes them agree (Scale's and Bias's
     blobs, BatchNorm's mean and variance)."""
     checked: set[int] = set()
+    problems: list[str] = []
+
+    def check(layer, op, bottoms) -> None:  # each layer once, in the first phase that sizes it
+        if id(layer) not in checked:
+            checked.add(id(layer))
+            problem = _against_class(layer, op, bottoms)
+            if problem:
+                problems.append(problem)
+
     for phase in ("TEST", "TRAIN"):
         try:
             schedule = Schedule(model, phase=phase, skip_unrunnable=True)
         except BlobcastError:
             continue  # a net Caffe refuses is refused when it runs, not here
-        for layer, op, bottoms in _sized_layers(schedule):
-            if id(layer) in checked:
-                continue
-            checked.add(id(layer))
-            problem = _against_class(layer, op, bottoms)
-            if problem:
-                return problem
+        declared = {name: tuple(int(d) for d in shape) for name, shape in schedule.inputs.items()
+                    if shape is not None}
+        propagate(schedule, declared, {}, tolerate=True, visit=check)
+        if problems:
+            return problems[0]
     for layer in model.layers:
         problem = None if id(layer) in checked else _against_own_blobs(layer)
         if problem:
             return problem
     return None
-
-
-def _sized_layers(schedule: Schedule):
-    """Each layer the schedule runs whose bottoms' shapes the declared
-    inputs give, with a weightless op and those shapes; what a layer's
-    settings cannot size leaves its tops unknown."""
-    shapes = {name: tuple(int(d) for d in shape) for name, shape in schedule.inputs.items()
-              if shape is not None}
-    left_out = {id(layer) for layer in schedule.unrun}
-    for layer in schedule.in_order:
-        bottoms = [shapes.get(name) for name in layer.bottoms]
-        tops: list = []
-        if layer.type != "Python" and id(layer) not in left_out and None not in bottoms:
-            try:
-                op = implementation(layer.type, layer.name)(layer, np, [], schedule.phase)
-                yield layer, op, bottoms
-                tops = list(op.top_shapes(bottoms))
-            except _SETTINGS_ERRORS:
-                tops = []  # the settings' problem, said when the net runs
-        for position, name in enumerate(layer.tops):
-            shape = tops[position] if position < len(tops) else None
-            if shape is None:
-                shapes.pop(name, None)
-            else:
-                shapes[name] = tuple(int(d) for d in shape)
 
 
 def _fits(expected, blob) -> bool:
