@@ -21,8 +21,8 @@ import numpy as np
 
 import blobcast
 from blobcast.converters.prototxt import net_from_text
-from blobcast.engine import blob_shapes
 from blobcast.layers.base import implementation
+from blobcast.shapes import blob_shapes
 
 
 class NetWriter:

@@ -372,7 +372,7 @@ def target_problems(model: Model, target: Target) -> list[str]:
 
 
 def _blob_shapes(model: Model) -> dict:
-    from .engine import blob_shapes
+    from .shapes import blob_shapes
 
     try:
         return blob_shapes(model, skip_unrunnable=True)[1]

@@ -14,9 +14,10 @@ from typer.testing import CliRunner
 import blobcast
 from blobcast.api import modularize
 from blobcast.cli import app
-from blobcast.engine import Net, blob_shapes
+from blobcast.engine import Net
 from blobcast.fillers import random_weights
 from blobcast.module_discovery import discover_modules
+from blobcast.shapes import blob_shapes
 
 from ..conftest import ROOT
 from ..module_nets import googlenet_flat, googlenet_modular, resnet50_flat

@@ -45,7 +45,7 @@ def _net_with_modules(source: str, prototxt: str | None) -> Model:
 
 
 def _shapes(model: Model) -> dict:
-    from ..engine import blob_shapes
+    from ..shapes import blob_shapes
 
     try:
         return blob_shapes(model, skip_unrunnable=True)[1]

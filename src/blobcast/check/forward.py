@@ -59,7 +59,7 @@ def run_pair(side_a: Runner, side_b: Runner, inputs: dict, keep_all: bool = Fals
 
 def _plan_for_runtime(side_a: Runner, side_b: Runner, inputs: dict) -> None:
     if side_a.plans_memory and not side_b.plans_memory:
-        from ..engine import blob_shapes
+        from ..shapes import blob_shapes
 
         blob_shapes(side_a.model, {name: list(value.shape) for name, value in inputs.items()},
                     check_memory=True, skip_unrunnable=True)
@@ -111,7 +111,7 @@ def check_forward(source, written, strict: bool = False, options: ForwardCheck |
     written_side = None
     try:
         if isinstance(source, Model):
-            from ..engine import blob_shapes
+            from ..shapes import blob_shapes
 
             # The whole pass planned within the memory budget before anything runs.
             blob_shapes(source, options.input_shapes(), check_memory=True, skip_unrunnable=True)

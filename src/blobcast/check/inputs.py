@@ -37,7 +37,7 @@ def make_inputs(declared: dict[str, list[int] | None], given: dict, seed: int,
     with normal(0, 1) float32 values from a seeded generator, in input order.
     `unknown(name)`, when given, makes the error for an input of unknown shape
     (an engine Net's names the data layer behind it)."""
-    from ..engine.net import check_input_size
+    from ..shapes import check_input_size
 
     rng = np.random.RandomState(seed)
     inputs = {}

@@ -9,9 +9,9 @@ from .. import layers  # noqa: F401  (registers the layer types)
 from ..check.runner import OPTION_FLAGS, Runner
 from ..errors import BlobcastError
 from ..layers.base import LAYER_TYPES, implementation
-from ..model import Layer, Model, layer_included  # noqa: F401  (layer_included: re-exported)
-from ..schedule import Schedule, SkippedLayer, is_not_run  # noqa: F401  (re-exported)
-from ..shapes import blob_shapes, check_input_size, check_layer_memory  # noqa: F401  (re-exported)
+from ..model import Layer, Model
+from ..schedule import Schedule
+from ..shapes import check_layer_memory
 from ..tensor import aligned_values
 from ..weights import check_has_weights, lacks_weights
 from .memory import ForwardPass, makes_new_memory, plan_memory, run_in_place

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 import blobcast
 from blobcast.check import compare_arrays
 from blobcast.cli import app
-from blobcast.engine import Net, layer_included
+from blobcast.engine import Net
+from blobcast.model import layer_included
 
 from ...conftest import CAFFE, GENERATED
 

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 import blobcast
 from blobcast.cli import app
-from blobcast.engine import Net, blob_shapes
+from blobcast.engine import Net
+from blobcast.shapes import blob_shapes
 
 from ...conftest import ROOT
 from ..test_data_layer_inputs import CONV1, WEIGHTS

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 import blobcast
 from blobcast.cli import app
 from blobcast.converters.prototxt import net_from_text
-from blobcast.engine import Net, blob_shapes
+from blobcast.engine import Net
+from blobcast.shapes import blob_shapes
 
 runner = CliRunner()
 

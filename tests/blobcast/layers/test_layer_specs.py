@@ -219,7 +219,8 @@ def test_every_layer_the_importer_makes_exports_again():
 
 
 def test_shape_inference_without_weights_matches_a_real_pass():
-    from blobcast.engine import Net, blob_shapes
+    from blobcast.engine import Net
+    from blobcast.shapes import blob_shapes
 
     from ...conftest import CAFFE
 

@@ -13,8 +13,9 @@ import pytest
 import blobcast
 from blobcast.converters.onnx_ops.registry import EXPORTERS, FUNCTION_EXPORTS, NEWEST_OPSET
 from blobcast.converters.prototxt import net_from_text
-from blobcast.engine import Net, blob_shapes
+from blobcast.engine import Net
 from blobcast.layers import LAYER_TYPES, SPECS
+from blobcast.shapes import blob_shapes
 
 from ...conftest import ROOT
 from . import test_layer_reference, test_layer_specs
