@@ -99,6 +99,15 @@ def blob_shapes(model: Model, input_shapes: dict[str, list[int]] | None = None,
     return schedule, shapes
 
 
+def known_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    """The shapes blob_shapes can tell of a net's blobs, for what only shows
+    them (a drawing, a target's rewrites): none where the net cannot be sized."""
+    try:
+        return blob_shapes(model, skip_unrunnable=True)[1]
+    except BlobcastError:
+        return {}
+
+
 def propagate(schedule: Schedule, shapes: dict, given: dict, tolerate: bool,
               itemsize: int | None = None, visit=None) -> dict:
     """Fill `shapes` (inputs' shapes given) with every top's, layer by layer.

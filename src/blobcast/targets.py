@@ -127,7 +127,7 @@ def lower_for(model: Model, target: Target) -> list[str]:
                 "Upsample" not in target.types or target.upsample != "nearest") \
                 and "Deconvolution" in target.types:
             if shapes is None:
-                shapes = _blob_shapes(model)
+                shapes = _known_shapes(model)
             if _upsample_as_deconvolution(layer, shapes):
                 done.append(f"layer {layer.name!r}: nearest Upsample as a fixed Deconvolution")
         elif layer.type in target.types or clip is None:
@@ -186,7 +186,7 @@ def _lower_floor_pooling(model: Model, target: Target) -> list[str]:
                 layer.spec.pooling_param.round_mode != "FLOOR":
             continue
         if shapes is None:
-            shapes = _blob_shapes(model)
+            shapes = _known_shapes(model)
         said = _floor_pool_as_ceil(model, layer, shapes.get(layer.bottoms[0]), target)
         if said:
             done.append(f"layer {layer.name!r}: {said}")
@@ -248,7 +248,7 @@ def _lower_channel_shuffles(model: Model, target: Target) -> list[str]:
         if layer.type != "ShuffleChannel" or len(layer.tops) != 1:
             continue
         if shapes is None:
-            shapes = _blob_shapes(model)
+            shapes = _known_shapes(model)
         shape = shapes.get(layer.bottoms[0])
         group = int(layer.spec.shuffle_channel_param.group) if \
             layer.spec.has("shuffle_channel_param") else 1
@@ -371,13 +371,11 @@ def target_problems(model: Model, target: Target) -> list[str]:
     return problems
 
 
-def _blob_shapes(model: Model) -> dict:
-    from .shapes import blob_shapes
 
-    try:
-        return blob_shapes(model, skip_unrunnable=True)[1]
-    except BlobcastError:
-        return {}
+def _known_shapes(model: Model) -> dict:
+    from .shapes import known_shapes  # imported on use: the command line lists targets at start
+
+    return known_shapes(model)
 
 
 def _upsample_as_deconvolution(layer, shapes: dict) -> bool:

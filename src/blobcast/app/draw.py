@@ -7,10 +7,11 @@ import os
 from dataclasses import replace
 
 from ..draw import dot_text, write_drawing
-from ..errors import BlobcastError, FormatError
+from ..errors import FormatError
 from ..fileio import check_apart, check_writable
 from ..io import load
 from ..model import Model
+from ..shapes import known_shapes
 
 
 def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prototxt: str | None = None,
@@ -25,7 +26,7 @@ def draw_file(source: str | os.PathLike, destination: str | os.PathLike, *, prot
     model = _net_with_modules(source, prototxt)
     report = _compared(source, against, prototxt, options) if against is not None else None
     comparisons = {c.name: c for c in report.compared} if report is not None else {}
-    kind = write_drawing(dot_text(model, expand=expand, shapes=_shapes(model), comparisons=comparisons),
+    kind = write_drawing(dot_text(model, expand=expand, shapes=known_shapes(model), comparisons=comparisons),
                          destination, overwrite)
     first = report.first_mismatch if report is not None else None
     return {"source": source, "destination": destination, "format": kind,
@@ -43,14 +44,6 @@ def _net_with_modules(source: str, prototxt: str | None) -> Model:
         discover_modules(model)
     return model
 
-
-def _shapes(model: Model) -> dict:
-    from ..shapes import blob_shapes
-
-    try:
-        return blob_shapes(model, skip_unrunnable=True)[1]
-    except BlobcastError:
-        return {}
 
 
 def _compared(source: str, against: str, prototxt: str | None, options):
