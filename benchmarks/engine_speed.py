@@ -3,10 +3,11 @@
 Five nets (benchmarks/nets.py: ResNet-50, ResNet-50-1by2, MobileNet-v1,
 GoogLeNet-style, VGG16) with the same seeded weights and inputs, at batch 1
 and 8, on 1 and 2 threads (BLAS threads through threadpoolctl, OpenCV's
-through cv2.setNumThreads). Calls alternate between the engines with a
-pause between them (OpenBLAS threads spin for a while after a call); the
-engine's own threads (blobcast.threads) stay at their setting
-(BLOBCAST_THREADS, default 1), as a user runs it. The
+through cv2.setNumThreads, the engine's own through
+blobcast.threads.set_threads: its compiled kernels, where numba is
+installed, and its NumPy blocks; BLOBCAST_COMPILED=0 measures NumPy alone).
+Calls alternate between the engines with a pause between them (OpenBLAS
+threads spin for a while after a call). The
 ratio is the median of the per-run ratios. Also checks that OpenCV agrees:
 the largest difference of the logits, relative to the largest logit.
 
@@ -34,7 +35,8 @@ from nets import benchmark_parser, chosen_nets, measure_and_report, write_net
 
 import blobcast
 from blobcast.engine import Net
-from blobcast.threads import threads as engine_threads
+from blobcast.layers import compiled
+from blobcast.threads import set_threads
 
 PAUSE_S = 0.3
 
@@ -159,6 +161,7 @@ def measure(name: str, folder: str, batches, threads, runs: int, device: str,
 
         for count in threads:
             cv2.setNumThreads(count)
+            set_threads(count)
             session = sessions.get(count)
             engines = [ours, opencv] + ([] if session is None else [
                 lambda session=session, x=x: session.run(None, {"data": x})])
@@ -190,6 +193,7 @@ def measure(name: str, folder: str, batches, threads, runs: int, device: str,
                 with threadpool_limits(limits=count):
                     rows[-1]["profile"] = profile(net, device_x, runs)
                 print_profile(name, batch, count, rows[-1]["profile"])
+    set_threads(None)
     net.release()
     return rows
 
@@ -227,8 +231,9 @@ def main() -> None:
     print(f"blobcast on {options.device} against OpenCV {cv2.__version__} dnn on the CPU"
           + (f" and onnxruntime {onnxruntime.__version__} (CPU provider)" if with_onnx else "")
           + "; "
-          f"numpy {np.__version__} on {blas_description()}; engine threads besides BLAS: "
-          f"{engine_threads()}; {options.clock} clock; medians of {options.runs} "
+          f"numpy {np.__version__} on {blas_description()}; compiled kernels "
+          f"{'on' if compiled.enabled() else 'off (NumPy only)'}; {options.clock} clock; "
+          f"medians of {options.runs} "
           "interleaved runs; ratio below 1: blobcast is faster", file=sys.stderr)
     print(header, file=sys.stderr, flush=True)
     measure_and_report(
@@ -236,6 +241,7 @@ def main() -> None:
                                             options.device, with_onnx, options.profile),
         header, _row, options.json,
         {"device": options.device, "blas": blas_description(), "opencv": cv2.__version__,
+         "compiled_kernels": compiled.enabled(),
          "onnxruntime": onnxruntime.__version__ if with_onnx else None, "clock": options.clock},
         "blobcast-engine-")
 

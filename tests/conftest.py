@@ -68,3 +68,25 @@ def views_a_file_mapping(array) -> bool:
     if isinstance(base, memoryview):
         base = base.obj
     return isinstance(base, mmap.mmap)
+
+
+@pytest.fixture
+def compiled_everywhere(monkeypatch):
+    """The compiled kernels (the `fast` extra) on every blob they take, on
+    two threads; yields how many times each kernel ran. Skipped where numba
+    is not installed."""
+    pytest.importorskip("numba")
+    from blobcast.layers import compiled
+
+    monkeypatch.setattr(compiled, "MIN_VALUES", 0)
+    monkeypatch.setenv("BLOBCAST_COMPILED", "1")
+    monkeypatch.setattr(compiled, "compiled_threads", lambda: 2)
+    calls: dict = {}
+    original = compiled._in_ranges
+
+    def counting(kernel, planes, *arguments):
+        calls[kernel.__name__] = calls.get(kernel.__name__, 0) + 1
+        return original(kernel, planes, *arguments)
+
+    monkeypatch.setattr(compiled, "_in_ranges", counting)
+    return calls

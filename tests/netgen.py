@@ -60,8 +60,8 @@ def with_random_weights(text: str, input_shapes: dict, seed: int = 0) -> blobcas
 HEADER = 'layer { name: "data" type: "Input" top: "data" input_param { shape { %s } } }\n'
 
 
-def net(text: str, weights: dict | None = None) -> Net:
+def net(text: str, weights: dict | None = None, **options) -> Net:
     model = net_from_text(text, "<test>")
     for name, arrays in (weights or {}).items():
         model[name].blobs = [blobcast.Blob(np.asarray(a, np.float32)) for a in arrays]
-    return Net(model)
+    return Net(model, **options)

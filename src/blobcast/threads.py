@@ -2,7 +2,9 @@
 passes and depthwise convolutions, split into blocks that NumPy runs with
 the GIL released.
 
-One thread unless BLOBCAST_THREADS=n or `set_threads(n)` asks for more: on
+The compiled kernels (the `fast` extra) take every core unless
+BLOBCAST_THREADS=n or `set_threads(n)` says how many. NumPy's blocks take
+one thread unless those ask for more: on
 the 2-core machine the engine is measured on, a second thread made those
 passes no faster (NumPy's calls on cache-sized blocks are too short for two
 threads to overlap) and the whole pass 7-8% slower beside OpenBLAS's own
@@ -16,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .errors import BlobcastError
 
-_state: dict = {"threads": None, "pool": None}
+_state: dict = {"threads": None, "pool": None, "pool_size": 0}
 
 
 def _default_threads() -> int:
@@ -41,6 +43,19 @@ def threads() -> int:
     return _state["threads"]
 
 
+def compiled_threads() -> int:
+    """Threads for the compiled kernels (layers/compiled.py): the count
+    BLOBCAST_THREADS or set_threads gave, else every core this process may
+    run on, as BLAS takes them; unlike NumPy's short calls, one compiled pass
+    over a blob shares well between threads."""
+    if _state["threads"] is not None or os.environ.get("BLOBCAST_THREADS", "").strip():
+        return threads()
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def set_threads(count: int | None) -> None:
     """Use `count` threads from now on (None: the default again)."""
     count = None if count is None else _checked(int(count))
@@ -50,17 +65,21 @@ def set_threads(count: int | None) -> None:
     _state["threads"] = count
 
 
-def run_blocks(work, count: int) -> None:
-    """Call work(i) for i in range(count): on the engine's threads when
-    there are several blocks and several threads, else in this thread.
-    The first exception raised is raised here."""
-    workers = min(threads(), count)
+def run_blocks(work, count: int, workers: int | None = None) -> None:
+    """Call work(i) for i in range(count): on the engine's threads (at most
+    `workers`, by default threads()) when there are several blocks and
+    several threads, else in this thread. The first exception raised is
+    raised here."""
+    workers = min(threads() if workers is None else workers, count)
     if workers <= 1:
         for index in range(count):
             work(index)
         return
-    if _state["pool"] is None:
-        _state["pool"] = ThreadPoolExecutor(max_workers=threads(), thread_name_prefix="blobcast")
+    if _state["pool"] is None or _state["pool_size"] < workers:
+        if _state["pool"] is not None:
+            _state["pool"].shutdown(wait=True)
+        _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blobcast")
+        _state["pool_size"] = workers
 
     def share(first: int) -> None:  # every workers-th block, so that uneven blocks spread
         for index in range(first, count, workers):

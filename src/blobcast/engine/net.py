@@ -147,19 +147,19 @@ class Net(Runner):
         included); they are built again if it runs again."""
         self._ops = None
 
-    def _in_place_chain(self, index: int, bottoms: list, owned: set) -> list:
-        """The apply functions of the run of element-wise layers from `index`
-        that rewrite one blob in place (BatchNorm, Scale, ReLU, ...), when that
+    def _in_place_chain(self, index: int, bottoms: list, owned: set) -> tuple[int, list]:
+        """How many layers from `index` rewrite one blob in place (BatchNorm,
+        Scale, ReLU, ...), and their element-wise steps in order, when that
         blob's memory is the engine's alone (`owned`: made this pass by a layer
-        that allocates its tops, read by no other layer). Empty when the layers
-        must run one by one."""
+        that allocates its tops, read by no other layer). (0, []) when the
+        layers must run one by one."""
         layer = self.layers[index]
         if self.xp is not np or len(bottoms) != 1 or layer.tops != layer.bottoms or \
                 layer.tops[0] not in owned or not isinstance(bottoms[0], np.ndarray) or \
                 not bottoms[0].flags.writeable:
-            return []
+            return 0, []
         name, shape = layer.tops[0], bottoms[0].shape
-        chain = []
+        count, steps = 0, []
         for position in range(index, len(self.layers)):
             later = self.layers[position]
             if later.bottoms != [name] or later.tops != [name] or later.type not in LAYER_TYPES:
@@ -167,15 +167,15 @@ class Net(Runner):
             op = self._op_at(position)
             if op is None:
                 break
-            apply = op.in_place(shape)
-            if apply is None:
+            layer_steps = op.in_place(shape)
+            if layer_steps is None:
                 break
-            chain.append(apply)
-        return chain
+            count, steps = count + 1, steps + layer_steps
+        return count, steps
 
-    def _run_chain(self, layer: Layer, array, chain: list) -> None:
+    def _run_chain(self, layer: Layer, array, steps: list) -> None:
         try:
-            run_in_place(array, chain)
+            run_in_place(array, steps)
         except (ValueError, TypeError, FloatingPointError) as error:
             raise BlobcastError(f"layer {layer.name!r} ({layer.type}) and the in-place layers "
                                 f"after it cannot run on a blob of shape {list(array.shape)}: "
@@ -254,12 +254,12 @@ class Net(Runner):
             op = self._random_op(index, layer, bottoms)
         if run.check_budget:
             self._check_budget(layer, op, bottoms, run)
-        chain = self._in_place_chain(index, bottoms, run.owned)
+        chained, steps = self._in_place_chain(index, bottoms, run.owned)
         if not self.hold_weights:  # the local references keep them for this run
-            self._ops[index:index + max(len(chain), 1)] = [_UNBUILT] * max(len(chain), 1)
-        end = index + max(len(chain), 1)
-        if chain:
-            self._run_chain(layer, bottoms[0], chain)
+            self._ops[index:index + max(chained, 1)] = [_UNBUILT] * max(chained, 1)
+        end = index + max(chained, 1)
+        if chained:
+            self._run_chain(layer, bottoms[0], steps)
             tops = [bottoms[0]]
         else:
             tops = self._run_layer(layer, op, bottoms)
@@ -268,7 +268,7 @@ class Net(Runner):
                     run.owned.add(name)
                 else:
                     run.owned.discard(name)
-        chain = op = bottoms = None
+        steps = op = bottoms = None
         for position, (name, value) in enumerate(zip(layer.tops, tops)):
             in_place = position < len(layer.bottoms) and layer.bottoms[position] == name
             run.store(name, value, end - 1, in_place)

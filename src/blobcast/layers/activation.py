@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from .base import LayerOp, filler, given_filler, register
+from .steps import CLIP, MULTIPLY, RELU, Step
 
 
 def _sigmoid(xp, x):
@@ -25,18 +26,7 @@ class ReLU(LayerOp):
         return (y,)
 
     def in_place(self, shape):
-        xp, slope = self.xp, self.params.negative_slope
-
-        def apply(x, channels):
-            if slope:
-                negative = xp.minimum(x, 0)
-                negative *= same_type(x, slope)
-                xp.maximum(x, 0, out=x)
-                x += negative
-            else:
-                xp.maximum(x, 0, out=x)
-
-        return apply
+        return [Step(RELU, float(self.params.negative_slope))]
 
 
 @register("PReLU", settings="prelu_param", blobs=1)
@@ -209,9 +199,7 @@ class Dropout(LayerOp):
         if self.phase == "TRAIN":
             return None
         factor = self.test_factor()
-        if factor is None:
-            return lambda x, channels: None
-        return lambda x, channels: self.xp.multiply(x, x.dtype.type(factor), out=x)
+        return [] if factor is None else [Step(MULTIPLY, float(factor))]
 
 
 @register("ReLU6")
@@ -224,4 +212,4 @@ class ReLU6(LayerOp):
         return (self.xp.clip(x, 0, same_type(x, 6)),)
 
     def in_place(self, shape):
-        return lambda x, channels: self.xp.clip(x, 0, same_type(x, 6), out=x)
+        return [Step(CLIP, 0.0, 6.0)]

@@ -135,12 +135,11 @@ class LayerOp(LayerSpec):
         raise NotImplementedError
 
     def in_place(self, shape: tuple[int, ...]):
-        """For element-wise layers: a function apply(block, channels) that
-        overwrites `block`, the values of a blob of `shape` for the channels
-        `channels` (a slice of axis 1), with exactly what forward() gives for
-        them; None where the layer cannot (the default). The engine uses it to
-        run chains of in-place layers block by block, in cache and on its
-        threads, without new arrays."""
+        """For element-wise layers: the list of steps (layers/steps.py) that
+        turn a blob of `shape` into exactly what forward() gives; None where
+        the layer cannot (the default). The engine runs chains of in-place
+        layers as their steps, in cache and on its threads, without new
+        arrays."""
         return None
 
     def top_shapes(self, shapes: list[tuple[int, ...]]) -> list[tuple[int, ...] | None]:

@@ -9,7 +9,7 @@ from math import prod
 import numpy as np
 
 from ..threads import run_channel_blocks
-from . import winograd
+from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 
 # A depthwise block's padded input planes; its output and one product term
@@ -287,6 +287,16 @@ class Convolution(_ConvolutionBase):
         n, channels = x.shape[:2]
         filters = self.weights[0].reshape(channels, prod(kernel))
         bias = self.weights[1] if self.bias else None
+        # With a stride, the padded planes are first split into stride x stride
+        # phases (every stride-th row and column from each start): each offset
+        # then reads one phase at a fixed shift, laid flat, where a strided
+        # read would make short, gapped loops.
+        phases, phase_width, phase_reads = _phase_reads(x.shape[2:], kernel, stride, pad,
+                                                        dilation, shape_out)
+        if xp is np:
+            y = compiled.depthwise(x, filters, bias, stride, pad, phases, phase_reads, shape_out)
+            if y is not None:
+                return y
         y = xp.empty((n, channels) + shape_out, dtype=x.dtype)
         # With stride 1, each kernel offset reads the padded planes, laid flat,
         # at a fixed shift: one long run per channel instead of a short one per
@@ -303,12 +313,6 @@ class Convolution(_ConvolutionBase):
             reads = [window for _, window in _windows(shape_out, kernel, stride, dilation)]
         width = padded[1] if flat else shape_out[1]
 
-        # With a stride, the padded planes are first split into stride x stride
-        # phases (every stride-th row and column from each start): each offset
-        # then reads one phase at a fixed shift, laid flat as above, where a
-        # strided read would make short, gapped loops.
-        phases, phase_width, phase_reads = _phase_reads(x.shape[2:], kernel, stride, pad,
-                                                        dilation, shape_out)
 
         def planes(sample: int, chosen: slice) -> None:
             inside = x[sample, chosen]

@@ -8,6 +8,7 @@ from math import prod
 from .activation import same_type
 from .base import LayerOp, canonical_axis, filler, given_filler, register
 from .pooling import pool2d, pooled_size
+from .steps import ADD, DIVIDE, MULTIPLY, SUBTRACT, Step
 
 
 @register("LRN", settings="lrn_param", key_settings=("local_size", "alpha", "beta", "k", "norm_region"))
@@ -107,13 +108,7 @@ class BatchNorm(LayerOp):
         sample = self.xp.zeros((), self.weights[0].dtype)
         mean, variance = self._stored_statistics(sample)
         deviation = self.xp.sqrt(variance + same_type(sample, self.params.eps))
-        rest = (1,) * (len(shape) - 2)
-
-        def apply(x, channels):
-            x -= mean[channels].reshape((-1,) + rest)
-            x /= deviation[channels].reshape((-1,) + rest)
-
-        return apply
+        return [Step(SUBTRACT, mean.reshape(-1)), Step(DIVIDE, deviation.reshape(-1))]
 
 
 def _broadcast_over(values, x, axis: int):
@@ -151,20 +146,18 @@ class _Affine(LayerOp):
     """Scale and Bias: a second bottom or a learned blob, broadcast from `axis`."""
 
     def _per_channel(self, shape):
-        """The learned blobs as (channels, 1, ...) arrays when they act on axis 1
-        of a blob of `shape`, one value per channel (or one in all); else None."""
+        """The learned blobs as vectors of one value per channel when they act
+        on axis 1 of a blob of `shape` (or one value for all); else None."""
         if len(self.layer.bottoms) > 1 or len(shape) < 2:
             return None
         axis = canonical_axis(self.params.axis, len(shape))
         span = len(shape) - axis if self.params.num_axes == -1 else self.params.num_axes
-        rest = (1,) * (len(shape) - 2)
         operands = []
         for blob in self.weights:
             if blob.size == 1 and (blob.ndim != span or blob.shape == tuple(shape[axis:axis + span])):
-                operands.append(self.xp.broadcast_to(blob.reshape((1,) * (len(shape) - 1)),
-                                                     (shape[1],) + rest))
+                operands.append(self.xp.broadcast_to(blob.reshape(()), (shape[1],)))
             elif axis == 1 and span == 1 and blob.size == shape[1]:
-                operands.append(blob.reshape((shape[1],) + rest))
+                operands.append(blob.reshape(shape[1]))
             else:
                 return None
         return operands
@@ -202,14 +195,8 @@ class Scale(_Affine):
         operands = self._per_channel(shape)
         if operands is None:
             return None
-        scale, bias = operands[0], operands[1] if self.params.bias_term else None
-
-        def apply(x, channels):
-            x *= scale[channels]
-            if bias is not None:
-                x += bias[channels]
-
-        return apply
+        steps = [Step(MULTIPLY, operands[0])]
+        return steps + [Step(ADD, operands[1])] if self.params.bias_term else steps
 
     def _bias_shape(self, bias, scale, x):
         return bias.reshape(scale.shape) if scale.ndim else bias.reshape(())
@@ -222,13 +209,7 @@ class Bias(_Affine):
 
     def in_place(self, shape):
         operands = self._per_channel(shape)
-        if operands is None:
-            return None
-
-        def apply(x, channels):
-            x += operands[0][channels]
-
-        return apply
+        return None if operands is None else [Step(ADD, operands[0])]
 
 
 @register("MVN", settings="mvn_param")

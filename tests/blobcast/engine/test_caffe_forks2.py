@@ -132,6 +132,28 @@ def test_the_net_is_connected_as_caffe_connects_it(case):
 
 @pytest.mark.parametrize("case", RAN)
 def test_every_blob_is_what_caffe_computed(case):
+    _check_every_blob(case)
+
+
+# The cases whose nets the compiled kernels (layers/compiled.py) run a part of.
+COMPILED = ("BatchNorm", "Scale", "Bias", "ReLU", "ReLU6", "Dropout", "Convolution",
+            "ConvolutionDepthwise", "DepthwiseConvolution")
+
+
+@pytest.mark.parametrize("case", [case for case in RAN
+                                  if set(_meta(case.values[0])["layer_types"]) & set(COMPILED)])
+def test_every_blob_is_what_caffe_computed_with_the_compiled_kernels(case, compiled_everywhere):
+    _check_every_blob(case)
+
+
+def test_the_compiled_kernels_ran_the_depthwise_and_in_place_cases(compiled_everywhere):
+    for case in ("cdw_s2_pad_bias", "bn_default_scale_inplace"):
+        _check_every_blob(case)
+    assert compiled_everywhere.get("depthwise", 0) >= 1
+    assert compiled_everywhere.get("run_steps", 0) >= 1
+
+
+def _check_every_blob(case: str) -> None:
     meta = _meta(case)
     split_source = {top: bottoms[0] for kind, bottoms, tops in
                     zip(meta["layer_types"], meta["bottoms"], meta["tops"]) if kind == "Split"

@@ -47,21 +47,23 @@ def _chain_net(text: str = CHAIN, seed: int = 0) -> Net:
 
 def _layer_by_layer(net: Net, inputs: dict, monkeypatch, **options) -> dict:
     with monkeypatch.context() as patch:
-        patch.setattr(Net, "_in_place_chain", lambda *args: [])
+        patch.setattr(Net, "_in_place_chain", lambda *args: (0, []))
         return net.forward(inputs, **options)
 
 
 @pytest.fixture
 def chains_run(monkeypatch):
-    """How many in-place chains ran, and how long each was."""
+    """How many in-place chains ran, and how many layers each took."""
     lengths = []
-    original = engine_net.run_in_place
+    original = Net._in_place_chain
 
-    def counting(array, chain):
-        lengths.append(len(chain))
-        original(array, chain)
+    def counting(self, *args):
+        count, steps = original(self, *args)
+        if count:
+            lengths.append(count)
+        return count, steps
 
-    monkeypatch.setattr(engine_net, "run_in_place", counting)
+    monkeypatch.setattr(Net, "_in_place_chain", counting)
     return lengths
 
 

@@ -1,0 +1,104 @@
+"""Compiled kernels for the work NumPy does slowly: chains of element-wise
+steps and depthwise convolutions (installed with the `fast` extra, numba).
+
+Why hand-written: NumPy runs a BatchNorm + Scale + ReLU chain as five passes
+over memory and a depthwise 3x3 as nine, each a separate call that a second
+thread cannot share; a compiled loop makes one pass per cache-sized plane and
+runs the planes on several threads. Each value still goes through the same
+operations in the same order as the NumPy code beside it (layers/steps.py,
+Convolution._depthwise), with no fused multiply-add and no reassociation
+(numba's fastmath stays off), so the results are the same; the NumPy code
+stays the reference, and tests hold the two equal.
+
+Used only on the host, for float32 and float64 blobs of at least
+MIN_VALUES values (smaller ones are not worth numba's import), and where
+numba imports; BLOBCAST_COMPILED=0 turns it off. The first use on a machine
+compiles the kernels (a few seconds), cached on disk after that.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import numpy as np
+
+from ..threads import compiled_threads, run_blocks
+from .steps import CLIP, OPERATIONS, per_channel
+
+MIN_VALUES = 1 << 16
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_CODES = {operation: code for code, operation in enumerate(OPERATIONS)}
+
+
+def enabled() -> bool:
+    return os.environ.get("BLOBCAST_COMPILED", "1").strip() != "0" and _kernels() is not None
+
+
+@lru_cache(maxsize=1)
+def _kernels():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return None
+    from . import compiled_kernels
+
+    return compiled_kernels
+
+
+def _in_ranges(kernel, planes: int, *arguments) -> None:
+    """kernel(*arguments, first, end) over [0, planes) in one range a thread."""
+    workers = max(1, min(compiled_threads(), planes))
+    bounds = [planes * index // workers for index in range(workers + 1)]
+    run_blocks(lambda index: kernel(*arguments, bounds[index], bounds[index + 1]), workers, workers)
+
+
+def worth(array) -> bool:
+    return isinstance(array, np.ndarray) and array.dtype in FLOATS and \
+        array.size >= MIN_VALUES and array.flags.c_contiguous and array.flags.writeable
+
+
+def run_steps(array: np.ndarray, steps: list) -> bool:
+    """Apply the steps to `array` in place in one compiled pass; False (and
+    nothing done) where the compiled path does not apply."""
+    if not steps or array.ndim < 2 or not worth(array) or not enabled():
+        return False
+    channels, dtype = array.shape[1], array.dtype
+    codes = np.empty(len(steps), dtype=np.int64)
+    operands = np.empty((len(steps), 2, channels), dtype=dtype)
+    for index, step in enumerate(steps):
+        if per_channel(step.values):
+            values = np.asarray(step.values)
+            if values.dtype != dtype or values.shape != (channels,):
+                return False  # NumPy would compute in another type: its path
+            operands[index, 0] = values
+        else:
+            operands[index, 0] = dtype.type(step.values)
+        operands[index, 1] = dtype.type(step.high if step.operation == CLIP else 0)
+        codes[index] = _CODES[step.operation]
+    _in_ranges(_kernels().run_steps, array.shape[0] * channels,
+               array.reshape(array.shape[0], channels, -1), codes, operands)
+    return True
+
+
+def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out):
+    """The depthwise convolution of a 4-D blob (`filters`: (channels, kernel
+    values)) as Convolution._depthwise's NumPy sums make it: `phases`, the
+    shape of a channel's phase planes, and `reads`, each kernel offset's
+    (phase, run); None where the compiled path does not apply."""
+    if not worth(x) or x.ndim != 4 or not enabled() or filters.dtype != x.dtype or \
+            (bias is not None and bias.dtype != x.dtype):
+        return None
+    if compiled_threads() == 1 and not (shape_out[1] >= 28 or (shape_out[1] >= 14 and
+                                                             tuple(stride) == (1, 1))):
+        # small planes: NumPy's channels-last sums were faster on one thread
+        # (MobileNet-v1's 7x7 layers and its 14- and 7-wide strided ones)
+        return None
+    n, channels = x.shape[:2]
+    out = np.empty((n, channels) + tuple(shape_out), dtype=x.dtype)
+    phase_of = np.array([phase for phase, _ in reads], dtype=np.intp)
+    shifts = np.array([run.start for _, run in reads], dtype=np.intp)
+    _in_ranges(_kernels().depthwise, n * channels, x, np.ascontiguousarray(filters),
+               np.zeros(channels, x.dtype) if bias is None else np.ascontiguousarray(bias),
+               bias is not None, shifts, phase_of, *stride, *pad, phases[1], phases[2], out)
+    return out

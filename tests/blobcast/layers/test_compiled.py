@@ -1,0 +1,119 @@
+"""The compiled kernels (the `fast` extra) give NumPy's values bit for bit:
+element-wise steps and depthwise convolutions, on any thread count, and
+leave to NumPy what NumPy would compute in another type."""
+
+import os
+
+import numpy as np
+import pytest
+
+from blobcast.layers import compiled
+from blobcast.layers.steps import ADD, CLIP, DIVIDE, MULTIPLY, OPERATIONS, RELU, SUBTRACT, Step, apply_steps
+
+from ...netgen import HEADER, net
+
+pytest.importorskip("numba")
+pytestmark = pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+
+
+def _bits(array: np.ndarray) -> np.ndarray:
+    """The values' bits, every NaN as one (which NaN an operation on two
+    NaNs gives depends on its operands' order, which LLVM may swap)."""
+    bits = array.view(np.uint32 if array.dtype == np.float32 else np.uint64).copy()
+    bits[np.isnan(array)] = 1
+    return bits
+
+
+def _awkward(shape, dtype, seed=0) -> np.ndarray:
+    """Values with signed zeros, NaN and infinities among them."""
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype) * 4
+    flat = x.reshape(-1)
+    flat[::97], flat[::89], flat[::1001], flat[::1003], flat[::1007] = 0.0, -0.0, np.nan, np.inf, -np.inf
+    return x
+
+
+def _steps(channels: int, dtype) -> list:
+    rng = np.random.default_rng(1)
+    vector = lambda: rng.standard_normal(channels).astype(dtype)  # noqa: E731
+    return [Step(SUBTRACT, vector()), Step(DIVIDE, np.abs(vector()) + dtype(0.1)),
+            Step(MULTIPLY, vector()), Step(ADD, vector()), Step(RELU, 0.1), Step(RELU, 0.0),
+            Step(MULTIPLY, 0.5), Step(CLIP, 0.0, 6.0), Step(ADD, 3.0), Step(DIVIDE, 0.7)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_every_step_gives_numpys_bits(dtype, workers, compiled_everywhere, monkeypatch):
+    monkeypatch.setattr(compiled, "compiled_threads", lambda: workers)
+    steps = _steps(7, dtype)
+    assert {step.operation for step in steps} == set(OPERATIONS)
+    for count in range(1, len(steps) + 1):
+        expected, got = _awkward((3, 7, 11, 5), dtype), _awkward((3, 7, 11, 5), dtype)
+        for sample in range(expected.shape[0]):
+            apply_steps(np, expected[sample], steps[:count], slice(None))
+        assert compiled.run_steps(got, steps[:count])
+        assert np.array_equal(_bits(got), _bits(expected)), steps[count - 1].operation
+    assert compiled_everywhere["run_steps"] == len(steps)
+
+
+def test_values_numpy_would_widen_are_left_to_numpy(compiled_everywhere):
+    # float32 blob, float64 per-channel values: NumPy computes in float64.
+    x = np.ones((2, 3, 4, 4), np.float32)
+    assert not compiled.run_steps(x, [Step(SUBTRACT, np.ones(3))])
+    assert not compiled.run_steps(x.astype(np.float16), [Step(RELU, 0.0)])
+    assert not compiled.run_steps(x[:, :, ::2], [Step(RELU, 0.0)])  # not contiguous
+    assert compiled_everywhere == {}
+
+
+def test_small_blobs_and_the_switch_leave_it_to_numpy(monkeypatch):
+    x = np.ones((1, 2, 3, 3), np.float32)
+    assert not compiled.run_steps(x, [Step(RELU, 0.0)])  # below MIN_VALUES
+    monkeypatch.setattr(compiled, "MIN_VALUES", 0)
+    monkeypatch.setenv("BLOBCAST_COMPILED", "0")
+    assert not compiled.enabled() and not compiled.run_steps(x, [Step(RELU, 0.0)])
+
+
+# kernel, stride, pad, dilation, height, width, channels, bias
+GEOMETRIES = [(3, 1, 1, 1, 13, 11, 5, True), (3, 2, 1, 1, 14, 15, 4, False),
+              (5, 2, 2, 1, 9, 9, 3, True), (3, 1, 0, 2, 12, 10, 2, True),
+              (3, 3, 3, 1, 8, 13, 3, True), (1, 1, 0, 1, 5, 5, 3, False),
+              (3, 2, 0, 1, 7, 7, 6, True), (4, 2, 3, 2, 10, 11, 3, True),
+              ((3, 1), (1, 2), (2, 0), (1, 1), 9, 12, 4, True)]
+
+
+def _pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+def test_depthwise_gives_numpys_bits(geometry, dtype, compiled_everywhere, monkeypatch):
+    kernel, stride, pad, dilation, height, width, channels, bias = geometry
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(pad)
+    rng = np.random.default_rng(sum(map(hash, map(str, geometry))) % 1000)
+    x = _awkward((2, channels, height, width), np.float32).astype(dtype)
+    weights = [rng.standard_normal((channels, 1, kh, kw)).astype(np.float32)]
+    weights[0].reshape(-1)[::5] = -0.0
+    weights += [rng.standard_normal(channels).astype(np.float32)] if bias else []
+    layer = (f'layer {{ name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param {{ '
+             f'num_output: {channels} group: {channels} kernel_h: {kh} kernel_w: {kw} stride_h: {sh} '
+             f'stride_w: {sw} pad_h: {ph} pad_w: {pw} dilation: {_pair(dilation)[0]} '
+             f'bias_term: {str(bias).lower()} }} }}')
+    text = HEADER % f"dim: 2 dim: {channels} dim: {height} dim: {width}" + layer
+    precision = None if dtype == np.float32 else np.float64
+    got = net(text, {"c": weights}, precision=precision).forward({"data": x})["c"]
+    assert compiled_everywhere == {"depthwise": 1}
+    monkeypatch.setenv("BLOBCAST_COMPILED", "0")
+    expected = net(text, {"c": weights}, precision=precision).forward({"data": x})["c"]
+    assert got.dtype == expected.dtype == dtype
+    assert np.array_equal(_bits(got), _bits(expected))
+    assert compiled_everywhere == {"depthwise": 1}
+
+
+def test_the_kernels_are_not_imported_with_blobcast():
+    import subprocess
+    import sys
+
+    code = "import sys, blobcast, blobcast.engine; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert out.stdout.strip() == "False"
