@@ -110,7 +110,7 @@ def profile(net: Net, x, runs: int) -> dict:
 
     net._run_layer = timer(net._run_layer, lambda layer, args: layer_family(layer))
     net._run_chain = timer(net._run_chain, lambda layer, args: "in-place chain from " + layer.type
-                           + f" ({len(args[1])} layers)")
+                           + f" ({len(args[1])} steps)")
     try:
         start = _clock["now"]()
         for _ in range(runs):

@@ -16,17 +16,11 @@ engine gives each of them the new value (`MemoryPlan.shared`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from math import prod
-
-import numpy as np
 
 from ..caffe_rules import shared_memory
-from ..layers import compiled
 from ..layers.base import LAYER_TYPES
-from ..layers.steps import apply_steps
 from ..model import Layer
 from ..schedule import Schedule
-from ..threads import run_channel_blocks
 from ..values import BlobVersions
 
 # Built-in layer types whose forward always returns arrays it has just
@@ -191,24 +185,3 @@ class ForwardPass:
             self._bind(self.kept, name, value)
         if self.on_blob is not None and (not self.final_only or self.plan.final_at[name] <= index):
             self.on_blob(name, value)
-
-
-BLOCK_BYTES = 1 << 18  # a block of a blob that stays in a core's L2 cache
-
-
-def run_in_place(array: np.ndarray, steps: list) -> None:
-    """Apply the element-wise steps (layers/steps.py) to the array in place:
-    in one compiled pass where it applies, else block by block (per sample,
-    a run of channels) on the engine's threads. Each value goes through the
-    same operations as layer by layer, so the results are identical."""
-    if compiled.run_steps(array, steps):
-        return
-    if array.ndim < 2 or array.size == 0:
-        apply_steps(np, array, steps, slice(None))
-        return
-
-    def work(sample: int, selected: slice) -> None:
-        apply_steps(np, array[sample, selected], steps, selected)
-
-    run_channel_blocks(work, array.shape[0], array.shape[1],
-                       prod(array.shape[2:]) * array.itemsize, BLOCK_BYTES)

@@ -9,12 +9,13 @@ from .. import layers  # noqa: F401  (registers the layer types)
 from ..check.runner import OPTION_FLAGS, Runner
 from ..errors import BlobcastError
 from ..layers.base import LAYER_TYPES, implementation
+from ..layers.compiled import run_in_place
 from ..model import Layer, Model
 from ..schedule import Schedule
 from ..shapes import check_layer_memory
 from ..tensor import aligned_values
 from ..weights import check_has_weights, lacks_weights
-from .memory import ForwardPass, makes_new_memory, plan_memory, run_in_place
+from .memory import ForwardPass, makes_new_memory, plan_memory
 from .python_layer import PythonLayer
 
 
@@ -158,7 +159,27 @@ class Net(Runner):
                 layer.tops[0] not in owned or not isinstance(bottoms[0], np.ndarray) or \
                 not bottoms[0].flags.writeable:
             return 0, []
-        name, shape = layer.tops[0], bottoms[0].shape
+        return self._steps_from(index, layer.tops[0], bottoms[0].shape)
+
+    def _chain_after(self, index: int, op, bottoms: list, run: ForwardPass) -> tuple[int, list]:
+        """The in-place chain right after layer `index` on its only top, for
+        the layer to apply to each part of that top while the part is in
+        cache: where the layer takes steps (`takes_steps`) and allocates the
+        top, and no one sees the top before the chain has run."""
+        layer = self.layers[index]
+        if self.xp is not np or not op.takes_steps or len(layer.tops) != 1 or \
+                layer.tops[0] in layer.bottoms or not makes_new_memory(layer) or \
+                not (run.on_blob is None or run.final_only):
+            return 0, []
+        try:
+            shape = op.top_shapes([tuple(b.shape) for b in bottoms])[0]
+        except (ValueError, TypeError, IndexError, BlobcastError):
+            return 0, []  # the layer's own run says what is wrong
+        return (0, []) if shape is None else self._steps_from(index + 1, layer.tops[0], tuple(shape))
+
+    def _steps_from(self, index: int, name: str, shape: tuple) -> tuple[int, list]:
+        """How many layers from `index` rewrite blob `name` in place, one
+        after another, and their element-wise steps in order."""
         count, steps = 0, []
         for position in range(index, len(self.layers)):
             later = self.layers[position]
@@ -181,9 +202,11 @@ class Net(Runner):
                                 f"after it cannot run on a blob of shape {list(array.shape)}: "
                                 f"{error}") from error
 
-    def _run_layer(self, layer: Layer, op, bottoms: list):
+    def _run_layer(self, layer: Layer, op, bottoms: list, steps: list = ()):
+        """The layer's tops; `steps`, those of the in-place layers after it,
+        applied to its top by the layer itself (_chain_after)."""
         try:
-            tops = op.forward(*bottoms)
+            tops = op.forward_with_steps(list(steps), *bottoms) if steps else op.forward(*bottoms)
         except (ValueError, TypeError, IndexError, ZeroDivisionError, FloatingPointError) as error:
             # Settings or weights that do not fit the data: the file's problem.
             shapes = [list(b.shape) for b in bottoms]
@@ -255,14 +278,17 @@ class Net(Runner):
         if run.check_budget:
             self._check_budget(layer, op, bottoms, run)
         chained, steps = self._in_place_chain(index, bottoms, run.owned)
+        fused = 0
+        if not chained:
+            fused, steps = self._chain_after(index, op, bottoms, run)
+        end = index + max(chained, 1) + fused
         if not self.hold_weights:  # the local references keep them for this run
-            self._ops[index:index + max(chained, 1)] = [_UNBUILT] * max(chained, 1)
-        end = index + max(chained, 1)
+            self._ops[index:end] = [_UNBUILT] * (end - index)
         if chained:
             self._run_chain(layer, bottoms[0], steps)
             tops = [bottoms[0]]
         else:
-            tops = self._run_layer(layer, op, bottoms)
+            tops = self._run_layer(layer, op, bottoms, steps)
             for name in layer.tops:  # reported (on_blob) versions stay as they are
                 if makes_new_memory(layer) and (run.on_blob is None or run.final_only):
                     run.owned.add(name)

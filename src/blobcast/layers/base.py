@@ -134,6 +134,18 @@ class LayerOp(LayerSpec):
     def forward(self, *bottoms):
         raise NotImplementedError
 
+    # Whether forward_with_steps applies the steps of the in-place layers
+    # after this one to each part of its top while the part is in cache.
+    takes_steps = False
+
+    def forward_with_steps(self, steps: list, *bottoms):
+        """forward(), then `steps` (layers/steps.py) applied to its only top."""
+        from .compiled import run_in_place
+
+        tops = self.forward(*bottoms)
+        run_in_place(tops[0], steps)
+        return tops
+
     def in_place(self, shape: tuple[int, ...]):
         """For element-wise layers: the list of steps (layers/steps.py) that
         turn a blob of `shape` into exactly what forward() gives; None where

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from math import prod
 
 import numpy as np
 
-from ..threads import compiled_threads, run_blocks
-from .steps import CLIP, OPERATIONS, per_channel
+from ..threads import compiled_threads, run_blocks, run_channel_blocks
+from .steps import CLIP, OPERATIONS, apply_steps, per_channel
 
 MIN_VALUES = 1 << 16
+BLOCK_BYTES = 1 << 18  # a block of a blob that stays in a core's L2 cache
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _CODES = {operation: code for code, operation in enumerate(OPERATIONS)}
 
@@ -58,34 +60,44 @@ def worth(array) -> bool:
         array.size >= MIN_VALUES and array.flags.c_contiguous and array.flags.writeable
 
 
-def run_steps(array: np.ndarray, steps: list) -> bool:
-    """Apply the steps to `array` in place in one compiled pass; False (and
-    nothing done) where the compiled path does not apply."""
-    if not steps or array.ndim < 2 or not worth(array) or not enabled():
-        return False
-    channels, dtype = array.shape[1], array.dtype
+def _step_arrays(steps: list, channels: int, dtype):
+    """The steps as the kernels take them: each operation's number and its
+    two operands per channel, in the blob's type; None where NumPy would
+    compute a step in another type (a per-channel vector of another type)."""
     codes = np.empty(len(steps), dtype=np.int64)
     operands = np.empty((len(steps), 2, channels), dtype=dtype)
     for index, step in enumerate(steps):
         if per_channel(step.values):
             values = np.asarray(step.values)
             if values.dtype != dtype or values.shape != (channels,):
-                return False  # NumPy would compute in another type: its path
+                return None
             operands[index, 0] = values
         else:
             operands[index, 0] = dtype.type(step.values)
         operands[index, 1] = dtype.type(step.high if step.operation == CLIP else 0)
         codes[index] = _CODES[step.operation]
-    _in_ranges(_kernels().run_steps, array.shape[0] * channels,
-               array.reshape(array.shape[0], channels, -1), codes, operands)
+    return codes, operands
+
+
+def run_steps(array: np.ndarray, steps: list) -> bool:
+    """Apply the steps to `array` in place in one compiled pass; False (and
+    nothing done) where the compiled path does not apply."""
+    if not steps or array.ndim < 2 or not worth(array) or not enabled():
+        return False
+    arrays = _step_arrays(steps, array.shape[1], array.dtype)
+    if arrays is None:
+        return False
+    _in_ranges(_kernels().run_steps, array.shape[0] * array.shape[1],
+               array.reshape(array.shape[0], array.shape[1], -1), *arrays)
     return True
 
 
-def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out):
+def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out, steps=()):
     """The depthwise convolution of a 4-D blob (`filters`: (channels, kernel
-    values)) as Convolution._depthwise's NumPy sums make it: `phases`, the
-    shape of a channel's phase planes, and `reads`, each kernel offset's
-    (phase, run); None where the compiled path does not apply."""
+    values)) as Convolution._depthwise's NumPy sums make it, then `steps`
+    applied to each plane while it is in cache: `phases`, the shape of a
+    channel's phase planes, and `reads`, each kernel offset's (phase, run);
+    None where the compiled path does not apply."""
     if not worth(x) or x.ndim != 4 or not enabled() or filters.dtype != x.dtype or \
             (bias is not None and bias.dtype != x.dtype):
         return None
@@ -95,10 +107,32 @@ def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out):
         # (MobileNet-v1's 7x7 layers and its 14- and 7-wide strided ones)
         return None
     n, channels = x.shape[:2]
+    arrays = _step_arrays(list(steps), channels, x.dtype)
+    if arrays is None:
+        return None
     out = np.empty((n, channels) + tuple(shape_out), dtype=x.dtype)
     phase_of = np.array([phase for phase, _ in reads], dtype=np.intp)
     shifts = np.array([run.start for _, run in reads], dtype=np.intp)
     _in_ranges(_kernels().depthwise, n * channels, x, np.ascontiguousarray(filters),
                np.zeros(channels, x.dtype) if bias is None else np.ascontiguousarray(bias),
-               bias is not None, shifts, phase_of, *stride, *pad, phases[1], phases[2], out)
+               bias is not None, shifts, phase_of, *stride, *pad, phases[1], phases[2], *arrays,
+               out)
     return out
+
+
+def run_in_place(array: np.ndarray, steps: list) -> None:
+    """Apply the steps to a host array in place: in one compiled pass where
+    it applies, else block by block (per sample, a run of channels) on the
+    engine's threads. Each value goes through the same operations as layer
+    by layer, so the results are identical."""
+    if not steps or run_steps(array, steps):
+        return
+    if array.ndim < 2 or array.size == 0:
+        apply_steps(np, array, steps, slice(None))
+        return
+
+    def work(sample: int, selected: slice) -> None:
+        apply_steps(np, array[sample, selected], steps, selected)
+
+    run_channel_blocks(work, array.shape[0], array.shape[1],
+                       prod(array.shape[2:]) * array.itemsize, BLOCK_BYTES)

@@ -123,12 +123,14 @@ def _weighted_runs(sums, phases, weights, shifts, phase_of):
 
 @njit(cache=True, nogil=True)
 def depthwise(x, filters, bias, has_bias, shifts, phase_of, stride_h, stride_w, pad_h, pad_w,
-              rows, width, out, first_plane, end_plane):
+              rows, width, codes, operands, out, first_plane, end_plane):
     """out[n, c] = the sum over kernel offsets (row-major) of the padded
     input times the offset's weight, the first product added to nothing,
     then + bias: the values and the order of Convolution._depthwise's NumPy
-    sums (each offset reads one phase plane at a fixed shift); planes
-    [first_plane, end_plane) in samples x channels order."""
+    sums (each offset reads one phase plane at a fixed shift); then the
+    element-wise steps (`codes`, `operands`: as run_steps takes them) on
+    the plane while it is in cache. Planes [first_plane, end_plane) in
+    samples x channels order."""
     channels = x.shape[1]
     out_height, out_width = out.shape[2], out.shape[3]
     phases = np.empty((stride_h * stride_w, rows * width), dtype=x.dtype)
@@ -146,3 +148,6 @@ def depthwise(x, filters, bias, has_bias, shifts, phase_of, stride_h, stride_w, 
             else:
                 for column in range(out_width):
                     line[column] = run[column]
+        values = target.reshape(out_height * out_width)
+        for index in range(codes.shape[0]):
+            _step(values, codes[index], operands[index, 0, channel], operands[index, 1, channel])

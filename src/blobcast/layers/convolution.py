@@ -11,6 +11,8 @@ import numpy as np
 from ..threads import run_channel_blocks
 from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
+from .compiled import run_in_place
+from .steps import ADD, Step, apply_steps
 
 # A depthwise block's padded input planes; its output and one product term
 # take as much again each, so the three stay in a core's L2 cache (blocks of
@@ -170,7 +172,12 @@ class Convolution(_ConvolutionBase):
             columns = 8 * channels * out + 5 * self._outputs() * out
         return batch * (self._outputs() * out + channels * padded) + columns
 
+    takes_steps = True
+
     def forward(self, x):
+        return self.forward_with_steps([], x)
+
+    def forward_with_steps(self, steps, x):
         xp = self.xp
         leading, x = self._batch_view(x)
         kernel, stride, pad, dilation = self._settings(x)
@@ -182,7 +189,7 @@ class Convolution(_ConvolutionBase):
                             f"in {group} groups")
         shape_out = self._spatial_out(x.shape[2:], kernel, stride, pad, dilation)
         if group == channels == outputs and x.ndim == 4:
-            return (self._depthwise(x, kernel, stride, pad, dilation, shape_out).reshape(
+            return (self._depthwise(x, kernel, stride, pad, dilation, shape_out, steps).reshape(
                 leading + (outputs,) + shape_out),)
         locations = prod(shape_out)
         per_group = channels // group
@@ -205,10 +212,13 @@ class Convolution(_ConvolutionBase):
             y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
         else:
             # the bias added to each part while it is in cache
-            return (self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation,
-                                            shape_out).reshape(leading + (outputs,) + shape_out),)
-        if self.bias:
+            return (self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation, shape_out,
+                                            steps).reshape(leading + (outputs,) + shape_out),)
+        if self.bias and xp is np:  # the bias as the chain's first step: one pass for both
+            steps = [Step(ADD, self.weights[1].reshape(-1))] + steps
+        elif self.bias:
             y += self.weights[1].reshape((1, outputs) + (1,) * len(shape_out))
+        run_in_place(y, steps)
         return (y.reshape(leading + y.shape[1:]),)
 
 
@@ -248,10 +258,11 @@ class Convolution(_ConvolutionBase):
             rows = max(rows, -(-MIN_PART_COLUMNS // max(row, 1)))
         return max(1, min(shape_out[0], rows))
 
-    def _unfolded_in_parts(self, x, filters, kernel, stride, pad, dilation, shape_out):
+    def _unfolded_in_parts(self, x, filters, kernel, stride, pad, dilation, shape_out, steps):
         """The unfolded product, one sample and a run of output rows at a time:
         the columns of a large input at batch 8 would take a gigabyte, and
-        memory that large is slow to fill as well."""
+        memory that large is slow to fill as well. The bias and the in-place
+        layers' steps are applied to each part while it is in cache."""
         xp = self.xp
         n, channels = x.shape[:2]
         group, outputs = filters.shape[0], filters.shape[0] * filters.shape[1]
@@ -276,9 +287,10 @@ class Convolution(_ConvolutionBase):
                           out=block.reshape(group, outputs // group, -1))
                 if bias is not None:
                     block += bias
+                apply_steps(xp, block, steps, slice(None))
         return y
 
-    def _depthwise(self, x, kernel, stride, pad, dilation, shape_out):
+    def _depthwise(self, x, kernel, stride, pad, dilation, shape_out, steps):
         """One filter per channel, summed directly in kernel order as the
         forks' ConvolutionDepthwise loops do: an unfolded copy and a batched
         product of 1-row matrices would cost more. Blocks of a sample's
@@ -294,7 +306,8 @@ class Convolution(_ConvolutionBase):
         phases, phase_width, phase_reads = _phase_reads(x.shape[2:], kernel, stride, pad,
                                                         dilation, shape_out)
         if xp is np:
-            y = compiled.depthwise(x, filters, bias, stride, pad, phases, phase_reads, shape_out)
+            y = compiled.depthwise(x, filters, bias, stride, pad, phases, phase_reads, shape_out,
+                                   steps)
             if y is not None:
                 return y
         y = xp.empty((n, channels) + shape_out, dtype=x.dtype)
@@ -358,6 +371,7 @@ class Convolution(_ConvolutionBase):
         run_channel_blocks(work, n, channels, prod(padded) * x.itemsize,
                            DEPTHWISE_BLOCK_BYTES if on_host else channels * prod(padded) * x.itemsize,
                            threaded=on_host)
+        run_in_place(y, steps)
         return y
 
 
@@ -439,14 +453,14 @@ class ConvolutionDepthwise(Convolution):
         shape = tuple(shapes[0])
         return 3 * prod(shape) + 2 * prod(self.top_shapes(shapes)[0])
 
-    def forward(self, x):
+    def forward_with_steps(self, steps, x):
         kernel, stride, pad, dilation = self._fork_settings(x.ndim)
         channels, weight = x.shape[1], self.weights[0]
         if tuple(weight.shape) != (channels, 1) + tuple(kernel):
             raise self.fail(f"weights {list(weight.shape)} do not fit {channels} channels (the "
                             f"fork holds {[channels, 1] + list(kernel)})")
         shape_out = self._spatial_out(x.shape[2:], kernel, stride, pad, dilation)
-        return (self._depthwise(x, kernel, stride, pad, dilation, shape_out),)
+        return (self._depthwise(x, kernel, stride, pad, dilation, shape_out, steps),)
 
 
 @register("Deconvolution", settings="convolution_param", key_settings=(

@@ -67,3 +67,4 @@ def _relu(xp, x, slope) -> None:
         x += negative
     else:
         xp.maximum(x, 0, out=x)
+

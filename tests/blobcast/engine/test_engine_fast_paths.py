@@ -48,22 +48,25 @@ def _chain_net(text: str = CHAIN, seed: int = 0) -> Net:
 def _layer_by_layer(net: Net, inputs: dict, monkeypatch, **options) -> dict:
     with monkeypatch.context() as patch:
         patch.setattr(Net, "_in_place_chain", lambda *args: (0, []))
+        patch.setattr(Net, "_chain_after", lambda *args: (0, []))
         return net.forward(inputs, **options)
 
 
 @pytest.fixture
 def chains_run(monkeypatch):
-    """How many in-place chains ran, and how many layers each took."""
+    """How many in-place chains ran (on their own, or inside the layer that
+    made their blob: _chain_after), and how many layers each took."""
     lengths = []
-    original = Net._in_place_chain
+    for method in ("_in_place_chain", "_chain_after"):
+        original = getattr(Net, method)
 
-    def counting(self, *args):
-        count, steps = original(self, *args)
-        if count:
-            lengths.append(count)
-        return count, steps
+        def counting(self, *args, original=original):
+            count, steps = original(self, *args)
+            if count:
+                lengths.append(count)
+            return count, steps
 
-    monkeypatch.setattr(Net, "_in_place_chain", counting)
+        monkeypatch.setattr(Net, method, counting)
     return lengths
 
 

@@ -1,0 +1,126 @@
+"""A chain of in-place layers (BatchNorm, Scale, ReLU, ...) right after a
+convolution runs inside it, on each part of its output while the part is in
+cache: every blob is what the layers give one by one, bit for bit, and the
+chain stays out where someone sees the blob between the layers."""
+
+import numpy as np
+import pytest
+
+import blobcast
+from blobcast.converters.prototxt import net_from_text
+from blobcast.engine import Net
+from blobcast.layers import convolution
+
+CHAIN = """
+layer { name: "bn" type: "BatchNorm" bottom: "conv" top: "conv" batch_norm_param { use_global_stats: true } }
+layer { name: "scale" type: "Scale" bottom: "conv" top: "conv" scale_param { bias_term: true } }
+layer { name: "relu" type: "ReLU" bottom: "conv" top: "conv" relu_param { negative_slope: 0.1 } }
+layer { name: "six" type: "ReLU6" bottom: "conv" top: "conv" }
+layer { name: "pool" type: "Pooling" bottom: "conv" top: "pool" pooling_param { pool: AVE kernel_size: 2 } }
+"""
+
+# the convolution's settings and its weights' shape, for 6 input channels
+KINDS = {
+    "3x3": ("num_output: 8 kernel_size: 3 pad: 1", (8, 6, 3, 3)),
+    "3x3 stride 2": ("num_output: 8 kernel_size: 3 pad: 1 stride: 2", (8, 6, 3, 3)),
+    "1x1": ("num_output: 8 kernel_size: 1", (8, 6, 1, 1)),
+    "depthwise": ("num_output: 6 group: 6 kernel_size: 3 pad: 1", (6, 1, 3, 3)),
+    "depthwise stride 2": ("num_output: 6 group: 6 kernel_size: 3 pad: 1 stride: 2", (6, 1, 3, 3)),
+}
+
+
+def _net(kind: str, seed: int = 0) -> Net:
+    settings, weight_shape = KINDS[kind]
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 '
+            'dim: 12 dim: 10 } } }'
+            f'layer {{ name: "conv" type: "Convolution" bottom: "data" top: "conv" '
+            f'convolution_param {{ {settings} }} }}' + CHAIN)
+    model = net_from_text(text, "<fused>")
+    rng = np.random.default_rng(seed)
+    channels = weight_shape[0]
+    model["conv"].blobs = [blobcast.Blob(rng.standard_normal(weight_shape).astype(np.float32)),
+                           blobcast.Blob(rng.standard_normal(channels).astype(np.float32))]
+    model["bn"].blobs = [blobcast.Blob(rng.standard_normal(channels).astype(np.float32)),
+                         blobcast.Blob((np.abs(rng.standard_normal(channels)) + 0.5).astype(np.float32)),
+                         blobcast.Blob(np.full(1, 2.0, np.float32))]
+    model["scale"].blobs = [blobcast.Blob(rng.standard_normal(channels).astype(np.float32) * 3)
+                            for _ in range(2)]
+    return Net(model)
+
+
+def _input(seed: int = 1) -> dict:
+    return {"data": np.random.default_rng(seed).standard_normal((2, 6, 12, 10)).astype(np.float32) * 2}
+
+
+def _one_by_one(kind: str, monkeypatch, **options) -> dict:
+    with monkeypatch.context() as patch:
+        patch.setattr(Net, "_in_place_chain", lambda *args: (0, []))
+        patch.setattr(Net, "_chain_after", lambda *args: (0, []))
+        return _net(kind).forward(_input(), **options)
+
+
+def _fused_layers(monkeypatch) -> list:
+    """How many layers each chain run inside a convolution took."""
+    fused = []
+    original = Net._chain_after
+
+    def counting(self, *args):
+        count, steps = original(self, *args)
+        fused.append(count)
+        return count, steps
+
+    monkeypatch.setattr(Net, "_chain_after", counting)
+    return fused
+
+
+def _same(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for name in got:
+        assert np.array_equal(got[name], expected[name]), name
+
+
+@pytest.mark.parametrize("keep_all", [False, True])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_chain_inside_the_convolution_gives_the_layers_values(kind, keep_all, monkeypatch):
+    expected = _one_by_one(kind, monkeypatch, keep_all=keep_all)
+    fused = _fused_layers(monkeypatch)
+    got = _net(kind).forward(_input(), keep_all=keep_all)
+    assert fused[0] == 4  # BatchNorm, Scale, ReLU, ReLU6
+    _same(got, expected)
+    assert got["pool"].min() >= 0 and got["pool"].max() <= 6
+
+
+@pytest.mark.parametrize("kind", ["3x3", "3x3 stride 2"])
+def test_a_chain_inside_a_convolution_made_in_parts_gives_the_layers_values(kind, monkeypatch):
+    monkeypatch.setattr(convolution, "COLUMN_BYTES", 4 * 6 * 9 * 5)  # a row or two a part
+    monkeypatch.setattr(convolution, "MIN_PART_COLUMNS", 1)
+    expected = _one_by_one(kind, monkeypatch, keep_all=True)
+    parts = []
+    original = convolution.Convolution._unfolded_in_parts
+    monkeypatch.setattr(convolution.Convolution, "_unfolded_in_parts",
+                        lambda self, *args: parts.append(args[-1]) or original(self, *args))
+    fused = _fused_layers(monkeypatch)
+    got = _net(kind).forward(_input(), keep_all=True)
+    assert fused[0] == 4 and len(parts) == 1 and len(parts[0]) == 6  # the chain's steps
+    _same(got, expected)
+
+
+@pytest.mark.parametrize("kind", ["depthwise", "depthwise stride 2", "3x3"])
+def test_a_chain_inside_the_compiled_depthwise_kernel_gives_the_layers_values(
+        kind, monkeypatch, compiled_everywhere):
+    expected = _one_by_one(kind, monkeypatch)
+    got = _net(kind).forward(_input())
+    _same(got, expected)
+    # the depthwise kernel ran the steps; a GEMM's output took them in one pass
+    # (and the bias of the GEMM, layer by layer, as its one step)
+    assert compiled_everywhere == ({"depthwise": 2} if "depthwise" in kind else {"run_steps": 2})
+
+
+def test_who_sees_each_version_keeps_the_chain_out(monkeypatch):
+    seen = []
+    fused = _fused_layers(monkeypatch)
+    _net("3x3").forward(_input(), on_blob=lambda name, value: seen.append((name, value.copy())))
+    assert fused == [0] * len(fused)  # every version of "conv" was shown
+    assert [name for name, _ in seen].count("conv") == 5
+    versions = [value for name, value in seen if name == "conv"]
+    assert versions[0].min() < 0 <= versions[-1].min()
