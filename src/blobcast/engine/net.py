@@ -84,6 +84,9 @@ class Net(Runner):
         self.shape_unknown = schedule.shape_unknown
         self.memory = plan_memory(schedule)
         self._ops = None
+        # (layer index, blob, shape) -> the in-place chain there (_steps_from), while
+        # ops are held; ("top", index, bottom shapes) -> the top's shape (_chain_after)
+        self._chains: dict = {}
         self._budget_checked: set = set()
 
     @property
@@ -147,6 +150,7 @@ class Net(Runner):
         """Drop the weights the net holds on the device (aligned copies
         included); they are built again if it runs again."""
         self._ops = None
+        self._chains = {}
 
     def _in_place_chain(self, index: int, bottoms: list, owned: set) -> tuple[int, list]:
         """How many layers from `index` rewrite one blob in place (BatchNorm,
@@ -171,15 +175,31 @@ class Net(Runner):
                 layer.tops[0] in layer.bottoms or not makes_new_memory(layer) or \
                 not (run.on_blob is None or run.final_only):
             return 0, []
-        try:
-            shape = op.top_shapes([tuple(b.shape) for b in bottoms])[0]
-        except (ValueError, TypeError, IndexError, BlobcastError):
-            return 0, []  # the layer's own run says what is wrong
-        return (0, []) if shape is None else self._steps_from(index + 1, layer.tops[0], tuple(shape))
+        shapes = tuple(tuple(b.shape) for b in bottoms)
+        shape = self._chains.get(("top", index, shapes))
+        if shape is None:
+            try:
+                shape = op.top_shapes(list(shapes))[0]
+            except (ValueError, TypeError, IndexError, BlobcastError):
+                return 0, []  # the layer's own run says what is wrong
+            if shape is None:
+                return 0, []
+            self._chains[("top", index, shapes)] = shape = tuple(shape)
+        return self._steps_from(index + 1, layer.tops[0], shape)
 
     def _steps_from(self, index: int, name: str, shape: tuple) -> tuple[int, list]:
         """How many layers from `index` rewrite blob `name` in place, one
-        after another, and their element-wise steps in order."""
+        after another, and their element-wise steps in order (found once
+        for each shape while the net holds its ops: each pass asks again)."""
+        key = (index, name, tuple(shape))
+        found = self._chains.get(key)
+        if found is None:
+            found = self._find_steps(index, name, tuple(shape))
+            if self.hold_weights:
+                self._chains[key] = found
+        return found
+
+    def _find_steps(self, index: int, name: str, shape: tuple) -> tuple[int, list]:
         count, steps = 0, []
         for position in range(index, len(self.layers)):
             later = self.layers[position]
