@@ -7,7 +7,7 @@ works on a range of planes (a sample's channel) with the GIL released; the
 caller runs ranges on its own threads (numba's threading layers are not
 used: the built-in one aborts the process when two threads call it, and
 OpenMP's spinning workers fought OpenBLAS's for the cores, taking a
-MobileNet-v1 pass from 34 to 190 ms at two threads). Each value is computed
+MobileNet-v1 pass from 30 to 190 ms at two threads). Each value is computed
 by one thread in a fixed order, so the thread count never changes a result.
 """
 
