@@ -14,11 +14,22 @@ threads, which keep spinning for a while after each product.
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from functools import lru_cache
+from math import prod
+
+import numpy as np
 
 from .errors import BlobcastError
 
-_state: dict = {"threads": None, "pool": None, "pool_size": 0}
+_state: dict = {"threads": None, "pool": None, "pool_size": 0, "sharing": None}
+# Products smaller than this (multiply-adds) stay on the calling thread. A
+# single product is never split: OpenBLAS sums a part of one differently from
+# the whole in the last bits (its direct kernel takes products below
+# 28 x 512 x 512 multiply-adds on AVX-512, and larger parts differ too).
+MIN_SHARED_PRODUCT = 1 << 22
 
 
 def _default_threads() -> int:
@@ -110,3 +121,82 @@ def run_channel_blocks(work, samples: int, channels: int, channel_bytes: int,
     else:
         for index in range(samples * blocks):
             block(index)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+@contextmanager
+def products_on_engine_threads(wanted: bool):
+    """While a pass runs: with several threads for the compiled kernels
+    (the `fast` extra, which brings threadpoolctl), BLAS runs each product
+    on its calling thread and the engine shares a batch's samples and a
+    convolution's unfolded parts between its own threads (`matmul`,
+    `share_products`). Why: OpenBLAS's idle threads spin for about 0.1 s
+    after each product, on the cores the engine's threads need next, so that
+    a second engine thread made a MobileNet-v1 pass no faster. What is
+    shared is the very BLAS calls a pass on one thread makes, so the values
+    are that pass's; a single large product runs on BLAS's own threads (as
+    many as the pass found), as it does without sharing. Elsewhere, and
+    within a pass already sharing, BLAS keeps its own threads. `wanted`: the
+    pass runs on the host with the compiled kernels."""
+    workers = compiled_threads()
+    if not wanted or workers <= 1 or _state["sharing"] is not None or _blas_controller() is None:
+        yield
+        return
+    blas_threads = min((library["num_threads"] for library in
+                        _blas_controller().select(user_api="blas").info()), default=1)
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        _state["sharing"] = (threading.get_ident(), workers, blas_threads)
+        try:
+            yield
+        finally:
+            _state["sharing"] = None
+
+
+def share_products() -> int:
+    """How many threads share this thread's products (1: none)."""
+    sharing = _state["sharing"]
+    return sharing[1] if sharing is not None and sharing[0] == threading.get_ident() else 1
+
+
+def matmul(a, b, out=None):
+    """np.matmul(a, b, out=out). Where products are shared: a stack of
+    products (a batch's samples) split between the engine's threads along
+    its first axis, each matrix product the very BLAS call it is unsplit, on
+    BLAS's calling thread; a single product on BLAS's own threads (its parts
+    would not be summed as the whole: see MIN_SHARED_PRODUCT)."""
+    workers = share_products()
+    if workers <= 1 or not isinstance(b, np.ndarray):
+        return np.matmul(a, b, out=out)
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    rows, depth, columns = a.shape[-2], a.shape[-1], b.shape[-1]
+    if prod(stack) * rows * depth * columns < MIN_SHARED_PRODUCT:
+        return np.matmul(a, b, out=out)  # one thread is as fast
+    if not stack or stack[0] < 2:  # on as many BLAS threads as the pass found
+        with _blas_controller().limit(limits=_state["sharing"][2], user_api="blas"):
+            return np.matmul(a, b, out=out)
+    if out is None:
+        out = np.empty(stack + (rows, columns), dtype=np.result_type(a, b))
+    workers = min(workers, stack[0])
+    bounds = [stack[0] * index // workers for index in range(workers + 1)]
+
+    def part(index: int) -> None:
+        cut = slice(bounds[index], bounds[index + 1])
+        np.matmul(_stack_part(a, len(stack), cut), _stack_part(b, len(stack), cut), out=out[cut])
+
+    run_blocks(part, workers, workers)
+    return out
+
+
+def _stack_part(array, axes: int, cut: slice):
+    """array's part along the first of `axes` stack axes (broadcast where it has one)."""
+    if array.ndim - 2 < axes or array.shape[0] == 1:
+        return array
+    return array[cut]

@@ -8,7 +8,7 @@ from math import prod
 
 import numpy as np
 
-from ..threads import run_channel_blocks
+from ..threads import matmul, run_blocks, run_channel_blocks, share_products
 from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 from .compiled import run_in_place
@@ -202,14 +202,14 @@ class Convolution(_ConvolutionBase):
             y = self._samples_side_by_side(x, filters[0], kernel, stride, pad, dilation, shape_out)
         elif all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
             columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
-            y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
+            y = self._product(filters[None], columns).reshape((n, outputs) + shape_out)
         elif n * channels * prod(kernel) * locations * x.itemsize <= self._column_bytes():
             padded = xp.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad]) if any(pad) else x
             columns = xp.empty((n, channels, prod(kernel)) + shape_out, dtype=x.dtype)
             for index, window in _windows(shape_out, kernel, stride, dilation):
                 columns[:, :, index] = padded[(slice(None), slice(None)) + window]
             columns = columns.reshape(n, group, per_group * prod(kernel), locations)
-            y = xp.matmul(filters[None], columns).reshape((n, outputs) + shape_out)
+            y = self._product(filters[None], columns).reshape((n, outputs) + shape_out)
         else:
             # the bias added to each part while it is in cache
             return (self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation, shape_out,
@@ -243,9 +243,13 @@ class Convolution(_ConvolutionBase):
             columns = xp.empty((channels, prod(kernel), n) + shape_out, dtype=x.dtype)
             for index, window in _windows(shape_out, kernel, stride, dilation):
                 columns[:, index] = padded[(slice(None), slice(None)) + window]
-        product = xp.matmul(filters, columns.reshape(filters.shape[1], -1))
+        product = self._product(filters, columns.reshape(filters.shape[1], -1))
         product = product.reshape((filters.shape[0], n) + shape_out)
         return xp.ascontiguousarray(product.transpose((1, 0) + tuple(range(2, x.ndim))))
+
+    def _product(self, a, b):
+        """a @ b, shared between the engine's threads on the host."""
+        return matmul(a, b) if self.xp is np else self.xp.matmul(a, b)
 
     def _column_bytes(self) -> int:
         return COLUMN_BYTES if self.xp is np else COLUMN_BYTES_GPU
@@ -268,26 +272,47 @@ class Convolution(_ConvolutionBase):
         group, outputs = filters.shape[0], filters.shape[0] * filters.shape[1]
         y = xp.empty((n, outputs) + shape_out, dtype=x.dtype)
         rows = self._column_rows(channels, kernel, shape_out, x.itemsize)
-        buffer = xp.empty((channels, prod(kernel), rows) + shape_out[1:], dtype=x.dtype)
+        buffer_shape = (channels, prod(kernel), rows) + shape_out[1:]
         bias = self.weights[1].reshape((outputs, 1)) if self.bias else None
-        for sample in range(n):
-            padded = xp.pad(x[sample], [(0, 0)] + [(p, p) for p in pad]) if any(pad) else x[sample]
-            for first in range(0, shape_out[0], rows):
-                last = min(shape_out[0], first + rows)
-                part = (last - first,) + shape_out[1:]
-                columns = buffer[:, :, :last - first]
-                for index, window in _windows(part, kernel, stride, dilation):
-                    # the window's rows, moved to the part's first output row
-                    start = window[0].start + first * stride[0]
-                    rows_window = slice(start, start + stride[0] * (part[0] - 1) + 1, stride[0])
-                    columns[:, index] = padded[(slice(None), rows_window) + window[1:]]
-                # written straight into the output's rows (a strided block BLAS takes)
-                block = y[sample].reshape(outputs, -1)[:, first * prod(part[1:]):last * prod(part[1:])]
-                xp.matmul(filters, columns.reshape(group, -1, prod(part)),
-                          out=block.reshape(group, outputs // group, -1))
-                if bias is not None:
-                    block += bias
-                apply_steps(xp, block, steps, slice(None))
+        pads = [(p, p) for p in pad]
+
+        def unfold_and_multiply(padded, sample: int, first: int, buffer) -> None:
+            last = min(shape_out[0], first + rows)
+            part = (last - first,) + shape_out[1:]
+            columns = buffer[:, :, :last - first]
+            for index, window in _windows(part, kernel, stride, dilation):
+                # the window's rows, moved to the part's first output row
+                start = window[0].start + first * stride[0]
+                rows_window = slice(start, start + stride[0] * (part[0] - 1) + 1, stride[0])
+                columns[:, index] = padded[(slice(None), rows_window) + window[1:]]
+            # written straight into the output's rows (a strided block BLAS takes)
+            block = y[sample].reshape(outputs, -1)[:, first * prod(part[1:]):last * prod(part[1:])]
+            xp.matmul(filters, columns.reshape(group, -1, prod(part)),
+                      out=block.reshape(group, outputs // group, -1))
+            if bias is not None:
+                block += bias
+            apply_steps(xp, block, steps, slice(None))
+
+        workers = share_products() if xp is np else 1
+        if workers <= 1:
+            buffer = xp.empty(buffer_shape, dtype=x.dtype)
+            for sample in range(n):
+                padded = xp.pad(x[sample], [(0, 0)] + pads) if any(pad) else x[sample]
+                for first in range(0, shape_out[0], rows):
+                    unfold_and_multiply(padded, sample, first, buffer)
+            return y
+        # Parts shared between threads, each unfolding its own part and
+        # multiplying it on BLAS's calling thread (threads.products_on_engine_threads).
+        padded = xp.pad(x, [(0, 0), (0, 0)] + pads) if any(pad) else x
+        tasks = [(sample, first) for sample in range(n) for first in range(0, shape_out[0], rows)]
+        # run_blocks gives worker w the tasks w, w + workers, ...: one buffer each
+        buffers = [xp.empty(buffer_shape, dtype=x.dtype) for _ in range(min(workers, len(tasks)))]
+
+        def task(index: int) -> None:
+            sample, first = tasks[index]
+            unfold_and_multiply(padded[sample], sample, first, buffers[index % len(buffers)])
+
+        run_blocks(task, len(tasks), workers)
         return y
 
     def _depthwise(self, x, kernel, stride, pad, dilation, shape_out, steps):

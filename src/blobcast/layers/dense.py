@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
+
+from ..threads import matmul
 from .base import LayerOp, canonical_axis, declare, register, weight_and_bias_fillers
 
 
@@ -44,7 +47,8 @@ class InnerProduct(LayerOp):
         if expected != depth:
             raise self.fail(f"weights {list(weight.shape)} do not fit an input of "
                             f"{depth} values per row")
-        y = x.reshape(rows, depth) @ (weight if p.transpose else weight.T)
+        y = matmul(x.reshape(rows, depth), weight if p.transpose else weight.T) \
+            if self.xp is np else x.reshape(rows, depth) @ (weight if p.transpose else weight.T)
         if p.bias_term:
             y += self.weights[1].reshape(1, -1)
         return (y.reshape(x.shape[:axis] + (y.shape[1],)),)

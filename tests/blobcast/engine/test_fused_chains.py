@@ -124,3 +124,62 @@ def test_who_sees_each_version_keeps_the_chain_out(monkeypatch):
     assert [name for name, _ in seen].count("conv") == 5
     versions = [value for name, value in seen if name == "conv"]
     assert versions[0].min() < 0 <= versions[-1].min()
+
+
+def test_products_shared_between_the_engines_threads_give_the_one_thread_values(
+        monkeypatch, compiled_everywhere):
+    # A pass with products shared (a batch's samples and a convolution's
+    # parts on two threads, BLAS on one thread each) against a pass on one
+    # thread: the same BLAS calls, the same bits.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blobcast.threads as threads
+
+    monkeypatch.setattr(convolution, "COLUMN_BYTES", 4 * 32 * 9 * 28 * 6)  # c3 in parts
+    conv = ('layer {{ name: "{0}" type: "Convolution" bottom: "{1}" top: "{0}" '
+            'convolution_param {{ {2} }} }}\n')
+    text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 32 '
+            'dim: 28 dim: 28 } } }\n'
+            + conv.format("c3", "data", "num_output: 64 kernel_size: 3 pad: 1")
+            + conv.format("c1", "c3", "num_output: 96 kernel_size: 1")
+            + conv.format("dw", "c1", "num_output: 96 group: 96 kernel_size: 3 stride: 2")
+            + conv.format("s", "dw", "num_output: 40 kernel_size: 3 pad: 1 stride: 2")
+            + 'layer { name: "fc" type: "InnerProduct" bottom: "s" top: "fc" '
+              'inner_product_param { num_output: 10 } }')
+    net = Net(net_from_text(text, "<shared>"), random_weights=5)
+    x = {"data": np.random.default_rng(3).standard_normal((2, 32, 28, 28)).astype(np.float32)}
+    shared_calls = []
+    original = threads.run_blocks
+    monkeypatch.setattr(threads, "run_blocks", lambda work, count, workers=None: shared_calls.append(
+        threads.share_products()) or original(work, count, workers))
+    monkeypatch.setattr(convolution, "run_blocks", threads.run_blocks)
+    monkeypatch.setattr(threads, "compiled_threads", lambda: 2)
+    shared = net.forward(x, keep_all=True)
+    assert shared_calls.count(2) >= 2  # c3's parts and c1's samples at least
+    monkeypatch.setattr(threads, "compiled_threads", lambda: 1)
+    shared_calls.clear()
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        one_thread = net.forward(x, keep_all=True)
+    assert set(shared_calls) <= {1}
+    _same(one_thread, shared)
+
+
+def test_a_stack_of_products_split_between_threads_is_the_same_blas_calls(monkeypatch):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blobcast.threads as threads
+
+    rng = np.random.default_rng(0)
+    filters = rng.standard_normal((1, 2, 64, 300)).astype(np.float32)
+    columns = rng.standard_normal((5, 2, 300, 700)).astype(np.float32)
+    monkeypatch.setattr(threads, "compiled_threads", lambda: 3)
+    parts = []
+    original = threads.run_blocks
+    monkeypatch.setattr(threads, "run_blocks", lambda work, count, workers=None: parts.append(
+        count) or original(work, count, workers))
+    with threads.products_on_engine_threads(True):
+        assert threads.share_products() == 3
+        got = threads.matmul(filters, columns)
+        single = threads.matmul(filters[0, 0], columns[0, 0])  # one product: not split
+    assert threads.share_products() == 1 and parts == [3]
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        assert np.array_equal(got, np.matmul(filters, columns))
+    assert np.array_equal(single, np.matmul(filters[0, 0], columns[0, 0]))
