@@ -92,6 +92,23 @@ def run_steps(array: np.ndarray, steps: list) -> bool:
     return True
 
 
+def add(first, second, steps=()):
+    """first + second, then `steps`, in one compiled pass per plane; None
+    where the compiled path does not apply."""
+    if not (worth(first) and worth(second)) or first.ndim < 2 or first.shape != second.shape or \
+            first.dtype != second.dtype or not enabled():
+        return None
+    samples, channels = first.shape[:2]
+    arrays = _step_arrays(list(steps), channels, first.dtype)
+    if arrays is None:
+        return None
+    out = np.empty_like(first)
+    shape = (samples, channels, -1)
+    _in_ranges(_kernels().add_then_steps, samples * channels, first.reshape(shape),
+               second.reshape(shape), out.reshape(shape), *arrays)
+    return out
+
+
 def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out, steps=()):
     """The depthwise convolution of a 4-D blob (`filters`: (channels, kernel
     values)) as Convolution._depthwise's NumPy sums make it, then `steps`

@@ -74,6 +74,21 @@ def run_steps(blob, codes, operands, first_plane, end_plane):
             _step(values, codes[index], operands[index, 0, channel], operands[index, 1, channel])
 
 
+@njit(cache=True, nogil=True)
+def add_then_steps(first, second, out, codes, operands, first_plane, end_plane):
+    """out = first + second, then the element-wise steps, plane by plane
+    (all three (samples, channels, values)); planes [first_plane,
+    end_plane) in samples x channels order."""
+    channels = out.shape[1]
+    for plane in range(first_plane, end_plane):
+        sample, channel = plane // channels, plane % channels
+        a, b, values = first[sample, channel], second[sample, channel], out[sample, channel]
+        for i in range(values.shape[0]):
+            values[i] = a[i] + b[i]
+        for index in range(codes.shape[0]):
+            _step(values, codes[index], operands[index, 0, channel], operands[index, 1, channel])
+
+
 @njit(cache=True)
 def _copy_every(target, source, stride):
     """target[i] = source[i * stride]; plain 0-based loops, which LLVM

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from math import prod
 
+import numpy as np
+
+from . import compiled
 from .base import LayerOp, canonical_axis, declare, register
+from .compiled import run_in_place
 
 
 @register("Split", tops=(1, None))
@@ -162,27 +166,48 @@ class Tile(LayerOp):
 @register("Eltwise", settings="eltwise_param", key_settings=("operation", "coeff"),
           bottoms=(2, None))
 class Eltwise(LayerOp):
+    takes_steps = True
+
     def forward(self, *bottoms):
-        xp, p = self.xp, self.params
+        return self.forward_with_steps([], *bottoms)
+
+    def forward_with_steps(self, steps, *bottoms):
+        """The in-place layers' steps after it (a residual block's ReLU)
+        applied in the same pass where the compiled kernels take it."""
         if any(b.shape != bottoms[0].shape for b in bottoms):
             raise self.fail("all inputs must have the same shape")
-        operation = p.operation
-        if operation == "SUM":
-            coefficients = list(p.coeff) or [1.0] * len(bottoms)
+        y = None
+        if self.params.operation == "SUM":
+            coefficients = list(self.params.coeff) or [1.0] * len(bottoms)
             if len(coefficients) != len(bottoms):
                 raise self.fail(f"{len(coefficients)} coefficients for {len(bottoms)} inputs")
-            dtype = bottoms[0].dtype.type
-            y = bottoms[0] * dtype(coefficients[0]) if coefficients[0] != 1 else bottoms[0].copy()
-            for coefficient, b in zip(coefficients[1:], bottoms[1:]):
-                y += b if coefficient == 1 else b * dtype(coefficient)
-            return (y,)
+            if self.xp is np and coefficients == [1.0, 1.0]:
+                y = compiled.add(bottoms[0], bottoms[1], steps)  # the same sum, then the steps
+                if y is not None:
+                    return (y,)
+            y = self._sum(bottoms, coefficients)
+        else:
+            y = self._product_or_max(bottoms)
+        run_in_place(y, steps)
+        return (y,)
+
+    @staticmethod
+    def _sum(bottoms, coefficients):
+        dtype = bottoms[0].dtype.type
+        y = bottoms[0] * dtype(coefficients[0]) if coefficients[0] != 1 else bottoms[0].copy()
+        for coefficient, b in zip(coefficients[1:], bottoms[1:]):
+            y += b if coefficient == 1 else b * dtype(coefficient)
+        return y
+
+    def _product_or_max(self, bottoms):
+        xp, operation = self.xp, self.params.operation
         y = bottoms[0].copy()
         for b in bottoms[1:]:
             if operation == "PROD":
                 y *= b
             else:
                 xp.maximum(y, b, out=y)
-        return (y,)
+        return y
 
 
 @register("ShuffleChannel", settings="shuffle_channel_param", key_settings=("group",))

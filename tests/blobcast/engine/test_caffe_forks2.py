@@ -136,7 +136,7 @@ def test_every_blob_is_what_caffe_computed(case):
 
 
 # The cases whose nets the compiled kernels (layers/compiled.py) run a part of.
-COMPILED = ("BatchNorm", "Scale", "Bias", "ReLU", "ReLU6", "Dropout", "Convolution",
+COMPILED = ("BatchNorm", "Scale", "Bias", "ReLU", "ReLU6", "Dropout", "Convolution", "Eltwise",
             "ConvolutionDepthwise", "DepthwiseConvolution")
 
 

@@ -183,3 +183,35 @@ def test_a_stack_of_products_split_between_threads_is_the_same_blas_calls(monkey
     with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
         assert np.array_equal(got, np.matmul(filters, columns))
     assert np.array_equal(single, np.matmul(filters[0, 0], columns[0, 0]))
+
+
+RESIDUAL = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 6 dim: 12 dim: 10 } } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a"
+        convolution_param { num_output: 6 kernel_size: 1 } }
+layer { name: "sum" type: "Eltwise" bottom: "a" bottom: "data" top: "sum" %s }
+layer { name: "relu" type: "ReLU" bottom: "sum" top: "sum" }
+layer { name: "scale" type: "Scale" bottom: "sum" top: "sum" scale_param { bias_term: true } }
+"""
+
+
+@pytest.mark.parametrize("settings", ["", "eltwise_param { coeff: 1 coeff: -0.5 }",
+                                      "eltwise_param { operation: MAX }"])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_a_chain_inside_an_eltwise_gives_the_layers_values(settings, compiled, request, monkeypatch):
+    counts = request.getfixturevalue("compiled_everywhere") if compiled else None
+    model = net_from_text(RESIDUAL % settings, "<residual>")
+    rng = np.random.default_rng(4)
+    model["a"].blobs = [blobcast.Blob(rng.standard_normal((6, 6, 1, 1)).astype(np.float32)),
+                        blobcast.Blob(rng.standard_normal(6).astype(np.float32))]
+    model["scale"].blobs = [blobcast.Blob(rng.standard_normal(6).astype(np.float32)) for _ in range(2)]
+    fused = _fused_layers(monkeypatch)
+    got = Net(model).forward(_input(), keep_all=True)
+    assert fused == [0, 2]  # the convolution's top is read twice; the Eltwise's chain
+    with monkeypatch.context() as patch:
+        patch.setattr(Net, "_in_place_chain", lambda *args: (0, []))
+        patch.setattr(Net, "_chain_after", lambda *args: (0, []))
+        expected = Net(model).forward(_input(), keep_all=True)
+    _same(got, expected)
+    if compiled:
+        assert counts.get("add_then_steps", 0) == (2 if not settings else 0)  # fused, and alone

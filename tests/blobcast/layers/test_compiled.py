@@ -117,3 +117,16 @@ def test_the_kernels_are_not_imported_with_blobcast():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_sum_then_steps_gives_numpys_bits(dtype, compiled_everywhere):
+    first, second = _awkward((2, 7, 9, 5), dtype, seed=2), _awkward((2, 7, 9, 5), dtype, seed=3)
+    steps = _steps(7, dtype)[:6]
+    expected = first + second
+    for sample in range(expected.shape[0]):
+        apply_steps(np, expected[sample], steps, slice(None))
+    got = compiled.add(first, second, steps)
+    assert np.array_equal(_bits(got), _bits(expected))
+    assert compiled.add(first, second.astype(np.float16)) is None
+    assert compiled_everywhere == {"add_then_steps": 1}
