@@ -49,8 +49,11 @@ def _kernels():
 
 
 def _in_ranges(kernel, planes: int, *arguments) -> None:
-    """kernel(*arguments, first, end) over [0, planes) in one range a thread."""
-    workers = max(1, min(compiled_threads(), planes))
+    """kernel(*arguments, first, end) over [0, planes) in one range a thread,
+    each thread at least MIN_VALUES // 2 values of the first array (a
+    hand-off to a thread costs more than less work)."""
+    values = arguments[0].size
+    workers = max(1, min(compiled_threads(), planes, values // max(1, MIN_VALUES // 2)))
     bounds = [planes * index // workers for index in range(workers + 1)]
     run_blocks(lambda index: kernel(*arguments, bounds[index], bounds[index + 1]), workers, workers)
 
