@@ -10,6 +10,7 @@ import pytest
 from blobcast.layers import compiled
 from blobcast.layers.steps import ADD, CLIP, DIVIDE, MULTIPLY, OPERATIONS, RELU, SUBTRACT, Step, apply_steps
 
+from ...conftest import ROOT
 from ...netgen import HEADER, net
 
 pytest.importorskip("numba")
@@ -130,3 +131,47 @@ def test_a_sum_then_steps_gives_numpys_bits(dtype, compiled_everywhere):
     assert np.array_equal(_bits(got), _bits(expected))
     assert compiled.add(first, second.astype(np.float16)) is None
     assert compiled_everywhere == {"add_then_steps": 1}
+
+
+REAL = ROOT / "fixtures" / "real"
+
+
+@pytest.mark.parametrize("weights,prototxt", [
+    (None, REAL / "mobilenet-caffe" / "mobilenet_deploy.prototxt"),
+    (None, REAL / "mobilenet-caffe" / "mobilenet_v2_deploy.prototxt"),  # residual Eltwise sums
+    (None, REAL / "depthwise-mobilenet" / "depthwised_mobilenet_deploy.prototxt"),  # the fork's type
+    (REAL / "yufacedetectnet" / "yufacedetectnet-open-v1.caffemodel",
+     REAL / "yufacedetectnet" / "yufacedetectnet-open-v1.prototxt"),
+], ids=["mobilenet-v1", "mobilenet-v2", "depthwise-mobilenet", "yufacedetectnet"])
+def test_real_nets_give_every_blob_numpys_bits_with_the_kernels(weights, prototxt, monkeypatch):
+    # Published deploy nets (random weights where the fixture has none) and a
+    # real detector with its weights, at batch 2: every blob with the
+    # compiled kernels (products shared where threadpoolctl is) equals the
+    # NumPy engine's on one thread.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blobcast
+    import blobcast.threads as threads
+    from blobcast.engine import Net
+
+    model = blobcast.load(weights, prototxt=prototxt) if weights else blobcast.load(prototxt)
+    net = Net(model, random_weights=None if weights else 7)
+    shape = (2, 3, 240, 320) if weights else (2, 3, 224, 224)
+    x = {net.model.layers[0].tops[0] if not net.inputs else next(iter(net.inputs)):
+         np.random.default_rng(5).uniform(-1, 1, shape).astype(np.float32)}
+    for module in (threads, compiled):
+        monkeypatch.setattr(module, "compiled_threads", lambda: 2)
+    kernels = []
+    original = compiled._in_ranges
+    monkeypatch.setattr(compiled, "_in_ranges", lambda kernel, *args: kernels.append(
+        kernel.__name__) or original(kernel, *args))
+    got = net.forward(x, keep_all=True)
+    assert {"depthwise", "run_steps"} <= set(kernels) or weights  # the detector has no depthwise
+    assert kernels
+    monkeypatch.setenv("BLOBCAST_COMPILED", "0")
+    for module in (threads, compiled):
+        monkeypatch.setattr(module, "compiled_threads", lambda: 1)
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+        expected = net.forward(x, keep_all=True)
+    assert got.keys() == expected.keys()
+    for name in got:
+        assert np.array_equal(_bits(np.asarray(got[name])), _bits(np.asarray(expected[name]))), name
