@@ -1,5 +1,7 @@
 """Compiled kernels for the work NumPy does slowly: chains of element-wise
-steps and depthwise convolutions (installed with the `fast` extra, numba).
+steps, depthwise convolutions and a two-input sum with the chain after it
+(installed with the `fast` extra, numba); and `run_in_place`, which runs a
+chain's steps in them where they apply, else in NumPy blocks.
 
 Why hand-written: NumPy runs a BatchNorm + Scale + ReLU chain as five passes
 over memory and a depthwise 3x3 as nine, each a separate call that a second

@@ -31,7 +31,8 @@ def _minimum(value, bound):
 @njit(cache=True)
 def _step(values, code, first, second):
     """One step over one plane; `code`: the operation's position in
-    steps.OPERATIONS (subtract, divide, multiply, add, relu, clip)."""
+    steps.OPERATIONS (subtract, divide, multiply, add, relu, clip), which
+    compiled._CODES numbers and the tests run one by one."""
     size = values.shape[0]
     if code == 0:
         for i in range(size):

@@ -176,7 +176,6 @@ class Eltwise(LayerOp):
         applied in the same pass where the compiled kernels take it."""
         if any(b.shape != bottoms[0].shape for b in bottoms):
             raise self.fail("all inputs must have the same shape")
-        y = None
         if self.params.operation == "SUM":
             coefficients = list(self.params.coeff) or [1.0] * len(bottoms)
             if len(coefficients) != len(bottoms):
