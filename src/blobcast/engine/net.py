@@ -90,6 +90,7 @@ class Net(Runner):
         # ops are held; ("top", index, bottom shapes) -> the top's shape (_chain_after)
         self._chains: dict = {}
         self._budget_checked: set = set()
+        self._passes = 0  # passes run: the compiled kernels apply from compiled.FROM_PASS on
 
     @property
     def dtype(self):
@@ -264,13 +265,15 @@ class Net(Runner):
         # on BLAS's own threads (VGG16 at batch 1, 2 cores: 195 against 242 ms),
         # and its 1x1 products are single products, which are not shared.
         batch = max((v.shape[0] for v in values.values() if v.ndim), default=1)
-        with products_on_engine_threads(self.xp is np and compiled.enabled() and batch > 1):
+        with compiled.for_pass(self._passes), \
+                products_on_engine_threads(self.xp is np and compiled.enabled() and batch > 1):
             for index, layer in enumerate(self.layers):
                 if index < run_until:
                     continue
                 if tolerate_missing and any(name not in values for name in layer.bottoms):
                     continue  # downstream of a layer that was not run
                 run_until = self._step(index, run)
+        self._passes += 1
         self._budget_checked.add(signature)
         if keep_all:
             return {name: run.current(name) for name in run.kept}

@@ -160,6 +160,7 @@ def test_real_nets_give_every_blob_numpys_bits_with_the_kernels(weights, prototx
          np.random.default_rng(5).uniform(-1, 1, shape).astype(np.float32)}
     for module in (threads, compiled):
         monkeypatch.setattr(module, "compiled_threads", lambda: 2)
+    monkeypatch.setattr(compiled, "FROM_PASS", 0)
     kernels = []
     original = compiled._in_ranges
     monkeypatch.setattr(compiled, "_in_ranges", lambda kernel, *args: kernels.append(
@@ -175,3 +176,25 @@ def test_real_nets_give_every_blob_numpys_bits_with_the_kernels(weights, prototx
     assert got.keys() == expected.keys()
     for name in got:
         assert np.array_equal(_bits(np.asarray(got[name])), _bits(np.asarray(expected[name]))), name
+
+
+def test_a_net_takes_the_kernels_from_its_second_pass_with_the_same_values(monkeypatch):
+    # Loading them costs a one-shot run more than they save in one pass.
+    monkeypatch.setattr(compiled, "MIN_VALUES", 0)
+    monkeypatch.setattr(compiled, "compiled_threads", lambda: 2)
+    kernels = []
+    original = compiled._in_ranges
+    monkeypatch.setattr(compiled, "_in_ranges", lambda kernel, *args: kernels.append(
+        kernel.__name__) or original(kernel, *args))
+    text = HEADER % "dim: 2 dim: 4 dim: 9 dim: 9" + (
+        'layer { name: "c" type: "Convolution" bottom: "data" top: "c" convolution_param { '
+        'num_output: 4 group: 4 kernel_size: 3 pad: 1 } }'
+        'layer { name: "r" type: "ReLU" bottom: "c" top: "c" relu_param { negative_slope: 0.2 } }')
+    rng = np.random.default_rng(1)
+    engine = net(text, {"c": [rng.standard_normal((4, 1, 3, 3)), rng.standard_normal(4)]})
+    x = {"data": rng.standard_normal((2, 4, 9, 9)).astype(np.float32)}
+    first = engine.forward(x)["c"]
+    assert kernels == []
+    second = engine.forward(x)["c"]
+    assert kernels == ["depthwise"]
+    assert np.array_equal(_bits(first), _bits(second))
