@@ -8,7 +8,7 @@ from math import prod
 
 import numpy as np
 
-from ..threads import compiled_threads, matmul, run_blocks, run_channel_blocks, share_products
+from ..threads import matmul, run_blocks, run_channel_blocks, share_products
 from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 from .compiled import run_in_place
@@ -161,9 +161,8 @@ class Convolution(_ConvolutionBase):
         if 4 * columns > self._column_bytes():
             shape_out = tuple(max((n + 2 * p - (d * (k - 1) + 1)) // s + 1, 1)
                               for n, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))
-            # one part's columns for each thread that may share the parts
             columns = channels * prod(kernel) * prod(shape_out[1:]) * self._column_rows(
-                channels, kernel, shape_out, 4) * (compiled_threads() if self.xp is np else 1)
+                channels, kernel, shape_out, 4)
         if self._side_by_side(batch, channels * prod(kernel), out, self.group, 4):
             columns = batch * (channels * prod(kernel) + self._outputs()) * out  # and the product
         if self.winograd and winograd.applies(kernel, stride, dilation, self.group,
