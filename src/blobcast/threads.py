@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from math import prod
 
@@ -160,6 +160,15 @@ def products_on_engine_threads(wanted: bool):
             _state["sharing"] = None
 
 
+def blas_threads():
+    """Where this thread's products are shared: BLAS back on as many threads
+    as the pass found, for work that cannot give each engine thread a share."""
+    sharing = _state["sharing"]
+    if sharing is None or sharing[0] != threading.get_ident():
+        return nullcontext()
+    return _blas_controller().limit(limits=sharing[2], user_api="blas")
+
+
 def share_products() -> int:
     """How many threads share this thread's products (1: none)."""
     sharing = _state["sharing"]
@@ -168,10 +177,11 @@ def share_products() -> int:
 
 def matmul(a, b, out=None):
     """np.matmul(a, b, out=out). Where products are shared: a stack of
-    products (a batch's samples) split between the engine's threads along
-    its first axis, each matrix product the very BLAS call it is unsplit, on
-    BLAS's calling thread; a single product on BLAS's own threads (its parts
-    would not be summed as the whole: see MIN_SHARED_PRODUCT)."""
+    products (a batch's samples, at least one a thread) split between the
+    engine's threads along its first axis, each matrix product the very BLAS
+    call it is unsplit, on BLAS's calling thread; a single product, or too
+    few, on BLAS's own threads (a product's parts would not be summed as the
+    whole: see MIN_SHARED_PRODUCT)."""
     workers = share_products()
     if workers <= 1 or not isinstance(b, np.ndarray):
         return np.matmul(a, b, out=out)
@@ -179,12 +189,11 @@ def matmul(a, b, out=None):
     rows, depth, columns = a.shape[-2], a.shape[-1], b.shape[-1]
     if prod(stack) * rows * depth * columns < MIN_SHARED_PRODUCT:
         return np.matmul(a, b, out=out)  # one thread is as fast
-    if not stack or stack[0] < 2:  # on as many BLAS threads as the pass found
-        with _blas_controller().limit(limits=_state["sharing"][2], user_api="blas"):
+    if not stack or stack[0] < workers:  # a thread would go without a sample
+        with blas_threads():
             return np.matmul(a, b, out=out)
     if out is None:
         out = np.empty(stack + (rows, columns), dtype=np.result_type(a, b))
-    workers = min(workers, stack[0])
     bounds = [stack[0] * index // workers for index in range(workers + 1)]
 
     def part(index: int) -> None:

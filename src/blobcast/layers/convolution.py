@@ -8,7 +8,7 @@ from math import prod
 
 import numpy as np
 
-from ..threads import matmul, run_blocks, run_channel_blocks, share_products
+from ..threads import blas_threads, matmul, run_blocks, run_channel_blocks, share_products
 from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 from .compiled import run_in_place
@@ -294,12 +294,13 @@ class Convolution(_ConvolutionBase):
             apply_steps(xp, block, steps, slice(None))
 
         workers = share_products() if xp is np else 1
-        if workers <= 1:
+        if workers <= 1 or n * -(-shape_out[0] // rows) < workers:  # a part for every thread
             buffer = xp.empty(buffer_shape, dtype=x.dtype)
-            for sample in range(n):
-                padded = xp.pad(x[sample], [(0, 0)] + pads) if any(pad) else x[sample]
-                for first in range(0, shape_out[0], rows):
-                    unfold_and_multiply(padded, sample, first, buffer)
+            with blas_threads():
+                for sample in range(n):
+                    padded = xp.pad(x[sample], [(0, 0)] + pads) if any(pad) else x[sample]
+                    for first in range(0, shape_out[0], rows):
+                        unfold_and_multiply(padded, sample, first, buffer)
             return y
         # Parts shared between threads, each unfolding its own part and
         # multiplying it on BLAS's calling thread (threads.products_on_engine_threads).
