@@ -13,6 +13,7 @@ from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 from .compiled import run_in_place
 from .steps import ADD, Step, apply_steps
+from .unfold import unfold
 
 # A depthwise block's padded input planes; its output and one product term
 # take as much again each, so the three stay in a core's L2 cache (blocks of
@@ -204,10 +205,8 @@ class Convolution(_ConvolutionBase):
             columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
             y = self._product(filters[None], columns).reshape((n, outputs) + shape_out)
         elif n * channels * prod(kernel) * locations * x.itemsize <= self._column_bytes():
-            padded = xp.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad]) if any(pad) else x
             columns = xp.empty((n, channels, prod(kernel)) + shape_out, dtype=x.dtype)
-            for index, window in _windows(shape_out, kernel, stride, dilation):
-                columns[:, :, index] = padded[(slice(None), slice(None)) + window]
+            unfold(x, columns, 2, kernel, stride, pad, dilation)
             columns = columns.reshape(n, group, per_group * prod(kernel), locations)
             y = self._product(filters[None], columns).reshape((n, outputs) + shape_out)
         else:
@@ -238,11 +237,9 @@ class Convolution(_ConvolutionBase):
         if all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
             columns = xp.ascontiguousarray(x.reshape(n, channels, -1).transpose(1, 0, 2))
         else:
-            padded = xp.pad(x, [(0, 0), (0, 0)] + [(p, p) for p in pad]) if any(pad) else x
-            padded = padded.transpose((1, 0) + tuple(range(2, x.ndim)))
             columns = xp.empty((channels, prod(kernel), n) + shape_out, dtype=x.dtype)
-            for index, window in _windows(shape_out, kernel, stride, dilation):
-                columns[:, index] = padded[(slice(None), slice(None)) + window]
+            unfold(x.transpose((1, 0) + tuple(range(2, x.ndim))), columns, 1, kernel, stride, pad,
+                   dilation)
         product = self._product(filters, columns.reshape(filters.shape[1], -1))
         product = product.reshape((filters.shape[0], n) + shape_out)
         return xp.ascontiguousarray(product.transpose((1, 0) + tuple(range(2, x.ndim))))
@@ -274,17 +271,12 @@ class Convolution(_ConvolutionBase):
         rows = self._column_rows(channels, kernel, shape_out, x.itemsize)
         buffer_shape = (channels, prod(kernel), rows) + shape_out[1:]
         bias = self.weights[1].reshape((outputs, 1)) if self.bias else None
-        pads = [(p, p) for p in pad]
 
-        def unfold_and_multiply(padded, sample: int, first: int, buffer) -> None:
+        def unfold_and_multiply(sample: int, first: int, buffer) -> None:
             last = min(shape_out[0], first + rows)
             part = (last - first,) + shape_out[1:]
             columns = buffer[:, :, :last - first]
-            for index, window in _windows(part, kernel, stride, dilation):
-                # the window's rows, moved to the part's first output row
-                start = window[0].start + first * stride[0]
-                rows_window = slice(start, start + stride[0] * (part[0] - 1) + 1, stride[0])
-                columns[:, index] = padded[(slice(None), rows_window) + window[1:]]
+            unfold(x[sample], columns, 1, kernel, stride, pad, dilation, first)
             # written straight into the output's rows (a strided block BLAS takes)
             block = y[sample].reshape(outputs, -1)[:, first * prod(part[1:]):last * prod(part[1:])]
             xp.matmul(filters, columns.reshape(group, -1, prod(part)),
@@ -298,20 +290,18 @@ class Convolution(_ConvolutionBase):
             buffer = xp.empty(buffer_shape, dtype=x.dtype)
             with blas_threads():
                 for sample in range(n):
-                    padded = xp.pad(x[sample], [(0, 0)] + pads) if any(pad) else x[sample]
                     for first in range(0, shape_out[0], rows):
-                        unfold_and_multiply(padded, sample, first, buffer)
+                        unfold_and_multiply(sample, first, buffer)
             return y
         # Parts shared between threads, each unfolding its own part and
         # multiplying it on BLAS's calling thread (threads.products_on_engine_threads).
-        padded = xp.pad(x, [(0, 0), (0, 0)] + pads) if any(pad) else x
         tasks = [(sample, first) for sample in range(n) for first in range(0, shape_out[0], rows)]
         # run_blocks gives worker w the tasks w, w + workers, ...: one buffer each
         buffers = [xp.empty(buffer_shape, dtype=x.dtype) for _ in range(min(workers, len(tasks)))]
 
         def task(index: int) -> None:
             sample, first = tasks[index]
-            unfold_and_multiply(padded[sample], sample, first, buffers[index % len(buffers)])
+            unfold_and_multiply(sample, first, buffers[index % len(buffers)])
 
         run_blocks(task, len(tasks), workers)
         return y
