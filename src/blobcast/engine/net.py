@@ -266,7 +266,7 @@ class Net(Runner):
         # and its 1x1 products are single products, which are not shared.
         batch = max((v.shape[0] for v in values.values() if v.ndim), default=1)
         with compiled.for_pass(self._passes), \
-                products_on_engine_threads(self.xp is np and compiled.enabled() and batch > 1):
+                products_on_engine_threads(self.xp is np and compiled.enabled(), batch):
             for index, layer in enumerate(self.layers):
                 if index < run_until:
                     continue
