@@ -79,27 +79,45 @@ def set_threads(count: int | None) -> None:
     _state["threads"] = count
 
 
-def run_blocks(work, count: int, workers: int | None = None) -> None:
+def run_blocks(work, count: int, workers: int | None = None, with_worker: bool = False) -> None:
     """Call work(i) for i in range(count): on the engine's threads (at most
     `workers`, by default threads()) when there are several blocks and
-    several threads, else in this thread. The first exception raised is
-    raised here."""
-    workers = min(threads() if workers is None else workers, count)
-    if workers <= 1:
+    several threads, else in this thread. Each thread takes the next block
+    left when it is done with one, so that a slow block or a thread the
+    system holds back delays no other thread's share. With `with_worker`,
+    work(i, w) is told which of the threads (0 to workers - 1) runs it, for
+    a buffer of its own. The first exception raised is raised here."""
+    workers = max(1, min(threads() if workers is None else workers, count))
+    if workers == 1:
         for index in range(count):
-            work(index)
+            work(index, 0) if with_worker else work(index)
         return
     if _state["pool"] is None or _state["pool_size"] < workers:
         if _state["pool"] is not None:
             _state["pool"].shutdown(wait=True)
         _state["pool"] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="blobcast")
         _state["pool_size"] = workers
+    taken = {"next": 0}
+    lock = threading.Lock()
+    failed = threading.Event()
 
-    def share(first: int) -> None:  # every workers-th block, so that uneven blocks spread
-        for index in range(first, count, workers):
-            work(index)
+    def take() -> int:
+        with lock:
+            index = taken["next"]
+            taken["next"] = index + 1
+        return index
 
-    futures = [_state["pool"].submit(share, first) for first in range(1, workers)]
+    def share(worker: int) -> None:
+        while (index := take()) < count:
+            if failed.is_set():
+                return
+            try:
+                work(index, worker) if with_worker else work(index)
+            except BaseException:
+                failed.set()
+                raise
+
+    futures = [_state["pool"].submit(share, worker) for worker in range(1, workers)]
     try:
         share(0)
     finally:

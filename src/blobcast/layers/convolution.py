@@ -296,14 +296,12 @@ class Convolution(_ConvolutionBase):
         # Parts shared between threads, each unfolding its own part and
         # multiplying it on BLAS's calling thread (threads.products_on_engine_threads).
         tasks = [(sample, first) for sample in range(n) for first in range(0, shape_out[0], rows)]
-        # run_blocks gives worker w the tasks w, w + workers, ...: one buffer each
         buffers = [xp.empty(buffer_shape, dtype=x.dtype) for _ in range(min(workers, len(tasks)))]
 
-        def task(index: int) -> None:
-            sample, first = tasks[index]
-            unfold_and_multiply(sample, first, buffers[index % len(buffers)])
+        def task(index: int, worker: int) -> None:
+            unfold_and_multiply(*tasks[index], buffers[worker])
 
-        run_blocks(task, len(tasks), workers)
+        run_blocks(task, len(tasks), workers, with_worker=True)
         return y
 
     def _depthwise(self, x, kernel, stride, pad, dilation, shape_out, steps):

@@ -225,6 +225,12 @@ def test_the_thread_count_is_settable_and_checked(monkeypatch):
 
         with pytest.raises(ValueError, match="block 7"):
             run_blocks(fails, 10)
+        # blocks go to whichever thread is free: each once, each told its thread
+        taken = []
+        run_blocks(lambda index, worker: taken.append((index, worker)) or time.sleep(0.001 * (index % 3)),
+                   40, with_worker=True)
+        assert sorted(index for index, _ in taken) == list(range(40))
+        assert {worker for _, worker in taken} <= {0, 1, 2}
         with pytest.raises(BlobcastError, match="at least 1"):
             set_threads(0)
     finally:

@@ -149,8 +149,9 @@ def test_products_shared_between_the_engines_threads_give_the_one_thread_values(
     x = {"data": np.random.default_rng(3).standard_normal((2, 32, 28, 28)).astype(np.float32)}
     shared_calls = []
     original = threads.run_blocks
-    monkeypatch.setattr(threads, "run_blocks", lambda work, count, workers=None: shared_calls.append(
-        threads.share_products()) or original(work, count, workers))
+    monkeypatch.setattr(threads, "run_blocks", lambda work, count, workers=None, **options:
+                        shared_calls.append(threads.share_products())
+                        or original(work, count, workers, **options))
     monkeypatch.setattr(convolution, "run_blocks", threads.run_blocks)
     monkeypatch.setattr(threads, "compiled_threads", lambda: 2)
     shared = net.forward(x, keep_all=True)
@@ -173,8 +174,8 @@ def test_a_stack_of_products_split_between_threads_is_the_same_blas_calls(monkey
     monkeypatch.setattr(threads, "compiled_threads", lambda: 3)
     parts = []
     original = threads.run_blocks
-    monkeypatch.setattr(threads, "run_blocks", lambda work, count, workers=None: parts.append(
-        count) or original(work, count, workers))
+    monkeypatch.setattr(threads, "run_blocks", lambda work, count, workers=None, **options:
+                        parts.append(count) or original(work, count, workers, **options))
     with threads.products_on_engine_threads(True):
         assert threads.share_products() == 3
         got = threads.matmul(filters, columns)
