@@ -216,3 +216,22 @@ def test_a_chain_inside_an_eltwise_gives_the_layers_values(settings, compiled, r
     _same(got, expected)
     if compiled:
         assert counts.get("add_then_steps", 0) == (2 if not settings else 0)  # fused, and alone
+
+
+def test_at_batch_1_the_kernels_keep_to_the_pass_thread_while_blas_has_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blobcast.threads as threads
+
+    threads.set_threads(2)
+    try:
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            with threads.products_on_engine_threads(True, batch=1):
+                assert threads.compiled_threads() == 1 and threads.share_products() == 1
+            assert threads.compiled_threads() == 2
+            with threads.products_on_engine_threads(True, batch=2):
+                assert threads.compiled_threads() == 2 and threads.share_products() == 2
+        with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):
+            with threads.products_on_engine_threads(True, batch=1):
+                assert threads.compiled_threads() == 2  # no BLAS thread holds a core
+    finally:
+        threads.set_threads(None)
