@@ -78,7 +78,10 @@ GEOMETRIES = [(3, 1, 1, 1, 13, 11, 5, True), (3, 2, 1, 1, 14, 15, 4, False),
               (5, 2, 2, 1, 9, 9, 3, True), (3, 1, 0, 2, 12, 10, 2, True),
               (3, 3, 3, 1, 8, 13, 3, True), (1, 1, 0, 1, 5, 5, 3, False),
               (3, 2, 0, 1, 7, 7, 6, True), (4, 2, 3, 2, 10, 11, 3, True),
-              ((3, 1), (1, 2), (2, 0), (1, 1), 9, 12, 4, True)]
+              ((3, 1), (1, 2), (2, 0), (1, 1), 9, 12, 4, True),
+              # planes summed in several bands (compiled_kernels.SUM_VALUES)
+              (3, 1, 1, 1, 70, 66, 2, True), (3, 2, 1, 1, 131, 97, 2, False),
+              (5, 1, 2, 1, 64, 40, 2, False)]
 
 
 def _pair(value):
@@ -181,6 +184,7 @@ def test_real_nets_give_every_blob_numpys_bits_with_the_kernels(weights, prototx
 def test_a_net_takes_the_kernels_from_its_second_pass_with_the_same_values(monkeypatch):
     # Loading them costs a one-shot run more than they save in one pass.
     monkeypatch.setattr(compiled, "MIN_VALUES", 0)
+    monkeypatch.setattr(compiled, "MIN_DEPTHWISE_VALUES", 0)
     monkeypatch.setattr(compiled, "compiled_threads", lambda: 2)
     kernels = []
     original = compiled._in_ranges
