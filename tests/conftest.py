@@ -79,7 +79,7 @@ def compiled_everywhere(monkeypatch):
     from blobcast.layers import compiled
 
     monkeypatch.setattr(compiled, "MIN_VALUES", 0)
-    monkeypatch.setattr(compiled, "MIN_DEPTHWISE_VALUES", 0)
+    monkeypatch.setattr(compiled, "MIN_SHARE_VALUES", 0)
     monkeypatch.setattr(compiled, "FROM_PASS", 0)
     monkeypatch.setenv("BLOBCAST_COMPILED", "1")
     monkeypatch.setattr(compiled, "compiled_threads", lambda: 2)

@@ -13,8 +13,7 @@ Convolution._depthwise), with no fused multiply-add and no reassociation
 stays the reference, and tests hold the two equal.
 
 Used only on the host, for float32 and float64 blobs of at least
-MIN_VALUES values (smaller ones are not worth numba's import; depthwise
-convolutions from MIN_DEPTHWISE_VALUES), and where
+MIN_VALUES values, and where
 numba imports; BLOBCAST_COMPILED=0 turns it off. The first use on a machine
 compiles the kernels (a few seconds), cached on disk after that.
 """
@@ -32,11 +31,13 @@ import numpy as np
 from ..threads import compiled_threads, run_blocks, run_channel_blocks
 from .steps import CLIP, OPERATIONS, apply_steps, per_channel
 
-MIN_VALUES = 1 << 16
-# The compiled depthwise kernel was as fast as NumPy's sums or faster on
-# every MobileNet-v1 layer, on one thread as well, down to its 7x7 layer of
-# 1024 channels (0.45 against 0.75 ms), under MIN_VALUES.
-MIN_DEPTHWISE_VALUES = 1 << 12
+# A kernel takes blobs from this size on: on MobileNet-v1's 7x7 layers of
+# 1024 channels (50,176 values) the depthwise kernel took 0.45 ms against
+# NumPy's 0.75, and a BatchNorm-Scale-ReLU chain 0.06 against 0.15 ms.
+MIN_VALUES = 1 << 12
+# A blob's planes are shared between threads only in ranges of at least
+# this many values each: a hand-off to a thread costs more than less work.
+MIN_SHARE_VALUES = 1 << 15
 BLOCK_BYTES = 1 << 18  # a block of a blob that stays in a core's L2 cache
 FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _CODES = {operation: code for code, operation in enumerate(OPERATIONS)}
@@ -79,18 +80,16 @@ def _kernels():
 
 def _in_ranges(kernel, planes: int, *arguments) -> None:
     """kernel(*arguments, first, end) over [0, planes) in one range a thread,
-    each thread at least MIN_VALUES // 2 values of the first array (a
-    hand-off to a thread costs more than less work)."""
+    each thread at least MIN_SHARE_VALUES values of the first array."""
     values = arguments[0].size
-    workers = max(1, min(compiled_threads(), planes, values // max(1, MIN_VALUES // 2)))
+    workers = max(1, min(compiled_threads(), planes, values // max(1, MIN_SHARE_VALUES)))
     bounds = [planes * index // workers for index in range(workers + 1)]
     run_blocks(lambda index: kernel(*arguments, bounds[index], bounds[index + 1]), workers, workers)
 
 
-def worth(array, min_values: int | None = None) -> bool:
+def worth(array) -> bool:
     return isinstance(array, np.ndarray) and array.dtype in FLOATS and \
-        array.size >= (MIN_VALUES if min_values is None else min_values) and \
-        array.flags.c_contiguous and array.flags.writeable
+        array.size >= MIN_VALUES and array.flags.c_contiguous and array.flags.writeable
 
 
 def _step_arrays(steps: list, channels: int, dtype):
@@ -148,7 +147,7 @@ def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out, steps=())
     applied to each plane while it is in cache: `phases`, the shape of a
     channel's phase planes, and `reads`, each kernel offset's (phase, run);
     None where the compiled path does not apply."""
-    if not worth(x, MIN_DEPTHWISE_VALUES) or x.ndim != 4 or not enabled() or \
+    if not worth(x) or x.ndim != 4 or not enabled() or \
             filters.dtype != x.dtype or (bias is not None and bias.dtype != x.dtype):
         return None
     n, channels = x.shape[:2]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# A depthwise plane's sums are made this many values at a time (a band of
-# output rows), then stepped, while the band is in the L1 cache: 112x112
-# planes summed whole went through L2 at every kernel offset.
+# Planes are summed and stepped this many values at a time (a band), while
+# the band is in the L1 cache: a 112x112 plane taken whole went through L2
+# at every kernel offset and every step.
 SUM_VALUES = 2048
 
 
@@ -75,9 +75,19 @@ def run_steps(blob, codes, operands, first_plane, end_plane):
     channels = blob.shape[1]
     for plane in range(first_plane, end_plane):
         channel = plane % channels
-        values = blob[plane // channels, channel]
+        _steps_in_bands(blob[plane // channels, channel], codes, operands, channel)
+
+
+@njit(cache=True)
+def _steps_in_bands(values, codes, operands, channel):
+    """Every step over SUM_VALUES values at a time, which stay in the L1
+    cache from the first step to the last (a 112x112 plane stepped whole
+    went through L2 at each step: MobileNet-v1's chains took 2.5 ms of a
+    25 ms pass)."""
+    for first in range(0, values.shape[0], SUM_VALUES):
+        band = values[first:first + SUM_VALUES]
         for index in range(codes.shape[0]):
-            _step(values, codes[index], operands[index, 0, channel], operands[index, 1, channel])
+            _step(band, codes[index], operands[index, 0, channel], operands[index, 1, channel])
 
 
 @njit(cache=True, nogil=True)
@@ -89,10 +99,13 @@ def add_then_steps(first, second, out, codes, operands, first_plane, end_plane):
     for plane in range(first_plane, end_plane):
         sample, channel = plane // channels, plane % channels
         a, b, values = first[sample, channel], second[sample, channel], out[sample, channel]
-        for i in range(values.shape[0]):
-            values[i] = a[i] + b[i]
-        for index in range(codes.shape[0]):
-            _step(values, codes[index], operands[index, 0, channel], operands[index, 1, channel])
+        for start in range(0, values.shape[0], SUM_VALUES):
+            band = values[start:start + SUM_VALUES]
+            a_band, b_band = a[start:start + SUM_VALUES], b[start:start + SUM_VALUES]
+            for i in range(band.shape[0]):
+                band[i] = a_band[i] + b_band[i]
+            for index in range(codes.shape[0]):
+                _step(band, codes[index], operands[index, 0, channel], operands[index, 1, channel])
 
 
 @njit(cache=True)
@@ -210,7 +223,5 @@ def depthwise(x, filters, bias, has_bias, shifts, phase_of, stride_h, stride_w, 
                 else:
                     for column in range(out_width):
                         line[column] = run[column]
-            stepped = values[first_row * out_width:end_row * out_width]
-            for index in range(codes.shape[0]):
-                _step(stepped, codes[index], operands[index, 0, channel],
-                      operands[index, 1, channel])
+            _steps_in_bands(values[first_row * out_width:end_row * out_width], codes, operands,
+                            channel)

@@ -41,14 +41,19 @@ def _steps(channels: int, dtype) -> list:
             Step(MULTIPLY, 0.5), Step(CLIP, 0.0, 6.0), Step(ADD, 3.0), Step(DIVIDE, 0.7)]
 
 
+# a plane in one band, and in two and part of a third (compiled_kernels.SUM_VALUES)
+SHAPES = [(3, 7, 11, 5), (2, 3, 50, 47)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("workers", [1, 3])
-def test_every_step_gives_numpys_bits(dtype, workers, compiled_everywhere, monkeypatch):
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_every_step_gives_numpys_bits(dtype, workers, shape, compiled_everywhere, monkeypatch):
     monkeypatch.setattr(compiled, "compiled_threads", lambda: workers)
-    steps = _steps(7, dtype)
+    steps = _steps(shape[1], dtype)
     assert {step.operation for step in steps} == set(OPERATIONS)
     for count in range(1, len(steps) + 1):
-        expected, got = _awkward((3, 7, 11, 5), dtype), _awkward((3, 7, 11, 5), dtype)
+        expected, got = _awkward(shape, dtype), _awkward(shape, dtype)
         for sample in range(expected.shape[0]):
             apply_steps(np, expected[sample], steps[:count], slice(None))
         assert compiled.run_steps(got, steps[:count])
@@ -124,9 +129,10 @@ def test_the_kernels_are_not_imported_with_blobcast():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_a_sum_then_steps_gives_numpys_bits(dtype, compiled_everywhere):
-    first, second = _awkward((2, 7, 9, 5), dtype, seed=2), _awkward((2, 7, 9, 5), dtype, seed=3)
-    steps = _steps(7, dtype)[:6]
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_a_sum_then_steps_gives_numpys_bits(dtype, shape, compiled_everywhere):
+    first, second = _awkward(shape, dtype, seed=2), _awkward(shape, dtype, seed=3)
+    steps = _steps(shape[1], dtype)[:6]
     expected = first + second
     for sample in range(expected.shape[0]):
         apply_steps(np, expected[sample], steps, slice(None))
@@ -184,7 +190,6 @@ def test_real_nets_give_every_blob_numpys_bits_with_the_kernels(weights, prototx
 def test_a_net_takes_the_kernels_from_its_second_pass_with_the_same_values(monkeypatch):
     # Loading them costs a one-shot run more than they save in one pass.
     monkeypatch.setattr(compiled, "MIN_VALUES", 0)
-    monkeypatch.setattr(compiled, "MIN_DEPTHWISE_VALUES", 0)
     monkeypatch.setattr(compiled, "compiled_threads", lambda: 2)
     kernels = []
     original = compiled._in_ranges
