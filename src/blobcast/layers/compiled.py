@@ -124,6 +124,20 @@ def run_steps(array: np.ndarray, steps: list) -> bool:
     return True
 
 
+def run_steps_on_columns(plane: np.ndarray, start: int, end: int, steps: list) -> bool:
+    """Apply the steps in place to columns [start, end) of `plane` (channels x
+    positions: one sample's output, a convolution's part of it) in one
+    compiled pass, on this thread (the parts are what threads share); False
+    (and nothing done) where the compiled path does not apply."""
+    if not steps or plane.ndim != 2 or not worth(plane) or not enabled():
+        return False
+    arrays = _step_arrays(steps, plane.shape[0], plane.dtype)
+    if arrays is None:
+        return False
+    _kernels().run_steps_on_columns(plane, *arrays, start, end)
+    return True
+
+
 def add(first, second, steps=()):
     """first + second, then `steps`, in one compiled pass per plane; None
     where the compiled path does not apply."""

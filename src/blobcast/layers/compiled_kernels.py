@@ -78,6 +78,14 @@ def run_steps(blob, codes, operands, first_plane, end_plane):
         _steps_in_bands(blob[plane // channels, channel], codes, operands, channel)
 
 
+@njit(cache=True, nogil=True)
+def run_steps_on_columns(plane, codes, operands, start, end):
+    """plane: (channels, positions); the steps on columns [start, end) of
+    each channel."""
+    for channel in range(plane.shape[0]):
+        _steps_in_bands(plane[channel][start:end], codes, operands, channel)
+
+
 @njit(cache=True)
 def _steps_in_bands(values, codes, operands, channel):
     """Every step over SUM_VALUES values at a time, which stay in the L1

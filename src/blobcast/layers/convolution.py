@@ -270,7 +270,8 @@ class Convolution(_ConvolutionBase):
         y = xp.empty((n, outputs) + shape_out, dtype=x.dtype)
         rows = self._column_rows(channels, kernel, shape_out, x.itemsize)
         buffer_shape = (channels, prod(kernel), rows) + shape_out[1:]
-        bias = self.weights[1].reshape((outputs, 1)) if self.bias else None
+        if self.bias:
+            steps = [Step(ADD, self.weights[1].reshape(-1))] + list(steps)
 
         def unfold_and_multiply(sample: int, first: int, buffer) -> None:
             last = min(shape_out[0], first + rows)
@@ -278,12 +279,14 @@ class Convolution(_ConvolutionBase):
             columns = buffer[:, :, :last - first]
             unfold(x[sample], columns, 1, kernel, stride, pad, dilation, first)
             # written straight into the output's rows (a strided block BLAS takes)
-            block = y[sample].reshape(outputs, -1)[:, first * prod(part[1:]):last * prod(part[1:])]
+            plane = y[sample].reshape(outputs, -1)
+            start, end = first * prod(part[1:]), last * prod(part[1:])
+            block = plane[:, start:end]
             xp.matmul(filters, columns.reshape(group, -1, prod(part)),
                       out=block.reshape(group, outputs // group, -1))
-            if bias is not None:
-                block += bias
-            apply_steps(xp, block, steps, slice(None))
+            # the bias (as the first step) and the chain while the part is in cache
+            if xp is not np or not compiled.run_steps_on_columns(plane, start, end, steps):
+                apply_steps(xp, block, steps, slice(None))
 
         workers = share_products() if xp is np else 1
         if workers <= 1 or n * -(-shape_out[0] // rows) < workers:  # a part for every thread

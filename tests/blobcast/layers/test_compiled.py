@@ -129,6 +129,20 @@ def test_the_kernels_are_not_imported_with_blobcast():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("columns", [(0, 55), (1100, 3300), (4000, 4700)])
+def test_steps_on_a_part_of_the_columns_give_numpys_bits(dtype, columns, compiled_everywhere):
+    # a convolution's part: its columns of a sample's (channels x positions) output
+    start, end = columns
+    plane = _awkward((1, 7, 4700), dtype, seed=4)[0]
+    expected = plane.copy()
+    steps = _steps(7, dtype)
+    apply_steps(np, expected[:, start:end], steps, slice(None))
+    assert compiled.run_steps_on_columns(plane, start, end, steps)
+    assert np.array_equal(_bits(plane), _bits(expected))  # the other columns untouched
+    assert not compiled.run_steps_on_columns(plane, start, end, [Step(ADD, np.ones(7, np.float16))])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_a_sum_then_steps_gives_numpys_bits(dtype, shape, compiled_everywhere):
     first, second = _awkward(shape, dtype, seed=2), _awkward(shape, dtype, seed=3)
