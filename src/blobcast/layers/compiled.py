@@ -138,6 +138,23 @@ def run_steps_on_columns(plane: np.ndarray, start: int, end: int, steps: list) -
     return True
 
 
+def unfold_2d(source, columns, kernel, stride, pad, dilation, first_row: int, rows: int) -> bool:
+    """layers/unfold.py's columns for two spatial axes where the kernel
+    applies (source (..., height, width), columns (..., offsets, rows,
+    width), both C-contiguous, of one type), on this thread with the GIL
+    released: a part's NumPy copies held it, so that two threads unfolded
+    no faster than one. False (and nothing done) elsewhere."""
+    if len(kernel) != 2 or not worth(columns) or not isinstance(source, np.ndarray) or \
+            source.dtype != columns.dtype or not source.flags.c_contiguous or \
+            columns.ndim != source.ndim + 1 or not enabled():
+        return False
+    planes = prod(source.shape[:-2])
+    _kernels().unfold_2d(source.reshape((planes,) + source.shape[-2:]),
+                         columns.reshape((planes,) + columns.shape[-3:]),
+                         *kernel, *stride, *pad, *dilation, first_row, rows)
+    return True
+
+
 def add(first, second, steps=()):
     """first + second, then `steps`, in one compiled pass per plane; None
     where the compiled path does not apply."""

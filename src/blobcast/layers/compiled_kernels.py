@@ -233,3 +233,48 @@ def depthwise(x, filters, bias, has_bias, shifts, phase_of, stride_h, stride_w, 
                         line[column] = run[column]
             _steps_in_bands(values[first_row * out_width:end_row * out_width], codes, operands,
                             channel)
+
+
+@njit(cache=True, nogil=True)
+def unfold_2d(source, columns, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+              dilation_h, dilation_w, first_row, rows):
+    """layers/unfold.py's columns for two spatial axes: source (planes,
+    height, width); columns (planes, kernel offsets, at least `rows` output
+    rows, output width), whose first `rows` rows get the output rows from
+    `first_row` on: each offset's input value, or zero in the padding. The
+    rows inside the input are worked out once per offset, and each row is
+    copied by a loop over unsigned positions (an index that might be
+    negative keeps LLVM from vectorizing)."""
+    height, width = source.shape[1], source.shape[2]
+    held, out_width = columns.shape[2], columns.shape[3]
+    for plane in range(source.shape[0]):
+        flat_source = source[plane].reshape(height * width)
+        for i in range(kernel_h):
+            row_shift = i * dilation_h - pad_h
+            # the part's rows r whose input row (first_row + r) * stride_h + row_shift is inside
+            row_low = min(rows, max(0, -((first_row * stride_h + row_shift) // stride_h)))
+            row_high = max(row_low, min(rows, (height - 1 - row_shift) // stride_h - first_row + 1))
+            for j in range(kernel_w):
+                slot = columns[plane, i * kernel_w + j].reshape(held * out_width)
+                shift = j * dilation_w - pad_w
+                low = min(out_width, max(0, -(shift // stride_w)))
+                high = max(low, min(out_width, (width - 1 - shift) // stride_w + 1))
+                slot[:row_low * out_width] = 0
+                slot[row_high * out_width:rows * out_width] = 0
+                for r in range(row_low, row_high):
+                    line = r * out_width
+                    slot[line:line + low] = 0
+                    slot[line + high:line + out_width] = 0
+                    read = ((first_row + r) * stride_h + row_shift) * width + low * stride_w + shift
+                    _copy_run(slot, np.uintp(line + low), flat_source, np.uintp(read),
+                              high - low, stride_w)
+
+
+@njit(cache=True, inline="always")
+def _copy_run(target, start, source, first, count, stride):
+    if stride == 1:
+        for q in range(count):
+            target[start + np.uintp(q)] = source[first + np.uintp(q)]
+    else:
+        for q in range(count):
+            target[start + np.uintp(q)] = source[first + np.uintp(q * stride)]

@@ -277,7 +277,7 @@ class Convolution(_ConvolutionBase):
             last = min(shape_out[0], first + rows)
             part = (last - first,) + shape_out[1:]
             columns = buffer[:, :, :last - first]
-            unfold(x[sample], columns, 1, kernel, stride, pad, dilation, first)
+            unfold(x[sample], buffer, 1, kernel, stride, pad, dilation, first, last - first)
             # written straight into the output's rows (a strided block BLAS takes)
             plane = y[sample].reshape(outputs, -1)
             start, end = first * prod(part[1:]), last * prod(part[1:])

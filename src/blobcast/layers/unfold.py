@@ -12,15 +12,26 @@ from __future__ import annotations
 
 from itertools import product
 
+from . import compiled
+
 
 def unfold(source, columns, kernel_axis: int, kernel, stride, pad, dilation,
-           first_row: int = 0) -> None:
+           first_row: int = 0, rows: int | None = None) -> None:
     """Fill `columns` from `source`.
 
     source: (..., *spatial), unpadded; columns: the same leading axes with
     the kernel offsets' axis inserted at `kernel_axis`, then the output
-    positions from output row `first_row` on (as many rows as it holds).
+    positions from output row `first_row` on, `rows` of them (None: as many
+    as it holds; a part's buffer may hold more). Two spatial axes with the
+    offsets' axis right after the leading ones go to the compiled kernel
+    where it applies (compiled.unfold_2d), the same values.
     """
+    if rows is None:
+        rows = columns.shape[-len(kernel)]
+    if kernel_axis == source.ndim - len(kernel) and \
+            compiled.unfold_2d(source, columns, kernel, stride, pad, dilation, first_row, rows):
+        return
+    columns = columns[(slice(None),) * (columns.ndim - len(kernel)) + (slice(0, rows),)]
     spatial_axes = len(kernel)
     spatial = source.shape[-spatial_axes:]
     part = columns.shape[-spatial_axes:]

@@ -30,15 +30,34 @@ def padded_columns(x, kernel, stride, pad, dilation, part, first_row):
     return out
 
 
+@pytest.fixture(params=["numpy", "compiled"], autouse=True)
+def unfold_path(request, monkeypatch):
+    """Each test on the NumPy copies and on the compiled kernel (two spatial
+    axes; taken on every size here), where numba is installed."""
+    if request.param == "numpy":
+        monkeypatch.setenv("BLOBCAST_COMPILED", "0")
+        return request.param
+    pytest.importorskip("numba")
+    from blobcast.layers import compiled
+
+    monkeypatch.setenv("BLOBCAST_COMPILED", "1")
+    monkeypatch.setattr(compiled, "MIN_VALUES", 0)
+    return request.param
+
+
 def check(x, kernel, stride, pad, dilation, first_row=0, rows=None):
     lead = x.ndim - len(kernel)
     shape_out = output_shape(x.shape[lead:], kernel, stride, pad, dilation)
     part = [rows or shape_out[0]] + shape_out[1:]
     expected = padded_columns(x, kernel, stride, pad, dilation, part, first_row)
-    # filled with a value the input lacks: every slot must be written
-    columns = np.full(expected.shape, 7.5, dtype=x.dtype)
-    unfold(x, columns, lead, kernel, stride, pad, dilation, first_row)
-    assert columns.tobytes() == expected.tobytes()
+    # a part's buffer, two rows longer than the part, filled with a value the
+    # input lacks: every slot of the part must be written, nothing past it
+    columns = np.full(expected.shape[:lead + 1] + (part[0] + 2,) + tuple(part[1:]), 7.5,
+                      dtype=x.dtype)
+    unfold(x, columns, lead, kernel, stride, pad, dilation, first_row, part[0])
+    assert columns[(slice(None),) * (lead + 1) + (slice(0, part[0]),)].tobytes() == \
+        expected.tobytes()
+    assert (columns[(slice(None),) * (lead + 1) + (slice(part[0], None),)] == 7.5).all()
 
 
 def special_values(shape, seed=0):
@@ -92,3 +111,18 @@ def test_random_geometries(data):
     first_row = data.draw(st.integers(0, rows - 1))
     check(x, kernel, stride, pad, dilation, first_row,
           data.draw(st.integers(1, rows - first_row)))
+
+
+def test_the_compiled_kernel_takes_two_spatial_axes_in_c_order(unfold_path, monkeypatch):
+    from blobcast.layers import compiled
+
+    taken = []
+    original = compiled.unfold_2d
+    monkeypatch.setattr(compiled, "unfold_2d", lambda *args: taken.append(original(*args))
+                        or taken[-1])
+    check(special_values((2, 3, 11, 9)), (3, 3), (2, 2), (1, 1), (1, 1))
+    assert taken == [unfold_path == "compiled"]
+    taken.clear()
+    check(special_values((2, 3, 17)), (4,), (3,), (2,), (2,))  # one axis: NumPy's copies
+    check(special_values((2, 3, 11, 18))[:, :, :, ::2], (3, 3), (1, 1), (1, 1), (1, 1))  # a view
+    assert taken == [False, False]
