@@ -155,6 +155,18 @@ def unfold_2d(source, columns, kernel, stride, pad, dilation, first_row: int, ro
     return True
 
 
+def max_pool(x, kernel, stride, pad, out_shape, padded_shape):
+    """pooling.pool2d's MAX pooling of a 4-D blob, plane by plane on the
+    engine's threads (`padded_shape`: the padded plane, overhang included);
+    None where the compiled path does not apply."""
+    if not worth(x) or x.ndim != 4 or not enabled():
+        return None
+    out = np.empty(x.shape[:2] + tuple(out_shape), dtype=x.dtype)
+    _in_ranges(_kernels().max_pool, x.shape[0] * x.shape[1], x, out, *kernel, *stride, *pad,
+               *padded_shape, x.dtype.type(-np.inf))
+    return out
+
+
 def add(first, second, steps=()):
     """first + second, then `steps`, in one compiled pass per plane; None
     where the compiled path does not apply."""

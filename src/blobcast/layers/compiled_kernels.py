@@ -278,3 +278,53 @@ def _copy_run(target, start, source, first, count, stride):
     else:
         for q in range(count):
             target[start + np.uintp(q)] = source[first + np.uintp(q * stride)]
+
+
+@njit(cache=True)
+def _running_maximum_along(line, out, stride, count):
+    """out[q] = maximum(...maximum(line[q * stride], line[q * stride + 1])...,
+    line[q * stride + count - 1]): pooling.pool2d's running maximum over a
+    row's windows, its operands in the same order."""
+    if count == 1:
+        for q in range(out.shape[0]):
+            out[q] = line[q * stride]
+        return
+    for q in range(out.shape[0]):
+        start = q * stride
+        best = _maximum(line[start], line[start + 1])
+        for j in range(2, count):
+            best = _maximum(best, line[start + j])
+        out[q] = best
+
+
+@njit(cache=True, nogil=True)
+def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padded_h, padded_w,
+             lowest, first_plane, end_plane):
+    """pooling.pool2d's MAX over planes [first_plane, end_plane) of x
+    (samples, channels, height, width): each plane padded with `lowest`
+    (-inf) to (padded_h, padded_w), each padded row's window maxima across
+    its columns, then those across rows, in NumPy's operand order (its
+    maximum keeps NaN and gives the second operand of two equal ones)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3]
+    rows = (out_h - 1) * stride_h + kernel_h
+    padded = np.empty((padded_h, padded_w), dtype=x.dtype)
+    across = np.empty((rows, out_w), dtype=x.dtype)
+    column = np.empty(rows, dtype=x.dtype)
+    pooled = np.empty(out_h, dtype=x.dtype)
+    for plane in range(first_plane, end_plane):
+        sample, channel = plane // channels, plane % channels
+        padded[:, :] = lowest
+        for r in range(height):
+            target, row = padded[r + pad_h][pad_w:pad_w + width], x[sample, channel, r]
+            for q in range(width):
+                target[q] = row[q]
+        for r in range(rows):
+            _running_maximum_along(padded[r], across[r], stride_w, kernel_w)
+        target_plane = out[sample, channel]
+        for q in range(out_w):
+            for r in range(rows):
+                column[r] = across[r, q]
+            _running_maximum_along(column, pooled, stride_h, kernel_h)
+            for o in range(out_h):
+                target_plane[o, q] = pooled[o]

@@ -1,0 +1,64 @@
+"""MAX pooling's compiled kernel gives NumPy's values bit for bit: NaN kept,
+the second of two equal operands (+0 and -0) as NumPy's maximum gives it,
+the padding and the overhang of Caffe's ceil rounding as -inf."""
+
+import numpy as np
+import pytest
+
+from blobcast.layers import compiled
+
+from ...netgen import HEADER, net
+
+pytest.importorskip("numba")
+
+
+def _awkward(shape, seed):
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    flat = x.reshape(-1)
+    flat[::7], flat[3::7] = 0.0, -0.0  # ties between signed zeros in most windows
+    flat[::53], flat[::59], flat[::61] = np.nan, np.inf, -np.inf
+    return x
+
+
+def _bits(array):
+    bits = array.view(np.uint32).copy()
+    bits[np.isnan(array)] = 1
+    return bits
+
+
+# kernel, stride, pad, height, width, round_mode
+GEOMETRIES = [(3, 2, 0, 112, 112, "CEIL"), (3, 2, 1, 15, 13, "CEIL"), (2, 2, 0, 14, 14, "CEIL"),
+              (3, 1, 1, 9, 11, "FLOOR"), ((3, 2), (1, 2), (1, 0), 10, 17, "CEIL"),
+              (1, 1, 0, 5, 6, "CEIL"), (5, 3, 2, 17, 16, "CEIL"), (7, 7, 0, 7, 7, "CEIL")]
+
+
+def _pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
+def test_max_pooling_gives_numpys_bits(geometry, compiled_everywhere, monkeypatch):
+    kernel, stride, pad, height, width, rounding = geometry
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(pad)
+    layer = (f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ pool: MAX '
+             f'kernel_h: {kh} kernel_w: {kw} stride_h: {sh} stride_w: {sw} pad_h: {ph} pad_w: {pw} '
+             f'round_mode: {rounding} }} }}')
+    text = HEADER % f"dim: 2 dim: 3 dim: {height} dim: {width}" + layer
+    x = {"data": _awkward((2, 3, height, width), sum(map(ord, str(geometry))))}
+    got = net(text, {}).forward(x)["p"]
+    assert compiled_everywhere == {"max_pool": 1}
+    monkeypatch.setenv("BLOBCAST_COMPILED", "0")
+    expected = net(text, {}).forward(x)["p"]
+    assert compiled_everywhere == {"max_pool": 1}
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    assert np.array_equal(_bits(got), _bits(expected))
+
+
+def test_numpys_maximum_gives_the_second_of_two_zeros():
+    # what the kernel copies: checked, as NumPy documents no order for ties
+    for size in (1, 7, 16, 67):
+        first, second = np.full(size, -0.0, np.float32), np.zeros(size, np.float32)
+        assert not np.signbit(np.maximum(first, second)).any()
+        assert np.signbit(np.maximum(second, first)).all()
+    assert compiled.max_pool(np.zeros((1, 1, 2, 2), np.float16), (2, 2), (1, 1), (0, 0),
+                             (1, 1), (2, 2)) is None
