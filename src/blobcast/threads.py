@@ -153,9 +153,11 @@ def _blas_controller():
     return ThreadpoolController()
 
 
-def _blas_thread_count() -> int:
-    return min((library["num_threads"] for library in
-                _blas_controller().select(user_api="blas").info()), default=1)
+def _blas_libraries() -> list:
+    """Each loaded BLAS and its thread count now (OpenCV's wheels load an
+    OpenBLAS of their own, on one thread, beside NumPy's)."""
+    return [(library, library.num_threads)
+            for library in _blas_controller().select(user_api="blas").lib_controllers]
 
 
 @contextmanager
@@ -183,9 +185,9 @@ def products_on_engine_threads(wanted: bool, batch: int = 2):
             _state["kernels_alone"] is not None or _blas_controller() is None:
         yield
         return
-    blas_threads = _blas_thread_count()
+    libraries = _blas_libraries()
     if batch < 2:
-        if blas_threads <= 1:
+        if max((count for _, count in libraries), default=1) <= 1:  # no BLAS thread to spin
             yield
             return
         _state["kernels_alone"] = threading.get_ident()
@@ -195,7 +197,7 @@ def products_on_engine_threads(wanted: bool, batch: int = 2):
             _state["kernels_alone"] = None
         return
     with _blas_controller().limit(limits=1, user_api="blas"):
-        _state["sharing"] = (threading.get_ident(), workers, blas_threads)
+        _state["sharing"] = (threading.get_ident(), workers, libraries)
         try:
             yield
         finally:
@@ -203,12 +205,24 @@ def products_on_engine_threads(wanted: bool, batch: int = 2):
 
 
 def blas_threads():
-    """Where this thread's products are shared: BLAS back on as many threads
-    as the pass found, for work that cannot give each engine thread a share."""
+    """Where this thread's products are shared: each BLAS back on as many
+    threads as the pass found it with, for work that cannot give each engine
+    thread a share."""
     sharing = _state["sharing"]
     if sharing is None or sharing[0] != threading.get_ident():
         return nullcontext()
-    return _blas_controller().limit(limits=sharing[2], user_api="blas")
+    return _threads_restored(sharing[2])
+
+
+@contextmanager
+def _threads_restored(libraries: list):
+    for library, count in libraries:
+        library.set_num_threads(count)
+    try:
+        yield
+    finally:
+        for library, _ in libraries:
+            library.set_num_threads(1)
 
 
 def share_products() -> int:

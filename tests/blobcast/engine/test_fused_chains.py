@@ -235,3 +235,25 @@ def test_at_batch_1_the_kernels_keep_to_the_pass_thread_while_blas_has_threads()
                 assert threads.compiled_threads() == 2  # no BLAS thread holds a core
     finally:
         threads.set_threads(None)
+
+
+def test_single_products_get_each_blas_its_own_thread_count_back():
+    # OpenCV's wheels load an OpenBLAS of their own, often on one thread
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blobcast.threads as threads
+
+    def counts():
+        return [library.num_threads for library, _ in threads._blas_libraries()]
+
+    threads.set_threads(2)
+    try:
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            before = counts()
+            with threads.products_on_engine_threads(True, batch=2):
+                assert set(counts()) == {1}
+                with threads.blas_threads():
+                    assert counts() == before
+                assert set(counts()) == {1}
+            assert counts() == before
+    finally:
+        threads.set_threads(None)
