@@ -80,6 +80,7 @@ def compiled_everywhere(monkeypatch):
 
     monkeypatch.setattr(compiled, "MIN_VALUES", 0)
     monkeypatch.setattr(compiled, "MIN_SHARE_VALUES", 0)
+    monkeypatch.setattr(compiled, "MIN_POOLED_PLANE", 0)
     monkeypatch.setattr(compiled, "FROM_PASS", 0)
     monkeypatch.setenv("BLOBCAST_COMPILED", "1")
     monkeypatch.setattr(compiled, "compiled_threads", lambda: 2)

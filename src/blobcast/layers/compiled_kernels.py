@@ -281,20 +281,23 @@ def _copy_run(target, start, source, first, count, stride):
 
 
 @njit(cache=True)
-def _running_maximum_along(line, out, stride, count):
-    """out[q] = maximum(...maximum(line[q * stride], line[q * stride + 1])...,
-    line[q * stride + count - 1]): pooling.pool2d's running maximum over a
-    row's windows, its operands in the same order."""
+def _maxima_of_runs(out, runs, stride, count):
+    """out[q] = maximum(...maximum(runs[0][q * stride], runs[1][q * stride])...,
+    runs[count - 1][q * stride]) (runs: a 2-D array, one run a row):
+    pooling.pool2d's running maximum, its operands in the same order, one
+    vectorizable pass over `out` per operand."""
+    first = runs[0]
     if count == 1:
         for q in range(out.shape[0]):
-            out[q] = line[q * stride]
+            out[q] = first[q * stride]
         return
+    second = runs[1]
     for q in range(out.shape[0]):
-        start = q * stride
-        best = _maximum(line[start], line[start + 1])
-        for j in range(2, count):
-            best = _maximum(best, line[start + j])
-        out[q] = best
+        out[q] = _maximum(first[q * stride], second[q * stride])
+    for k in range(2, count):
+        run = runs[k]
+        for q in range(out.shape[0]):
+            out[q] = _maximum(out[q], run[q * stride])
 
 
 @njit(cache=True, nogil=True)
@@ -310,8 +313,7 @@ def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padde
     rows = (out_h - 1) * stride_h + kernel_h
     padded = np.empty((padded_h, padded_w), dtype=x.dtype)
     across = np.empty((rows, out_w), dtype=x.dtype)
-    column = np.empty(rows, dtype=x.dtype)
-    pooled = np.empty(out_h, dtype=x.dtype)
+    shifted = np.empty((kernel_w, padded_w), dtype=x.dtype)
     for plane in range(first_plane, end_plane):
         sample, channel = plane // channels, plane % channels
         padded[:, :] = lowest
@@ -320,11 +322,12 @@ def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padde
             for q in range(width):
                 target[q] = row[q]
         for r in range(rows):
-            _running_maximum_along(padded[r], across[r], stride_w, kernel_w)
+            row = padded[r]
+            for j in range(kernel_w):  # the row from each column offset on
+                line = shifted[j]
+                for q in range(padded_w - j):
+                    line[q] = row[j + q]
+            _maxima_of_runs(across[r], shifted, stride_w, kernel_w)
         target_plane = out[sample, channel]
-        for q in range(out_w):
-            for r in range(rows):
-                column[r] = across[r, q]
-            _running_maximum_along(column, pooled, stride_h, kernel_h)
-            for o in range(out_h):
-                target_plane[o, q] = pooled[o]
+        for o in range(out_h):
+            _maxima_of_runs(target_plane[o], across[o * stride_h:], 1, kernel_h)

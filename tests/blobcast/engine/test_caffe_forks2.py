@@ -147,10 +147,12 @@ def test_every_blob_is_what_caffe_computed_with_the_compiled_kernels(case, compi
 
 
 def test_the_compiled_kernels_ran_the_depthwise_and_in_place_cases(compiled_everywhere):
-    for case in ("cdw_s2_pad_bias", "bn_default_scale_inplace"):
+    for case in ("cdw_s2_pad_bias", "bn_default_scale_inplace", "pool_max_ceil_pad",
+                 "pool_max_rect_clip"):
         _check_every_blob(case)
     assert compiled_everywhere.get("depthwise", 0) >= 1
     assert compiled_everywhere.get("run_steps", 0) >= 1
+    assert compiled_everywhere.get("max_pool", 0) >= 2
 
 
 def _check_every_blob(case: str) -> None:

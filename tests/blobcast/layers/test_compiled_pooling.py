@@ -38,6 +38,7 @@ def _pair(value):
 
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 def test_max_pooling_gives_numpys_bits(geometry, compiled_everywhere, monkeypatch):
+    monkeypatch.setattr(compiled, "MIN_POOLED_PLANE", 0)
     kernel, stride, pad, height, width, rounding = geometry
     (kh, kw), (sh, sw), (ph, pw) = _pair(kernel), _pair(stride), _pair(pad)
     layer = (f'layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param {{ pool: MAX '
@@ -54,7 +55,8 @@ def test_max_pooling_gives_numpys_bits(geometry, compiled_everywhere, monkeypatc
     assert np.array_equal(_bits(got), _bits(expected))
 
 
-def test_numpys_maximum_gives_the_second_of_two_zeros():
+def test_numpys_maximum_gives_the_second_of_two_zeros(monkeypatch):
+    monkeypatch.setenv("BLOBCAST_COMPILED", "1")
     # what the kernel copies: checked, as NumPy documents no order for ties
     for size in (1, 7, 16, 67):
         first, second = np.full(size, -0.0, np.float32), np.zeros(size, np.float32)
@@ -62,3 +64,5 @@ def test_numpys_maximum_gives_the_second_of_two_zeros():
         assert np.signbit(np.maximum(second, first)).all()
     assert compiled.max_pool(np.zeros((1, 1, 2, 2), np.float16), (2, 2), (1, 1), (0, 0),
                              (1, 1), (2, 2)) is None
+    small = np.zeros((64, 2, 32, 32), np.float32)  # planes under MIN_POOLED_PLANE: NumPy's passes
+    assert compiled.max_pool(small, (2, 2), (2, 2), (0, 0), (16, 16), (32, 32)) is None
