@@ -35,11 +35,13 @@ from .steps import CLIP, OPERATIONS, apply_steps, per_channel
 # 1024 channels (50,176 values) the depthwise kernel took 0.45 ms against
 # NumPy's 0.75, and a BatchNorm-Scale-ReLU chain 0.06 against 0.15 ms.
 MIN_VALUES = 1 << 12
-# MAX pooling's kernel takes planes of this many values or more: VGG16's
-# 2x2 pools at batch 8 on two threads, NumPy / kernel: 224x224 planes 21.7 /
-# 14.6 ms, 112x112 14.6 / 9.3 ms, but 56x56 5.5 / 7.2 ms and 14x14 0.9 /
-# 2.9 ms, where NumPy's passes over the whole blob cost less than the
-# kernel's work per plane.
+# MAX pooling's kernel takes planes of this many values or more, and 2x2
+# windows only where it has more than one thread. NumPy / kernel, VGG16's
+# 2x2 pools at batch 8 on two threads: 224x224 planes 25.6 / 13.4 ms,
+# 112x112 10.5 / 8.1 ms, 56x56 3.0 / 3.0 ms; on one thread 25.5 / 25.2,
+# 10.3 / 14.7 and 3.3 / 3.2 ms; ResNet-50's 3x3 stride-2 pool at batch 1
+# on one thread 1.5 / 1.1 ms. On smaller planes the kernel's work per plane
+# costs more than NumPy's passes over the whole blob.
 MIN_POOLED_PLANE = 1 << 13
 # A blob's planes are shared between threads only in ranges of at least
 # this many values each: a hand-off to a thread costs more than less work.
@@ -167,6 +169,8 @@ def max_pool(x, kernel, stride, pad, out_shape, padded_shape):
     None where the compiled path does not apply."""
     if not worth(x) or x.ndim != 4 or x.shape[2] * x.shape[3] < MIN_POOLED_PLANE or not enabled():
         return None
+    if kernel[0] * kernel[1] < 9 and compiled_threads() == 1:
+        return None  # NumPy's passes: as fast for 2x2 windows on one thread, or faster
     out = np.empty(x.shape[:2] + tuple(out_shape), dtype=x.dtype)
     _in_ranges(_kernels().max_pool, x.shape[0] * x.shape[1], x, out, *kernel, *stride, *pad,
                *padded_shape, x.dtype.type(-np.inf))

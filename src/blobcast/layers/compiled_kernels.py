@@ -281,21 +281,37 @@ def _copy_run(target, start, source, first, count, stride):
 
 
 @njit(cache=True)
-def _maxima_of_runs(out, runs, stride, count):
-    """out[q] = maximum(...maximum(runs[0][q * stride], runs[1][q * stride])...,
-    runs[count - 1][q * stride]) (runs: a 2-D array, one run a row):
-    pooling.pool2d's running maximum, its operands in the same order, one
-    vectorizable pass over `out` per operand."""
-    first = runs[0]
+def _maxima_of_runs(out, runs, count):
+    """out[q] = maximum(...maximum(runs[0][q], runs[1][q])..., runs[count - 1][q])
+    (runs: a 2-D array, a run a row): pooling.pool2d's running maximum
+    across rows, its operands in the same order, one vectorizable pass over
+    `out` per operand."""
     if count == 1:
-        for q in range(out.shape[0]):
-            out[q] = first[q * stride]
+        out[:] = runs[0]
         return
-    second = runs[1]
+    first, second = runs[0], runs[1]
     for q in range(out.shape[0]):
-        out[q] = _maximum(first[q * stride], second[q * stride])
+        out[q] = _maximum(first[q], second[q])
     for k in range(2, count):
         run = runs[k]
+        for q in range(out.shape[0]):
+            out[q] = _maximum(out[q], run[q])
+
+
+@njit(cache=True)
+def _window_maxima(out, line, stride, count):
+    """out[q] = maximum(...maximum(line[q * stride], line[q * stride + 1])...,
+    line[q * stride + count - 1]): the running maximum across a row's
+    windows, in the same order, one pass over `out` per window offset."""
+    if count == 1:
+        for q in range(out.shape[0]):
+            out[q] = line[q * stride]
+        return
+    second = line[1:]
+    for q in range(out.shape[0]):
+        out[q] = _maximum(line[q * stride], second[q * stride])
+    for j in range(2, count):
+        run = line[j:]
         for q in range(out.shape[0]):
             out[q] = _maximum(out[q], run[q * stride])
 
@@ -312,8 +328,7 @@ def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padde
     out_h, out_w = out.shape[2], out.shape[3]
     rows = (out_h - 1) * stride_h + kernel_h
     padded = np.empty((padded_h, padded_w), dtype=x.dtype)
-    across = np.empty((rows, out_w), dtype=x.dtype)
-    shifted = np.empty((kernel_w, padded_w), dtype=x.dtype)
+    across = np.empty((rows, out_w), dtype=x.dtype)  # no larger than a padded plane
     for plane in range(first_plane, end_plane):
         sample, channel = plane // channels, plane % channels
         padded[:, :] = lowest
@@ -322,12 +337,7 @@ def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padde
             for q in range(width):
                 target[q] = row[q]
         for r in range(rows):
-            row = padded[r]
-            for j in range(kernel_w):  # the row from each column offset on
-                line = shifted[j]
-                for q in range(padded_w - j):
-                    line[q] = row[j + q]
-            _maxima_of_runs(across[r], shifted, stride_w, kernel_w)
+            _window_maxima(across[r], padded[r], stride_w, kernel_w)
         target_plane = out[sample, channel]
         for o in range(out_h):
-            _maxima_of_runs(target_plane[o], across[o * stride_h:], 1, kernel_h)
+            _maxima_of_runs(target_plane[o], across[o * stride_h:], kernel_h)

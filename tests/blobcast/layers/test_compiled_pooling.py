@@ -66,3 +66,16 @@ def test_numpys_maximum_gives_the_second_of_two_zeros(monkeypatch):
                              (1, 1), (2, 2)) is None
     small = np.zeros((64, 2, 32, 32), np.float32)  # planes under MIN_POOLED_PLANE: NumPy's passes
     assert compiled.max_pool(small, (2, 2), (2, 2), (0, 0), (16, 16), (32, 32)) is None
+
+
+def test_two_by_two_windows_take_the_kernel_only_on_several_threads(monkeypatch):
+    monkeypatch.setenv("BLOBCAST_COMPILED", "1")
+    x = np.random.default_rng(0).standard_normal((1, 2, 96, 96)).astype(np.float32)
+    for threads, expected in ((1, False), (2, True)):
+        monkeypatch.setattr(compiled, "compiled_threads", lambda threads=threads: threads)
+        pooled = compiled.max_pool(x, (2, 2), (2, 2), (0, 0), (48, 48), (96, 96))
+        assert (pooled is not None) == expected
+    monkeypatch.setattr(compiled, "compiled_threads", lambda: 1)
+    pooled = compiled.max_pool(x, (3, 3), (2, 2), (0, 0), (47, 47), (96, 96))
+    expected = np.maximum.reduce([x[:, :, i:i + 93:2, j:j + 93:2] for i in range(3) for j in range(3)])
+    assert np.array_equal(pooled, expected)
