@@ -112,8 +112,7 @@ def add_then_steps(first, second, out, codes, operands, first_plane, end_plane):
             a_band, b_band = a[start:start + SUM_VALUES], b[start:start + SUM_VALUES]
             for i in range(band.shape[0]):
                 band[i] = a_band[i] + b_band[i]
-            for index in range(codes.shape[0]):
-                _step(band, codes[index], operands[index, 0, channel], operands[index, 1, channel])
+            _steps_in_bands(band, codes, operands, channel)
 
 
 @njit(cache=True)
