@@ -68,8 +68,9 @@ TargetOption = Annotated[Optional[str], typer.Option(
     "--target", metavar="NAME", help="A runtime that takes Caffe: " + ", ".join(TARGETS)
     + "; the net must use only what it accepts.")]
 WinogradOption = Annotated[bool, typer.Option(
-    "--winograd", help="Run 3x3 convolutions of 128+ channels by Winograd's F(2x2, 3x3): "
-    "faster, not bit for bit Caffe's sums (docs/engine.md gives the measured error).")]
+    "--winograd/--no-winograd", help="Stride-1 3x3 convolutions by Winograd's F(2x2, 3x3), "
+    "faster, within Caffe's float32 rounding (the default); --no-winograd: every "
+    "convolution summed in Caffe's order (docs/engine.md).")]
 PrecisionOption = Annotated[Optional[str], typer.Option(
     "--precision", metavar="DTYPE", help="The engine's arithmetic (f8: float64), not the weights' own.")]
 AtolOption = Annotated[float, typer.Option("--atol", metavar="X", help="Absolute tolerance.")]
@@ -331,7 +332,7 @@ def inspect(
 
 
 def _run_options(prototxt, inputs, seed, all_blobs, device, allow_python_layers, python_path,
-                 random_weights: bool = False, layer_plugins=None, winograd: bool = False,
+                 random_weights: bool = False, layer_plugins=None, winograd: bool = True,
                  precision: str | None = None):
     from .check.verify import RunOptions
 
@@ -438,7 +439,7 @@ def verify(
     all_blobs: Annotated[bool, typer.Option(
         "--all-blobs", help="Compare every blob the two share by name, not just outputs.")] = False,
     device: DeviceOption = "cpu",
-    winograd: WinogradOption = False,
+    winograd: WinogradOption = True,
     allow_nonfinite: Annotated[bool, typer.Option(
         "--allow-nonfinite", help="Accept NaN/Inf outputs where both sides hold the same.")] = False,
     allow_python_layers: PythonLayersOption = False,
@@ -478,7 +479,7 @@ def run_command(
     seed: SeedOption = 0,
     all_blobs: Annotated[bool, typer.Option("--all-blobs", help="Keep every blob.")] = False,
     device: DeviceOption = "cpu",
-    winograd: WinogradOption = False,
+    winograd: WinogradOption = True,
     precision: PrecisionOption = None,
     save: Annotated[Optional[str], typer.Option(
         "--save", metavar="NPZ", help="Write inputs and blobs to this .npz, keyed by blob name.")] = None,

@@ -31,6 +31,11 @@ _state: dict = {"threads": None, "pool": None, "pool_size": 0, "sharing": None,
 # the whole in the last bits (its direct kernel takes products below
 # 28 x 512 x 512 multiply-adds on AVX-512, and larger parts differ too).
 MIN_SHARED_PRODUCT = 1 << 22
+# A layer making at least this many multiply-adds a sample in parts of its
+# own shares them between the engine's threads at batch 1 as well
+# (single_thread_products): VGG16's layers and ResNet-50's first are above
+# it, ResNet-50's others below.
+LARGE_PRODUCTS = 1 << 26
 
 
 def _default_threads() -> int:
@@ -62,6 +67,10 @@ def compiled_threads() -> int:
     over a blob shares well between threads."""
     if _state["kernels_alone"] == threading.get_ident():
         return 1  # products_on_engine_threads: BLAS's threads hold the other cores
+    return _kernel_threads()
+
+
+def _kernel_threads() -> int:
     if _state["threads"] is not None or os.environ.get("BLOBCAST_THREADS", "").strip():
         return threads()
     try:
@@ -223,6 +232,40 @@ def _threads_restored(libraries: list):
     finally:
         for library, _ in libraries:
             library.set_num_threads(1)
+
+
+@contextmanager
+def single_thread_products(compiled: bool, large: bool):
+    """For work in parts that each make their own products (layers/winograd.py):
+    yields how many of the engine's threads take the parts, while each BLAS
+    runs every product on its calling thread, so that a part's values never
+    depend on the thread count. `compiled`: the compiled kernels do the
+    parts' other work (else NumPy, on threads() threads).
+
+    At batch 1 (products_on_engine_threads) a `large` layer holds BLAS's own
+    threads back and shares its parts between the engine's; any other stays
+    on the pass's thread, its products on BLAS's threads: on ResNet-50's
+    small layers, between products on BLAS's threads, the engine's threads
+    made its pass slower (two threads: 78 -> 104 ms)."""
+    sharing = share_products()
+    if sharing > 1:
+        yield sharing
+        return
+    if _state["kernels_alone"] == threading.get_ident() and not large:
+        yield 1
+        return
+    workers = _kernel_threads() if compiled else threads()
+    libraries = _blas_libraries() if _blas_controller() is not None else []
+    if workers <= 1 or all(count == 1 for _, count in libraries):
+        yield workers
+        return
+    for library, _ in libraries:
+        library.set_num_threads(1)
+    try:
+        yield workers
+    finally:
+        for library, count in libraries:
+            library.set_num_threads(count)
 
 
 def share_products() -> int:

@@ -38,7 +38,7 @@ def test_device_gpu_without_a_cuda_runtime_is_refused_like_the_engines(lenet_onn
     assert code == 0 and report["ok"]
 
 
-@pytest.mark.parametrize("option", [["--winograd"], ["--random-weights"], ["--allow-python-layers"],
+@pytest.mark.parametrize("option", [["--no-winograd"], ["--random-weights"], ["--allow-python-layers"],
                                     ["--prototxt", DEPLOY], ["--precision", "f8"]])
 def test_engine_options_are_refused_for_an_onnx_file(option, lenet_onnx):
     code, report = _run("run", lenet_onnx, *option)
@@ -49,7 +49,7 @@ def test_engine_options_are_refused_for_an_onnx_file(option, lenet_onnx):
 
 
 def test_engine_options_beside_an_onnx_file_are_for_the_engine_side(lenet_onnx):
-    code, report = _run("verify", lenet_onnx, SNAPSHOT, "--prototxt", DEPLOY, "--winograd")
+    code, report = _run("verify", lenet_onnx, SNAPSHOT, "--prototxt", DEPLOY, "--no-winograd")
     assert code == 0 and report["ok"], report
 
 
@@ -62,7 +62,7 @@ def test_all_blobs_is_honoured(lenet_onnx):
 
 # A value that sets each option of runner_for on purpose.
 _SET = {"device": "cpu", "prototxt": str(DEPLOY), "allow_python_layers": True, "python_path": ("x",),
-        "random_weights": 0, "layer_plugins": ("plugin.py",), "winograd": True, "precision": "f8",
+        "random_weights": 0, "layer_plugins": ("plugin.py",), "winograd": False, "precision": "f8",
         "skip_unrunnable": True, "hold_weights": False}
 
 
@@ -92,7 +92,7 @@ def test_device_gpu_becomes_onnxruntimes_cuda_provider(lenet_onnx, monkeypatch):
     assert runner_for(str(lenet_onnx), device="cpu").providers == ["CPUExecutionProvider"]
 
 
-@pytest.mark.parametrize("option", [["--winograd"], ["--device", "nowhere"]])
+@pytest.mark.parametrize("option", [["--no-winograd"], ["--device", "nowhere"]])
 def test_verify_and_run_of_an_onnx_file_refuse_in_one_line(option, lenet_onnx):
     for command in (["run", lenet_onnx], ["verify", lenet_onnx, lenet_onnx]):
         code, report = _run(*command, *option)

@@ -67,7 +67,7 @@ class Runner(ABC):
 OPTION_FLAGS = {"device": "--device", "prototxt": "--prototxt",
                 "allow_python_layers": "--allow-python-layers", "python_path": "--python-path",
                 "random_weights": "--random-weights", "layer_plugins": "--layer-plugin",
-                "winograd": "--winograd", "precision": "--precision",
+                "winograd": "--no-winograd", "precision": "--precision",
                 "skip_unrunnable": None, "hold_weights": None}
 
 
@@ -77,15 +77,20 @@ def refuse_options(runner_class: type[Runner], options: dict, path=None) -> None
     if unknown:
         raise TypeError(f"runner_for got unknown options {sorted(unknown)}")
     given = [OPTION_FLAGS[option] for option, value in options.items()
-             if option not in runner_class.takes and OPTION_FLAGS[option] and _is_set(value)]
+             if option not in runner_class.takes and OPTION_FLAGS[option] and
+             _is_set(value, ENGINE_DEFAULTS.get(option, False))]
     if given:
         raise BlobcastError(f"{', '.join(given)}: an option of blobcast's engine, which does not "
                             f"run an ONNX file ({runner_class.engine_name} does); leave it out", path)
 
 
-def _is_set(value) -> bool:
-    """Given on purpose: a seed of 0 is, False, None and empty lists are not."""
-    if value is None or value is False:
+# Options whose default is on: given on purpose when off.
+ENGINE_DEFAULTS = {"winograd": True}
+
+
+def _is_set(value, default=False) -> bool:
+    """Given on purpose: a seed of 0 is, the default, None and empty lists are not."""
+    if value is None or value is default:
         return False
     return not isinstance(value, (tuple, list, str)) or bool(value)
 

@@ -148,7 +148,7 @@ class RunOptions:
     python_path: tuple[str, ...] = ()
     random_weights: bool = False  # layers without weights get seeded ones (Caffe's fillers)
     layer_plugins: tuple[str, ...] = ()  # Python files registering layer types (--layer-plugin)
-    winograd: bool = False  # the engine's opt-in fast 3x3 convolutions (--winograd)
+    winograd: bool = True  # the engine's Winograd 3x3 convolutions (--no-winograd: off)
     precision: str | None = None  # the engine's arithmetic, e.g. f8 (--precision)
 
 

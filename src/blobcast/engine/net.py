@@ -54,7 +54,7 @@ class Net(Runner):
     def __init__(self, model: Model, *, device: str = "cpu", phase: str = "TEST", level: int = 0,
                  stages=(), allow_python_layers: bool = False, python_path=(),
                  skip_unrunnable: bool = False, precision=None, random_weights: int | None = None,
-                 winograd: bool = False, hold_weights: bool = True):
+                 winograd: bool = True, hold_weights: bool = True):
         if not model.has_architecture:
             raise BlobcastError("the model has weights but no layer definitions; give the "
                                 "architecture with --prototxt")
@@ -65,8 +65,8 @@ class Net(Runner):
         self.precision = None if precision is None else np.dtype(precision)
         # A seed: layers without weights get seeded random ones (Caffe's fillers).
         self.random_weights = random_weights
-        # Opt-in: stride-1 3x3 convolutions by Winograd's F(2x2, 3x3), faster,
-        # not Caffe's summation order (layers/winograd.py).
+        # Stride-1 3x3 convolutions by Winograd's F(2x2, 3x3) where it is
+        # faster (layers/winograd.py); False: all in Caffe's summation order.
         self.winograd = winograd
         # False for a net run once (a check): each layer's weights are read
         # just before it runs and freed after, so the run holds the largest
@@ -125,8 +125,8 @@ class Net(Runner):
             op_class = implementation(layer.type, layer.name)
         weights = [self.xp.asarray(self._host_weight(array)) for array in arrays]
         op = op_class(layer, self.xp, weights, self.phase)
-        if self.winograd and hasattr(op, "winograd"):
-            op.winograd = True
+        if hasattr(op, "winograd"):
+            op.winograd = self.winograd
         return op
 
     def _random_op(self, index: int, layer: Layer, bottoms: list):

@@ -163,6 +163,48 @@ def unfold_2d(source, columns, kernel, stride, pad, dilation, first_row: int, ro
     return True
 
 
+def winograd_tiles(x, tiles, pad, first: int, tiles_w: int, workers: int) -> bool:
+    """winograd.input_tiles with the GIL released, channels shared between
+    `workers` threads (1: on this thread); False (and nothing done) where
+    the compiled path does not apply."""
+    if not worth(tiles) or not isinstance(x, np.ndarray) or x.dtype != tiles.dtype or \
+            not x.flags.c_contiguous or not enabled():
+        return False
+    _in_shares(_kernels().winograd_tiles, x.shape[0], workers, x, tiles, *pad, first, tiles_w)
+    return True
+
+
+def _in_shares(kernel, planes: int, workers: int, *arguments) -> list:
+    """kernel(*arguments, first, end) over [0, planes) in `workers` ranges;
+    what each range's call returned."""
+    workers = max(1, min(workers, planes))
+    bounds = [planes * index // workers for index in range(workers + 1)]
+    results = [None] * workers
+
+    def share(index: int) -> None:
+        results[index] = kernel(*arguments, bounds[index], bounds[index + 1])
+
+    run_blocks(share, workers, workers)
+    return results
+
+
+def winograd_outputs(products, y, bias, first: int, tiles_w: int, steps, workers: int):
+    """winograd.output_blocks with the bias, then `steps` on the rows
+    written, output channels shared between `workers` threads (1: on this
+    thread): whether a value before the steps is NaN or infinite; None (and
+    nothing done) where the compiled path does not apply."""
+    if not worth(products) or not isinstance(y, np.ndarray) or y.dtype != products.dtype or \
+            not y.flags.c_contiguous or not enabled() or \
+            (bias is not None and (bias.dtype != y.dtype or bias.shape != (y.shape[0],))):
+        return None
+    arrays = _step_arrays(list(steps), y.shape[0], y.dtype)
+    if arrays is None:
+        return None
+    return any(_in_shares(_kernels().winograd_outputs, y.shape[0], workers, products, y,
+                          np.zeros(y.shape[0], y.dtype) if bias is None else
+                          np.ascontiguousarray(bias), bias is not None, first, tiles_w, *arrays))
+
+
 def max_pool(x, kernel, stride, pad, out_shape, padded_shape):
     """pooling.pool2d's MAX pooling of a 4-D blob, plane by plane on the
     engine's threads (`padded_shape`: the padded plane, overhang included);

@@ -340,3 +340,145 @@ def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padde
         target_plane = out[sample, channel]
         for o in range(out_h):
             _maxima_of_runs(target_plane[o], across[o * stride_h:], kernel_h)
+
+
+@njit(cache=True, nogil=True)
+def winograd_tiles(x, tiles, pad_h, pad_w, first, tiles_w, first_channel, end_channel):
+    """winograd.input_tiles: one sample's x (C, H, W), tile rows from
+    `first` on, into tiles (16, C, rows * tiles_w), channels [first_channel,
+    end_channel); the same operations in the same order (across the lines
+    read, then across the columns). A channel's lines are read apart into
+    their even and odd columns once, so that every loop after that runs at
+    unit stride, over unsigned positions (as unfold_2d's)."""
+    height, width = x.shape[1:]
+    rows = tiles.shape[2] // tiles_w
+    half = tiles_w + 1
+    lines = 2 * rows + 2
+    zero = x.dtype.type(0)
+    even = np.empty(lines * half, dtype=x.dtype)
+    odd = np.empty(lines * half, dtype=x.dtype)
+    t_even = np.empty((4, half), dtype=x.dtype)
+    t_odd = np.empty((4, half), dtype=x.dtype)
+    # columns 2k - pad_w (even) and 2k + 1 - pad_w (odd) inside the input
+    even_first, even_end = _inside(pad_w, width, half)
+    odd_first, odd_end = _inside(pad_w - 1, width, half)
+    top = 2 * first - pad_h
+    flat = tiles.reshape(16, tiles.shape[1] * tiles.shape[2])
+    for c in range(first_channel, end_channel):
+        source = x[c].reshape(height * width)
+        for line in range(lines):
+            at = np.uintp(line * half)
+            if 0 <= top + line < height:
+                read = (top + line) * width
+                _read_apart(even, at, half, source, read - pad_w, even_first, even_end, zero)
+                _read_apart(odd, at, half, source, read + 1 - pad_w, odd_first, odd_end, zero)
+            else:
+                even[line * half:(line + 1) * half] = zero
+                odd[line * half:(line + 1) * half] = zero
+        for row in range(rows):
+            _across_lines(even, 2 * row * half, half, t_even)
+            _across_lines(odd, 2 * row * half, half, t_odd)
+            base = np.uintp((c * rows + row) * tiles_w)
+            for a in range(4):
+                _across_columns(t_even, t_odd, np.uintp(a), flat, np.uintp(4 * a), base, tiles_w)
+
+
+@njit(cache=True, inline="always")
+def _across_lines(lines, start, half, t):
+    """B^T d across four lines from `start` (each `half` long) into t (4, half)."""
+    for k in range(half):
+        d0 = lines[np.uintp(start + k)]
+        d1 = lines[np.uintp(start + half + k)]
+        d2 = lines[np.uintp(start + 2 * half + k)]
+        d3 = lines[np.uintp(start + 3 * half + k)]
+        t[0, np.uintp(k)] = d0 - d2
+        t[1, np.uintp(k)] = d1 + d2
+        t[2, np.uintp(k)] = d2 - d1
+        t[3, np.uintp(k)] = d1 - d3
+
+
+@njit(cache=True, inline="always")
+def _across_columns(t_even, t_odd, a, flat, out, base, count):
+    """(B^T d) B of line `a` of a tile row: tiles[out + b, base + k]."""
+    one, two, three = np.uintp(1), np.uintp(2), np.uintp(3)
+    for q in range(count):
+        k = np.uintp(q)
+        k1 = k + one
+        flat[out, base + k] = t_even[a, k] - t_even[a, k1]
+        flat[out + one, base + k] = t_odd[a, k] + t_even[a, k1]
+        flat[out + two, base + k] = t_even[a, k1] - t_odd[a, k]
+        flat[out + three, base + k] = t_odd[a, k] - t_odd[a, k1]
+
+
+@njit(cache=True, inline="always")
+def _inside(shift, width, count):
+    """The range of k in [0, count) with 0 <= 2k - shift < width."""
+    first = max(0, (shift + 1) // 2)
+    end = min(count, (width - 1 + shift) // 2 + 1) if width - 1 + shift >= 0 else 0
+    return first, max(first, end)
+
+
+@njit(cache=True, inline="always")
+def _read_apart(target, at, count, source, offset, first, end, zero):
+    """target[at + k] = source[offset + 2k] for k in [first, end), zero for
+    the rest of [0, count)."""
+    for k in range(first):
+        target[at + np.uintp(k)] = zero
+    start = np.uintp(offset + 2 * first)
+    for k in range(end - first):
+        target[at + np.uintp(first + k)] = source[start + np.uintp(2 * k)]
+    for k in range(end, count):
+        target[at + np.uintp(k)] = zero
+
+
+@njit(cache=True, nogil=True)
+def winograd_outputs(products, y, bias, has_bias, first, tiles_w, codes, operands,
+                     first_output, end_output):
+    """winograd.output_blocks, then the steps on the rows written, channel
+    by channel while they are in cache: products (16, O, rows * tiles_w),
+    y one sample's output (O, out_h, out_w), outputs [first_output,
+    end_output). Returns whether a value (before the steps) is NaN or
+    infinite."""
+    out_h, out_w = y.shape[1:]
+    rows = products.shape[2] // tiles_w
+    sums = np.empty((2, 4, tiles_w), dtype=y.dtype)
+    pairs = out_w // 2
+    top = 2 * first
+    bottom = min(out_h, 2 * (first + rows))
+    largest = y.dtype.type(np.finfo(y.dtype).max)
+    not_finite = False
+    for o in range(first_output, end_output):
+        b = bias[o]
+        for row in range(rows):
+            base = row * tiles_w
+            for j in range(4):
+                m0, m1 = products[j, o], products[4 + j, o]
+                m2, m3 = products[8 + j, o], products[12 + j, o]
+                for k in range(tiles_w):
+                    sums[0, j, k] = (m0[base + k] + m1[base + k]) + m2[base + k]
+                    sums[1, j, k] = (m1[base + k] - m2[base + k]) - m3[base + k]
+            for i in range(2):
+                line = top + 2 * row + i
+                if line >= out_h:
+                    break
+                target = y[o, line]
+                r0, r1, r2, r3 = sums[i, 0], sums[i, 1], sums[i, 2], sums[i, 3]
+                if has_bias:
+                    for k in range(pairs):
+                        target[2 * k] = ((r0[k] + r1[k]) + r2[k]) + b
+                        target[2 * k + 1] = ((r1[k] - r2[k]) - r3[k]) + b
+                    if out_w % 2:
+                        target[out_w - 1] = ((r0[pairs] + r1[pairs]) + r2[pairs]) + b
+                else:
+                    for k in range(pairs):
+                        target[2 * k] = (r0[k] + r1[k]) + r2[k]
+                        target[2 * k + 1] = (r1[k] - r2[k]) - r3[k]
+                    if out_w % 2:
+                        target[out_w - 1] = (r0[pairs] + r1[pairs]) + r2[pairs]
+        written = y[o, top:bottom].reshape(-1)
+        for index in range(written.shape[0]):
+            value = written[index]
+            not_finite |= not (abs(value) <= largest)
+        if codes.shape[0]:
+            _steps_in_bands(written, codes, operands, o)
+    return not_finite

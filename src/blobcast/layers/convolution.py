@@ -8,7 +8,15 @@ from math import prod
 
 import numpy as np
 
-from ..threads import blas_threads, matmul, run_blocks, run_channel_blocks, share_products
+from ..threads import (
+    LARGE_PRODUCTS,
+    blas_threads,
+    compiled_threads,
+    matmul,
+    run_blocks,
+    run_channel_blocks,
+    single_thread_products,
+)
 from . import compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 from .compiled import run_in_place
@@ -102,7 +110,7 @@ class _ConvolutionBase(LayerOp):
         self.group = self.params.group
         self.bias = self.params.bias_term
         self.axis_setting = self.params.axis
-        self.winograd = False  # Net(winograd=True): the opt-in fast 3x3 path
+        self.winograd = False  # Net sets it (layers/winograd.py), on by default
         self._winograd_filters = None
 
     def _batch_view(self, x):
@@ -166,11 +174,13 @@ class Convolution(_ConvolutionBase):
                 channels, kernel, shape_out, 4)
         if self._side_by_side(batch, channels * prod(kernel), out, self.group, 4):
             columns = batch * (channels * prod(kernel) + self._outputs()) * out  # and the product
+        shape_out = tuple(max((n + 2 * p - (d * (k - 1) + 1)) // s + 1, 1)
+                          for n, k, s, p, d in zip(spatial, kernel, stride, pad, dilation))
         if self.winograd and winograd.applies(kernel, stride, dilation, self.group,
-                                              len(spatial) + 2, channels):
-            # one sample's tiles before and after their transform (16 values
-            # per 4 outputs and channel), its products and output blocks
-            columns = 8 * channels * out + 5 * self._outputs() * out
+                                              len(spatial) + 2, channels, shape_out):
+            # each thread's part: its tiles before and after the products
+            columns = compiled_threads() * winograd.part_values(
+                channels, self._outputs(), spatial, pad, 4, self.xp is np)
         return batch * (self._outputs() * out + channels * padded) + columns
 
     takes_steps = True
@@ -195,11 +205,15 @@ class Convolution(_ConvolutionBase):
         locations = prod(shape_out)
         per_group = channels // group
         filters = weight.reshape(group, outputs // group, per_group * prod(kernel))
-        if self.winograd and winograd.applies(kernel, stride, dilation, group, x.ndim, channels):
+        if self.winograd and winograd.applies(kernel, stride, dilation, group, x.ndim, channels,
+                                               shape_out):
             if self._winograd_filters is None:
                 self._winograd_filters = winograd.transformed_filters(xp, weight)
-            y = winograd.convolve(xp, x, self._winograd_filters, pad)
-        elif self._side_by_side(n, channels * prod(kernel), locations, group, x.itemsize):
+            y = winograd.convolve(xp, x, self._winograd_filters,
+                                  self.weights[1] if self.bias else None, pad, steps)
+            if y is not None:
+                return (y.reshape(leading + y.shape[1:]),)
+        if self._side_by_side(n, channels * prod(kernel), locations, group, x.itemsize):
             y = self._samples_side_by_side(x, filters[0], kernel, stride, pad, dilation, shape_out)
         elif all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
             columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
@@ -288,23 +302,29 @@ class Convolution(_ConvolutionBase):
             if xp is not np or not compiled.run_steps_on_columns(plane, start, end, steps):
                 apply_steps(xp, block, steps, slice(None))
 
-        workers = share_products() if xp is np else 1
-        if workers <= 1 or n * -(-shape_out[0] // rows) < workers:  # a part for every thread
+        tasks = [(sample, first) for sample in range(n) for first in range(0, shape_out[0], rows)]
+        if xp is not np:
             buffer = xp.empty(buffer_shape, dtype=x.dtype)
-            with blas_threads():
-                for sample in range(n):
-                    for first in range(0, shape_out[0], rows):
-                        unfold_and_multiply(sample, first, buffer)
+            for task in tasks:
+                unfold_and_multiply(*task, buffer)
             return y
         # Parts shared between threads, each unfolding its own part and
-        # multiplying it on BLAS's calling thread (threads.products_on_engine_threads).
-        tasks = [(sample, first) for sample in range(n) for first in range(0, shape_out[0], rows)]
-        buffers = [xp.empty(buffer_shape, dtype=x.dtype) for _ in range(min(workers, len(tasks)))]
+        # multiplying it on BLAS's calling thread (threads.single_thread_products).
+        multiply_adds = outputs * prod(buffer_shape[:2]) * prod(shape_out) // group
+        with single_thread_products(compiled.enabled(), multiply_adds >= LARGE_PRODUCTS) \
+                as workers:
+            if workers <= 1 or len(tasks) < workers:  # a part for every thread
+                buffer = xp.empty(buffer_shape, dtype=x.dtype)
+                with blas_threads():
+                    for task in tasks:
+                        unfold_and_multiply(*task, buffer)
+                return y
+            buffers = [xp.empty(buffer_shape, dtype=x.dtype) for _ in range(workers)]
 
-        def task(index: int, worker: int) -> None:
-            unfold_and_multiply(*tasks[index], buffers[worker])
+            def task(index: int, worker: int) -> None:
+                unfold_and_multiply(*tasks[index], buffers[worker])
 
-        run_blocks(task, len(tasks), workers, with_worker=True)
+            run_blocks(task, len(tasks), workers, with_worker=True)
         return y
 
     def _depthwise(self, x, kernel, stride, pad, dilation, shape_out, steps):

@@ -324,6 +324,7 @@ def test_winograd_convolution_computes_the_convolution(pad, size, monkeypatch):
     import blobcast.layers.winograd as winograd
 
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 5) + size).astype(np.float32)
     text = ('layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 2 dim: 5 '
@@ -333,8 +334,8 @@ def test_winograd_convolution_computes_the_convolution(pad, size, monkeypatch):
     model = net_from_text(text, "<3x3>")
     model["c"].blobs = [blobcast.Blob(rng.standard_normal((4, 5, 3, 3)).astype(np.float32)),
                         blobcast.Blob(rng.standard_normal(4).astype(np.float32))]
-    exact = Net(model).forward({"data": x})["c"]
-    fast = Net(model, winograd=True).forward({"data": x})["c"]
+    exact = Net(model, winograd=False).forward({"data": x})["c"]
+    fast = Net(model).forward({"data": x})["c"]
     assert fast.shape == exact.shape
     np.testing.assert_allclose(fast, exact, rtol=1e-5, atol=1e-5)
 
@@ -347,12 +348,13 @@ def test_winograd_keeps_a_caffe_forks_own_blobs_within_float32_tolerance(monkeyp
 
     ssd = CAFFE / "ssd"
     monkeypatch.setattr(winograd, "MIN_CHANNELS", 1)  # every one of them, small as they are
+    monkeypatch.setattr(winograd, "MIN_TILES", 1)
     calls = []
     original = winograd.convolve
     monkeypatch.setattr(winograd, "convolve", lambda *args: calls.append(1) or original(*args))
     model = blobcast.load(ssd / "synth_a.caffemodel", prototxt=ssd / "synth_a.prototxt")
     # its DetectionOutput blobs (det_*) are not compared: the net without them runs in milliseconds
-    ours = Net(without_detection_output(model), winograd=True).forward(
+    ours = Net(without_detection_output(model)).forward(
         {"data": np.load(ssd / "synth_a_input_data.npy")}, keep_all=True)
     golden = np.load(ssd / "synth_a_blobs.npz")
     assert len(calls) == 8
@@ -361,25 +363,34 @@ def test_winograd_keeps_a_caffe_forks_own_blobs_within_float32_tolerance(monkeyp
             np.testing.assert_allclose(ours[name], golden[name], atol=1e-5, rtol=1e-5, err_msg=name)
 
 
-def test_run_and_verify_take_winograd(tmp_path):
+def test_run_and_verify_take_winograd_on_and_off(monkeypatch):
     import json
 
     from typer.testing import CliRunner
 
+    import blobcast.layers.winograd as winograd
     from blobcast.cli import app
 
-    from ...conftest import CAFFE
+    from ...conftest import ROOT
 
-    zoo = CAFFE / "zoo"
+    calls = []
+    original = winograd.convolve
+    monkeypatch.setattr(winograd, "convolve", lambda *args: calls.append(1) or original(*args))
+    real = ROOT / "fixtures" / "real" / "yufacedetectnet"
+    weights, net = real / "yufacedetectnet-open-v1.caffemodel", real / "yufacedetectnet-open-v1.prototxt"
     runner = CliRunner()
-    done = runner.invoke(app, ["verify", str(zoo / "zoo.caffemodel"), str(zoo / "zoo.caffemodel.h5"),
-                               "--prototxt", str(zoo / "zoo_deploy.prototxt"), "--winograd", "--json"])
-    assert done.exit_code == 0, done.output
-    assert json.loads(done.output)["ok"]
-    done = runner.invoke(app, ["run", str(zoo / "zoo.caffemodel"), "--prototxt", str(zoo / "zoo_deploy.prototxt"),
-                               "--winograd", "--json"])
-    assert done.exit_code == 0, done.output
-
+    for flag in ("--winograd", "--no-winograd", None):
+        calls.clear()
+        done = runner.invoke(app, ["verify", str(weights), str(weights), "--prototxt", str(net),
+                                   "--json"] + ([flag] if flag else []))
+        assert done.exit_code == 0, done.output
+        assert json.loads(done.output)["ok"]
+        assert bool(calls) == (flag != "--no-winograd")
+        calls.clear()
+        done = runner.invoke(app, ["run", str(weights), "--prototxt", str(net), "--json"]
+                             + ([flag] if flag else []))
+        assert done.exit_code == 0, done.output
+        assert bool(calls) == (flag != "--no-winograd")
 
 def test_the_callers_input_is_used_as_it_is_and_never_written(chains_run):
     # Input -> in-place BatchNorm on the input blob itself, then the convolution.

@@ -145,7 +145,7 @@ def test_products_shared_between_the_engines_threads_give_the_one_thread_values(
             + conv.format("s", "dw", "num_output: 40 kernel_size: 3 pad: 1 stride: 2")
             + 'layer { name: "fc" type: "InnerProduct" bottom: "s" top: "fc" '
               'inner_product_param { num_output: 10 } }')
-    net = Net(net_from_text(text, "<shared>"), random_weights=5)
+    net = Net(net_from_text(text, "<shared>"), random_weights=5, winograd=False)
     x = {"data": np.random.default_rng(3).standard_normal((2, 32, 28, 28)).astype(np.float32)}
     shared_calls = []
     original = threads.run_blocks
