@@ -20,7 +20,7 @@ its time per layer family.
 
     python benchmarks/engine_speed.py [--runs 5] [--nets ResNet-50,VGG16]
         [--batches 1,8] [--threads 1,2] [--device cpu|gpu] [--no-onnx]
-        [--clock wall|cpu] [--profile] [--json]
+        [--clock wall|cpu] [--profile] [--no-winograd] [--json]
 """
 
 from __future__ import annotations
@@ -133,14 +133,14 @@ def print_profile(name: str, batch: int, count: int, spent: dict) -> None:
 
 
 def measure(name: str, folder: str, batches, threads, runs: int, device: str,
-            with_onnx: bool = True, with_profile: bool = False) -> list[dict]:
+            with_onnx: bool = True, with_profile: bool = False, winograd: bool = True) -> list[dict]:
     import cv2
     from threadpoolctl import threadpool_limits
 
     prototxt, weights = write_net(name, folder)
     model = blobcast.load(weights, prototxt=prototxt)
     sessions = onnx_sessions(name, folder, prototxt, weights, threads) if with_onnx else {}
-    net = Net(model, device=device)
+    net = Net(model, device=device, winograd=winograd)
     xp = net.xp
     reference = cv2.dnn.readNetFromCaffe(prototxt, weights)
     logits_name = model.layers[-1].bottoms[0]
@@ -216,6 +216,8 @@ def main() -> None:
                         help="cpu: process CPU time, steadier on a busy machine at 1 thread")
     parser.add_argument("--profile", action="store_true",
                         help="also time blobcast's passes per layer family")
+    parser.add_argument("--no-winograd", action="store_true",
+                        help="every convolution summed in Caffe's order (the engine's --no-winograd)")
     options = parser.parse_args()
     _clock["now"] = CLOCKS[options.clock]
     import cv2
@@ -232,16 +234,18 @@ def main() -> None:
           + (f" and onnxruntime {onnxruntime.__version__} (CPU provider)" if with_onnx else "")
           + "; "
           f"numpy {np.__version__} on {blas_description()}; compiled kernels "
-          f"{'on' if compiled.enabled() else 'off (NumPy only)'}; {options.clock} clock; "
+          f"{'on' if compiled.enabled() else 'off (NumPy only)'}; 3x3 convolutions "
+          f"{'in Caffe order' if options.no_winograd else 'by Winograd'}; {options.clock} clock; "
           f"medians of {options.runs} "
           "interleaved runs; ratio below 1: blobcast is faster", file=sys.stderr)
     print(header, file=sys.stderr, flush=True)
     measure_and_report(
         names, lambda name, folder: measure(name, folder, batches, threads, options.runs,
-                                            options.device, with_onnx, options.profile),
+                                            options.device, with_onnx, options.profile,
+                                            not options.no_winograd),
         header, _row, options.json,
         {"device": options.device, "blas": blas_description(), "opencv": cv2.__version__,
-         "compiled_kernels": compiled.enabled(),
+         "compiled_kernels": compiled.enabled(), "winograd": not options.no_winograd,
          "onnxruntime": onnxruntime.__version__ if with_onnx else None, "clock": options.clock},
         "blobcast-engine-")
 

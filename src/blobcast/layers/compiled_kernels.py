@@ -411,6 +411,18 @@ def _across_columns(t_even, t_odd, a, flat, out, base, count):
 
 
 @njit(cache=True, inline="always")
+def _down_columns(flat, j, base, count, sums, slot):
+    """A^T m down column j of a tile row's products: sums[0 or 1, slot, k]."""
+    four, eight, twelve = np.uintp(4), np.uintp(8), np.uintp(12)
+    for q in range(count):
+        k = np.uintp(q)
+        m0, m1 = flat[j, base + k], flat[j + four, base + k]
+        m2, m3 = flat[j + eight, base + k], flat[j + twelve, base + k]
+        sums[0, slot, k] = (m0 + m1) + m2
+        sums[1, slot, k] = (m1 - m2) - m3
+
+
+@njit(cache=True, inline="always")
 def _inside(shift, width, count):
     """The range of k in [0, count) with 0 <= 2k - shift < width."""
     first = max(0, (shift + 1) // 2)
@@ -447,16 +459,13 @@ def winograd_outputs(products, y, bias, has_bias, first, tiles_w, codes, operand
     bottom = min(out_h, 2 * (first + rows))
     largest = y.dtype.type(np.finfo(y.dtype).max)
     not_finite = False
+    flat = products.reshape(16, products.shape[1] * products.shape[2])
     for o in range(first_output, end_output):
         b = bias[o]
         for row in range(rows):
-            base = row * tiles_w
+            base = np.uintp((o * rows + row) * tiles_w)
             for j in range(4):
-                m0, m1 = products[j, o], products[4 + j, o]
-                m2, m3 = products[8 + j, o], products[12 + j, o]
-                for k in range(tiles_w):
-                    sums[0, j, k] = (m0[base + k] + m1[base + k]) + m2[base + k]
-                    sums[1, j, k] = (m1[base + k] - m2[base + k]) - m3[base + k]
+                _down_columns(flat, np.uintp(j), base, tiles_w, sums, np.uintp(j))
             for i in range(2):
                 line = top + 2 * row + i
                 if line >= out_h:
