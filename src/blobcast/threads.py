@@ -235,7 +235,7 @@ def _threads_restored(libraries: list):
 
 
 @contextmanager
-def single_thread_products(compiled: bool, large: bool):
+def single_thread_products(compiled: bool, large: bool, parts: int | None = None):
     """For work in parts that each make their own products (layers/winograd.py):
     yields how many of the engine's threads take the parts, while each BLAS
     runs every product on its calling thread, so that a part's values never
@@ -246,15 +246,17 @@ def single_thread_products(compiled: bool, large: bool):
     threads back and shares its parts between the engine's; any other stays
     on the pass's thread, its products on BLAS's threads: on ResNet-50's
     small layers, between products on BLAS's threads, the engine's threads
-    made its pass slower (two threads: 78 -> 104 ms)."""
+    made its pass slower (two threads: 78 -> 104 ms). So does a layer of
+    fewer `parts` than threads (None: its parts can be shared)."""
     sharing = share_products()
     if sharing > 1:
         yield sharing
         return
-    if _state["kernels_alone"] == threading.get_ident() and not large:
+    workers = _kernel_threads() if compiled else threads()
+    if _state["kernels_alone"] == threading.get_ident() and \
+            (not large or (parts is not None and parts < workers)):
         yield 1
         return
-    workers = _kernel_threads() if compiled else threads()
     libraries = _blas_libraries() if _blas_controller() is not None else []
     if workers <= 1 or all(count == 1 for _, count in libraries):
         yield workers

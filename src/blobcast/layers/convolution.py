@@ -311,8 +311,8 @@ class Convolution(_ConvolutionBase):
         # Parts shared between threads, each unfolding its own part and
         # multiplying it on BLAS's calling thread (threads.single_thread_products).
         multiply_adds = outputs * prod(buffer_shape[:2]) * prod(shape_out) // group
-        with single_thread_products(compiled.enabled(), multiply_adds >= LARGE_PRODUCTS) \
-                as workers:
+        with single_thread_products(compiled.enabled(), multiply_adds >= LARGE_PRODUCTS,
+                                    len(tasks)) as workers:
             if workers <= 1 or len(tasks) < workers:  # a part for every thread
                 buffer = xp.empty(buffer_shape, dtype=x.dtype)
                 with blas_threads():
