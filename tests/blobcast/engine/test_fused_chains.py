@@ -257,3 +257,30 @@ def test_single_products_get_each_blas_its_own_thread_count_back():
             assert counts() == before
     finally:
         threads.set_threads(None)
+
+
+def test_a_large_layer_at_batch_1_takes_the_engines_threads_with_blas_on_one():
+    # Winograd's parts and large unfolded ones: each product on its calling
+    # thread, so that its values never depend on the thread count.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import blobcast.threads as threads
+
+    def counts():
+        return [library.num_threads for library, _ in threads._blas_libraries()]
+
+    threads.set_threads(2)
+    try:
+        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+            before = counts()
+            with threads.products_on_engine_threads(True, batch=1):
+                with threads.single_thread_products(True, large=True, parts=8) as workers:
+                    assert workers == 2 and set(counts()) == {1}
+                assert counts() == before
+                for large, parts in ((False, 8), (True, 1)):  # small, or too few parts to share
+                    with threads.single_thread_products(True, large, parts) as workers:
+                        assert workers == 1 and counts() == before
+            with threads.products_on_engine_threads(True, batch=2):  # already one a thread
+                with threads.single_thread_products(True, large=False) as workers:
+                    assert workers == 2 and set(counts()) == {1}
+    finally:
+        threads.set_threads(None)
