@@ -50,6 +50,7 @@ MIN_PART_TILES = 256
 # threads (its channels, its 16 products, its output channels) instead.
 SHARED_PARTS = 2
 
+
 def applies(kernel, stride, dilation, group: int, ndim: int, channels: int, shape_out) -> bool:
     return ndim == 4 and tuple(kernel) == (3, 3) and tuple(stride) == (1, 1) and \
         tuple(dilation) == (1, 1) and group == 1 and channels >= MIN_CHANNELS and \

@@ -237,50 +237,50 @@ def test_at_batch_1_the_kernels_keep_to_the_pass_thread_while_blas_has_threads()
         threads.set_threads(None)
 
 
-def test_single_products_get_each_blas_its_own_thread_count_back():
-    # OpenCV's wheels load an OpenBLAS of their own, often on one thread
+@pytest.fixture
+def two_threads_two_blas_threads():
+    """The engine on two threads, every BLAS on two; yields each BLAS's
+    thread count, read anew at each call."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     import blobcast.threads as threads
-
-    def counts():
-        return [library.num_threads for library, _ in threads._blas_libraries()]
 
     threads.set_threads(2)
     try:
         with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-            before = counts()
-            with threads.products_on_engine_threads(True, batch=2):
-                assert set(counts()) == {1}
-                with threads.blas_threads():
-                    assert counts() == before
-                assert set(counts()) == {1}
-            assert counts() == before
+            yield lambda: [library.num_threads for library, _ in threads._blas_libraries()]
     finally:
         threads.set_threads(None)
 
 
-def test_a_large_layer_at_batch_1_takes_the_engines_threads_with_blas_on_one():
+def test_single_products_get_each_blas_its_own_thread_count_back(two_threads_two_blas_threads):
+    # OpenCV's wheels load an OpenBLAS of their own, often on one thread
+    import blobcast.threads as threads
+
+    counts = two_threads_two_blas_threads
+    before = counts()
+    with threads.products_on_engine_threads(True, batch=2):
+        assert set(counts()) == {1}
+        with threads.blas_threads():
+            assert counts() == before
+        assert set(counts()) == {1}
+    assert counts() == before
+
+
+def test_a_large_layer_at_batch_1_takes_the_engines_threads_with_blas_on_one(
+        two_threads_two_blas_threads):
     # Winograd's parts and large unfolded ones: each product on its calling
     # thread, so that its values never depend on the thread count.
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     import blobcast.threads as threads
 
-    def counts():
-        return [library.num_threads for library, _ in threads._blas_libraries()]
-
-    threads.set_threads(2)
-    try:
-        with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-            before = counts()
-            with threads.products_on_engine_threads(True, batch=1):
-                with threads.single_thread_products(True, large=True, parts=8) as workers:
-                    assert workers == 2 and set(counts()) == {1}
-                assert counts() == before
-                for large, parts in ((False, 8), (True, 1)):  # small, or too few parts to share
-                    with threads.single_thread_products(True, large, parts) as workers:
-                        assert workers == 1 and counts() == before
-            with threads.products_on_engine_threads(True, batch=2):  # already one a thread
-                with threads.single_thread_products(True, large=False) as workers:
-                    assert workers == 2 and set(counts()) == {1}
-    finally:
-        threads.set_threads(None)
+    counts = two_threads_two_blas_threads
+    before = counts()
+    with threads.products_on_engine_threads(True, batch=1):
+        with threads.single_thread_products(True, large=True, parts=8) as workers:
+            assert workers == 2 and set(counts()) == {1}
+        assert counts() == before
+        for large, parts in ((False, 8), (True, 1)):  # small, or too few parts to share
+            with threads.single_thread_products(True, large, parts) as workers:
+                assert workers == 1 and counts() == before
+    with threads.products_on_engine_threads(True, batch=2):  # already one a thread
+        with threads.single_thread_products(True, large=False) as workers:
+            assert workers == 2 and set(counts()) == {1}
