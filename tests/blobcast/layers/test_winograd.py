@@ -177,3 +177,23 @@ def test_a_real_nets_blobs_stay_within_float32_rounding_of_caffes_order(monkeypa
             scale = max(1.0, float(np.abs(value).max()))
             np.testing.assert_allclose(fast[name], value, rtol=0, atol=3e-6 * scale, err_msg=name)
     np.testing.assert_allclose(fast["detection_out"], exact["detection_out"], atol=1e-4)
+
+
+class _DeviceLike:
+    """NumPy under another name: the path an array module other than NumPy
+    (CuPy) takes, a sample at a time, without the compiled kernels."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+
+def test_the_device_path_computes_the_convolution_and_gives_up_on_nan():
+    rng = np.random.default_rng(4)
+    x, weight, b = case(rng, 2, 24, 16, (20, 18))
+    filters = winograd.transformed_filters(_DeviceLike(), weight)
+    steps = [Step(RELU, 0.0)]
+    y = winograd.convolve(_DeviceLike(), x, filters, b, (1, 1), steps)
+    expected = np.maximum(direct(x, weight, b, (1, 1)), 0)
+    assert np.abs(y - expected).max() <= 8 * np.finfo(np.float32).eps * np.abs(expected).max()
+    x[1, 3, 4, 4] = np.inf
+    assert winograd.convolve(_DeviceLike(), x, filters, b, (1, 1), steps) is None
