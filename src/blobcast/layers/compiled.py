@@ -202,7 +202,7 @@ def winograd_outputs(products, y, bias, first: int, tiles_w: int, steps, workers
         return None
     return any(_in_shares(_kernels().winograd_outputs, y.shape[0], workers, products, y,
                           np.zeros(y.shape[0], y.dtype) if bias is None else
-                          np.ascontiguousarray(bias), bias is not None, first, tiles_w, *arrays))
+                          _writable(bias), bias is not None, first, tiles_w, *arrays))
 
 
 def max_pool(x, kernel, stride, pad, out_shape, padded_shape):
@@ -252,11 +252,18 @@ def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out, steps=())
     out = np.empty((n, channels) + tuple(shape_out), dtype=x.dtype)
     phase_of = np.array([phase for phase, _ in reads], dtype=np.intp)
     shifts = np.array([run.start for _, run in reads], dtype=np.intp)
-    _in_ranges(_kernels().depthwise, n * channels, x, np.ascontiguousarray(filters),
-               np.zeros(channels, x.dtype) if bias is None else np.ascontiguousarray(bias),
+    _in_ranges(_kernels().depthwise, n * channels, x, _writable(filters),
+               np.zeros(channels, x.dtype) if bias is None else _writable(bias),
                bias is not None, shifts, phase_of, *stride, *pad, phases[1], phases[2], *arrays,
                out)
     return out
+
+
+def _writable(array):
+    """A C-contiguous array numba takes as its usual type: a read-only one
+    (weights mapped from a file) would compile every kernel it meets again,
+    a few seconds each."""
+    return np.require(array, requirements=("C", "W"))
 
 
 def run_in_place(array: np.ndarray, steps: list) -> None:

@@ -43,9 +43,12 @@ def _steps(channels: int, dtype) -> list:
 
 # a plane in one band, and in two and part of a third (compiled_kernels.SUM_VALUES)
 SHAPES = [(3, 7, 11, 5), (2, 3, 50, 47)]
+# float64 blobs compile every kernel a second time (numba, a few seconds on
+# a machine without its cache): run by CI's full jobs, not the default run.
+DTYPES = [np.float32, pytest.param(np.float64, marks=pytest.mark.slow, id="float64")]
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("workers", [1, 3])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_every_step_gives_numpys_bits(dtype, workers, shape, compiled_everywhere, monkeypatch):
@@ -93,7 +96,7 @@ def _pair(value):
     return value if isinstance(value, tuple) else (value, value)
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("geometry", GEOMETRIES, ids=str)
 def test_depthwise_gives_numpys_bits(geometry, dtype, compiled_everywhere, monkeypatch):
     kernel, stride, pad, dilation, height, width, channels, bias = geometry
@@ -128,7 +131,7 @@ def test_the_kernels_are_not_imported_with_blobcast():
     assert out.stdout.strip() == "False"
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("columns", [(0, 55), (1100, 3300), (4000, 4700)])
 def test_steps_on_a_part_of_the_columns_give_numpys_bits(dtype, columns, compiled_everywhere):
     # a convolution's part: its columns of a sample's (channels x positions) output
@@ -142,7 +145,7 @@ def test_steps_on_a_part_of_the_columns_give_numpys_bits(dtype, columns, compile
     assert not compiled.run_steps_on_columns(plane, start, end, [Step(ADD, np.ones(7, np.float16))])
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_a_sum_then_steps_gives_numpys_bits(dtype, shape, compiled_everywhere):
     first, second = _awkward(shape, dtype, seed=2), _awkward(shape, dtype, seed=3)

@@ -84,20 +84,21 @@ def test_its_error_is_a_direct_float32_sums_on_a_vgg_layer():
 
 
 @pytest.mark.parametrize("n,channels,outputs,size,pad", GEOMETRIES)
+@pytest.mark.parametrize("dtype", [np.float32, pytest.param(np.float64, marks=pytest.mark.slow,
+                                                            id="float64")])  # a second compile
 def test_the_compiled_kernels_give_the_numpy_transforms_bits(n, channels, outputs, size, pad,
-                                                             monkeypatch):
+                                                             dtype, monkeypatch):
     pytest.importorskip("numba")
     rng = np.random.default_rng(size[1])
-    for dtype in (np.float32, np.float64):
-        x, weight, b = case(rng, n, channels, outputs, size, dtype)
-        x[..., 0, 0] = -0.0
-        filters = winograd.transformed_filters(np, weight)
-        steps = [Step(MULTIPLY, rng.standard_normal(outputs).astype(dtype)), Step(RELU, 0.0)]
-        monkeypatch.setenv("BLOBCAST_COMPILED", "0")
-        expected = winograd.convolve(np, x, filters, b, pad, steps)
-        monkeypatch.setenv("BLOBCAST_COMPILED", "1")
-        monkeypatch.setattr(compiled, "MIN_VALUES", 0)
-        assert winograd.convolve(np, x, filters, b, pad, steps).tobytes() == expected.tobytes()
+    x, weight, b = case(rng, n, channels, outputs, size, dtype)
+    x[..., 0, 0] = -0.0
+    filters = winograd.transformed_filters(np, weight)
+    steps = [Step(MULTIPLY, rng.standard_normal(outputs).astype(dtype)), Step(RELU, 0.0)]
+    monkeypatch.setenv("BLOBCAST_COMPILED", "0")
+    expected = winograd.convolve(np, x, filters, b, pad, steps)
+    monkeypatch.setenv("BLOBCAST_COMPILED", "1")
+    monkeypatch.setattr(compiled, "MIN_VALUES", 0)
+    assert winograd.convolve(np, x, filters, b, pad, steps).tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
