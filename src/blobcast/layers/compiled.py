@@ -90,9 +90,22 @@ def _in_ranges(kernel, planes: int, *arguments) -> None:
     """kernel(*arguments, first, end) over [0, planes) in one range a thread,
     each thread at least MIN_SHARE_VALUES values of the first array."""
     values = arguments[0].size
-    workers = max(1, min(compiled_threads(), planes, values // max(1, MIN_SHARE_VALUES)))
+    _in_shares(kernel, planes, min(compiled_threads(), values // max(1, MIN_SHARE_VALUES)),
+               *arguments)
+
+
+def _in_shares(kernel, planes: int, workers: int, *arguments) -> list:
+    """kernel(*arguments, first, end) over [0, planes) in `workers` ranges;
+    what each range's call returned."""
+    workers = max(1, min(workers, planes))
     bounds = [planes * index // workers for index in range(workers + 1)]
-    run_blocks(lambda index: kernel(*arguments, bounds[index], bounds[index + 1]), workers, workers)
+    results = [None] * workers
+
+    def share(index: int) -> None:
+        results[index] = kernel(*arguments, bounds[index], bounds[index + 1])
+
+    run_blocks(share, workers, workers)
+    return results
 
 
 def worth(array) -> bool:
@@ -174,35 +187,33 @@ def winograd_tiles(x, tiles, pad, first: int, tiles_w: int, workers: int) -> boo
     return True
 
 
-def _in_shares(kernel, planes: int, workers: int, *arguments) -> list:
-    """kernel(*arguments, first, end) over [0, planes) in `workers` ranges;
-    what each range's call returned."""
-    workers = max(1, min(workers, planes))
-    bounds = [planes * index // workers for index in range(workers + 1)]
-    results = [None] * workers
-
-    def share(index: int) -> None:
-        results[index] = kernel(*arguments, bounds[index], bounds[index + 1])
-
-    run_blocks(share, workers, workers)
-    return results
-
-
-def winograd_outputs(products, y, bias, first: int, tiles_w: int, steps, workers: int):
-    """winograd.output_blocks with the bias, then `steps` on the rows
-    written, output channels shared between `workers` threads (1: on this
-    thread): whether a value before the steps is NaN or infinite; None (and
-    nothing done) where the compiled path does not apply."""
-    if not worth(products) or not isinstance(y, np.ndarray) or y.dtype != products.dtype or \
-            not y.flags.c_contiguous or not enabled() or \
-            (bias is not None and (bias.dtype != y.dtype or bias.shape != (y.shape[0],))):
+def winograd_operands(outputs: int, dtype, bias, steps):
+    """What winograd_outputs takes of a layer's bias and steps, made once a
+    layer (not once a part); None where the compiled path does not apply."""
+    dtype = np.dtype(dtype)
+    if dtype not in FLOATS or (bias is not None and (not isinstance(bias, np.ndarray) or
+                                                     bias.dtype != dtype or
+                                                     bias.shape != (outputs,))):
         return None
-    arrays = _step_arrays(list(steps), y.shape[0], y.dtype)
+    arrays = _step_arrays(list(steps), outputs, dtype)
     if arrays is None:
         return None
-    return any(_in_shares(_kernels().winograd_outputs, y.shape[0], workers, products, y,
-                          np.zeros(y.shape[0], y.dtype) if bias is None else
-                          _writable(bias), bias is not None, first, tiles_w, *arrays))
+    return (np.zeros(outputs, dtype) if bias is None else _writable(bias), bias is not None,
+            *arrays)
+
+
+def winograd_outputs(products, y, first: int, tiles_w: int, operands, workers: int):
+    """winograd.output_blocks with the bias, then the steps on the rows
+    written (`operands`: winograd_operands'), output channels shared between
+    `workers` threads (1: on this thread): whether a value before the steps
+    is NaN or infinite; None (and nothing done) where the compiled path does
+    not apply."""
+    if operands is None or not worth(products) or not isinstance(y, np.ndarray) or \
+            y.dtype != products.dtype or not y.flags.c_contiguous or not enabled():
+        return None
+    bias, has_bias, codes, steps = operands
+    return any(_in_shares(_kernels().winograd_outputs, y.shape[0], workers, products, y, bias,
+                          has_bias, first, tiles_w, codes, steps))
 
 
 def max_pool(x, kernel, stride, pad, out_shape, padded_shape):

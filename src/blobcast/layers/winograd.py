@@ -108,6 +108,7 @@ def convolve(xp, x, filters, bias, pad, steps) -> object:
     parts = [(sample, first) for sample in range(n) for first in range(0, tiles_h, rows)]
     buffers: dict = {}
     failed: list = []
+    operands = compiled.winograd_operands(outputs, x.dtype, bias, steps) if on_host else None
 
     def part(index: int, worker: int, shared: int = 1) -> None:
         """Part `index` on thread `worker`, or shared by `shared` threads."""
@@ -125,7 +126,7 @@ def convolve(xp, x, filters, bias, pad, steps) -> object:
             run_blocks(lambda k: xp.matmul(filters[k], tiles[k], out=products[k]), 16, shared)
         else:
             xp.matmul(filters, tiles, out=products)
-        not_finite = compiled.winograd_outputs(products, y[sample], bias, first, tiles_w, steps,
+        not_finite = compiled.winograd_outputs(products, y[sample], first, tiles_w, operands,
                                                shared) if on_host else None
         if not_finite is None:
             block = output_blocks(xp, products, y[sample], bias, first, tiles_w)
