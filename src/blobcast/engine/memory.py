@@ -54,13 +54,15 @@ class MemoryPlan:
     for a pass that reports or keeps every blob's last value (later where a
     blob of its group changes it after its last reader); changed_at: layer
     index -> the blobs that take their last value there through a blob of
-    their group, not as a top of that layer."""
+    their group, not as a top of that layer; reusable: the blobs whose array,
+    once released, nobody else can hold (`reusable_blobs`)."""
 
     group: dict[str, int]
     final_at: dict[str, int]
     release_after: dict[int, list[str]]
     release_reported: dict[int, list[str]]
     changed_at: dict[int, list[str]]
+    reusable: frozenset = frozenset()
 
 
 def plan_memory(schedule: Schedule) -> MemoryPlan:
@@ -89,7 +91,26 @@ def plan_memory(schedule: Schedule) -> MemoryPlan:
             release_after.setdefault(index, []).append(name)
             # reported: one sharing memory still changes with its group
             release_reported.setdefault(max(index, final_at.get(name, index)), []).append(name)
-    return MemoryPlan(group, final_at, release_after, release_reported, changed_at)
+    return MemoryPlan(group, final_at, release_after, release_reported, changed_at,
+                      reusable_blobs(layers, group, keep))
+
+
+def reusable_blobs(layers: list[Layer], group: dict, outputs: set) -> frozenset:
+    """Blobs whose arrays the engine may hand out again once released: made
+    by a built-in layer that allocates its only top, read (and rewritten in
+    place) only by such layers, which keep no bottom and return no view of
+    one; in no group sharing memory, and not an output of the net."""
+    makers: dict[str, bool] = {}
+    for layer in layers:
+        fresh = makes_new_memory(layer)
+        for name in layer.bottoms:
+            if name in makers and not fresh:
+                makers[name] = False  # read by a layer that may keep it or view it
+        for name in layer.tops:
+            if name not in layer.bottoms:  # a new version (an in-place one keeps its array)
+                makers[name] = fresh and len(layer.tops) == 1
+    return frozenset(name for name, fresh in makers.items()
+                     if fresh and name not in group and name not in outputs)
 
 
 @dataclass
@@ -111,6 +132,7 @@ class ForwardPass:
     final_only: bool
     check_budget: bool
     itemsize: int = 4
+    pool: object = None  # engine/buffers.ArrayPool: released arrays go back to it
     owned: set = field(default_factory=set)
     newest: dict = field(default_factory=dict)  # group -> (layer index, array)
     since: dict = field(default_factory=dict)  # blob -> the layer index its value is from
@@ -153,6 +175,9 @@ class ForwardPass:
         old = self.values.pop(name, None)
         if old is not None:
             self._count(old, -1)
+            if self.pool is not None and name in self.owned and name in self.plan.reusable and \
+                    id(old) not in self._bindings:
+                self.pool.give_back(old)
 
     def store(self, name: str, value, index: int, in_place: bool) -> None:
         self._bind(self.values, name, value)

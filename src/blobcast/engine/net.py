@@ -8,7 +8,7 @@ import numpy as np
 from .. import layers  # noqa: F401  (registers the layer types)
 from ..check.runner import OPTION_FLAGS, Runner
 from ..errors import BlobcastError
-from ..layers import compiled
+from ..layers import allocation, compiled
 from ..layers.base import LAYER_TYPES, implementation
 from ..layers.compiled import run_in_place
 from ..model import Layer, Model
@@ -17,6 +17,7 @@ from ..shapes import check_layer_memory
 from ..tensor import aligned_values
 from ..threads import products_on_engine_threads
 from ..weights import check_has_weights, lacks_weights
+from .buffers import ArrayPool
 from .memory import ForwardPass, makes_new_memory, plan_memory
 from .python_layer import PythonLayer
 
@@ -91,6 +92,8 @@ class Net(Runner):
         self._chains: dict = {}
         self._budget_checked: set = set()
         self._passes = 0  # passes run: the compiled kernels apply from compiled.FROM_PASS on
+        self._pool = ArrayPool()  # the arrays of released blobs, for the next layers and passes
+        self._pool_signature = None
 
     @property
     def dtype(self):
@@ -146,14 +149,22 @@ class Net(Runner):
     def _check_budget(self, layer: Layer, op, bottoms: list, run: ForwardPass) -> None:
         """Refuse, before it runs, a layer that would take the blobs held so far
         past the memory budget (a tiny net can declare enormous blobs)."""
-        check_layer_memory(layer, op, [tuple(b.shape) for b in bottoms], run.held_bytes,
-                            run.itemsize)
+        shapes = [tuple(b.shape) for b in bottoms]
+        if self._pool.free_bytes:  # the pool's arrays count, or are let go
+            try:
+                check_layer_memory(layer, op, shapes, run.held_bytes + self._pool.free_bytes,
+                                   run.itemsize)
+                return
+            except BlobcastError:
+                self._pool.clear()
+        check_layer_memory(layer, op, shapes, run.held_bytes, run.itemsize)
 
     def release(self) -> None:
         """Drop the weights the net holds on the device (aligned copies
         included); they are built again if it runs again."""
         self._ops = None
         self._chains = {}
+        self._pool.clear()
 
     def _in_place_chain(self, index: int, bottoms: list, owned: set) -> tuple[int, list]:
         """How many layers from `index` rewrite one blob in place (BatchNorm,
@@ -257,27 +268,44 @@ class Net(Runner):
         values = self._bind_inputs(inputs)
         # Memory depends on the shapes alone: planned once per set of input shapes.
         signature = (keep_all, tuple((name, tuple(v.shape)) for name, v in values.items()))
+        pool = self._pool_for(signature, keep_all or on_blob is not None)
         run = ForwardPass(self.memory, values, dict(values) if keep_all else {}, keep_all, on_blob,
                           final_only, check_budget=signature not in self._budget_checked,
-                          itemsize=np.dtype(self.dtype).itemsize)
+                          itemsize=np.dtype(self.dtype).itemsize, pool=pool)
         run_until = 0  # layers before this index ran in place, in a chain
         # Shared at batch > 1 only: a single sample's unfolded parts went faster
         # on BLAS's own threads (VGG16 at batch 1, 2 cores: 195 against 242 ms),
         # and its 1x1 products are single products, which are not shared.
         batch = max((v.shape[0] for v in values.values() if v.ndim), default=1)
-        with compiled.for_pass(self._passes), \
-                products_on_engine_threads(self.xp is np and compiled.enabled(), batch):
-            for index, layer in enumerate(self.layers):
-                if index < run_until:
-                    continue
-                if tolerate_missing and any(name not in values for name in layer.bottoms):
-                    continue  # downstream of a layer that was not run
-                run_until = self._step(index, run)
+        try:
+            with compiled.for_pass(self._passes), allocation.drawing_from(pool), \
+                    products_on_engine_threads(self.xp is np and compiled.enabled(), batch):
+                for index, layer in enumerate(self.layers):
+                    if index < run_until:
+                        continue
+                    if tolerate_missing and any(name not in values for name in layer.bottoms):
+                        continue  # downstream of a layer that was not run
+                    run_until = self._step(index, run)
+        finally:
+            self._pool.end_pass()
+            if not self.hold_weights:  # run once: hold nothing after it
+                self._pool.clear()
         self._passes += 1
         self._budget_checked.add(signature)
         if keep_all:
             return {name: run.current(name) for name in run.kept}
         return {name: run.current(name) for name in self.outputs if name in values}
+
+    def _pool_for(self, signature, shown: bool):
+        """The pool this pass draws from: none where the caller sees every
+        blob (keep_all, on_blob) or on the GPU (CuPy keeps its own); emptied
+        when the input shapes change, so it holds one set of shapes' arrays."""
+        if shown or self.xp is not np:
+            return None
+        if signature != self._pool_signature:
+            self._pool.clear()
+            self._pool_signature = signature
+        return self._pool
 
     def _bind_inputs(self, inputs: dict) -> dict:
         values = {}

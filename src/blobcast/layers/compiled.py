@@ -29,6 +29,7 @@ from math import prod
 import numpy as np
 
 from ..threads import compiled_threads, run_blocks, run_channel_blocks
+from . import allocation
 from .steps import CLIP, OPERATIONS, apply_steps, per_channel
 
 # A kernel takes blobs from this size on: on MobileNet-v1's 7x7 layers of
@@ -224,7 +225,7 @@ def max_pool(x, kernel, stride, pad, out_shape, padded_shape):
         return None
     if kernel[0] * kernel[1] < 9 and compiled_threads() == 1:
         return None  # NumPy's passes: as fast for 2x2 windows on one thread, or faster
-    out = np.empty(x.shape[:2] + tuple(out_shape), dtype=x.dtype)
+    out = allocation.empty(np, x.shape[:2] + tuple(out_shape), x.dtype)
     _in_ranges(_kernels().max_pool, x.shape[0] * x.shape[1], x, out, *kernel, *stride, *pad,
                *padded_shape, x.dtype.type(-np.inf))
     return out
@@ -240,7 +241,7 @@ def add(first, second, steps=()):
     arrays = _step_arrays(list(steps), channels, first.dtype)
     if arrays is None:
         return None
-    out = np.empty_like(first)
+    out = allocation.empty(np, first.shape, first.dtype)
     shape = (samples, channels, -1)
     _in_ranges(_kernels().add_then_steps, samples * channels, first.reshape(shape),
                second.reshape(shape), out.reshape(shape), *arrays)
@@ -260,7 +261,7 @@ def depthwise(x, filters, bias, stride, pad, phases, reads, shape_out, steps=())
     arrays = _step_arrays(list(steps), channels, x.dtype)
     if arrays is None:
         return None
-    out = np.empty((n, channels) + tuple(shape_out), dtype=x.dtype)
+    out = allocation.empty(np, (n, channels) + tuple(shape_out), x.dtype)
     phase_of = np.array([phase for phase, _ in reads], dtype=np.intp)
     shifts = np.array([run.start for _, run in reads], dtype=np.intp)
     _in_ranges(_kernels().depthwise, n * channels, x, _writable(filters),

@@ -17,7 +17,7 @@ from ..threads import (
     run_channel_blocks,
     single_thread_products,
 )
-from . import compiled, winograd
+from . import allocation, compiled, winograd
 from .base import LayerOp, canonical_axis, register, weight_and_bias_fillers
 from .compiled import run_in_place
 from .steps import ADD, Step, apply_steps
@@ -217,12 +217,14 @@ class Convolution(_ConvolutionBase):
             y = self._samples_side_by_side(x, filters[0], kernel, stride, pad, dilation, shape_out)
         elif all(k == 1 for k in kernel) and all(s == 1 for s in stride) and not any(pad):
             columns = x.reshape(n, group, per_group, locations)  # 1x1: no unfolding needed
-            y = self._product(filters[None], columns).reshape((n, outputs) + shape_out)
+            y = self._product(filters[None], columns, (n, outputs) + shape_out)
         elif n * channels * prod(kernel) * locations * x.itemsize <= self._column_bytes():
-            columns = xp.empty((n, channels, prod(kernel)) + shape_out, dtype=x.dtype)
-            unfold(x, columns, 2, kernel, stride, pad, dilation)
-            columns = columns.reshape(n, group, per_group * prod(kernel), locations)
-            y = self._product(filters[None], columns).reshape((n, outputs) + shape_out)
+            unfolded = allocation.empty(xp, (n, channels, prod(kernel)) + shape_out, x.dtype)
+            unfold(x, unfolded, 2, kernel, stride, pad, dilation)
+            columns = unfolded.reshape(n, group, per_group * prod(kernel), locations)
+            y = self._product(filters[None], columns, (n, outputs) + shape_out)
+            columns = None
+            allocation.done(unfolded)
         else:
             # the bias added to each part while it is in cache
             return (self._unfolded_in_parts(x, filters, kernel, stride, pad, dilation, shape_out,
@@ -258,9 +260,18 @@ class Convolution(_ConvolutionBase):
         product = product.reshape((filters.shape[0], n) + shape_out)
         return xp.ascontiguousarray(product.transpose((1, 0) + tuple(range(2, x.ndim))))
 
-    def _product(self, a, b):
-        """a @ b, shared between the engine's threads on the host."""
-        return matmul(a, b) if self.xp is np else self.xp.matmul(a, b)
+    def _product(self, a, b, shape=None):
+        """a @ b, shared between the engine's threads on the host; with
+        `shape`, into a new array of that shape (from the pass's pool)."""
+        if self.xp is not np:
+            product = self.xp.matmul(a, b)
+            return product if shape is None else product.reshape(shape)
+        if shape is None:
+            return matmul(a, b)
+        out = allocation.empty(np, shape, np.result_type(a, b))
+        matmul(a, b, out=out.reshape(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) +
+                                     (a.shape[-2], b.shape[-1])))
+        return out
 
     def _column_bytes(self) -> int:
         return COLUMN_BYTES if self.xp is np else COLUMN_BYTES_GPU
@@ -281,7 +292,7 @@ class Convolution(_ConvolutionBase):
         xp = self.xp
         n, channels = x.shape[:2]
         group, outputs = filters.shape[0], filters.shape[0] * filters.shape[1]
-        y = xp.empty((n, outputs) + shape_out, dtype=x.dtype)
+        y = allocation.empty(xp, (n, outputs) + shape_out, x.dtype)
         rows = self._column_rows(channels, kernel, shape_out, x.itemsize)
         buffer_shape = (channels, prod(kernel), rows) + shape_out[1:]
         if self.bias:

@@ -31,7 +31,7 @@ from math import prod
 import numpy as np
 
 from ..threads import LARGE_PRODUCTS, run_blocks, single_thread_products
-from . import compiled
+from . import allocation, compiled
 from .steps import apply_steps
 
 # Below this many input channels the unfolded product is as fast (VGG16's
@@ -80,7 +80,10 @@ def part_rows(channels: int, tiles_h: int, tiles_w: int, itemsize: int, on_host:
     if not on_host:
         return tiles_h
     tiles = max(MIN_PART_TILES, PART_BYTES // (16 * channels * itemsize))
-    return max(1, min(tiles_h, tiles // tiles_w))
+    most = max(1, min(tiles_h, tiles // tiles_w))
+    # As many parts as `most` rows make, but even: 28 rows in 9, 9, 9 and 1
+    # left two threads at 18 and 10 rows (VGG16's 56x56 layers).
+    return -(-tiles_h // -(-tiles_h // most))
 
 
 def part_values(channels: int, outputs: int, spatial, pad, itemsize: int, on_host: bool) -> int:
@@ -104,7 +107,7 @@ def convolve(xp, x, filters, bias, pad, steps) -> object:
     tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
     on_host = xp is np
     rows = part_rows(channels, tiles_h, tiles_w, x.itemsize, on_host)
-    y = xp.empty((n, outputs, out_h, out_w), dtype=x.dtype)
+    y = allocation.empty(xp, (n, outputs, out_h, out_w), x.dtype)
     parts = [(sample, first) for sample in range(n) for first in range(0, tiles_h, rows)]
     buffers: dict = {}
     failed: list = []
