@@ -58,8 +58,9 @@ def blas_description() -> str:
     from threadpoolctl import threadpool_info
 
     pools = [p for p in threadpool_info() if p.get("user_api") == "blas"]
-    return ", ".join(f"{p['internal_api']} {p.get('version')} ({p.get('architecture')})"
-                     for p in pools) or "unknown BLAS"
+    timeout = os.environ.get("OPENBLAS_THREAD_TIMEOUT", "OpenBLAS's own")
+    return ", ".join(f"{p['internal_api']} {p.get('version')} ({p.get('architecture')}, "
+                     f"idle-thread timeout {timeout})" for p in pools) or "unknown BLAS"
 
 
 def onnx_sessions(name: str, folder: str, prototxt: str, weights: str, threads) -> dict:

@@ -343,6 +343,22 @@ def max_pool(x, out, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, padde
 
 
 @njit(cache=True, nogil=True)
+def max_pool_halves(x, out, first_plane, end_plane):
+    """max_pool for 2x2 windows at stride 2 that tile each plane exactly (no
+    padding, no overhang): the same operands in the same order (across each
+    row's pair, then down the two rows), in one pass."""
+    channels, out_h, out_w = x.shape[1], out.shape[2], out.shape[3]
+    for plane in range(first_plane, end_plane):
+        source, target = x[plane // channels, plane % channels], out[plane // channels,
+                                                                    plane % channels]
+        for o in range(out_h):
+            top, bottom, row = source[2 * o], source[2 * o + 1], target[o]
+            for q in range(out_w):
+                row[q] = _maximum(_maximum(top[2 * q], top[2 * q + 1]),
+                                  _maximum(bottom[2 * q], bottom[2 * q + 1]))
+
+
+@njit(cache=True, nogil=True)
 def winograd_tiles(x, tiles, pad_h, pad_w, first, tiles_w, first_channel, end_channel):
     """winograd.input_tiles: one sample's x (C, H, W), tile rows from
     `first` on, into tiles (16, C, rows * tiles_w), channels [first_channel,

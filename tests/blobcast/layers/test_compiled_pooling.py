@@ -29,7 +29,10 @@ def _bits(array):
 # kernel, stride, pad, height, width, round_mode
 GEOMETRIES = [(3, 2, 0, 112, 112, "CEIL"), (3, 2, 1, 15, 13, "CEIL"), (2, 2, 0, 14, 14, "CEIL"),
               (3, 1, 1, 9, 11, "FLOOR"), ((3, 2), (1, 2), (1, 0), 10, 17, "CEIL"),
-              (1, 1, 0, 5, 6, "CEIL"), (5, 3, 2, 17, 16, "CEIL"), (7, 7, 0, 7, 7, "CEIL")]
+              (1, 1, 0, 5, 6, "CEIL"), (5, 3, 2, 17, 16, "CEIL"), (7, 7, 0, 7, 7, "CEIL"),
+              (2, 2, 0, 13, 15, "CEIL"), (2, 2, 1, 14, 14, "CEIL"), (2, 2, 0, 56, 30, "FLOOR")]
+# 2x2 windows at stride 2 that tile the plane exactly have a kernel of their own
+HALVES = {(2, 2, 0, 14, 14, "CEIL"), (2, 2, 0, 56, 30, "FLOOR")}
 
 
 def _pair(value):
@@ -46,11 +49,12 @@ def test_max_pooling_gives_numpys_bits(geometry, compiled_everywhere, monkeypatc
              f'round_mode: {rounding} }} }}')
     text = HEADER % f"dim: 2 dim: 3 dim: {height} dim: {width}" + layer
     x = {"data": _awkward((2, 3, height, width), sum(map(ord, str(geometry))))}
+    kernel_ran = {"max_pool_halves" if geometry in HALVES else "max_pool": 1}
     got = net(text, {}).forward(x)["p"]
-    assert compiled_everywhere == {"max_pool": 1}
+    assert compiled_everywhere == kernel_ran
     monkeypatch.setenv("BLOBCAST_COMPILED", "0")
     expected = net(text, {}).forward(x)["p"]
-    assert compiled_everywhere == {"max_pool": 1}
+    assert compiled_everywhere == kernel_ran
     assert got.shape == expected.shape and got.dtype == expected.dtype
     assert np.array_equal(_bits(got), _bits(expected))
 
@@ -68,13 +72,17 @@ def test_numpys_maximum_gives_the_second_of_two_zeros(monkeypatch):
     assert compiled.max_pool(small, (2, 2), (2, 2), (0, 0), (16, 16), (32, 32)) is None
 
 
-def test_two_by_two_windows_take_the_kernel_only_on_several_threads(monkeypatch):
+def test_small_windows_take_the_kernel_on_one_thread_only_where_they_tile_the_plane(monkeypatch):
     monkeypatch.setenv("BLOBCAST_COMPILED", "1")
     x = np.random.default_rng(0).standard_normal((1, 2, 96, 96)).astype(np.float32)
     for threads, expected in ((1, False), (2, True)):
         monkeypatch.setattr(compiled, "compiled_threads", lambda threads=threads: threads)
+        pooled = compiled.max_pool(np.ascontiguousarray(x[:, :, :95, :95]), (2, 2), (2, 2), (0, 0), (48, 48), (96, 96))
+        assert (pooled is not None) == expected  # the last window overhangs
         pooled = compiled.max_pool(x, (2, 2), (2, 2), (0, 0), (48, 48), (96, 96))
-        assert (pooled is not None) == expected
+        halves = np.maximum(np.maximum(x[:, :, 0::2, 0::2], x[:, :, 0::2, 1::2]),
+                            np.maximum(x[:, :, 1::2, 0::2], x[:, :, 1::2, 1::2]))
+        assert np.array_equal(pooled, halves)  # exact tiling: its own kernel
     monkeypatch.setattr(compiled, "compiled_threads", lambda: 1)
     pooled = compiled.max_pool(x, (3, 3), (2, 2), (0, 0), (47, 47), (96, 96))
     expected = np.maximum.reduce([x[:, :, i:i + 93:2, j:j + 93:2] for i in range(3) for j in range(3)])
