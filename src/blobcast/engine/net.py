@@ -161,7 +161,8 @@ class Net(Runner):
 
     def release(self) -> None:
         """Drop the weights the net holds on the device (aligned copies
-        included); they are built again if it runs again."""
+        included) and the arrays its passes left for the next; they are
+        built again if it runs again."""
         self._ops = None
         self._chains = {}
         self._pool.clear()

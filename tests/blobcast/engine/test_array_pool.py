@@ -79,20 +79,23 @@ def test_the_forks_caffe_nets_reuse_arrays(every_array_pooled):
     reused = 0
     for case in ("trap_inplace_then_split", "cdw_s2_pad_bias", "bn_default_scale_inplace"):
         inputs = np.load(FORKS2 / f"{case}.inputs.npz")
-        reused += _passes_agree(lambda: _load(case),
+        reused += _passes_agree(lambda case=case: _load(case),
                                 [{name: inputs[name] for name in inputs.files}] * 2)._pool.reused
     assert reused > 0
 
 
 TEXT = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 4 kernel_size: 3 } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a"
+  convolution_param { num_output: 4 kernel_size: 3 } }
 layer { name: "a_relu" type: "ReLU" bottom: "a" top: "a" }
-layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "b" type: "Convolution" bottom: "a" top: "b"
+  convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "flat" type: "Flatten" bottom: "b" top: "flat" }
 layer { name: "c" type: "Pooling" bottom: "a" top: "c" pooling_param { pool: MAX kernel_size: 2 } }
 layer { name: "drop" type: "Dropout" bottom: "c" top: "c" }
-layer { name: "d" type: "Convolution" bottom: "a" top: "d" convolution_param { num_output: 2 kernel_size: 1 } }
+layer { name: "d" type: "Convolution" bottom: "a" top: "d"
+  convolution_param { num_output: 2 kernel_size: 1 } }
 layer { name: "e" type: "Eltwise" bottom: "d" bottom: "d" top: "e" }
 layer { name: "ip" type: "InnerProduct" bottom: "flat" top: "ip" inner_product_param { num_output: 2 } }
 """
@@ -102,10 +105,13 @@ layer { name: "ip" type: "InnerProduct" bottom: "flat" top: "ip" inner_product_p
 # again (b2, the same shape) would change what ip reads.
 VIEWED = """
 layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 8 dim: 8 } } }
-layer { name: "a" type: "Convolution" bottom: "data" top: "a" convolution_param { num_output: 4 kernel_size: 1 } }
-layer { name: "b" type: "Convolution" bottom: "a" top: "b" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "a" type: "Convolution" bottom: "data" top: "a"
+  convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "b" type: "Convolution" bottom: "a" top: "b"
+  convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "flat" type: "Flatten" bottom: "b" top: "flat" }
-layer { name: "b2" type: "Convolution" bottom: "a" top: "b2" convolution_param { num_output: 4 kernel_size: 1 } }
+layer { name: "b2" type: "Convolution" bottom: "a" top: "b2"
+  convolution_param { num_output: 4 kernel_size: 1 } }
 layer { name: "ip" type: "InnerProduct" bottom: "flat" top: "ip" inner_product_param { num_output: 3 } }
 layer { name: "out" type: "Eltwise" bottom: "b2" bottom: "a" top: "out" }
 """
