@@ -163,3 +163,41 @@ def test_a_pass_that_shows_every_blob_takes_nothing_from_the_pool(every_array_po
     assert net._pool.free_bytes > 0  # "d" went back
     net.release()
     assert net._pool.free_bytes == 0
+
+
+# Each blob released before the next is made: the pool fills as the pass runs.
+GROWING = """
+layer { name: "data" type: "Input" top: "data"
+  input_param { shape { dim: 1 dim: 4 dim: 32 dim: 32 } } }
+""" + "".join(
+    f'layer {{ name: "c{i}" type: "Convolution" bottom: "{bottom}" top: "c{i}"\n'
+    f'  convolution_param {{ num_output: {8 * (i + 1)} kernel_size: 1 }} }}\n'
+    for i, bottom in enumerate(["data", "c0", "c1", "c2", "c3"]))
+
+
+def _runs_within(budget: int, pooled: bool, monkeypatch):
+    """The net after a pass within `budget` (None: a layer was refused)."""
+    from blobcast import limits
+    from blobcast.errors import BlobcastError
+
+    monkeypatch.setattr(buffers, "MIN_BYTES", 0 if pooled else 1 << 60)
+    limits.set_memory_budget(budget)
+    try:
+        net = Net(with_random_weights(GROWING, {"data": (1, 4, 32, 32)}, seed=2))
+        net.forward({"data": np.ones((1, 4, 32, 32), np.float32)})
+        return net
+    except BlobcastError:
+        return None
+    finally:
+        limits.set_memory_budget(None)
+
+
+def test_the_pools_arrays_never_make_a_layer_refused(monkeypatch):
+    low, high = 1, 1 << 24  # the least budget the pass needs without a pool
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _runs_within(middle, False, monkeypatch) else (middle + 1, high)
+    tight, roomy = _runs_within(low, True, monkeypatch), _runs_within(1 << 30, True, monkeypatch)
+    assert tight is not None and _runs_within(low - 1, True, monkeypatch) is None
+    # counted against the budget, and let go where they would pass it
+    assert tight._pool.free_bytes < roomy._pool.free_bytes
