@@ -1,5 +1,5 @@
 """The arrays a net's passes hand on: each array a layer takes from the pool
-(layers/outputs.py) and the engine gives back when its blob is released,
+(layers/allocation.py) and the engine gives back when its blob is released,
 kept for the next layer or pass that asks for the same shape.
 
 The engine gives an array back only where the net alone says nobody else
@@ -12,6 +12,7 @@ to the caller (no keep_all, no on_blob). Reference counts decide nothing.
 from __future__ import annotations
 
 import threading
+import weakref
 from math import prod
 
 import numpy as np
@@ -24,7 +25,9 @@ MIN_BYTES = 4 << 20
 class ArrayPool:
     def __init__(self):
         self._free: dict = {}  # (shape, dtype) -> arrays nobody holds
-        self._lent: dict = {}  # id -> array handed out this pass
+        # id -> a weak reference to an array handed out this pass: one nobody
+        # gives back (a blob a view was made of) is freed when its last holder goes
+        self._lent: dict = {}
         self._lock = threading.Lock()  # passes of one net on several threads
         self.free_bytes = 0
         self.reused = 0  # arrays handed out again (for the tests and benchmarks)
@@ -42,7 +45,7 @@ class ArrayPool:
         if array is None:
             array = np.empty(shape, dtype=dtype)
         with self._lock:
-            self._lent[id(array)] = array
+            self._lent[id(array)] = weakref.ref(array)
         return array
 
     def give_back(self, array) -> bool:
@@ -54,7 +57,8 @@ class ArrayPool:
                                   not array.flags.c_contiguous):
             return False
         with self._lock:
-            if self._lent.get(id(root)) is not root:
+            lent = self._lent.get(id(root))
+            if lent is None or lent() is not root:
                 return False
             del self._lent[id(root)]
             self._free.setdefault((root.shape, root.dtype), []).append(root)

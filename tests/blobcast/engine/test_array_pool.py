@@ -146,6 +146,18 @@ def test_the_pool_takes_back_only_what_it_lent_whole(every_array_pooled):
     assert not pool.give_back(lent)  # the caller's now
 
 
+def test_what_the_pool_lends_is_freed_with_its_last_holder(every_array_pooled):
+    import weakref
+
+    pool = buffers.ArrayPool()
+    lent = pool.empty((4, 6), np.float32)
+    held = weakref.ref(lent)
+    del lent  # never given back (a blob a view was made of): not kept for the pass
+    assert held() is None
+    again = pool.empty((4, 6), np.float32)
+    assert pool.give_back(again) and pool.empty((4, 6), np.float32) is again
+
+
 def test_small_arrays_are_not_held():
     pool = buffers.ArrayPool()
     small = pool.empty((8,), np.float32)
