@@ -38,13 +38,12 @@ class ArrayPool:
             return np.empty(shape, dtype=dtype)
         with self._lock:
             free = self._free.get((shape, dtype))
-            array = free.pop() if free else None
-            if array is not None:
+            if free:
+                array = free.pop()
                 self.free_bytes -= array.nbytes
                 self.reused += 1
-        if array is None:
-            array = np.empty(shape, dtype=dtype)
-        with self._lock:
+            else:
+                array = np.empty(shape, dtype=dtype)
             self._lent[id(array)] = weakref.ref(array)
         return array
 
